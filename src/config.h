@@ -1,0 +1,99 @@
+/* config.h — the gateway's configuration, loaded once from one YAML file.
+ *
+ * A loaded config is immutable: workers read it without locks.  Everything
+ * that changes at run time (backend health, in-flight counts) lives in
+ * runtime structures that point at the config, never in it.
+ */
+#ifndef SHADE_CONFIG_H
+#define SHADE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+enum balance_kind {
+    BALANCE_ROUND_ROBIN = 0, /* "round_robin": rotate, ignoring weights            */
+    BALANCE_WEIGHTED,        /* "weighted": smooth weighted round robin (nginx's)   */
+    BALANCE_LEAST_OUTSTANDING/* "least_outstanding": fewest in-flight requests      */
+};
+
+struct config_backend {
+    char *url;            /* as written, e.g. "https://api.example.com/v1" */
+    bool tls;             /* https:// */
+    char *host;           /* host part, for Host:, SNI and certificate check */
+    uint16_t port;        /* explicit or 80/443 */
+    char *base_path;      /* path prefix with no trailing '/', "" when none.
+                             The API path ("/v1/chat/completions") is appended
+                             after stripping a leading "/v1" when base_path
+                             already ends in "/v1". */
+    struct sockaddr_storage addr; /* resolved once at load time */
+    socklen_t addrlen;
+    char *name;           /* label in metrics and logs; default "host:port" */
+    char *model;          /* upstream model name; NULL = same as public name */
+    char *api_key_env;    /* NULL or env var name */
+    char *api_key;        /* value read from the environment at load; NULL if none */
+    uint32_t weight;      /* 1..1000, default 1 */
+    uint32_t max_concurrent;      /* 0 = unlimited */
+    uint32_t connect_timeout_ms;  /* default 5000 */
+    uint32_t first_byte_timeout_ms;/* response headers; default 120000 */
+    uint32_t idle_timeout_ms;     /* between response reads; default 60000 */
+    uint32_t total_timeout_ms;    /* whole exchange; default 600000 */
+    uint32_t max_fails;           /* connect failures before marked down; default 1 */
+    uint32_t fail_timeout_ms;     /* how long down lasts; default 10000 */
+    uint32_t keepalive_idle_ms;   /* idle upstream connection kept; default 60000 */
+    uint32_t max_idle_conns;      /* per worker; default 64 */
+    bool tls_verify;              /* default true */
+    char *ca_file;                /* NULL = system store */
+};
+
+struct config_model {
+    char *name;                   /* public model name */
+    enum balance_kind balance;    /* default round_robin */
+    struct config_backend *backends;
+    size_t nbackends;             /* >= 1 */
+    /* price per 1M tokens, for cost metrics; 0 = unknown */
+    double input_price_per_mtok;
+    double output_price_per_mtok;
+};
+
+struct config_server {
+    char *listen;                 /* "127.0.0.1:8080" as written */
+    struct sockaddr_storage addr; socklen_t addrlen;
+    uint32_t workers;             /* 0 = one per core */
+    uint32_t max_connections;     /* per worker, default 10000 */
+    uint32_t max_header_bytes;    /* default 32768, 1024..1048576 */
+    uint32_t max_headers;         /* default 100, 8..1000 */
+    uint64_t max_body_bytes;      /* default 16 MiB, 1 KiB..1 GiB */
+    uint32_t header_timeout_ms;   /* default 10000 */
+    uint32_t body_timeout_ms;     /* default 60000 (between body reads) */
+    uint32_t keepalive_timeout_ms;/* default 75000 */
+    uint32_t shutdown_timeout_ms; /* default 30000 */
+    char *log_level;              /* "debug" | "info" | "warn" | "error"; default info */
+};
+
+struct config {
+    char *path;
+    struct config_server server;
+    struct config_model *models;
+    size_t nmodels;
+};
+
+/* Load and validate FILE.  On error returns -1 and writes one message of the
+ * form "FILE:LINE:COLUMN: message" into err (NUL-terminated, truncated to
+ * errlen).  On success returns 0 and *out owns all its memory. */
+int config_load(const char *file, struct config **out, char *err, size_t errlen);
+void config_free(struct config *c);
+
+/* Find a model by public name (exact, case-sensitive); NULL if absent. */
+const struct config_model *config_find_model(const struct config *c, const char *name, size_t len);
+
+/* Parse a duration such as "250ms", "10s", "2m", "1h" into milliseconds.
+ * Returns 0 on success, -1 on a malformed value. */
+int config_parse_duration(const char *s, uint64_t *ms);
+
+/* Parse "host:port" / "[v6]:port" listen addresses (numeric hosts, or
+ * "localhost").  Returns 0 on success. */
+int config_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len);
+
+#endif
