@@ -1,0 +1,993 @@
+/* httpd.c — HTTP/1.1 server connections on top of llhttp.
+ *
+ * A connection moves through these states:
+ *
+ *   IDLE ──first byte──▶ HEAD ──headers──▶ BODY ──complete──▶ HANDLER
+ *     ▲                                                          │
+ *     └──────────── response ended, next pipelined request ◀─────┘
+ *
+ * The parser is paused after every complete request, so at most one request
+ * per connection is with the handler; later pipelined bytes wait in `in`.
+ * Requests are dispatched and resumed from deferred callbacks, never from
+ * inside a parser callback, so a handler may answer synchronously.
+ */
+#include "httpd.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <llhttp.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "json.h"
+
+#define READ_CHUNK       16384
+#define MAX_PIPELINE_BUF (1024u * 1024u) /* stop reading ahead past this */
+#define LINGER_MS        2000
+
+enum conn_state { C_IDLE, C_HEAD, C_BODY, C_HANDLER, C_LINGER };
+
+struct hoff { uint32_t name_off, name_len, value_off, value_len; };
+
+struct conn {
+    ev_io io;
+    ev_timer timer;
+    ev_defer resume;     /* continue parsing after a response ended */
+    ev_defer flush;      /* coalesce writes made during one event batch */
+    struct httpd *srv;
+    struct conn *prev, *next;
+    llhttp_t parser;
+    enum conn_state state;
+    struct buf in, out;
+
+    /* request being parsed */
+    struct buf hbuf;          /* method, url and header bytes */
+    uint32_t url_off, url_len, method_off, method_len;
+    struct hoff *hoff;
+    size_t nhoff, caphoff;
+    bool in_value;
+    struct buf body;
+    int perr;                 /* status of an error found in a callback */
+    const char *perr_msg;
+    http_req req;
+    struct http_hdr *hdrs;
+    size_t caphdrs;
+
+    /* response */
+    bool req_active;          /* handler owns req */
+    bool resp_chunked, resp_close_delim, resp_head_only;
+    bool keep_alive;          /* for the current request */
+    bool close_after;         /* close once `out` drains */
+    bool closed;
+    bool over_high;           /* out was above high water: tell on_drain */
+    uint64_t last_send_progress;
+};
+
+struct httpd {
+    loop_t *loop;
+    struct httpd_limits lim;
+    httpd_handler handler;
+    void *arg;
+    ev_io *listeners;
+    size_t nlisteners;
+    struct conn *conns;       /* doubly linked list of live connections */
+    size_t nconns;
+    bool shutting_down;
+    uint64_t rid_state;
+};
+
+static llhttp_settings_t settings;
+static void conn_close(struct conn *c);
+static void conn_parse(struct conn *c);
+static void conn_flush_now(struct conn *c);
+static void queue_flush(struct conn *c);
+static void send_error_and_close(struct conn *c, int status, const char *msg);
+
+/* ---------- status and error helpers ---------- */
+
+const char *http_status_text(int s)
+{
+    switch (s) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 499: return "Client Closed Request";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return s < 300 ? "OK" : s < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+static long put_json_str_or_null(char *out, size_t cap, const char *s)
+{
+    if (!s) {
+        if (cap < 5)
+            return -1;
+        memcpy(out, "null", 4);
+        return 4;
+    }
+    return json_escape(s, strlen(s), out, cap);
+}
+
+size_t http_error_json(char *out, size_t cap, const char *type, const char *code,
+                       const char *param, const char *message)
+{
+    /* {"error":{"message":M,"type":T,"param":P,"code":C}}\n */
+    static const char *keys[] = { "{\"error\":{\"message\":", ",\"type\":", ",\"param\":", ",\"code\":" };
+    const char *vals[] = { message, type, param, code };
+    size_t n = 0;
+    for (int i = 0; i < 4; i++) {
+        size_t kl = strlen(keys[i]);
+        if (n + kl >= cap)
+            return 0;
+        memcpy(out + n, keys[i], kl);
+        n += kl;
+        long w = put_json_str_or_null(out + n, cap - n, vals[i]);
+        if (w < 0)
+            return 0;
+        n += (size_t)w;
+    }
+    if (n + 4 > cap)
+        return 0;
+    memcpy(out + n, "}}\n", 3);
+    n += 3;
+    out[n] = '\0';
+    return n;
+}
+
+/* ---------- request ids ---------- */
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static bool reqid_ok(const char *v, size_t n)
+{
+    if (n == 0 || n > 128)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)v[i];
+        if (!(ch >= 0x21 && ch <= 0x7e) || ch == '"' || ch == '\\')
+            return false;
+    }
+    return true;
+}
+
+static void set_reqid(struct conn *c)
+{
+    http_req *r = &c->req;
+    const struct http_hdr *h = http_req_header(r, "x-request-id");
+    if (h && reqid_ok(h->value, h->value_len)) {
+        memcpy(r->reqid, h->value, h->value_len);
+        r->reqid_len = h->value_len;
+    } else {
+        uint64_t a = splitmix64(&c->srv->rid_state), b = splitmix64(&c->srv->rid_state);
+        r->reqid_len = (size_t)snprintf(r->reqid, sizeof r->reqid, "%016llx%016llx",
+                                        (unsigned long long)a, (unsigned long long)b);
+    }
+    r->reqid[r->reqid_len] = '\0';
+}
+
+/* ---------- header access ---------- */
+
+bool http_hdr_is(const struct http_hdr *h, const char *name)
+{
+    size_t n = strlen(name);
+    return h->name_len == n && strncasecmp(h->name, name, n) == 0;
+}
+
+const struct http_hdr *http_req_header(const http_req *r, const char *name)
+{
+    for (size_t i = 0; i < r->nhdrs; i++)
+        if (http_hdr_is(&r->hdrs[i], name))
+            return &r->hdrs[i];
+    return NULL;
+}
+
+bool http_hdr_has_token(const struct http_hdr *h, const char *tok)
+{
+    size_t tl = strlen(tok);
+    const char *p = h->value, *e = h->value + h->value_len;
+    while (p < e) {
+        while (p < e && (*p == ' ' || *p == '\t' || *p == ','))
+            p++;
+        const char *s = p;
+        while (p < e && *p != ',')
+            p++;
+        const char *t = p;
+        while (t > s && (t[-1] == ' ' || t[-1] == '\t'))
+            t--;
+        if ((size_t)(t - s) == tl && strncasecmp(s, tok, tl) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* ---------- llhttp callbacks: copy pieces into hbuf / body ---------- */
+
+static int fail(struct conn *c, int status, const char *msg)
+{
+    c->perr = status;
+    c->perr_msg = msg;
+    return -1;
+}
+
+static int hbuf_add(struct conn *c, const char *at, size_t len)
+{
+    if (buf_used(&c->hbuf) + len > c->srv->lim.max_header_bytes)
+        return fail(c, 431, "request headers are too large");
+    if (buf_append(&c->hbuf, at, len) < 0)
+        return fail(c, 500, "out of memory");
+    return 0;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    c->state = C_HEAD;
+    buf_reset(&c->hbuf);
+    buf_reset(&c->body);
+    c->nhoff = 0;
+    c->in_value = false;
+    c->url_off = c->url_len = c->method_off = c->method_len = 0;
+    c->req.nhdrs = 0;
+    c->req.reqid_len = 0;
+    c->req.t_start_ns = mono_ns();
+    ev_timer_start(c->srv->loop, &c->timer, c->srv->lim.header_timeout_ms);
+    return 0;
+}
+
+static int on_method(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    if (c->method_len == 0)
+        c->method_off = (uint32_t)buf_used(&c->hbuf);
+    c->method_len += (uint32_t)len;
+    return hbuf_add(c, at, len);
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    if (c->url_len == 0)
+        c->url_off = (uint32_t)buf_used(&c->hbuf);
+    c->url_len += (uint32_t)len;
+    return hbuf_add(c, at, len);
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    if (c->in_value || c->nhoff == 0) {
+        if (c->nhoff >= c->srv->lim.max_headers)
+            return fail(c, 431, "too many request headers");
+        if (c->nhoff == c->caphoff) {
+            size_t cap = c->caphoff ? c->caphoff * 2 : 16;
+            struct hoff *h = realloc(c->hoff, cap * sizeof *h);
+            if (!h)
+                return fail(c, 500, "out of memory");
+            c->hoff = h;
+            c->caphoff = cap;
+        }
+        c->hoff[c->nhoff++] = (struct hoff){ (uint32_t)buf_used(&c->hbuf), 0, 0, 0 };
+        c->in_value = false;
+    }
+    c->hoff[c->nhoff - 1].name_len += (uint32_t)len;
+    return hbuf_add(c, at, len);
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    struct hoff *h = &c->hoff[c->nhoff - 1];
+    if (!c->in_value) {
+        h->value_off = (uint32_t)buf_used(&c->hbuf);
+        c->in_value = true;
+    }
+    h->value_len += (uint32_t)len;
+    return hbuf_add(c, at, len);
+}
+
+static enum http_method_id method_id(const char *m, size_t n)
+{
+#define M(s, id) if (n == sizeof(s) - 1 && memcmp(m, s, n) == 0) return id
+    M("GET", HTTP_M_GET);
+    M("POST", HTTP_M_POST);
+    M("HEAD", HTTP_M_HEAD);
+    M("PUT", HTTP_M_PUT);
+    M("DELETE", HTTP_M_DELETE);
+    M("OPTIONS", HTTP_M_OPTIONS);
+#undef M
+    return HTTP_M_OTHER;
+}
+
+/* Turn offsets into pointers once hbuf no longer moves. */
+static int build_request(struct conn *c)
+{
+    http_req *r = &c->req;
+    char *base = buf_data(&c->hbuf);
+    if (c->nhoff > c->caphdrs) {
+        struct http_hdr *h = realloc(c->hdrs, c->nhoff * sizeof *h);
+        if (!h)
+            return -1;
+        c->hdrs = h;
+        c->caphdrs = c->nhoff;
+    }
+    for (size_t i = 0; i < c->nhoff; i++) {
+        c->hdrs[i].name = base + c->hoff[i].name_off;
+        c->hdrs[i].name_len = c->hoff[i].name_len;
+        c->hdrs[i].value = base + c->hoff[i].value_off;
+        c->hdrs[i].value_len = c->hoff[i].value_len;
+        /* trim trailing whitespace llhttp may leave */
+        while (c->hdrs[i].value_len && (c->hdrs[i].value[c->hdrs[i].value_len - 1] == ' ' ||
+                                        c->hdrs[i].value[c->hdrs[i].value_len - 1] == '\t'))
+            c->hdrs[i].value_len--;
+    }
+    r->hdrs = c->hdrs;
+    r->nhdrs = c->nhoff;
+    r->method_name = base + c->method_off;
+    r->method_len = c->method_len;
+    r->method = method_id(r->method_name, r->method_len);
+    r->url = base + c->url_off;
+    r->url_len = c->url_len;
+    r->path = r->url;
+    const char *q = memchr(r->url, '?', r->url_len);
+    r->path_len = q ? (size_t)(q - r->url) : r->url_len;
+    r->http_minor = c->parser.http_minor;
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    struct httpd *s = c->srv;
+    if (c->parser.http_major != 1)
+        return fail(c, 505, "only HTTP/1.x is supported");
+    if (build_request(c) < 0)
+        return fail(c, 500, "out of memory");
+    c->keep_alive = llhttp_should_keep_alive(p) && !s->shutting_down;
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > s->lim.max_body_bytes)
+        return fail(c, 413, "request body is too large");
+    const struct http_hdr *ex = http_req_header(&c->req, "expect");
+    if (ex) {
+        if (!(ex->value_len == 12 && strncasecmp(ex->value, "100-continue", 12) == 0))
+            return fail(c, 417, "unsupported Expect header");
+        /* Only worth it if a body follows; HTTP/1.0 clients do not know 100. */
+        if (c->parser.http_minor >= 1 && ((p->flags & F_CHUNKED) || p->content_length > 0)) {
+            buf_append_str(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+            queue_flush(c);
+        }
+    }
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0 && p->content_length <= s->lim.max_body_bytes) {
+        if (!buf_reserve(&c->body, (size_t)p->content_length))
+            return fail(c, 413, "request body is too large");
+    }
+    c->state = C_BODY;
+    ev_timer_start(s->loop, &c->timer, s->lim.body_timeout_ms);
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    if (buf_used(&c->body) + len > c->srv->lim.max_body_bytes)
+        return fail(c, 413, "request body is too large");
+    if (buf_append(&c->body, at, len) < 0)
+        return fail(c, 500, "out of memory");
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    c->req.body = buf_data(&c->body);
+    c->req.body_len = buf_used(&c->body);
+    c->state = C_HANDLER;
+    return HPE_PAUSED;
+}
+
+__attribute__((constructor)) static void settings_setup(void)
+{
+    llhttp_settings_init(&settings);
+    settings.on_message_begin = on_message_begin;
+    settings.on_method = on_method;
+    settings.on_url = on_url;
+    settings.on_header_field = on_header_field;
+    settings.on_header_value = on_header_value;
+    settings.on_headers_complete = on_headers_complete;
+    settings.on_body = on_body;
+    settings.on_message_complete = on_message_complete;
+}
+
+/* ---------- output ---------- */
+
+static void conn_flush_now(struct conn *c)
+{
+    while (buf_used(&c->out)) {
+        ssize_t n = send(c->io.fd, buf_data(&c->out), buf_used(&c->out), MSG_NOSIGNAL);
+        if (n > 0) {
+            buf_consume(&c->out, (size_t)n);
+            c->last_send_progress = loop_now(c->srv->loop);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            ev_io_set(c->srv->loop, &c->io, c->io.mask | EV_WRITE);
+            return;
+        }
+        /* peer gone: nothing more can be delivered */
+        conn_close(c);
+        return;
+    }
+    if (c->closed)
+        return;
+    unsigned want = c->io.mask & ~EV_WRITE;
+    ev_io_set(c->srv->loop, &c->io, want);
+    if (c->close_after && !c->req_active) {
+        if (c->state == C_LINGER)
+            return;
+        /* lingering close: stop sending, drain what the client still sends
+         * so our response is not destroyed by a reset */
+        shutdown(c->io.fd, SHUT_WR);
+        c->state = C_LINGER;
+        ev_io_set(c->srv->loop, &c->io, EV_READ);
+        ev_timer_start(c->srv->loop, &c->timer, LINGER_MS);
+    }
+}
+
+static void flush_cb(loop_t *l, ev_defer *d)
+{
+    struct conn *c = d->data;
+    if (!c->closed)
+        conn_flush_now(c);
+}
+
+static void queue_flush(struct conn *c)
+{
+    ev_defer_post(c->srv->loop, &c->flush);
+}
+
+size_t http_out_pending(const http_req *r)
+{
+    const struct conn *c = r->conn;
+    return buf_used(&c->out);
+}
+
+static void put_hdr(struct buf *b, const char *name, size_t nl, const char *val, size_t vl)
+{
+    char *w = buf_reserve(b, nl + vl + 4);
+    if (!w)
+        return;
+    memcpy(w, name, nl);
+    w[nl] = ':';
+    w[nl + 1] = ' ';
+    memcpy(w + nl + 2, val, vl);
+    w[nl + 2 + vl] = '\r';
+    w[nl + 3 + vl] = '\n';
+    b->len += nl + vl + 4;
+}
+
+void http_start(http_req *r, int status, const struct http_hdr *hdrs, size_t n, int64_t content_length)
+{
+    struct conn *c = r->conn;
+    if (r->started)
+        return;
+    r->started = true;
+    r->status = status;
+    if (c->srv->shutting_down)
+        c->keep_alive = false;
+    c->resp_head_only = r->method == HTTP_M_HEAD;
+    c->resp_chunked = false;
+    c->resp_close_delim = false;
+    if (content_length < 0) {
+        if (r->http_minor >= 1) {
+            c->resp_chunked = true;
+        } else {
+            c->resp_close_delim = true;
+            c->keep_alive = false;
+        }
+    }
+    struct buf *b = &c->out;
+    buf_printf(b, "HTTP/1.1 %d %s\r\ndate: %s\r\n", status, http_status_text(status),
+               loop_http_date(c->srv->loop));
+    for (size_t i = 0; i < n; i++)
+        put_hdr(b, hdrs[i].name, hdrs[i].name_len, hdrs[i].value, hdrs[i].value_len);
+    if (content_length >= 0)
+        buf_printf(b, "content-length: %lld\r\n", (long long)content_length);
+    else if (c->resp_chunked)
+        buf_append_str(b, "transfer-encoding: chunked\r\n");
+    if (!c->keep_alive)
+        buf_append_str(b, "connection: close\r\n");
+    else if (r->http_minor == 0)
+        buf_append_str(b, "connection: keep-alive\r\n");
+    put_hdr(b, "x-request-id", 12, r->reqid, r->reqid_len);
+    buf_append(b, "\r\n", 2);
+    queue_flush(c);
+}
+
+void http_write(http_req *r, const void *data, size_t len)
+{
+    struct conn *c = r->conn;
+    if (len == 0 || c->resp_head_only)
+        return;
+    r->resp_body_bytes += len;
+    if (c->resp_chunked) {
+        char *w = buf_reserve(&c->out, len + 24);
+        if (!w)
+            return;
+        int hl = snprintf(w, 24, "%zx\r\n", len);
+        memcpy(w + hl, data, len);
+        memcpy(w + hl + len, "\r\n", 2);
+        c->out.len += (size_t)hl + len + 2;
+    } else {
+        buf_append(&c->out, data, len);
+    }
+    if (buf_used(&c->out) > HTTP_OUT_HIGH_WATER)
+        c->over_high = true;
+    queue_flush(c);
+}
+
+static void request_done(struct conn *c)
+{
+    c->req_active = false;
+    c->req.on_abort = NULL;
+    c->req.on_drain = NULL;
+    c->req.ctx = NULL;
+    if (!c->keep_alive)
+        c->close_after = true;
+    ev_defer_post(c->srv->loop, &c->resume);
+}
+
+void http_end(http_req *r)
+{
+    struct conn *c = r->conn;
+    if (!r->started)
+        http_start(r, r->status ? r->status : 200, NULL, 0, 0);
+    if (c->resp_chunked && !c->resp_head_only)
+        buf_append(&c->out, "0\r\n\r\n", 5);
+    if (c->resp_close_delim)
+        c->close_after = true;
+    queue_flush(c);
+    request_done(c);
+}
+
+void http_abort(http_req *r)
+{
+    struct conn *c = r->conn;
+    c->keep_alive = false;
+    c->close_after = true;
+    if (!r->started) {
+        /* nothing sent yet: a plain close reads as a reset to the client */
+        request_done(c);
+        conn_close(c);
+        return;
+    }
+    queue_flush(c);
+    request_done(c);
+}
+
+void http_respond(http_req *r, int status, const char *content_type, const void *body, size_t len)
+{
+    struct http_hdr h = { "content-type", 12, content_type, strlen(content_type) };
+    http_start(r, status, &h, 1, (int64_t)len);
+    http_write(r, body, len);
+    http_end(r);
+}
+
+void http_respond_error(http_req *r, int status, const char *type, const char *code,
+                        const char *param, const char *fmt, ...)
+{
+    char msg[1024], body[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    size_t n = http_error_json(body, sizeof body, type, code, param, msg);
+    http_respond(r, status, "application/json", body, n);
+}
+
+/* ---------- connection life ---------- */
+
+static void conn_free(void *p)
+{
+    struct conn *c = p;
+    buf_free(&c->in);
+    buf_free(&c->out);
+    buf_free(&c->hbuf);
+    buf_free(&c->body);
+    free(c->hoff);
+    free(c->hdrs);
+    free(c);
+}
+
+static void conn_close(struct conn *c)
+{
+    if (c->closed)
+        return;
+    c->closed = true;
+    struct httpd *s = c->srv;
+    if (c->req_active) {
+        c->req_active = false;
+        void (*cb)(http_req *) = c->req.on_abort;
+        c->req.on_abort = NULL;
+        if (cb)
+            cb(&c->req);
+    }
+    int fd = c->io.fd;
+    ev_io_stop(s->loop, &c->io);
+    if (fd >= 0)
+        close(fd);
+    ev_timer_stop(s->loop, &c->timer);
+    ev_defer_cancel(s->loop, &c->resume);
+    ev_defer_cancel(s->loop, &c->flush);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nconns--;
+    loop_defer_free(s->loop, c, conn_free);
+}
+
+static void send_error_and_close(struct conn *c, int status, const char *msg)
+{
+    /* errors found before a handler saw the request: answer, then close */
+    char body[1024];
+    const char *type = status >= 500 ? "server_error" : "invalid_request_error";
+    const char *code = status == 413 ? "request_too_large"
+                     : status == 431 ? "request_headers_too_large"
+                     : status == 408 ? "request_timeout" : NULL;
+    size_t n = http_error_json(body, sizeof body, type, code, NULL, msg);
+    c->keep_alive = false;
+    http_req *r = &c->req;
+    if (r->reqid_len == 0)
+        set_reqid(c);
+    r->started = false;
+    r->http_minor = 1;
+    r->method = HTTP_M_OTHER;
+    c->state = C_HANDLER;
+    c->req_active = true; /* so http_end's bookkeeping applies */
+    http_respond(r, status, "application/json", body, n);
+}
+
+static void dispatch(struct conn *c)
+{
+    http_req *r = &c->req;
+    struct httpd *s = c->srv;
+    ev_timer_stop(s->loop, &c->timer);
+    r->t_ready_ns = mono_ns();
+    r->status = 0;
+    r->started = false;
+    r->resp_body_bytes = 0;
+    r->ctx = NULL;
+    r->on_abort = NULL;
+    r->on_drain = NULL;
+    set_reqid(c);
+    c->req_active = true;
+    c->over_high = false;
+    c->last_send_progress = loop_now(s->loop);
+    /* send stalls are bounded by the same timer while the handler works */
+    ev_timer_start(s->loop, &c->timer, s->lim.body_timeout_ms);
+    s->handler(r, s->arg);
+}
+
+static void conn_parse(struct conn *c)
+{
+    if (c->closed || c->req_active || c->close_after || c->state == C_LINGER)
+        return;
+    size_t avail = buf_used(&c->in);
+    if (avail == 0)
+        return;
+    const char *data = buf_data(&c->in);
+    llhttp_errno_t err = llhttp_execute(&c->parser, data, avail);
+    if (err == HPE_OK) {
+        buf_consume(&c->in, avail);
+        return;
+    }
+    if (err == HPE_PAUSED) {
+        const char *pos = llhttp_get_error_pos(&c->parser);
+        buf_consume(&c->in, (size_t)(pos - data));
+        dispatch(c);
+        return;
+    }
+    /* protocol error or limit hit in a callback */
+    buf_reset(&c->in);
+    int status = c->perr ? c->perr : 400;
+    const char *msg = c->perr ? c->perr_msg : llhttp_get_error_reason(&c->parser);
+    char m[256];
+    if (!c->perr) {
+        snprintf(m, sizeof m, "malformed HTTP request: %s", msg ? msg : "parse error");
+        msg = m;
+    }
+    if (c->state != C_BODY)
+        c->req.nhdrs = 0; /* header pointers are only built once headers complete */
+    c->req.reqid_len = 0;
+    send_error_and_close(c, status, msg);
+}
+
+static void resume_cb(loop_t *l, ev_defer *d)
+{
+    struct conn *c = d->data;
+    if (c->closed)
+        return;
+    struct httpd *s = c->srv;
+    if (c->close_after) {
+        conn_flush_now(c);
+        return;
+    }
+    c->state = C_IDLE;
+    buf_trim(&c->body, 1u << 20);
+    buf_trim(&c->hbuf, 1u << 16);
+    llhttp_resume(&c->parser);
+    /* reading may have been paused while the handler worked */
+    ev_io_set(l, &c->io, (c->io.mask | EV_READ));
+    ev_timer_start(l, &c->timer, s->lim.keepalive_timeout_ms);
+    if (buf_used(&c->in))
+        conn_parse(c);
+}
+
+static void timer_cb(loop_t *l, ev_timer *t)
+{
+    struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, timer));
+    struct httpd *s = c->srv;
+    switch (c->state) {
+    case C_IDLE:
+        conn_close(c);
+        return;
+    case C_HEAD:
+    case C_BODY:
+        if (c->state == C_HEAD)
+            c->req.nhdrs = 0;
+        c->req.reqid_len = 0;
+        send_error_and_close(c, 408, c->state == C_HEAD ? "timed out reading request headers"
+                                                        : "timed out reading request body");
+        return;
+    case C_HANDLER:
+        /* the client is not reading what we send: a stalled send */
+        if (buf_used(&c->out) && loop_now(l) - c->last_send_progress >= s->lim.body_timeout_ms) {
+            conn_close(c);
+            return;
+        }
+        ev_timer_start(l, &c->timer, s->lim.body_timeout_ms);
+        return;
+    case C_LINGER:
+        conn_close(c);
+        return;
+    }
+}
+
+static void conn_read(struct conn *c)
+{
+    struct httpd *s = c->srv;
+    for (int rounds = 0; rounds < 4; rounds++) {
+        char *w = buf_reserve(&c->in, READ_CHUNK);
+        if (!w) {
+            conn_close(c);
+            return;
+        }
+        ssize_t n = recv(c->io.fd, w, c->in.cap - c->in.len, 0);
+        if (n > 0) {
+            if (c->state == C_LINGER) {
+                buf_reset(&c->in);
+                continue;
+            }
+            c->in.len += (size_t)n;
+            if ((size_t)n < READ_CHUNK)
+                break;
+            continue;
+        }
+        if (n == 0) {
+            /* EOF: nothing more will come; a request the handler owns is
+             * abandoned by its client (nginx's 499) */
+            conn_close(c);
+            return;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            break;
+        conn_close(c);
+        return;
+    }
+    if (c->state == C_LINGER)
+        return;
+    if (c->req_active) {
+        /* pipelined bytes wait; stop reading if a client pushes too far ahead */
+        if (buf_used(&c->in) > MAX_PIPELINE_BUF)
+            ev_io_set(s->loop, &c->io, c->io.mask & ~EV_READ);
+        return;
+    }
+    conn_parse(c);
+}
+
+static void conn_io_cb(loop_t *l, ev_io *io, unsigned ev)
+{
+    struct conn *c = io->data;
+    if (ev & EV_WRITE) {
+        conn_flush_now(c);
+        if (c->closed)
+            return;
+        if (c->over_high && buf_used(&c->out) < HTTP_OUT_LOW_WATER) {
+            c->over_high = false;
+            if (c->req_active && c->req.on_drain)
+                c->req.on_drain(&c->req);
+            if (c->closed)
+                return;
+        }
+    }
+    if (ev & (EV_READ | EV_HUP))
+        conn_read(c);
+}
+
+static void accept_cb(loop_t *l, ev_io *io, unsigned ev)
+{
+    struct httpd *s = io->data;
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            return; /* EAGAIN, or EMFILE: try again on the next event */
+        }
+        if (s->nconns >= s->lim.max_connections || s->shutting_down) {
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        struct conn *c = calloc(1, sizeof *c);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        c->srv = s;
+        c->req.conn = c;
+        c->req.loop = l;
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            char ip[INET_ADDRSTRLEN];
+            inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+            snprintf(c->req.peer, sizeof c->req.peer, "%s:%u", ip, ntohs(a->sin_port));
+        } else if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            char ip[INET6_ADDRSTRLEN];
+            inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+            snprintf(c->req.peer, sizeof c->req.peer, "[%s]:%u", ip, ntohs(a->sin6_port));
+        }
+        llhttp_init(&c->parser, HTTP_REQUEST, &settings);
+        c->parser.data = c;
+        ev_io_init(&c->io, conn_io_cb, c);
+        ev_timer_init(&c->timer, timer_cb, c);
+        ev_defer_init(&c->resume, resume_cb, c);
+        ev_defer_init(&c->flush, flush_cb, c);
+        if (ev_io_start(l, &c->io, fd, EV_READ) < 0) {
+            close(fd);
+            free(c);
+            continue;
+        }
+        c->next = s->conns;
+        if (s->conns)
+            s->conns->prev = c;
+        s->conns = c;
+        s->nconns++;
+        c->state = C_IDLE;
+        /* a fresh connection must send its first request within the header timeout */
+        ev_timer_start(l, &c->timer, s->lim.header_timeout_ms);
+    }
+}
+
+/* ---------- server ---------- */
+
+struct httpd *httpd_new(loop_t *l, const struct httpd_limits *lim, httpd_handler h, void *arg)
+{
+    struct httpd *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->loop = l;
+    s->lim = *lim;
+    s->handler = h;
+    s->arg = arg;
+    if (getrandom(&s->rid_state, sizeof s->rid_state, 0) != (ssize_t)sizeof s->rid_state)
+        s->rid_state = mono_ns() ^ (uint64_t)(uintptr_t)s;
+    return s;
+}
+
+int httpd_listen(struct httpd *s, int fd)
+{
+    ev_io *ls = realloc(s->listeners, (s->nlisteners + 1) * sizeof *ls);
+    if (!ls)
+        return -ENOMEM;
+    s->listeners = ls;
+    ev_io *io = &s->listeners[s->nlisteners];
+    ev_io_init(io, accept_cb, s);
+    int rc = ev_io_start(s->loop, io, fd, EV_READ);
+    if (rc < 0)
+        return rc;
+    s->nlisteners++;
+    return 0;
+}
+
+void httpd_shutdown(struct httpd *s)
+{
+    if (s->shutting_down)
+        return;
+    s->shutting_down = true;
+    for (size_t i = 0; i < s->nlisteners; i++) {
+        int fd = s->listeners[i].fd;
+        ev_io_stop(s->loop, &s->listeners[i]);
+        if (fd >= 0)
+            close(fd);
+    }
+    struct conn *c = s->conns;
+    while (c) {
+        struct conn *next = c->next;
+        if (!c->req_active && c->state == C_IDLE && buf_used(&c->in) == 0 && buf_used(&c->out) == 0) {
+            conn_close(c);
+        } else if (!c->req_active && c->state != C_LINGER) {
+            /* mid-parse: let it finish this request, then close */
+            c->keep_alive = false;
+        } else {
+            c->keep_alive = false;
+        }
+        c = next;
+    }
+}
+
+void httpd_close_all(struct httpd *s)
+{
+    while (s->conns)
+        conn_close(s->conns);
+}
+
+size_t httpd_connections(const struct httpd *s) { return s->nconns; }
+
+void httpd_free(struct httpd *s)
+{
+    if (!s)
+        return;
+    httpd_close_all(s);
+    for (size_t i = 0; i < s->nlisteners; i++) {
+        int fd = s->listeners[i].fd;
+        ev_io_stop(s->loop, &s->listeners[i]);
+        if (fd >= 0)
+            close(fd);
+    }
+    free(s->listeners);
+    free(s);
+}

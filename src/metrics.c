@@ -1,0 +1,276 @@
+/* metrics.c — Prometheus text exposition (format 0.0.4), written by hand:
+ * there is no C client library in Debian, and the format is simple. */
+#include "metrics.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway.h"
+
+const double met_buckets[MET_NBUCKETS] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,  2.5,
+                                           5,     10,   20,    30,   60,  120,  300, 600 };
+
+void met_observe(struct met_hist *h, uint64_t us)
+{
+    double s = (double)us / 1e6;
+    size_t i = 0;
+    while (i < MET_NBUCKETS && s > met_buckets[i])
+        i++;
+    met_add(&h->b[i], 1);
+    met_add(&h->count, 1);
+    met_add(&h->sum_us, us);
+}
+
+int metrics_layout_init(struct met_layout *lay, const struct gateway *gw)
+{
+    lay->nmodels = gw->nmodels;
+    lay->nbackends = gw->nbackends;
+    lay->key_base = calloc(gw->nmodels ? gw->nmodels : 1, sizeof *lay->key_base);
+    if (!lay->key_base)
+        return -1;
+    size_t k = 0;
+    for (size_t m = 0; m < gw->nmodels; m++) {
+        lay->key_base[m] = k;
+        k += 1 + gw->models[m].n;
+    }
+    lay->nkeys = k + 1;
+    return 0;
+}
+
+void metrics_layout_free(struct met_layout *lay) { free(lay->key_base); }
+
+struct met_shard *metrics_shard_new(const struct met_layout *lay)
+{
+    struct met_shard *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    size_t nm = lay->nmodels ? lay->nmodels : 1, nb = lay->nbackends ? lay->nbackends : 1;
+    s->requests = calloc(lay->nkeys, sizeof *s->requests);
+    s->duration = calloc(nm, sizeof *s->duration);
+    s->ttft = calloc(nm, sizeof *s->ttft);
+    s->tokens_in = calloc(lay->nkeys, sizeof *s->tokens_in);
+    s->tokens_out = calloc(lay->nkeys, sizeof *s->tokens_out);
+    s->tokens_estimated = calloc(lay->nkeys, sizeof *s->tokens_estimated);
+    s->cost_micro_usd = calloc(nm, sizeof *s->cost_micro_usd);
+    s->retries = calloc(nm, sizeof *s->retries);
+    s->up_errors = calloc(nb, sizeof *s->up_errors);
+    s->inflight = calloc(nm, sizeof *s->inflight);
+    if (!s->requests || !s->duration || !s->ttft || !s->tokens_in || !s->tokens_out ||
+        !s->tokens_estimated || !s->cost_micro_usd || !s->retries || !s->up_errors || !s->inflight) {
+        metrics_shard_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void metrics_shard_free(struct met_shard *s)
+{
+    if (!s)
+        return;
+    free(s->requests);
+    free(s->duration);
+    free(s->ttft);
+    free(s->tokens_in);
+    free(s->tokens_out);
+    free(s->tokens_estimated);
+    free(s->cost_micro_usd);
+    free(s->retries);
+    free(s->up_errors);
+    free(s->inflight);
+    free(s);
+}
+
+#define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+/* label values come from the config (validated: no control characters);
+ * escape what the exposition format requires anyway */
+static void put_label(struct buf *o, const char *v)
+{
+    for (const char *p = v; *p; p++) {
+        if (*p == '\\' || *p == '"')
+            buf_append(o, "\\", 1);
+        if (*p == '\n') {
+            buf_append(o, "\\n", 2);
+            continue;
+        }
+        buf_append(o, p, 1);
+    }
+}
+
+struct key_labels { const char *model; const char *backend; };
+
+static struct key_labels key_labels(const struct gateway *gw, size_t key)
+{
+    for (size_t m = 0; m < gw->nmodels; m++) {
+        size_t base = gw->lay.key_base[m];
+        if (key >= base && key <= base + gw->models[m].n) {
+            struct key_labels kl = { gw->models[m].cfg->name, "" };
+            if (key > base)
+                kl.backend = gw->models[m].backends[key - base - 1]->cfg->name;
+            return kl;
+        }
+    }
+    return (struct key_labels){ "", "" };
+}
+
+static uint64_t sum_key(const struct gateway *gw, size_t off_in_shard, size_t idx)
+{
+    uint64_t v = 0;
+    for (size_t w = 0; w < gw->nworkers; w++) {
+        _Atomic uint64_t *arr = *(_Atomic uint64_t **)((char *)gw->workers[w]->met + off_in_shard);
+        v += LD(arr[idx]);
+    }
+    return v;
+}
+
+static void render_hist(const struct gateway *gw, struct buf *o, const char *name, const char *help,
+                        size_t off)
+{
+    buf_printf(o, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (size_t m = 0; m < gw->nmodels; m++) {
+        uint64_t b[MET_NBUCKETS + 1] = { 0 }, count = 0, sum = 0;
+        for (size_t w = 0; w < gw->nworkers; w++) {
+            struct met_hist *h = &(*(struct met_hist **)((char *)gw->workers[w]->met + off))[m];
+            for (size_t i = 0; i <= MET_NBUCKETS; i++)
+                b[i] += LD(h->b[i]);
+            count += LD(h->count);
+            sum += LD(h->sum_us);
+        }
+        uint64_t cum = 0;
+        for (size_t i = 0; i <= MET_NBUCKETS; i++) {
+            cum += b[i];
+            buf_printf(o, "%s_bucket{model=\"", name);
+            put_label(o, gw->models[m].cfg->name);
+            if (i < MET_NBUCKETS)
+                buf_printf(o, "\",le=\"%g\"} %llu\n", met_buckets[i], (unsigned long long)cum);
+            else
+                buf_printf(o, "\",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+        }
+        buf_printf(o, "%s_sum{model=\"", name);
+        put_label(o, gw->models[m].cfg->name);
+        buf_printf(o, "\"} %.6f\n%s_count{model=\"", (double)sum / 1e6, name);
+        put_label(o, gw->models[m].cfg->name);
+        buf_printf(o, "\"} %llu\n", (unsigned long long)count);
+    }
+}
+
+static void render_key_counter(const struct gateway *gw, struct buf *o, const char *name,
+                               const char *help, size_t off, const char *extra)
+{
+    buf_printf(o, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (size_t k = 0; k + 1 < gw->lay.nkeys; k++) {
+        struct key_labels kl = key_labels(gw, k);
+        if (!*kl.backend)
+            continue;
+        buf_printf(o, "%s{model=\"", name);
+        put_label(o, kl.model);
+        buf_append_str(o, "\",backend=\"");
+        put_label(o, kl.backend);
+        buf_printf(o, "\"%s} %llu\n", extra, (unsigned long long)sum_key(gw, off, k));
+    }
+}
+
+void metrics_render(const struct gateway *gw, struct buf *o)
+{
+    buf_printf(o, "# HELP shade_build_info Build information.\n# TYPE shade_build_info gauge\n"
+                  "shade_build_info{version=\"%s\"} 1\n", SHADE_VERSION);
+
+    buf_append_str(o, "# HELP shade_requests_total Requests answered, by model, backend and HTTP status.\n"
+                      "# TYPE shade_requests_total counter\n");
+    for (size_t k = 0; k < gw->lay.nkeys; k++) {
+        struct key_labels kl = key_labels(gw, k);
+        for (int st = 0; st < 500; st++) {
+            uint64_t v = 0;
+            for (size_t w = 0; w < gw->nworkers; w++)
+                v += LD(gw->workers[w]->met->requests[k][st]);
+            if (!v)
+                continue;
+            buf_append_str(o, "shade_requests_total{model=\"");
+            put_label(o, kl.model);
+            buf_append_str(o, "\",backend=\"");
+            put_label(o, kl.backend);
+            buf_printf(o, "\",code=\"%d\"} %llu\n", st + 100, (unsigned long long)v);
+        }
+    }
+
+    render_hist(gw, o, "shade_request_duration_seconds",
+                "Time from the first byte of a request to the end of its response.",
+                offsetof(struct met_shard, duration));
+    render_hist(gw, o, "shade_time_to_first_token_seconds",
+                "Streaming requests: time from the complete request to the first output token forwarded.",
+                offsetof(struct met_shard, ttft));
+    render_key_counter(gw, o, "shade_input_tokens_total", "Prompt tokens, from upstream usage or estimated.",
+                       offsetof(struct met_shard, tokens_in), "");
+    render_key_counter(gw, o, "shade_output_tokens_total", "Completion tokens, from upstream usage or counted chunks.",
+                       offsetof(struct met_shard, tokens_out), "");
+    render_key_counter(gw, o, "shade_usage_estimated_total",
+                       "Responses whose token usage was estimated (the upstream reported none).",
+                       offsetof(struct met_shard, tokens_estimated), "");
+
+    buf_append_str(o, "# HELP shade_cost_usd_total Cost of tokens at the configured prices.\n"
+                      "# TYPE shade_cost_usd_total counter\n");
+    for (size_t m = 0; m < gw->nmodels; m++) {
+        uint64_t v = 0, r = 0;
+        for (size_t w = 0; w < gw->nworkers; w++)
+            v += LD(gw->workers[w]->met->cost_micro_usd[m]);
+        (void)r;
+        buf_append_str(o, "shade_cost_usd_total{model=\"");
+        put_label(o, gw->models[m].cfg->name);
+        buf_printf(o, "\"} %.6f\n", (double)v / 1e6);
+    }
+    buf_append_str(o, "# HELP shade_retries_total Upstream attempts beyond the first.\n"
+                      "# TYPE shade_retries_total counter\n");
+    for (size_t m = 0; m < gw->nmodels; m++) {
+        uint64_t v = 0;
+        for (size_t w = 0; w < gw->nworkers; w++)
+            v += LD(gw->workers[w]->met->retries[m]);
+        buf_append_str(o, "shade_retries_total{model=\"");
+        put_label(o, gw->models[m].cfg->name);
+        buf_printf(o, "\"} %llu\n", (unsigned long long)v);
+    }
+    buf_append_str(o, "# HELP shade_requests_in_flight Requests being handled.\n"
+                      "# TYPE shade_requests_in_flight gauge\n");
+    for (size_t m = 0; m < gw->nmodels; m++) {
+        int64_t v = 0;
+        for (size_t w = 0; w < gw->nworkers; w++)
+            v += LD(gw->workers[w]->met->inflight[m]);
+        buf_append_str(o, "shade_requests_in_flight{model=\"");
+        put_label(o, gw->models[m].cfg->name);
+        buf_printf(o, "\"} %lld\n", (long long)v);
+    }
+    buf_append_str(o, "# HELP shade_upstream_errors_total Failed upstream attempts, by backend and kind.\n"
+                      "# TYPE shade_upstream_errors_total counter\n");
+    for (size_t b = 0; b < gw->nbackends; b++) {
+        for (int e = 1; e < UP__COUNT; e++) {
+            uint64_t v = 0;
+            for (size_t w = 0; w < gw->nworkers; w++)
+                v += LD(gw->workers[w]->met->up_errors[b][e]);
+            if (!v)
+                continue;
+            buf_append_str(o, "shade_upstream_errors_total{model=\"");
+            put_label(o, gw->backends[b].model->name);
+            buf_append_str(o, "\",backend=\"");
+            put_label(o, gw->backends[b].cfg->name);
+            buf_printf(o, "\",kind=\"%s\"} %llu\n", up_err_name((enum up_err)e), (unsigned long long)v);
+        }
+    }
+    buf_append_str(o, "# HELP shade_backend_up Whether a backend is taking traffic (1) or marked down (0).\n"
+                      "# TYPE shade_backend_up gauge\n");
+    uint64_t now = mono_ns() / 1000000u;
+    for (size_t b = 0; b < gw->nbackends; b++) {
+        buf_append_str(o, "shade_backend_up{model=\"");
+        put_label(o, gw->backends[b].model->name);
+        buf_append_str(o, "\",backend=\"");
+        put_label(o, gw->backends[b].cfg->name);
+        buf_printf(o, "\"} %d\n", backend_is_up(&gw->backends[b], now) ? 1 : 0);
+    }
+    buf_append_str(o, "# HELP shade_backend_in_flight Requests in flight to a backend.\n"
+                      "# TYPE shade_backend_in_flight gauge\n");
+    for (size_t b = 0; b < gw->nbackends; b++) {
+        buf_append_str(o, "shade_backend_in_flight{model=\"");
+        put_label(o, gw->backends[b].model->name);
+        buf_append_str(o, "\",backend=\"");
+        put_label(o, gw->backends[b].cfg->name);
+        buf_printf(o, "\"} %d\n", atomic_load_explicit(&gw->backends[b].inflight, memory_order_relaxed));
+    }
+}

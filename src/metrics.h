@@ -1,0 +1,75 @@
+/* metrics.h — per-worker counters, summed when /metrics is scraped.
+ *
+ * Each worker writes only its own shard (relaxed atomic load+store, which is
+ * a plain add on x86: no lock, no contended cache line on the hot path); the
+ * scrape reads every shard.  Label sets are fixed at start-up from the
+ * config: a series is an index into flat arrays.
+ */
+#ifndef SHADE_METRICS_H
+#define SHADE_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+struct gateway;
+
+#define MET_NBUCKETS 17   /* + Inf */
+extern const double met_buckets[MET_NBUCKETS];
+
+struct met_hist {
+    _Atomic uint64_t b[MET_NBUCKETS + 1];
+    _Atomic uint64_t count;
+    _Atomic uint64_t sum_us;
+};
+
+enum met_endpoint { EP_CHAT = 0, EP_COMPLETIONS, EP_EMBEDDINGS, EP_OTHER, EP__COUNT };
+
+struct met_shard {
+    /* [key][status-100]; key = model/backend pair, see metrics_key() */
+    _Atomic uint64_t (*requests)[500];
+    struct met_hist *duration;      /* [model] */
+    struct met_hist *ttft;          /* [model] */
+    _Atomic uint64_t *tokens_in;    /* [key] */
+    _Atomic uint64_t *tokens_out;   /* [key] */
+    _Atomic uint64_t *tokens_estimated; /* [key]: requests whose usage was estimated */
+    _Atomic uint64_t *cost_micro_usd; /* [model] */
+    _Atomic uint64_t *retries;      /* [model] */
+    _Atomic uint64_t (*up_errors)[16]; /* [backend][enum up_err] */
+    _Atomic int64_t *inflight;      /* [model] */
+};
+
+static inline void met_add(_Atomic uint64_t *c, uint64_t v)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + v, memory_order_relaxed);
+}
+static inline void met_gauge_add(_Atomic int64_t *c, int64_t v)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + v, memory_order_relaxed);
+}
+void met_observe(struct met_hist *h, uint64_t us);
+
+/* Series keys: per model m, key = key_base[m] + 0 (no backend) or + 1 + i
+ * for its i-th backend; the last key is "no model". */
+struct met_layout {
+    size_t nmodels, nbackends, nkeys;
+    size_t *key_base;   /* [nmodels] */
+};
+
+int metrics_layout_init(struct met_layout *lay, const struct gateway *gw);
+void metrics_layout_free(struct met_layout *lay);
+struct met_shard *metrics_shard_new(const struct met_layout *lay);
+void metrics_shard_free(struct met_shard *s);
+static inline size_t metrics_key(const struct met_layout *lay, int model, int backend_index)
+{
+    if (model < 0)
+        return lay->nkeys - 1;
+    return lay->key_base[model] + (size_t)(backend_index + 1);
+}
+
+/* Prometheus text exposition of all shards. */
+void metrics_render(const struct gateway *gw, struct buf *out);
+
+#endif

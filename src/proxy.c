@@ -1,0 +1,611 @@
+/* proxy.c — the request pipeline of the gateway.
+ *
+ * Phases, in order (doc/architecture.md has the table):
+ *
+ *   route     path + method → endpoint (API, health, metrics, models)
+ *   parse     validate the JSON body once; find model, stream, usage flags
+ *   [auth, limits, guard, cache — later modules plug in here]
+ *   select    public model → pool → backend (balance.c), in-flight reserved
+ *   proxy     build the upstream request (body forwarded byte for byte, only
+ *             the model value spliced when the backend names it differently),
+ *             stream the response back as it arrives
+ *   observe   beside the stream: TTFT, token usage, status
+ *   record    metrics, release the backend slot
+ *
+ * A request that fails before any byte reached the client may be retried on
+ * another backend of the pool; after that, failures end the response.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/uio.h>
+
+#include "buf.h"
+#include "gateway.h"
+#include "json.h"
+#include "sse.h"
+
+#define CAPTURE_MAX (8u * 1024u * 1024u) /* non-streamed bodies kept for usage */
+
+struct pctx {
+    struct worker *w;
+    http_req *req;
+    const struct model_rt *m;
+    enum met_endpoint ep;
+    bool stream, include_usage;
+    struct json_span model_val;   /* the "model" value in the client's body */
+    size_t prompt_bytes;
+    struct backend *be;           /* current/last backend, NULL before selection */
+    bool reserved;                /* holds an in-flight slot on be */
+    struct up_conn *up;
+    uint64_t tried;
+    int attempts;
+    bool race_retried;
+    struct buf head;              /* upstream request head, rebuilt per attempt */
+    /* response */
+    int status;
+    bool is_sse, is_json, head_sent, paused;
+    struct sse_reader sse;
+    bool sse_init;
+    struct buf capture;
+    uint64_t t_first_token;
+    int64_t usage_in, usage_out;
+    bool usage_exact;
+    int64_t chunks_out;
+};
+
+static const struct up_handlers up_cbs;
+
+/* ---------- bookkeeping ---------- */
+
+static int model_idx(const struct pctx *p) { return p->m ? p->m->index : -1; }
+
+static void record(struct pctx *p, int status)
+{
+    struct met_shard *met = p->w->met;
+    const struct met_layout *lay = &p->w->gw->lay;
+    if (status < 100 || status > 599)
+        status = 599;
+    size_t key = metrics_key(lay, model_idx(p), p->be ? (int)p->be->index : -1);
+    met_add(&met->requests[key][status - 100], 1);
+    if (!p->m)
+        return;
+    uint64_t now = mono_ns();
+    met_observe(&met->duration[p->m->index], (now - p->req->t_start_ns) / 1000u);
+    if (p->t_first_token)
+        met_observe(&met->ttft[p->m->index], (p->t_first_token - p->req->t_ready_ns) / 1000u);
+    if (p->be && status < 400) {
+        int64_t in = p->usage_in, out = p->usage_out;
+        if (!p->usage_exact) {
+            /* no usage from upstream: count output chunks (one token each on
+             * vLLM, llama.cpp, OpenAI) and estimate the prompt at 4 bytes/token */
+            in = (int64_t)(p->prompt_bytes / 4);
+            out = p->chunks_out;
+            met_add(&met->tokens_estimated[key], 1);
+        }
+        if (in > 0)
+            met_add(&met->tokens_in[key], (uint64_t)in);
+        if (out > 0)
+            met_add(&met->tokens_out[key], (uint64_t)out);
+        const struct config_model *mc = p->m->cfg;
+        double cost = (double)(in > 0 ? in : 0) * mc->input_price_per_mtok +
+                      (double)(out > 0 ? out : 0) * mc->output_price_per_mtok; /* micro-USD */
+        if (cost > 0)
+            met_add(&met->cost_micro_usd[p->m->index], (uint64_t)(cost + 0.5));
+    }
+}
+
+static void release_backend(struct pctx *p)
+{
+    if (p->reserved) {
+        balance_release(p->be);
+        p->reserved = false;
+    }
+}
+
+static void pctx_free(struct pctx *p)
+{
+    if (p->m)
+        met_gauge_add(&p->w->met->inflight[p->m->index], -1);
+    buf_free(&p->head);
+    buf_free(&p->capture);
+    if (p->sse_init)
+        sse_reader_free(&p->sse);
+    free(p);
+}
+
+/* The response is complete (or failed): record and let go of everything. */
+static void finish(struct pctx *p, int status)
+{
+    release_backend(p);
+    record(p, status);
+    p->req->ctx = NULL;
+    p->req->on_abort = NULL;
+    p->req->on_drain = NULL;
+    pctx_free(p);
+}
+
+static void fail(struct pctx *p, int status, const char *type, const char *code, const char *param,
+                 const char *msg)
+{
+    http_req *r = p->req;
+    finish(p, status);
+    http_respond_error(r, status, type, code, param, "%s", msg);
+}
+
+/* ---------- observing the response beside the stream ---------- */
+
+static void read_usage(struct pctx *p, const struct json_span *root)
+{
+    struct json_span u, v;
+    if (!json_get(root, "usage", &u) || u.type != JSON_OBJECT)
+        return;
+    int64_t x;
+    if (json_get(&u, "prompt_tokens", &v) && json_to_i64(&v, &x))
+        p->usage_in = x;
+    if (json_get(&u, "completion_tokens", &v) && json_to_i64(&v, &x))
+        p->usage_out = x;
+    p->usage_exact = true;
+}
+
+static bool has_output(const struct json_span *choice)
+{
+    struct json_span d, v;
+    if (json_get(choice, "delta", &d) && d.type == JSON_OBJECT) {
+        if (json_get(&d, "content", &v) && v.type == JSON_STRING && v.len > 2)
+            return true;
+        if (json_get(&d, "tool_calls", &v) && v.type == JSON_ARRAY)
+            return true;
+        if (json_get(&d, "reasoning_content", &v) && v.type == JSON_STRING && v.len > 2)
+            return true;
+        if (json_get(&d, "refusal", &v) && v.type == JSON_STRING && v.len > 2)
+            return true;
+        return false;
+    }
+    return json_get(choice, "text", &v) && v.type == JSON_STRING && v.len > 2;
+}
+
+static void on_sse_event(void *arg, const char *data, size_t len)
+{
+    struct pctx *p = arg;
+    if (len == 6 && memcmp(data, "[DONE]", 6) == 0)
+        return;
+    struct json_span root, choices, c0;
+    if (json_validate(data, len, &root, NULL) < 0 || root.type != JSON_OBJECT)
+        return;
+    if (json_get(&root, "choices", &choices) && choices.type == JSON_ARRAY) {
+        size_t i = 0;
+        struct json_span key;
+        bool out = false;
+        while (json_next(&choices, &i, &key, &c0))
+            if (c0.type == JSON_OBJECT && has_output(&c0))
+                out = true;
+        if (out) {
+            p->chunks_out++;
+            if (!p->t_first_token)
+                p->t_first_token = mono_ns();
+        }
+    }
+    read_usage(p, &root);
+}
+
+/* ---------- upstream callbacks ---------- */
+
+static bool hop_by_hop(const struct http_hdr *h)
+{
+    static const char *const names[] = { "connection", "keep-alive", "transfer-encoding", "te",
+                                         "trailer", "upgrade", "proxy-connection",
+                                         "proxy-authenticate", "content-length", "date",
+                                         "server", "x-request-id", NULL };
+    for (int i = 0; names[i]; i++)
+        if (http_hdr_is(h, names[i]))
+            return true;
+    return false;
+}
+
+static void up_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_t n, int64_t cl)
+{
+    struct pctx *p = ctx;
+    struct http_hdr out[72];
+    size_t k = 0;
+    p->status = status;
+    for (size_t i = 0; i < n && k < 70; i++) {
+        if (hop_by_hop(&hdrs[i]))
+            continue;
+        if (http_hdr_is(&hdrs[i], "content-type")) {
+            p->is_sse = hdrs[i].value_len >= 17 && strncasecmp(hdrs[i].value, "text/event-stream", 17) == 0;
+            p->is_json = hdrs[i].value_len >= 16 && strncasecmp(hdrs[i].value, "application/json", 16) == 0;
+        }
+        out[k++] = hdrs[i];
+    }
+    const char *bn = p->be->cfg->name;
+    out[k++] = (struct http_hdr){ "x-shade-backend", 15, bn, strlen(bn) };
+    if (p->is_sse) {
+        sse_reader_init(&p->sse, on_sse_event, p, 1u << 20);
+        p->sse_init = true;
+    }
+    p->head_sent = true;
+    http_start(p->req, status, out, k, cl);
+}
+
+static void up_on_body(void *ctx, const char *data, size_t len)
+{
+    struct pctx *p = ctx;
+    /* forward first, look second: observation never delays the stream */
+    http_write(p->req, data, len);
+    if (p->is_sse)
+        sse_reader_feed(&p->sse, data, len);
+    else if (p->is_json && p->status < 300 && buf_used(&p->capture) + len <= CAPTURE_MAX)
+        buf_append(&p->capture, data, len);
+    if (!p->paused && http_out_pending(p->req) > HTTP_OUT_HIGH_WATER) {
+        p->paused = true;
+        up_pause(p->up, true);
+    }
+}
+
+static void start_attempt(struct pctx *p);
+
+static int err_status(enum up_err e)
+{
+    return up_err_is_timeout(e) ? 504 : 502;
+}
+
+static void up_on_done(void *ctx, enum up_err err)
+{
+    struct pctx *p = ctx;
+    struct met_shard *met = p->w->met;
+    uint64_t now = loop_now(p->w->loop);
+    p->up = NULL;
+    if (err == UP_OK) {
+        backend_report(p->be, true, now);
+        if (p->is_json && buf_used(&p->capture)) {
+            struct json_span root;
+            if (json_validate(buf_data(&p->capture), buf_used(&p->capture), &root, NULL) == 0 &&
+                root.type == JSON_OBJECT)
+                read_usage(p, &root);
+        }
+        http_req *r = p->req;
+        finish(p, p->status);
+        http_end(r);
+        return;
+    }
+    met_add(&met->up_errors[p->be->id][err], 1);
+    bool connect_failure = err == UP_ECONNECT || err == UP_ECONNECT_TIMEOUT || err == UP_ETLS;
+    if (connect_failure)
+        backend_report(p->be, false, now);
+    if (!p->head_sent) {
+        /* nothing reached the client yet: the request may go elsewhere */
+        if (err == UP_ECLOSED && !p->race_retried) {
+            /* a kept-alive connection closed under us before answering:
+             * the request never ran there; try again on a fresh one */
+            p->race_retried = true;
+            met_add(&met->retries[p->m->index], 1);
+            release_backend(p);
+            p->tried &= ~(1ull << p->be->index);
+            start_attempt(p);
+            return;
+        }
+        if (connect_failure) {
+            release_backend(p);
+            met_add(&met->retries[p->m->index], 1);
+            start_attempt(p);
+            return;
+        }
+        char msg[256];
+        snprintf(msg, sizeof msg, "upstream %s failed: %s", p->be->cfg->name, up_err_name(err));
+        fail(p, err_status(err), "server_error", up_err_is_timeout(err) ? "upstream_timeout" : "upstream_error",
+             NULL, msg);
+        return;
+    }
+    /* mid-response: tell an SSE client in-band, then cut the response so
+     * that an HTTP client sees it was truncated */
+    http_req *r = p->req;
+    if (p->is_sse) {
+        char body[512], line[600];
+        size_t n = http_error_json(body, sizeof body, "server_error",
+                                   up_err_is_timeout(err) ? "upstream_timeout" : "upstream_error", NULL,
+                                   "the upstream response was interrupted");
+        if (n > 0 && body[n - 1] == '\n')
+            n--;
+        int ln = snprintf(line, sizeof line, "data: %.*s\n\n", (int)n, body);
+        if (ln > 0)
+            http_write(r, line, (size_t)ln);
+    }
+    finish(p, err_status(err));
+    http_abort(r);
+}
+
+static const struct up_handlers up_cbs = { up_on_head, up_on_body, up_on_done };
+
+/* ---------- client side callbacks ---------- */
+
+static void on_client_abort(http_req *r)
+{
+    struct pctx *p = r->ctx;
+    if (!p)
+        return;
+    if (p->up) {
+        up_cancel(p->up);
+        p->up = NULL;
+    }
+    finish(p, 499);
+}
+
+static void on_client_drain(http_req *r)
+{
+    struct pctx *p = r->ctx;
+    if (p && p->paused && p->up) {
+        p->paused = false;
+        up_pause(p->up, false);
+    }
+}
+
+/* ---------- building the upstream request ---------- */
+
+static bool skip_request_header(const struct http_hdr *h, bool have_key)
+{
+    static const char *const names[] = { "host", "connection", "keep-alive", "proxy-connection",
+                                         "transfer-encoding", "te", "trailer", "upgrade",
+                                         "content-length", "expect", "accept-encoding",
+                                         "x-request-id", "proxy-authorization", NULL };
+    for (int i = 0; names[i]; i++)
+        if (http_hdr_is(h, names[i]))
+            return true;
+    return have_key && http_hdr_is(h, "authorization");
+}
+
+static void build_head(struct pctx *p, size_t body_len)
+{
+    http_req *r = p->req;
+    const struct config_backend *bc = p->be->cfg;
+    struct buf *b = &p->head;
+    buf_reset(b);
+    /* base_path "/v1" + "/v1/chat/completions" must not double the /v1 */
+    const char *path = r->url;
+    size_t plen = r->url_len;
+    size_t bl = strlen(bc->base_path);
+    if (bl >= 3 && memcmp(bc->base_path + bl - 3, "/v1", 3) == 0 && plen >= 3 && memcmp(path, "/v1", 3) == 0) {
+        path += 3;
+        plen -= 3;
+    }
+    buf_printf(b, "%.*s %s%.*s HTTP/1.1\r\nhost: %s\r\ncontent-length: %zu\r\n", (int)r->method_len,
+               r->method_name, bc->base_path, (int)plen, path, p->be->host_header, body_len);
+    const struct http_hdr *conn_hdr = http_req_header(r, "connection");
+    for (size_t i = 0; i < r->nhdrs; i++) {
+        const struct http_hdr *h = &r->hdrs[i];
+        if (skip_request_header(h, bc->api_key != NULL))
+            continue;
+        /* headers named in Connection are hop-by-hop too */
+        if (conn_hdr) {
+            char name[128];
+            if (h->name_len < sizeof name) {
+                memcpy(name, h->name, h->name_len);
+                name[h->name_len] = '\0';
+                if (http_hdr_has_token(conn_hdr, name))
+                    continue;
+            }
+        }
+        buf_append(b, h->name, h->name_len);
+        buf_append(b, ": ", 2);
+        buf_append(b, h->value, h->value_len);
+        buf_append(b, "\r\n", 2);
+    }
+    if (bc->api_key)
+        buf_printf(b, "authorization: Bearer %s\r\n", bc->api_key);
+    buf_printf(b, "x-request-id: %s\r\n\r\n", r->reqid);
+}
+
+static void start_attempt(struct pctx *p)
+{
+    struct worker *w = p->w;
+    uint64_t now = loop_now(w->loop);
+    int idx = balance_pick(w, p->m, p->tried, now);
+    if (idx < 0) {
+        if (p->attempts > 0) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "no backend of model '%s' could be reached", p->m->cfg->name);
+            fail(p, 502, "server_error", "upstream_unreachable", NULL, msg);
+        } else if (idx == -2) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "every backend of model '%s' is at its concurrency limit", p->m->cfg->name);
+            fail(p, 503, "server_error", "backend_at_capacity", NULL, msg);
+        } else {
+            char msg[200];
+            snprintf(msg, sizeof msg, "no healthy backend for model '%s'", p->m->cfg->name);
+            fail(p, 503, "server_error", "no_healthy_backend", NULL, msg);
+        }
+        return;
+    }
+    p->attempts++;
+    p->be = p->m->backends[idx];
+    p->reserved = true;
+    p->tried |= 1ull << idx;
+    http_req *r = p->req;
+    struct iovec iov[4];
+    int n = 0;
+    const char *um = p->be->cfg->model;
+    char esc[600];
+    long el = -1;
+    if (um && p->model_val.p)
+        el = json_escape(um, strlen(um), esc, sizeof esc);
+    if (el > 0) {
+        size_t pre = (size_t)(p->model_val.p - r->body);
+        size_t post_off = pre + p->model_val.len;
+        build_head(p, pre + (size_t)el + (r->body_len - post_off));
+        iov[n++] = (struct iovec){ buf_data(&p->head), buf_used(&p->head) };
+        iov[n++] = (struct iovec){ (void *)r->body, pre };
+        iov[n++] = (struct iovec){ esc, (size_t)el };
+        iov[n++] = (struct iovec){ (void *)(r->body + post_off), r->body_len - post_off };
+    } else {
+        build_head(p, r->body_len);
+        iov[n++] = (struct iovec){ buf_data(&p->head), buf_used(&p->head) };
+        iov[n++] = (struct iovec){ (void *)r->body, r->body_len };
+    }
+    p->up = up_start(w->pools[p->be->id], iov, n, &up_cbs, p);
+    if (!p->up)
+        fail(p, 500, "server_error", NULL, NULL, "out of memory");
+}
+
+/* ---------- endpoints ---------- */
+
+static void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
+{
+    struct pctx *p = calloc(1, sizeof *p);
+    if (!p) {
+        http_respond_error(r, 500, "server_error", NULL, NULL, "out of memory");
+        return;
+    }
+    p->w = w;
+    p->req = r;
+    p->ep = ep;
+    struct json_span root, v;
+    struct json_error je;
+    if (r->body_len == 0) {
+        fail(p, 400, "invalid_request_error", NULL, NULL,
+             "We could not parse the JSON body of your request: the body is empty.");
+        return;
+    }
+    if (json_validate(r->body, r->body_len, &root, &je) < 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "We could not parse the JSON body of your request: %s at byte %zu.",
+                 je.message, je.offset);
+        fail(p, 400, "invalid_request_error", NULL, NULL, msg);
+        return;
+    }
+    if (root.type != JSON_OBJECT) {
+        fail(p, 400, "invalid_request_error", NULL, NULL, "The request body must be a JSON object.");
+        return;
+    }
+    if (!json_get(&root, "model", &p->model_val)) {
+        fail(p, 400, "invalid_request_error", "missing_required_parameter", "model",
+             "Missing required parameter: 'model'.");
+        return;
+    }
+    if (p->model_val.type != JSON_STRING) {
+        fail(p, 400, "invalid_request_error", "invalid_type", "model",
+             "Invalid type for 'model': expected a string.");
+        return;
+    }
+    const char *need = ep == EP_CHAT ? "messages" : ep == EP_COMPLETIONS ? "prompt" : "input";
+    if (!json_get(&root, need, &v)) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "Missing required parameter: '%s'.", need);
+        fail(p, 400, "invalid_request_error", "missing_required_parameter", need, msg);
+        return;
+    }
+    p->prompt_bytes = v.len;
+    if (ep == EP_CHAT && v.type != JSON_ARRAY) {
+        fail(p, 400, "invalid_request_error", "invalid_type", "messages",
+             "Invalid type for 'messages': expected an array.");
+        return;
+    }
+    if (json_get(&root, "stream", &v)) {
+        if (v.type != JSON_TRUE && v.type != JSON_FALSE && v.type != JSON_NULL) {
+            fail(p, 400, "invalid_request_error", "invalid_type", "stream",
+                 "Invalid type for 'stream': expected a boolean.");
+            return;
+        }
+        p->stream = v.type == JSON_TRUE;
+    }
+    struct json_span so;
+    if (json_get(&root, "stream_options", &so) && so.type == JSON_OBJECT && json_get(&so, "include_usage", &v))
+        p->include_usage = json_is_true(&v);
+    char name[512];
+    long nl = json_str_unescape(&p->model_val, name, sizeof name);
+    p->m = nl < 0 ? NULL : gateway_find_model(w->gw, name, (size_t)nl);
+    if (!p->m) {
+        char msg[700];
+        snprintf(msg, sizeof msg, "The model `%s` does not exist or you do not have access to it.",
+                 nl < 0 ? "(too long)" : name);
+        fail(p, 404, "invalid_request_error", "model_not_found", "model", msg);
+        return;
+    }
+    met_gauge_add(&w->met->inflight[p->m->index], 1);
+    r->ctx = p;
+    r->on_abort = on_client_abort;
+    r->on_drain = on_client_drain;
+    start_attempt(p);
+}
+
+static void respond_models(struct worker *w, http_req *r)
+{
+    http_respond(r, 200, "application/json", w->gw->models_json, w->gw->models_json_len);
+}
+
+static void respond_metrics(struct worker *w, http_req *r)
+{
+    struct buf b = { 0 };
+    metrics_render(w->gw, &b);
+    http_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", buf_data(&b), buf_used(&b));
+    buf_free(&b);
+}
+
+static bool path_is(const http_req *r, const char *p)
+{
+    size_t n = strlen(p);
+    return r->path_len == n && memcmp(r->path, p, n) == 0;
+}
+
+static void count_local(struct worker *w, int status)
+{
+    size_t key = metrics_key(&w->gw->lay, -1, -1);
+    met_add(&w->met->requests[key][status - 100], 1);
+}
+
+static void not_allowed(struct worker *w, http_req *r, const char *allow)
+{
+    count_local(w, 405);
+    char msg[200];
+    snprintf(msg, sizeof msg, "Method %.*s is not allowed on %.*s (allowed: %s).", (int)r->method_len,
+             r->method_name, (int)r->path_len, r->path, allow);
+    http_respond_error(r, 405, "invalid_request_error", "method_not_allowed", NULL, "%s", msg);
+}
+
+void proxy_handle(http_req *r, void *arg)
+{
+    struct worker *w = arg;
+    static const struct { const char *path; enum met_endpoint ep; } api[] = {
+        { "/v1/chat/completions", EP_CHAT },
+        { "/v1/completions", EP_COMPLETIONS },
+        { "/v1/embeddings", EP_EMBEDDINGS },
+    };
+    for (size_t i = 0; i < sizeof api / sizeof api[0]; i++) {
+        if (!path_is(r, api[i].path))
+            continue;
+        if (r->method != HTTP_M_POST) {
+            not_allowed(w, r, "POST");
+            return;
+        }
+        api_request(w, r, api[i].ep);
+        return;
+    }
+    bool get = r->method == HTTP_M_GET || r->method == HTTP_M_HEAD;
+    if (path_is(r, "/v1/models") || path_is(r, "/healthz") || path_is(r, "/readyz") || path_is(r, "/metrics")) {
+        if (!get) {
+            not_allowed(w, r, "GET, HEAD");
+            return;
+        }
+        if (path_is(r, "/v1/models")) {
+            count_local(w, 200);
+            respond_models(w, r);
+        } else if (path_is(r, "/healthz")) {
+            count_local(w, 200);
+            http_respond(r, 200, "application/json", "{\"status\":\"ok\"}\n", 16);
+        } else if (path_is(r, "/readyz")) {
+            bool ok = !atomic_load(&w->gw->draining) && gateway_ready(w->gw, loop_now(w->loop));
+            count_local(w, ok ? 200 : 503);
+            if (ok)
+                http_respond(r, 200, "application/json", "{\"status\":\"ready\"}\n", 19);
+            else
+                http_respond(r, 503, "application/json", "{\"status\":\"not ready\"}\n", 23);
+        } else {
+            count_local(w, 200);
+            respond_metrics(w, r);
+        }
+        return;
+    }
+    count_local(w, 404);
+    http_respond_error(r, 404, "invalid_request_error", "unknown_url", NULL, "Invalid URL (%.*s %.*s)",
+                       (int)r->method_len, r->method_name, (int)r->path_len, r->path);
+}

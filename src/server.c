@@ -1,0 +1,354 @@
+/* server.c — process life: gateway set-up, worker threads, signals, drain.
+ *
+ * SIGTERM / SIGINT: every worker closes its listener and idle connections;
+ * requests and streams in flight run to completion (new requests on those
+ * connections are refused by closing after the current response).  When all
+ * connections are gone, or server.shutdown_timeout passes, the process exits.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gateway.h"
+#include "json.h"
+#include "log.h"
+
+/* ---------- gateway ---------- */
+
+const struct model_rt *gateway_find_model(const struct gateway *gw, const char *name, size_t len)
+{
+    for (size_t i = 0; i < gw->nmodels; i++) {
+        const char *n = gw->models[i].cfg->name;
+        if (strlen(n) == len && memcmp(n, name, len) == 0)
+            return &gw->models[i];
+    }
+    return NULL;
+}
+
+bool gateway_ready(const struct gateway *gw, uint64_t now_ms)
+{
+    for (size_t i = 0; i < gw->nmodels; i++) {
+        bool any = false;
+        for (size_t b = 0; b < gw->models[i].n && !any; b++)
+            any = backend_is_up(gw->models[i].backends[b], now_ms);
+        if (!any)
+            return false;
+    }
+    return true;
+}
+
+static int build_models_json(struct gateway *gw)
+{
+    struct buf b = { 0 };
+    buf_append_str(&b, "{\"object\":\"list\",\"data\":[");
+    for (size_t i = 0; i < gw->nmodels; i++) {
+        char esc[1100];
+        const char *n = gw->models[i].cfg->name;
+        long el = json_escape(n, strlen(n), esc, sizeof esc);
+        if (el < 0)
+            el = 0;
+        buf_printf(&b, "%s{\"id\":%.*s,\"object\":\"model\",\"created\":%llu,\"owned_by\":\"shade\"}",
+                   i ? "," : "", (int)el, esc, (unsigned long long)gw->started_unix);
+    }
+    buf_append_str(&b, "]}\n");
+    gw->models_json = b.p;
+    gw->models_json_len = buf_used(&b);
+    return b.p ? 0 : -1;
+}
+
+int gateway_init(struct gateway *gw, struct config *cfg, char *err, size_t errlen)
+{
+    memset(gw, 0, sizeof *gw);
+    gw->cfg = cfg;
+    gw->started_unix = (uint64_t)time(NULL);
+    size_t nb = 0;
+    for (size_t i = 0; i < cfg->nmodels; i++) {
+        if (cfg->models[i].nbackends > MAX_BACKENDS_PER_MODEL) {
+            snprintf(err, errlen, "%s: model %s has more than %d backends", cfg->path, cfg->models[i].name,
+                     MAX_BACKENDS_PER_MODEL);
+            return -1;
+        }
+        nb += cfg->models[i].nbackends;
+    }
+    gw->backends = calloc(nb ? nb : 1, sizeof *gw->backends);
+    gw->models = calloc(cfg->nmodels ? cfg->nmodels : 1, sizeof *gw->models);
+    if (!gw->backends || !gw->models)
+        goto nomem;
+    gw->nmodels = cfg->nmodels;
+    size_t id = 0;
+    for (size_t i = 0; i < cfg->nmodels; i++) {
+        struct model_rt *m = &gw->models[i];
+        m->cfg = &cfg->models[i];
+        m->index = (int)i;
+        m->n = m->cfg->nbackends;
+        m->backends = calloc(m->n, sizeof *m->backends);
+        if (!m->backends)
+            goto nomem;
+        for (size_t b = 0; b < m->n; b++) {
+            struct backend *be = &gw->backends[id];
+            be->cfg = &m->cfg->backends[b];
+            be->model = m->cfg;
+            be->id = (uint32_t)id;
+            be->index = (uint32_t)b;
+            bool default_port = be->cfg->port == (be->cfg->tls ? 443 : 80);
+            bool v6 = strchr(be->cfg->host, ':') != NULL;
+            if (default_port)
+                snprintf(be->host_header, sizeof be->host_header, v6 ? "[%s]" : "%s", be->cfg->host);
+            else
+                snprintf(be->host_header, sizeof be->host_header, v6 ? "[%s]:%u" : "%s:%u", be->cfg->host,
+                         be->cfg->port);
+            gw->nbackends = ++id;
+            if (backend_init_tls(be, err, errlen) < 0)
+                return -1;
+            m->backends[b] = be;
+        }
+    }
+    if (metrics_layout_init(&gw->lay, gw) < 0 || build_models_json(gw) < 0)
+        goto nomem;
+    return 0;
+nomem:
+    snprintf(err, errlen, "out of memory");
+    return -1;
+}
+
+void gateway_free(struct gateway *gw)
+{
+    for (size_t i = 0; i < gw->nbackends; i++)
+        backend_free_tls(&gw->backends[i]);
+    for (size_t i = 0; i < gw->nmodels; i++)
+        free(gw->models[i].backends);
+    free(gw->models);
+    free(gw->backends);
+    free(gw->models_json);
+    metrics_layout_free(&gw->lay);
+}
+
+/* ---------- listening sockets ---------- */
+
+static int open_listener(const struct config_server *s, char *err, size_t errlen)
+{
+    int fd = socket(s->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    /* one socket per worker: the kernel spreads connections across them */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
+        goto fail_fd;
+    if (bind(fd, (const struct sockaddr *)&s->addr, s->addrlen) < 0)
+        goto fail_fd;
+    if (listen(fd, 4096) < 0)
+        goto fail_fd;
+    return fd;
+fail_fd:
+    close(fd);
+fail:
+    snprintf(err, errlen, "cannot listen on %s: %s", s->listen, strerror(errno));
+    return -1;
+}
+
+/* ---------- workers ---------- */
+
+static void drain_check_cb(loop_t *l, ev_timer *t)
+{
+    struct worker *w = t->data;
+    if (httpd_connections(w->httpd) == 0) {
+        loop_stop(l);
+        return;
+    }
+    ev_timer_start(l, t, 20);
+}
+
+static void wake_cb(loop_t *l, ev_async *a)
+{
+    struct worker *w = a->data;
+    int cmd = atomic_load(&w->command);
+    if (cmd == WORKER_DRAIN) {
+        httpd_shutdown(w->httpd);
+        ev_timer_start(l, &w->drain_timer, 0);
+    } else if (cmd == WORKER_STOP) {
+        httpd_shutdown(w->httpd);
+        httpd_close_all(w->httpd);
+        loop_stop(l);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    loop_run(w->loop);
+    return NULL;
+}
+
+static void worker_free(struct worker *w)
+{
+    if (!w)
+        return;
+    if (w->httpd)
+        httpd_free(w->httpd);
+    if (w->pools) {
+        for (size_t i = 0; i < w->gw->nbackends; i++)
+            up_pool_free(w->pools[i]);
+        free(w->pools);
+    }
+    if (w->loop) {
+        ev_async_close(w->loop, &w->wake);
+        loop_free(w->loop); /* runs deferred frees */
+    }
+    metrics_shard_free(w->met);
+    free(w->rr);
+    free(w->wrr);
+    free(w);
+}
+
+static struct worker *worker_new(struct gateway *gw, int id, int lfd)
+{
+    struct worker *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->gw = gw;
+    w->id = id;
+    w->listen_fd = lfd;
+    w->loop = loop_new();
+    w->met = metrics_shard_new(&gw->lay);
+    w->pools = calloc(gw->nbackends ? gw->nbackends : 1, sizeof *w->pools);
+    w->rr = calloc(gw->nmodels ? gw->nmodels : 1, sizeof *w->rr);
+    w->wrr = calloc(gw->nbackends ? gw->nbackends : 1, sizeof *w->wrr);
+    if (!w->loop || !w->met || !w->pools || !w->rr || !w->wrr)
+        goto fail;
+    /* different starting points so workers do not all hit backend 0 first */
+    for (size_t i = 0; i < gw->nmodels; i++)
+        w->rr[i] = (uint32_t)id;
+    for (size_t i = 0; i < gw->nbackends; i++)
+        if (!(w->pools[i] = up_pool_new(w->loop, &gw->backends[i])))
+            goto fail;
+    const struct config_server *s = &gw->cfg->server;
+    struct httpd_limits lim = {
+        .max_header_bytes = s->max_header_bytes,
+        .max_headers = s->max_headers,
+        .max_body_bytes = s->max_body_bytes,
+        .header_timeout_ms = s->header_timeout_ms,
+        .body_timeout_ms = s->body_timeout_ms,
+        .keepalive_timeout_ms = s->keepalive_timeout_ms,
+        .max_connections = s->max_connections,
+    };
+    w->httpd = httpd_new(w->loop, &lim, proxy_handle, w);
+    if (!w->httpd || ev_async_init(w->loop, &w->wake, wake_cb, w) < 0)
+        goto fail;
+    ev_timer_init(&w->drain_timer, drain_check_cb, w);
+    if (httpd_listen(w->httpd, lfd) < 0)
+        goto fail;
+    return w;
+fail:
+    worker_free(w);
+    return NULL;
+}
+
+static void tell_workers(struct gateway *gw, int cmd)
+{
+    for (size_t i = 0; i < gw->nworkers; i++) {
+        atomic_store(&gw->workers[i]->command, cmd);
+        ev_async_send(&gw->workers[i]->wake);
+    }
+}
+
+int server_run(struct config *cfg)
+{
+    struct gateway gw;
+    char err[512];
+    int rc = 1;
+    log_set_level(cfg->server.log_level);
+    if (gateway_init(&gw, cfg, err, sizeof err) < 0) {
+        log_error("%s", err);
+        gateway_free(&gw);
+        return 1;
+    }
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t nw = cfg->server.workers ? cfg->server.workers : (size_t)(ncpu > 0 ? ncpu : 1);
+    gw.workers = calloc(nw, sizeof *gw.workers);
+    if (!gw.workers)
+        goto out;
+
+    /* signals are taken by the main thread only, with sigtimedwait */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    for (size_t i = 0; i < nw; i++) {
+        int fd = open_listener(&cfg->server, err, sizeof err);
+        if (fd < 0) {
+            log_error("%s", err);
+            goto stop;
+        }
+        struct worker *w = worker_new(&gw, (int)i, fd);
+        if (!w) {
+            close(fd);
+            log_error("cannot start worker %zu", i);
+            goto stop;
+        }
+        gw.workers[gw.nworkers++] = w;
+    }
+    for (size_t i = 0; i < gw.nworkers; i++) {
+        if (pthread_create(&gw.workers[i]->thread, NULL, worker_main, gw.workers[i]) != 0) {
+            log_error("cannot create worker thread");
+            /* workers already started are stopped below */
+            gw.nworkers = i;
+            goto stop;
+        }
+    }
+    log_info("shade %s listening on %s with %zu worker%s, %zu model%s", SHADE_VERSION, cfg->server.listen,
+             gw.nworkers, gw.nworkers == 1 ? "" : "s", gw.nmodels, gw.nmodels == 1 ? "" : "s");
+
+    for (;;) {
+        int sig = sigwaitinfo(&set, NULL);
+        if (sig == SIGTERM || sig == SIGINT)
+            break;
+        if (sig == SIGHUP)
+            log_info("SIGHUP: configuration reload is not supported yet; ignoring");
+    }
+    log_info("draining: no new connections; waiting up to %u ms for requests in flight",
+             cfg->server.shutdown_timeout_ms);
+    atomic_store(&gw.draining, true);
+    tell_workers(&gw, WORKER_DRAIN);
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += cfg->server.shutdown_timeout_ms / 1000;
+    deadline.tv_nsec += (long)(cfg->server.shutdown_timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    for (size_t i = 0; i < gw.nworkers; i++) {
+        if (pthread_timedjoin_np(gw.workers[i]->thread, NULL, &deadline) != 0) {
+            log_warn("shutdown timeout: closing the connections still open");
+            tell_workers(&gw, WORKER_STOP);
+            for (size_t j = i; j < gw.nworkers; j++)
+                pthread_join(gw.workers[j]->thread, NULL);
+            break;
+        }
+    }
+    log_info("stopped");
+    rc = 0;
+    goto out;
+stop:
+    tell_workers(&gw, WORKER_STOP);
+    for (size_t i = 0; i < gw.nworkers; i++)
+        if (gw.workers[i]->thread)
+            pthread_join(gw.workers[i]->thread, NULL);
+out:
+    for (size_t i = 0; i < gw.nworkers; i++)
+        worker_free(gw.workers[i]);
+    free(gw.workers);
+    gateway_free(&gw);
+    return rc;
+}
