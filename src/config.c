@@ -1,0 +1,1158 @@
+/* config.c — load and validate the YAML configuration.
+ *
+ * The file is parsed with libyaml's document API, so every node carries the
+ * line and column it came from, and then walked against static schema
+ * tables: one table per section (server, model, backend, ...), one row per
+ * key giving its type, where it lives in the C struct, its bounds and its
+ * default (written exactly as it would be in the file, and parsed by the
+ * same code).  The generic walker rejects unknown and duplicate keys, wrong
+ * types and out-of-range values, applies defaults, and frees everything
+ * again in config_free().  Per-key "check" hooks handle what a table cannot
+ * express (listen addresses, backend URLs, environment variables, files).
+ *
+ * Adding a section = a struct in config.h, a field table and a struct
+ * section here, and one MAP() or LIST() row in the parent's table.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#define CONFIG_MAX_FILE_BYTES (16u << 20)
+
+/* ---------------------------------------------------------------- schema */
+
+enum ftype {
+    T_STR,      /* char *, strdup'ed; optional .choices and .check */
+    T_UINT,     /* unsigned integer of .width bytes, decimal only */
+    T_SIZE,     /* byte count: "1048576", "512KiB", "16MiB", "1GiB" */
+    T_DURATION, /* milliseconds in a uint32_t: "250ms", "10s", "2m", "1h" */
+    T_BOOL,     /* bool: true | false */
+    T_DOUBLE,   /* double, bounds in .min/.max */
+    T_ENUM,     /* enum stored as int: index into .choices */
+    T_MAP,      /* nested mapping parsed with .sub at base + .offset */
+    T_LIST,     /* sequence of mappings: array pointer at .offset, size_t
+                   count at .count_offset, elements parsed with .sub */
+};
+
+#define F_REQUIRED 0x1u /* missing key is an error (else the default applies) */
+#define F_UNIQUE   0x2u /* T_STR in a list element: distinct across the list */
+#define F_TOKEN    0x4u /* T_STR: no whitespace or control characters */
+
+struct loader;
+struct field;
+
+/* Runs after a T_STR value has been stored; validates it and fills derived
+ * members.  `at` is the value's position (NULL when applying a default). */
+typedef int (*check_fn)(struct loader *ld, const struct field *f, const yaml_mark_t *at,
+                        void *base);
+
+struct section {
+    const char *name;  /* "backend": used in "duplicate backend name ..." */
+    const char *where; /* "in backend": used in "unknown key ... in backend" */
+    const struct field *fields;
+    size_t nfields;    /* at most 64 */
+    size_t size;       /* sizeof the struct, for LIST elements */
+    /* after all keys are parsed and defaults applied (map may be NULL) */
+    int (*finish)(struct loader *ld, const yaml_node_t *map, void *base);
+    /* frees what check hooks and finish allocated beyond the table's fields */
+    void (*release)(void *base);
+};
+
+struct field {
+    const char *name;
+    enum ftype type;
+    unsigned flags;
+    size_t offset;               /* of the member in the section's struct */
+    size_t width;                /* sizeof the member */
+    uint64_t min, max;           /* numbers: value; T_STR: length; T_LIST: count */
+    const char *def;             /* default, in file syntax; NULL = zero */
+    const char *const *choices;  /* T_ENUM, T_STR: NULL-terminated */
+    check_fn check;              /* T_STR */
+    const struct section *sub;   /* T_MAP, T_LIST */
+    size_t count_offset;         /* T_LIST */
+};
+
+#define NFIELDS(a) (sizeof(a) / sizeof((a)[0]))
+#define AT(S, m) .offset = offsetof(S, m), .width = sizeof(((S *)0)->m)
+#define MS_1H (60ull * 60 * 1000)
+
+#define STR(S, k, m, fl, lo, hi, chk, d)                                                 \
+    { .name = k, .type = T_STR, AT(S, m), .flags = fl, .min = lo, .max = hi, .check = chk, \
+      .def = d }
+#define CHOICE(S, k, m, names, d)                                                        \
+    { .name = k, .type = T_STR, AT(S, m), .min = 1, .max = 64, .choices = names, .def = d }
+#define ENUM(S, k, m, names, d) { .name = k, .type = T_ENUM, AT(S, m), .choices = names, .def = d }
+#define UINT(S, k, m, lo, hi, d) { .name = k, .type = T_UINT, AT(S, m), .min = lo, .max = hi, .def = d }
+#define SIZE(S, k, m, lo, hi, d) { .name = k, .type = T_SIZE, AT(S, m), .min = lo, .max = hi, .def = d }
+#define DUR(S, k, m, d) { .name = k, .type = T_DURATION, AT(S, m), .min = 1, .max = 24 * MS_1H, .def = d }
+#define BOOL(S, k, m, d) { .name = k, .type = T_BOOL, AT(S, m), .def = d }
+#define NUM(S, k, m, lo, hi, d) { .name = k, .type = T_DOUBLE, AT(S, m), .min = lo, .max = hi, .def = d }
+#define MAP(S, k, m, sec) { .name = k, .type = T_MAP, AT(S, m), .sub = &(sec) }
+/* a nested mapping whose keys are members of the enclosing struct */
+#define FLAT(k, sec) { .name = k, .type = T_MAP, .offset = 0, .sub = &(sec) }
+#define LIST(S, k, m, n, fl, lo, sec)                                                    \
+    { .name = k, .type = T_LIST, AT(S, m), .count_offset = offsetof(S, n), .flags = fl,   \
+      .min = lo, .max = SIZE_MAX, .sub = &(sec) }
+#define SECTION(nm, wh, tbl, S, fin, rel)                                                \
+    { .name = nm, .where = wh, .fields = tbl, .nfields = NFIELDS(tbl), .size = sizeof(S), \
+      .finish = fin, .release = rel }
+
+static int check_listen(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base);
+static int check_url(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base);
+static int check_api_key_env(struct loader *ld, const struct field *f, const yaml_mark_t *at,
+                             void *base);
+static int check_ca_file(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base);
+static int finish_backend(struct loader *ld, const yaml_node_t *map, void *base);
+static void release_backend(void *base);
+
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const balance_names[] = {
+    [BALANCE_ROUND_ROBIN] = "round_robin",
+    [BALANCE_WEIGHTED] = "weighted",
+    [BALANCE_LEAST_OUTSTANDING] = "least_outstanding",
+    NULL,
+};
+
+#define S struct config_backend
+static const struct field backend_fields[] = {
+    STR(S, "url", url, F_REQUIRED | F_TOKEN, 1, 2048, check_url, NULL),
+    STR(S, "name", name, F_UNIQUE | F_TOKEN, 1, 256, NULL, NULL), /* default: finish_backend */
+    STR(S, "model", model, F_TOKEN, 1, 256, NULL, NULL),
+    STR(S, "api_key_env", api_key_env, F_TOKEN, 1, 256, check_api_key_env, NULL),
+    UINT(S, "weight", weight, 1, 1000, "1"),
+    UINT(S, "max_concurrent", max_concurrent, 0, 1000000, "0"),
+    DUR(S, "connect_timeout", connect_timeout_ms, "5s"),
+    DUR(S, "first_byte_timeout", first_byte_timeout_ms, "120s"),
+    DUR(S, "idle_timeout", idle_timeout_ms, "60s"),
+    DUR(S, "total_timeout", total_timeout_ms, "600s"),
+    UINT(S, "max_fails", max_fails, 1, 1000, "1"),
+    DUR(S, "fail_timeout", fail_timeout_ms, "10s"),
+    DUR(S, "keepalive_idle", keepalive_idle_ms, "60s"),
+    UINT(S, "max_idle_conns", max_idle_conns, 0, 10000, "64"),
+    BOOL(S, "tls_verify", tls_verify, "true"),
+    STR(S, "ca_file", ca_file, 0, 1, 4096, check_ca_file, NULL),
+};
+static const struct section backend_section =
+    SECTION("backend", "in backend", backend_fields, S, finish_backend, release_backend);
+#undef S
+
+#define S struct config_model
+static const struct field price_fields[] = {
+    NUM(S, "input", input_price_per_mtok, 0, 1000000, "0"),
+    NUM(S, "output", output_price_per_mtok, 0, 1000000, "0"),
+};
+static const struct section price_section = SECTION("price", "in price", price_fields, S, NULL, NULL);
+
+static const struct field model_fields[] = {
+    STR(S, "name", name, F_REQUIRED | F_UNIQUE | F_TOKEN, 1, 256, NULL, NULL),
+    ENUM(S, "balance", balance, balance_names, "round_robin"),
+    FLAT("price", price_section),
+    LIST(S, "backends", backends, nbackends, F_REQUIRED, 1, backend_section),
+};
+static const struct section model_section = SECTION("model", "in model", model_fields, S, NULL, NULL);
+#undef S
+
+#define S struct config_server
+static const struct field server_fields[] = {
+    STR(S, "listen", listen, F_TOKEN, 1, 256, check_listen, "127.0.0.1:8080"),
+    UINT(S, "workers", workers, 0, 256, "0"),
+    UINT(S, "max_connections", max_connections, 1, 1000000, "10000"),
+    SIZE(S, "max_header_bytes", max_header_bytes, 1024, 1048576, "32KiB"),
+    UINT(S, "max_headers", max_headers, 8, 1000, "100"),
+    SIZE(S, "max_body_bytes", max_body_bytes, 1024, 1073741824, "16MiB"),
+    DUR(S, "header_timeout", header_timeout_ms, "10s"),
+    DUR(S, "body_timeout", body_timeout_ms, "60s"),
+    DUR(S, "keepalive_timeout", keepalive_timeout_ms, "75s"),
+    DUR(S, "shutdown_timeout", shutdown_timeout_ms, "30s"),
+    CHOICE(S, "log_level", log_level, log_levels, "info"),
+};
+static const struct section server_section = SECTION("server", "in server", server_fields, S, NULL, NULL);
+#undef S
+
+#define S struct config
+static const struct field top_fields[] = {
+    MAP(S, "server", server, server_section),
+    LIST(S, "models", models, nmodels, F_REQUIRED, 1, model_section),
+};
+static const struct section top_section = SECTION("configuration", "at top level", top_fields, S, NULL, NULL);
+#undef S
+
+_Static_assert(NFIELDS(backend_fields) <= 64, "too many fields for the seen-mask");
+_Static_assert(NFIELDS(price_fields) <= 64, "too many fields for the seen-mask");
+_Static_assert(NFIELDS(model_fields) <= 64, "too many fields for the seen-mask");
+_Static_assert(NFIELDS(server_fields) <= 64, "too many fields for the seen-mask");
+_Static_assert(NFIELDS(top_fields) <= 64, "too many fields for the seen-mask");
+_Static_assert(sizeof(enum balance_kind) == sizeof(int), "T_ENUM stores an int");
+
+/* ---------------------------------------------------------------- errors */
+
+struct loader {
+    const char *file;
+    char *err;
+    size_t errlen;
+    yaml_document_t *doc;
+};
+
+__attribute__((format(printf, 2, 3))) static int fail_file(struct loader *ld, const char *fmt, ...)
+{
+    if (!ld->err || ld->errlen == 0) return -1;
+    int n = snprintf(ld->err, ld->errlen, "%s: ", ld->file);
+    if (n >= 0 && (size_t)n < ld->errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(ld->err + n, ld->errlen - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* "FILE:LINE:COLUMN: message"; marks are 0-based, messages 1-based.  A NULL
+ * mark means 1:1. */
+__attribute__((format(printf, 3, 4))) static int fail(struct loader *ld, const yaml_mark_t *m,
+                                                      const char *fmt, ...)
+{
+    if (!ld->err || ld->errlen == 0) return -1;
+    size_t line = m ? m->line + 1 : 1, col = m ? m->column + 1 : 1;
+    int n = snprintf(ld->err, ld->errlen, "%s:%zu:%zu: ", ld->file, line, col);
+    if (n >= 0 && (size_t)n < ld->errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(ld->err + n, ld->errlen - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* A user-supplied string made safe to quote in a message: control bytes
+ * become '?', long strings are cut with "...". */
+#define SHOW_MAX 64
+struct showbuf {
+    char s[SHOW_MAX + 4];
+};
+
+static const char *show(struct showbuf *b, const char *s, size_t len)
+{
+    size_t o = 0, i;
+    for (i = 0; i < len && o < SHOW_MAX; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        b->s[o++] = (ch < 0x20 || ch == 0x7f) ? '?' : (char)ch;
+    }
+    if (i < len) {
+        while (o > 0 && ((unsigned char)b->s[o - 1] & 0x80)) o--; /* no half UTF-8 char */
+        memcpy(b->s + o, "...", 3);
+        o += 3;
+    }
+    b->s[o] = '\0';
+    return b->s;
+}
+
+static char *dupn(struct loader *ld, const yaml_mark_t *at, const char *s, size_t len)
+{
+    char *p = malloc(len + 1);
+    if (!p) {
+        fail(ld, at, "out of memory");
+        return NULL;
+    }
+    memcpy(p, s, len);
+    p[len] = '\0';
+    return p;
+}
+
+/* ---------------------------------------------------------------- value syntax */
+
+enum { PARSE_OK = 0, PARSE_BAD = -1, PARSE_RANGE = -2 };
+
+static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+/* Leading decimal digits of s[0..len) into *v; returns how many there were.
+ * *over is set when the value does not fit in 64 bits. */
+static size_t take_digits(const char *s, size_t len, uint64_t *v, bool *over)
+{
+    uint64_t n = 0;
+    size_t i = 0;
+    *over = false;
+    for (; i < len && is_digit(s[i]); i++) {
+        unsigned d = (unsigned)(s[i] - '0');
+        if (n > (UINT64_MAX - d) / 10) *over = true;
+        else n = n * 10 + d;
+    }
+    *v = n;
+    return i;
+}
+
+/* A decimal integer: digits only, no sign, no leading zeros ("010" would be
+ * octal in YAML 1.1).  "-5" and overflow are range errors, not garbage. */
+static int parse_uint(const char *s, size_t len, uint64_t *v)
+{
+    bool over;
+    if (len > 1 && s[0] == '-' && take_digits(s + 1, len - 1, v, &over) == len - 1)
+        return PARSE_RANGE;
+    size_t n = take_digits(s, len, v, &over);
+    if (n == 0 || n != len || (len > 1 && s[0] == '0')) return PARSE_BAD;
+    return over ? PARSE_RANGE : PARSE_OK;
+}
+
+/* digits followed by one of units (or nothing, unless unit_required) */
+static int parse_scaled(const char *s, size_t len, uint64_t *v, const char *const *units,
+                        const uint64_t *mult, bool unit_required)
+{
+    bool over;
+    size_t n = take_digits(s, len, v, &over);
+    if (n == 0) return PARSE_BAD;
+    const char *u = s + n;
+    size_t ulen = len - n;
+    uint64_t m = 0;
+    if (ulen == 0 && !unit_required) m = 1;
+    for (size_t i = 0; units[i] && !m; i++)
+        if (strlen(units[i]) == ulen && memcmp(units[i], u, ulen) == 0) m = mult[i];
+    if (!m) return PARSE_BAD;
+    if (over || *v > UINT64_MAX / m) return PARSE_RANGE;
+    *v *= m;
+    return PARSE_OK;
+}
+
+static const char *const duration_units[] = {"ms", "s", "m", "h", NULL};
+static const uint64_t duration_mult[] = {1, 1000, 60000, 3600000};
+static const char *const size_units[] = {"KiB", "MiB", "GiB", NULL};
+static const uint64_t size_mult[] = {1ull << 10, 1ull << 20, 1ull << 30};
+
+static int parse_duration(const char *s, size_t len, uint64_t *ms)
+{
+    return parse_scaled(s, len, ms, duration_units, duration_mult, true);
+}
+
+static int parse_size(const char *s, size_t len, uint64_t *bytes)
+{
+    if (len > 1 && s[0] == '0' && is_digit(s[1])) return PARSE_BAD;
+    return parse_scaled(s, len, bytes, size_units, size_mult, false);
+}
+
+int config_parse_duration(const char *s, uint64_t *ms)
+{
+    uint64_t v;
+    if (!s || parse_duration(s, strlen(s), &v) != PARSE_OK) return -1;
+    *ms = v;
+    return 0;
+}
+
+/* [-]digits[.digits][e[+-]digits]: no hex, inf, nan or leading '+'.  The
+ * value is NUL-terminated at s[len] (libyaml scalars and defaults are). */
+static int parse_double(const char *s, size_t len, double *v)
+{
+    size_t i = 0, digits = 0;
+    if (i < len && s[i] == '-') i++;
+    for (; i < len && is_digit(s[i]); i++) digits++;
+    if (i < len && s[i] == '.')
+        for (i++; i < len && is_digit(s[i]); i++) digits++;
+    if (digits == 0) return PARSE_BAD;
+    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < len && (s[i] == '+' || s[i] == '-')) i++;
+        if (i == len || !is_digit(s[i])) return PARSE_BAD;
+        while (i < len && is_digit(s[i])) i++;
+    }
+    if (i != len) return PARSE_BAD;
+    char *end;
+    errno = 0;
+    double d = strtod(s, &end);
+    if (end != s + len) return PARSE_BAD;
+    if (errno == ERANGE || !isfinite(d)) return PARSE_RANGE;
+    *v = d == 0 ? 0 : d; /* no -0 */
+    return PARSE_OK;
+}
+
+static bool has_space_or_ctl(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= ' ' || c == 0x7f) return true;
+    }
+    return false;
+}
+
+/* ---------------------------------------------------------------- addresses */
+
+/* Split "host", "host:port", "[v6]" or "[v6]:port".  *port is NULL when
+ * there is no ':'.  A bare IPv6 address (two or more colons) is rejected. */
+static int split_hostport(const char *s, size_t len, const char **host, size_t *hostlen,
+                          bool *bracketed, const char **port, size_t *portlen)
+{
+    const char *rest;
+    *port = NULL;
+    *portlen = 0;
+    *bracketed = false;
+    if (len > 0 && s[0] == '[') {
+        const char *close = memchr(s, ']', len);
+        if (!close) return -1;
+        *host = s + 1;
+        *hostlen = (size_t)(close - s) - 1;
+        *bracketed = true;
+        rest = close + 1;
+        if (rest < s + len && *rest != ':') return -1;
+    } else {
+        const char *colon = memchr(s, ':', len);
+        *host = s;
+        *hostlen = colon ? (size_t)(colon - s) : len;
+        rest = colon ? colon : s + len;
+        if (colon && memchr(colon + 1, ':', len - (size_t)(colon + 1 - s))) return -1;
+    }
+    if (*hostlen == 0) return -1;
+    if (rest < s + len) { /* *rest == ':' */
+        *port = rest + 1;
+        *portlen = (size_t)(s + len - *port);
+    }
+    return 0;
+}
+
+static int parse_port(const char *s, size_t len, uint16_t *port)
+{
+    uint64_t v;
+    bool over;
+    if (len == 0 || len > 5 || take_digits(s, len, &v, &over) != len || v < 1 || v > 65535)
+        return -1;
+    *port = (uint16_t)v;
+    return 0;
+}
+
+/* A numeric address of the given family into ss; hostlen < 64. */
+static int numeric_addr(int family, const char *host, size_t hostlen, uint16_t port,
+                        struct sockaddr_storage *ss, socklen_t *sslen)
+{
+    char buf[64];
+    if (hostlen >= sizeof buf) return -1;
+    memcpy(buf, host, hostlen);
+    buf[hostlen] = '\0';
+    memset(ss, 0, sizeof *ss);
+    if (family == AF_INET) {
+        struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+        if (inet_pton(AF_INET, buf, &sin.sin_addr) != 1) return -1;
+        memcpy(ss, &sin, sizeof sin);
+        *sslen = sizeof sin;
+    } else {
+        struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6, .sin6_port = htons(port)};
+        if (inet_pton(AF_INET6, buf, &sin6.sin6_addr) != 1) return -1;
+        memcpy(ss, &sin6, sizeof sin6);
+        *sslen = sizeof sin6;
+    }
+    return 0;
+}
+
+int config_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+    const char *host, *port;
+    size_t hostlen, portlen;
+    bool bracketed;
+    uint16_t p;
+    if (!s || split_hostport(s, strlen(s), &host, &hostlen, &bracketed, &port, &portlen) < 0 ||
+        !port || parse_port(port, portlen, &p) < 0)
+        return -1;
+    if (bracketed) return numeric_addr(AF_INET6, host, hostlen, p, ss, len);
+    if (hostlen == 9 && memcmp(host, "localhost", 9) == 0)
+        return numeric_addr(AF_INET, "127.0.0.1", 9, p, ss, len);
+    return numeric_addr(AF_INET, host, hostlen, p, ss, len);
+}
+
+/* ---------------------------------------------------------------- check hooks */
+
+static int check_listen(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base)
+{
+    struct config_server *s = base;
+    struct showbuf sb;
+    if (config_parse_listen(s->listen, &s->addr, &s->addrlen) < 0)
+        return fail(ld, at,
+                    "\"listen\": invalid address \"%s\" (expected IPv4:port, [IPv6]:port or "
+                    "localhost:port; port 1..65535)",
+                    show(&sb, s->listen, strlen(s->listen)));
+    return 0;
+}
+
+static bool valid_hostname(const char *h, size_t len)
+{
+    if (len == 0 || len > 253) return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = h[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '-' ||
+              c == '.' || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+/* Numeric first, then the system resolver; IPv4 preferred.  Once, at load
+ * time: the gateway never resolves again while running. */
+static int resolve_backend(struct loader *ld, const yaml_mark_t *at, struct config_backend *b)
+{
+    size_t hl = strlen(b->host);
+    if (numeric_addr(AF_INET, b->host, hl, b->port, &b->addr, &b->addrlen) == 0) return 0;
+    if (numeric_addr(AF_INET6, b->host, hl, b->port, &b->addr, &b->addrlen) == 0) return 0;
+
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    struct showbuf sb;
+    int rc = getaddrinfo(b->host, NULL, &hints, &res);
+    if (rc != 0)
+        return fail(ld, at, "cannot resolve host \"%s\": %s", show(&sb, b->host, hl),
+                    rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+    const struct addrinfo *pick = NULL;
+    for (const struct addrinfo *ai = res; ai && !pick; ai = ai->ai_next)
+        if (ai->ai_family == AF_INET) pick = ai;
+    for (const struct addrinfo *ai = res; ai && !pick; ai = ai->ai_next)
+        if (ai->ai_family == AF_INET6) pick = ai;
+    if (!pick || pick->ai_addrlen < (pick->ai_family == AF_INET ? sizeof(struct sockaddr_in)
+                                                             : sizeof(struct sockaddr_in6))) {
+        freeaddrinfo(res);
+        return fail(ld, at, "cannot resolve host \"%s\": no IPv4 or IPv6 address",
+                    show(&sb, b->host, hl));
+    }
+    memset(&b->addr, 0, sizeof b->addr);
+    if (pick->ai_family == AF_INET) {
+        struct sockaddr_in sin;
+        memcpy(&sin, pick->ai_addr, sizeof sin);
+        sin.sin_port = htons(b->port);
+        memcpy(&b->addr, &sin, sizeof sin);
+        b->addrlen = sizeof sin;
+    } else {
+        struct sockaddr_in6 sin6;
+        memcpy(&sin6, pick->ai_addr, sizeof sin6);
+        sin6.sin6_port = htons(b->port);
+        memcpy(&b->addr, &sin6, sizeof sin6);
+        b->addrlen = sizeof sin6;
+    }
+    freeaddrinfo(res);
+    return 0;
+}
+
+/* http[s]://host[:port][/path]: fills tls, host, port, base_path, addr. */
+static int check_url(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base)
+{
+    struct config_backend *b = base;
+    const char *u = b->url, *rest;
+    struct showbuf sb;
+    if (strncasecmp(u, "http://", 7) == 0) {
+        b->tls = false;
+        rest = u + 7;
+    } else if (strncasecmp(u, "https://", 8) == 0) {
+        b->tls = true;
+        rest = u + 8;
+    } else {
+        return fail(ld, at, "\"url\": expected http://HOST[:PORT][/PATH] or https://..., got \"%s\"",
+                    show(&sb, u, strlen(u)));
+    }
+    if (strpbrk(rest, "?#")) return fail(ld, at, "\"url\": a query or fragment is not allowed");
+    const char *slash = strchr(rest, '/');
+    size_t authlen = slash ? (size_t)(slash - rest) : strlen(rest);
+    if (memchr(rest, '@', authlen)) return fail(ld, at, "\"url\": user information is not allowed");
+
+    const char *host, *port;
+    size_t hostlen, portlen;
+    bool bracketed;
+    if (split_hostport(rest, authlen, &host, &hostlen, &bracketed, &port, &portlen) < 0)
+        return fail(ld, at, "\"url\": invalid host in \"%s\"", show(&sb, u, strlen(u)));
+    if (bracketed) {
+        struct sockaddr_storage tmp;
+        socklen_t tmplen;
+        if (numeric_addr(AF_INET6, host, hostlen, 0, &tmp, &tmplen) < 0)
+            return fail(ld, at, "\"url\": invalid IPv6 address in \"%s\"", show(&sb, u, strlen(u)));
+    } else if (!valid_hostname(host, hostlen)) {
+        return fail(ld, at, "\"url\": invalid host in \"%s\"", show(&sb, u, strlen(u)));
+    }
+    b->port = b->tls ? 443 : 80;
+    if (port && parse_port(port, portlen, &b->port) < 0)
+        return fail(ld, at, "\"url\": port must be 1..65535 in \"%s\"", show(&sb, u, strlen(u)));
+
+    size_t pathlen = slash ? strlen(slash) : 0;
+    while (pathlen > 0 && slash[pathlen - 1] == '/') pathlen--;
+    if (!(b->host = dupn(ld, at, host, hostlen))) return -1;
+    if (!(b->base_path = dupn(ld, at, slash ? slash : "", pathlen))) return -1;
+    return resolve_backend(ld, at, b);
+}
+
+static int check_api_key_env(struct loader *ld, const struct field *f, const yaml_mark_t *at,
+                             void *base)
+{
+    struct config_backend *b = base;
+    const char *n = b->api_key_env;
+    struct showbuf sb;
+    bool ok = !is_digit(n[0]);
+    for (size_t i = 0; n[i] && ok; i++)
+        ok = n[i] == '_' || is_digit(n[i]) || (n[i] >= 'A' && n[i] <= 'Z') ||
+             (n[i] >= 'a' && n[i] <= 'z');
+    if (!ok)
+        return fail(ld, at, "\"api_key_env\": invalid environment variable name \"%s\"",
+                    show(&sb, n, strlen(n)));
+    const char *v = getenv(n);
+    if (!v || !*v)
+        return fail(ld, at, "\"api_key_env\": environment variable %s is not set or empty",
+                    show(&sb, n, strlen(n)));
+    b->api_key = dupn(ld, at, v, strlen(v));
+    return b->api_key ? 0 : -1;
+}
+
+static int check_ca_file(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base)
+{
+    struct config_backend *b = base;
+    struct showbuf sb;
+    struct stat st;
+    int fd = open(b->ca_file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return fail(ld, at, "\"ca_file\": cannot open \"%s\": %s",
+                    show(&sb, b->ca_file, strlen(b->ca_file)), strerror(errno));
+    int rc = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? 0 : -1;
+    close(fd);
+    if (rc < 0)
+        return fail(ld, at, "\"ca_file\": \"%s\" is not a regular file",
+                    show(&sb, b->ca_file, strlen(b->ca_file)));
+    return 0;
+}
+
+static int finish_backend(struct loader *ld, const yaml_node_t *map, void *base)
+{
+    struct config_backend *b = base;
+    if (b->name) return 0;
+    bool v6 = strchr(b->host, ':') != NULL;
+    char buf[300];
+    int n = snprintf(buf, sizeof buf, v6 ? "[%s]:%u" : "%s:%u", b->host, (unsigned)b->port);
+    if (n < 0 || (size_t)n >= sizeof buf) return fail(ld, map ? &map->start_mark : NULL, "host too long");
+    b->name = dupn(ld, map ? &map->start_mark : NULL, buf, (size_t)n);
+    return b->name ? 0 : -1;
+}
+
+static void release_backend(void *base)
+{
+    struct config_backend *b = base;
+    free(b->host);
+    free(b->base_path);
+    if (b->api_key) explicit_bzero(b->api_key, strlen(b->api_key));
+    free(b->api_key);
+}
+
+/* ---------------------------------------------------------------- generic walker */
+
+static yaml_node_t *node_at(struct loader *ld, int i) { return yaml_document_get_node(ld->doc, i); }
+
+static bool is_null(const yaml_node_t *n)
+{
+    if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) return false;
+    const char *s = (const char *)n->data.scalar.value;
+    size_t len = n->data.scalar.length;
+    return len == 0 || (len == 1 && s[0] == '~') ||
+           (len == 4 && (!memcmp(s, "null", 4) || !memcmp(s, "Null", 4) || !memcmp(s, "NULL", 4)));
+}
+
+static bool is_quoted(const yaml_node_t *n)
+{
+    return n->type == YAML_SCALAR_NODE && n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
+}
+
+static const char *expected(const struct field *f, char *buf, size_t cap)
+{
+    if (f->choices) {
+        size_t o = (size_t)snprintf(buf, cap, "one of");
+        for (size_t i = 0; f->choices[i] && o < cap; i++)
+            o += (size_t)snprintf(buf + o, cap - o, "%s %s", i ? "," : "", f->choices[i]);
+        return buf;
+    }
+    switch (f->type) {
+    case T_STR: return "a string";
+    case T_UINT: return "a decimal integer";
+    case T_SIZE: return "a size such as 1048576, 512KiB, 16MiB or 1GiB";
+    case T_DURATION: return "a duration such as 250ms, 10s, 2m or 1h";
+    case T_BOOL: return "true or false";
+    case T_DOUBLE: return "a number";
+    case T_MAP: return "a mapping";
+    case T_LIST: return "a sequence";
+    case T_ENUM: break;
+    }
+    return "a value";
+}
+
+static const char *got(const yaml_node_t *v, char *buf, size_t cap)
+{
+    struct showbuf sb;
+    if (v->type == YAML_MAPPING_NODE) return "a mapping";
+    if (v->type == YAML_SEQUENCE_NODE) return "a sequence";
+    if (is_null(v)) return "an empty value";
+    snprintf(buf, cap, "%s\"%s\"", is_quoted(v) ? "quoted string " : "",
+             show(&sb, (const char *)v->data.scalar.value, v->data.scalar.length));
+    return buf;
+}
+
+static int type_error(struct loader *ld, const struct field *f, const yaml_node_t *v)
+{
+    char e[160], g[SHOW_MAX + 40];
+    return fail(ld, &v->start_mark, "\"%s\": expected %s, got %s", f->name,
+                expected(f, e, sizeof e), got(v, g, sizeof g));
+}
+
+/* a malformed value from the file, or a malformed default in a table */
+static int bad_value(struct loader *ld, const struct field *f, const yaml_node_t *v)
+{
+    if (v) return type_error(ld, f, v);
+    return fail(ld, NULL, "internal error: bad default \"%s\" for \"%s\"", f->def, f->name);
+}
+
+static const char *fmt_bound(const struct field *f, uint64_t v, char *buf, size_t cap)
+{
+    const char *const *units = NULL;
+    const uint64_t *mult = NULL;
+    size_t nunits = 0;
+    if (f->type == T_DURATION) {
+        units = duration_units, mult = duration_mult, nunits = 4;
+    } else if (f->type == T_SIZE) {
+        units = size_units, mult = size_mult, nunits = 3;
+    }
+    for (size_t i = nunits; i-- > 0;) {
+        if (v >= mult[i] && v % mult[i] == 0) {
+            snprintf(buf, cap, "%llu%s", (unsigned long long)(v / mult[i]), units[i]);
+            return buf;
+        }
+    }
+    snprintf(buf, cap, "%llu", (unsigned long long)v);
+    return buf;
+}
+
+static int range_error(struct loader *ld, const struct field *f, const yaml_mark_t *at,
+                       const char *s, size_t len)
+{
+    struct showbuf sb;
+    char lo[32], hi[32];
+    return fail(ld, at, "\"%s\": %s is out of range (%s..%s)", f->name, show(&sb, s, len),
+                fmt_bound(f, f->min, lo, sizeof lo), fmt_bound(f, f->max, hi, sizeof hi));
+}
+
+static int store_uint(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *p,
+                      uint64_t v)
+{
+    switch (f->width) {
+    case sizeof(uint16_t): *(uint16_t *)p = (uint16_t)v; return 0;
+    case sizeof(uint32_t): *(uint32_t *)p = (uint32_t)v; return 0;
+    case sizeof(uint64_t): *(uint64_t *)p = v; return 0;
+    default: return fail(ld, at, "internal error: bad width for \"%s\"", f->name);
+    }
+}
+
+static int match_choice(const struct field *f, const char *s, size_t len)
+{
+    for (int i = 0; f->choices[i]; i++)
+        if (strlen(f->choices[i]) == len && memcmp(f->choices[i], s, len) == 0) return i;
+    return -1;
+}
+
+/* One scalar value (from the file, or a default with v == NULL) into base.
+ * s is NUL-terminated at s[len] and contains no NUL. */
+static int parse_scalar(struct loader *ld, const struct field *f, const yaml_node_t *v,
+                        const char *s, size_t len, void *base)
+{
+    const yaml_mark_t *at = v ? &v->start_mark : NULL;
+    void *p = (char *)base + f->offset;
+    bool quoted = v && is_quoted(v);
+    uint64_t u = 0;
+    int rc;
+
+    switch (f->type) {
+    case T_STR:
+        if (len == 0) return fail(ld, at, "\"%s\": must not be empty", f->name);
+        if (len < f->min || len > f->max)
+            return fail(ld, at, "\"%s\": length must be %llu..%llu characters", f->name,
+                        (unsigned long long)f->min, (unsigned long long)f->max);
+        if ((f->flags & F_TOKEN) && has_space_or_ctl(s, len))
+            return fail(ld, at, "\"%s\": must not contain whitespace or control characters",
+                        f->name);
+        if (f->choices && match_choice(f, s, len) < 0) return bad_value(ld, f, v);
+        if (!(*(char **)p = dupn(ld, at, s, len))) return -1;
+        return f->check ? f->check(ld, f, at, base) : 0;
+    case T_UINT:
+    case T_SIZE:
+    case T_DURATION:
+        if (quoted && f->type == T_UINT) return type_error(ld, f, v);
+        rc = f->type == T_UINT   ? parse_uint(s, len, &u)
+             : f->type == T_SIZE ? parse_size(s, len, &u)
+                                 : parse_duration(s, len, &u);
+        if (rc == PARSE_BAD) return bad_value(ld, f, v);
+        if (rc == PARSE_RANGE || u < f->min || u > f->max) return range_error(ld, f, at, s, len);
+        return store_uint(ld, f, at, p, u);
+    case T_BOOL:
+        if (quoted || !((len == 4 && !memcmp(s, "true", 4)) || (len == 5 && !memcmp(s, "false", 5))))
+            return bad_value(ld, f, v);
+        *(bool *)p = len == 4;
+        return 0;
+    case T_DOUBLE: {
+        double d = 0;
+        if (quoted) return type_error(ld, f, v);
+        rc = parse_double(s, len, &d);
+        if (rc == PARSE_BAD) return bad_value(ld, f, v);
+        if (rc == PARSE_RANGE || d < (double)f->min || d > (double)f->max)
+            return range_error(ld, f, at, s, len);
+        *(double *)p = d;
+        return 0;
+    }
+    case T_ENUM:
+        if ((rc = match_choice(f, s, len)) < 0) return bad_value(ld, f, v);
+        *(int *)p = rc;
+        return 0;
+    case T_MAP:
+    case T_LIST: break;
+    }
+    return fail(ld, at, "internal error: \"%s\" is not a scalar field", f->name);
+}
+
+static const struct field *find_field(const struct section *sec, const char *k, size_t len)
+{
+    for (size_t i = 0; i < sec->nfields; i++)
+        if (strlen(sec->fields[i].name) == len && memcmp(sec->fields[i].name, k, len) == 0)
+            return &sec->fields[i];
+    return NULL;
+}
+
+/* Optimal string alignment distance (Levenshtein plus transpositions). */
+#define DYM_MAX 40
+static size_t edit_distance(const char *a, size_t la, const char *b, size_t lb)
+{
+    size_t rows[3][DYM_MAX + 1], *pp = rows[0], *prev = rows[1], *cur = rows[2];
+    for (size_t j = 0; j <= lb; j++) prev[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        cur[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cost = a[i - 1] != b[j - 1], best = prev[j - 1] + cost;
+            if (prev[j] + 1 < best) best = prev[j] + 1;
+            if (cur[j - 1] + 1 < best) best = cur[j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && pp[j - 2] + 1 < best)
+                best = pp[j - 2] + 1;
+            cur[j] = best;
+        }
+        size_t *t = pp;
+        pp = prev, prev = cur, cur = t;
+    }
+    return prev[lb];
+}
+
+static int unknown_key(struct loader *ld, const struct section *sec, const yaml_node_t *k)
+{
+    const char *key = (const char *)k->data.scalar.value;
+    size_t klen = k->data.scalar.length, best = SIZE_MAX;
+    const char *guess = NULL;
+    struct showbuf sb;
+    for (size_t i = 0; klen <= DYM_MAX && i < sec->nfields; i++) {
+        const char *n = sec->fields[i].name;
+        size_t nl = strlen(n);
+        if (nl > DYM_MAX) continue;
+        size_t d = edit_distance(key, klen, n, nl), limit = nl / 3 < 1 ? 1 : nl / 3 > 2 ? 2 : nl / 3;
+        if (d <= limit && d < best) best = d, guess = n;
+    }
+    if (guess)
+        return fail(ld, &k->start_mark, "unknown key \"%s\" %s (did you mean \"%s\"?)",
+                    show(&sb, key, klen), sec->where, guess);
+    return fail(ld, &k->start_mark, "unknown key \"%s\" %s", show(&sb, key, klen), sec->where);
+}
+
+static const yaml_node_t *find_value(struct loader *ld, const yaml_node_t *map, const char *key)
+{
+    if (!map || map->type != YAML_MAPPING_NODE) return NULL;
+    size_t len = strlen(key);
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        const yaml_node_t *k = node_at(ld, p->key);
+        if (k && k->type == YAML_SCALAR_NODE && k->data.scalar.length == len &&
+            memcmp(k->data.scalar.value, key, len) == 0)
+            return node_at(ld, p->value);
+    }
+    return NULL;
+}
+
+static int parse_section(struct loader *ld, const struct section *sec, const yaml_node_t *map,
+                         const yaml_mark_t *at, void *base);
+
+/* After element i of a list is parsed: its F_UNIQUE strings must differ
+ * from those of elements 0..i-1. */
+static int check_unique(struct loader *ld, const struct field *lf, const yaml_node_t *seq,
+                        char *arr, size_t i)
+{
+    const struct section *sub = lf->sub;
+    for (size_t fi = 0; fi < sub->nfields; fi++) {
+        const struct field *f = &sub->fields[fi];
+        if (!(f->flags & F_UNIQUE)) continue;
+        const char *mine = *(char **)(arr + i * sub->size + f->offset);
+        for (size_t j = 0; mine && j < i; j++) {
+            const char *theirs = *(char **)(arr + j * sub->size + f->offset);
+            if (!theirs || strcmp(mine, theirs) != 0) continue;
+            const yaml_node_t *ei = node_at(ld, seq->data.sequence.items.start[i]);
+            const yaml_node_t *ej = node_at(ld, seq->data.sequence.items.start[j]);
+            const yaml_node_t *vi = find_value(ld, ei, f->name), *vj = find_value(ld, ej, f->name);
+            struct showbuf sb;
+            return fail(ld, vi ? &vi->start_mark : &ei->start_mark,
+                        "duplicate %s %s \"%s\" (first at line %zu)", sub->name, f->name,
+                        show(&sb, mine, strlen(mine)), (vj ? vj : ej)->start_mark.line + 1);
+        }
+    }
+    return 0;
+}
+
+static int parse_list(struct loader *ld, const struct field *f, const yaml_node_t *v, void *base)
+{
+    const struct section *sub = f->sub;
+    if (v->type != YAML_SEQUENCE_NODE) return type_error(ld, f, v);
+    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    if (n < f->min) return fail(ld, &v->start_mark, "\"%s\": must not be empty", f->name);
+    if (n > f->max) return fail(ld, &v->start_mark, "\"%s\": too many entries", f->name);
+    if (n == 0) return 0;
+    char *arr = calloc(n, sub->size);
+    if (!arr) return fail(ld, &v->start_mark, "out of memory");
+    memcpy((char *)base + f->offset, &arr, sizeof arr);
+    memcpy((char *)base + f->count_offset, &n, sizeof n); /* zeroed: safe to free as is */
+    for (size_t i = 0; i < n; i++) {
+        const yaml_node_t *item = node_at(ld, v->data.sequence.items.start[i]);
+        char g[SHOW_MAX + 40];
+        if (!item) return fail(ld, &v->start_mark, "internal error: missing node");
+        if (item->type != YAML_MAPPING_NODE)
+            return fail(ld, &item->start_mark, "\"%s\": each entry must be a mapping, got %s",
+                        f->name, got(item, g, sizeof g));
+        if (parse_section(ld, sub, item, &item->start_mark, arr + i * sub->size) < 0) return -1;
+        if (check_unique(ld, f, v, arr, i) < 0) return -1;
+    }
+    return 0;
+}
+
+static int parse_value(struct loader *ld, const struct field *f, const yaml_node_t *v, void *base)
+{
+    switch (f->type) {
+    case T_MAP:
+        if (is_null(v)) /* "server:" with everything commented out */
+            return parse_section(ld, f->sub, NULL, &v->start_mark, (char *)base + f->offset);
+        if (v->type != YAML_MAPPING_NODE) return type_error(ld, f, v);
+        return parse_section(ld, f->sub, v, &v->start_mark, (char *)base + f->offset);
+    case T_LIST: return parse_list(ld, f, v, base);
+    default: break;
+    }
+    if (v->type != YAML_SCALAR_NODE || is_null(v)) return type_error(ld, f, v);
+    const char *s = (const char *)v->data.scalar.value;
+    size_t len = v->data.scalar.length;
+    if (memchr(s, '\0', len)) return fail(ld, &v->start_mark, "\"%s\": contains a NUL byte", f->name);
+    return parse_scalar(ld, f, v, s, len, base);
+}
+
+static int apply_default(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base)
+{
+    if (f->type == T_MAP) return parse_section(ld, f->sub, NULL, at, (char *)base + f->offset);
+    if (!f->def || f->type == T_LIST) return 0;
+    return parse_scalar(ld, f, NULL, f->def, strlen(f->def), base);
+}
+
+/* map: a mapping node, or NULL for an absent/empty section (all defaults).
+ * at: where to report a missing required key. */
+static int parse_section(struct loader *ld, const struct section *sec, const yaml_node_t *map,
+                         const yaml_mark_t *at, void *base)
+{
+    uint64_t seen = 0;
+    struct showbuf sb;
+    if (map) {
+        yaml_node_pair_t *start = map->data.mapping.pairs.start;
+        for (yaml_node_pair_t *p = start; p < map->data.mapping.pairs.top; p++) {
+            const yaml_node_t *k = node_at(ld, p->key), *v = node_at(ld, p->value);
+            if (!k || !v) return fail(ld, &map->start_mark, "internal error: missing node");
+            if (k->type != YAML_SCALAR_NODE)
+                return fail(ld, &k->start_mark, "keys %s must be plain names", sec->where);
+            const char *key = (const char *)k->data.scalar.value;
+            size_t klen = k->data.scalar.length;
+            for (yaml_node_pair_t *q = start; q < p; q++) {
+                const yaml_node_t *prev = node_at(ld, q->key);
+                if (prev && prev->type == YAML_SCALAR_NODE && prev->data.scalar.length == klen &&
+                    memcmp(prev->data.scalar.value, key, klen) == 0)
+                    return fail(ld, &k->start_mark, "duplicate key \"%s\" %s (first at line %zu)",
+                                show(&sb, key, klen), sec->where, prev->start_mark.line + 1);
+            }
+            const struct field *f = find_field(sec, key, klen);
+            if (!f) return unknown_key(ld, sec, k);
+            seen |= 1ull << (f - sec->fields);
+            if (parse_value(ld, f, v, base) < 0) return -1;
+        }
+    }
+    for (size_t i = 0; i < sec->nfields; i++) {
+        const struct field *f = &sec->fields[i];
+        if (seen & (1ull << i)) continue;
+        if (f->flags & F_REQUIRED)
+            return fail(ld, at, "missing required key \"%s\" %s", f->name, sec->where);
+        if (apply_default(ld, f, at, base) < 0) return -1;
+    }
+    return sec->finish ? sec->finish(ld, map, base) : 0;
+}
+
+static void free_section(const struct section *sec, void *base)
+{
+    for (size_t i = 0; i < sec->nfields; i++) {
+        const struct field *f = &sec->fields[i];
+        char *p = (char *)base + f->offset;
+        switch (f->type) {
+        case T_STR: free(*(char **)p); break;
+        case T_MAP: free_section(f->sub, p); break;
+        case T_LIST: {
+            char *arr;
+            size_t n;
+            memcpy(&arr, p, sizeof arr);
+            memcpy(&n, (char *)base + f->count_offset, sizeof n);
+            for (size_t j = 0; arr && j < n; j++) free_section(f->sub, arr + j * f->sub->size);
+            free(arr);
+            break;
+        }
+        default: break;
+        }
+    }
+    if (sec->release) sec->release(base);
+}
+
+/* ---------------------------------------------------------------- loading */
+
+static int read_whole_file(struct loader *ld, char **out, size_t *outlen)
+{
+    int fd = open(ld->file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return fail_file(ld, "cannot open: %s", strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        close(fd);
+        return fail_file(ld, "cannot open: %s", strerror(EISDIR));
+    }
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (!buf) {
+            close(fd);
+            return fail_file(ld, "out of memory");
+        }
+        if (len == cap) {
+            if (cap >= CONFIG_MAX_FILE_BYTES) {
+                free(buf);
+                close(fd);
+                return fail_file(ld, "file too large (limit %u bytes)", CONFIG_MAX_FILE_BYTES);
+            }
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) free(buf);
+            buf = nb;
+            cap *= 2;
+            continue;
+        }
+        ssize_t r = read(fd, buf + len, cap - len);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            int e = errno;
+            free(buf);
+            close(fd);
+            return fail_file(ld, "cannot read: %s", strerror(e));
+        }
+        if (r == 0) break;
+        len += (size_t)r;
+    }
+    close(fd);
+    *out = buf;
+    *outlen = len;
+    return 0;
+}
+
+static int syntax_error(struct loader *ld, const yaml_parser_t *p, const char *text, size_t len)
+{
+    const char *problem = p->problem ? p->problem : "invalid YAML";
+    if (p->error == YAML_MEMORY_ERROR) return fail(ld, NULL, "out of memory while parsing YAML");
+    if (p->error == YAML_READER_ERROR) { /* only an offset: count lines ourselves */
+        yaml_mark_t m = {0, 0, 0};
+        for (size_t i = 0; i < p->problem_offset && i < len; i++) {
+            if (text[i] == '\n') m.line++, m.column = 0;
+            else if (((unsigned char)text[i] & 0xC0) != 0x80) m.column++;
+        }
+        if (p->problem_value != -1)
+            return fail(ld, &m, "%s (byte 0x%02X)", problem, (unsigned)p->problem_value);
+        return fail(ld, &m, "%s", problem);
+    }
+    if (p->context)
+        return fail(ld, &p->problem_mark, "%s (%s at line %zu, column %zu)", problem, p->context,
+                    p->context_mark.line + 1, p->context_mark.column + 1);
+    return fail(ld, &p->problem_mark, "%s", problem);
+}
+
+int config_load(const char *file, struct config **out, char *err, size_t errlen)
+{
+    struct loader ld = {.file = file ? file : "(null)", .err = err, .errlen = errlen};
+    char *text = NULL;
+    size_t len = 0;
+    if (out) *out = NULL;
+    if (err && errlen) err[0] = '\0';
+    if (!file || !out) return fail_file(&ld, "invalid arguments");
+    if (read_whole_file(&ld, &text, &len) < 0) return -1;
+
+    struct config *c = calloc(1, sizeof *c);
+    yaml_parser_t parser;
+    yaml_document_t doc, extra;
+    bool have_doc = false;
+    int rc = -1;
+    if (!c || !(c->path = strdup(file))) {
+        fail_file(&ld, "out of memory");
+        goto out_text;
+    }
+    if (!yaml_parser_initialize(&parser)) {
+        fail_file(&ld, "out of memory");
+        goto out_text;
+    }
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    if (!yaml_parser_load(&parser, &doc)) {
+        syntax_error(&ld, &parser, text, len);
+        goto out_parser;
+    }
+    have_doc = true;
+    ld.doc = &doc;
+
+    /* the whole stream must be well-formed and hold one document */
+    if (!yaml_parser_load(&parser, &extra)) {
+        syntax_error(&ld, &parser, text, len);
+        goto out_parser;
+    }
+    bool extra_root = yaml_document_get_root_node(&extra) != NULL;
+    yaml_mark_t extra_mark = extra.start_mark;
+    yaml_document_delete(&extra);
+    if (extra_root) {
+        fail(&ld, &extra_mark, "only one YAML document is allowed");
+        goto out_parser;
+    }
+
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (!root)
+        fail(&ld, NULL, "empty configuration (expected a mapping with at least \"models\")");
+    else if (root->type != YAML_MAPPING_NODE)
+        fail(&ld, NULL, "the top level must be a mapping (server:, models:)");
+    else
+        rc = parse_section(&ld, &top_section, root, &root->start_mark, c);
+
+out_parser:
+    if (have_doc) yaml_document_delete(&doc);
+    yaml_parser_delete(&parser);
+out_text:
+    free(text);
+    if (rc < 0) config_free(c);
+    else *out = c;
+    return rc;
+}
+
+void config_free(struct config *c)
+{
+    if (!c) return;
+    free_section(&top_section, c);
+    free(c->path);
+    free(c);
+}
+
+const struct config_model *config_find_model(const struct config *c, const char *name, size_t len)
+{
+    if (!c || !name) return NULL;
+    for (size_t i = 0; i < c->nmodels; i++) {
+        const char *n = c->models[i].name;
+        if (n && strnlen(n, len + 1) == len && memcmp(n, name, len) == 0) return &c->models[i];
+    }
+    return NULL;
+}
