@@ -287,9 +287,22 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
     return hbuf_add(c, at, len);
 }
 
+/* RFC 9110 token characters: a header name with anything else (a space, a
+ * colon, a control byte) is a request smuggling vector, never a client bug
+ * worth tolerating. */
+static bool is_tchar(unsigned char ch)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch && memchr(extra, ch, sizeof extra - 1));
+}
+
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
+    for (size_t i = 0; i < len; i++)
+        if (!is_tchar((unsigned char)at[i]))
+            return fail(c, 400, "malformed HTTP request: invalid character in a header name");
     if (c->in_value || c->nhoff == 0) {
         if (c->nhoff >= c->srv->lim.max_headers)
             return fail(c, 431, "too many request headers");

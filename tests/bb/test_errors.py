@@ -1,0 +1,131 @@
+"""Every error a client or an upstream can cause: the status and an
+OpenAI-style error object, and the gateway keeps serving."""
+import json
+
+from harness import basic_config, chat, free_port, parse_responses, post, raw, request
+
+
+def err_of(body):
+    j = json.loads(body)
+    e = j["error"]
+    assert set(e) == {"message", "type", "param", "code"}, e
+    assert isinstance(e["message"], str) and e["message"]
+    return e
+
+
+def test_client_errors(env):
+    s1 = env.sim("--ttft-ms", 0, "--tps", 0)
+    gw = env.gateway(basic_config(s1))
+    st, _, b = post(gw, b'{"model":"demo", "messages": [}')
+    assert st == 400 and err_of(b)["type"] == "invalid_request_error"
+    st, _, b = post(gw, b"")
+    assert st == 400 and err_of(b)
+    st, _, b = post(gw, b"[1,2]")
+    assert st == 400 and err_of(b)
+    st, _, b = post(gw, {"messages": []})
+    assert st == 400 and err_of(b)["param"] == "model"
+    st, _, b = post(gw, {"model": "demo"})
+    e = err_of(b)
+    assert st == 400 and e["param"] == "messages" and e["code"] == "missing_required_parameter"
+    st, _, b = post(gw, {"model": "demo"}, path="/v1/embeddings")
+    assert st == 400 and err_of(b)["param"] == "input"
+    st, _, b = post(gw, {"model": "demo"}, path="/v1/completions")
+    assert st == 400 and err_of(b)["param"] == "prompt"
+    st, _, b = post(gw, {"model": 5, "messages": []})
+    assert st == 400 and err_of(b)["param"] == "model"
+    st, _, b = post(gw, {"model": "gpt-nope", "messages": []})
+    e = err_of(b)
+    assert st == 404 and e["code"] == "model_not_found" and "gpt-nope" in e["message"]
+    st, _, b = request(gw, "GET", "/v1/chat/completions")
+    assert st == 405 and err_of(b)
+    st, _, b = request(gw, "GET", "/v1/nothing")
+    assert st == 404 and err_of(b)
+    # invalid UTF-8 is not JSON
+    st, _, b = post(gw, b'{"model":"demo","messages":[{"role":"user","content":"\xff"}]}')
+    assert st == 400 and err_of(b)
+    # still serving
+    assert post(gw, chat())[0] == 200
+
+
+def test_limits_413_431(env):
+    s1 = env.sim("--ttft-ms", 0, "--tps", 0)
+    gw = env.gateway(basic_config(s1, server_extra="max_body_bytes: 2048\nmax_header_bytes: 4096"))
+    st, h, b = post(gw, chat("x" * 5000))
+    assert st == 413 and err_of(b) and h["connection"] == "close"
+    # declared length too large: answered before the body is sent
+    out = raw(gw, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
+    r = parse_responses(out)
+    assert r[0][0] == 413 and err_of(r[0][2])["code"] == "request_too_large"
+    # chunked body growing past the limit
+    chunk = b"a" * 1500
+    out = raw(gw, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+              + (b"%x\r\n%s\r\n" % (len(chunk), chunk)) * 3)
+    assert parse_responses(out)[0][0] == 413
+    out = raw(gw, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n")
+    r = parse_responses(out)
+    assert r[0][0] == 431 and err_of(r[0][2])
+    many = b"".join(b"X-H%d: v\r\n" % i for i in range(150))
+    assert parse_responses(raw(gw, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n"))[0][0] == 431
+    assert post(gw, chat())[0] == 200
+
+
+def test_smuggling_shapes_rejected(env):
+    s1 = env.sim("--ttft-ms", 0, "--tps", 0)
+    gw = env.gateway(basic_config(s1))
+    bad = [
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+    ]
+    for b in bad:
+        out = raw(gw, b)
+        r = parse_responses(out)
+        assert len(r) == 1 and r[0][0] == 400, (b, out[:300])
+        assert r[0][1]["connection"] == "close"
+        err_of(r[0][2])
+    assert post(gw, chat())[0] == 200
+
+
+def test_upstream_errors_passed_through(env):
+    e500 = env.sim("--error-rate", 1)
+    e429 = env.sim("--rate-limit-rate", 1)
+    cfg = basic_config(e500, extra_model=f"  - name: limited\n    backends:\n      - url: http://127.0.0.1:{e429}\n")
+    gw = env.gateway(cfg)
+    st, _, b = post(gw, chat())
+    assert st == 500 and err_of(b)
+    st, h, b = post(gw, chat(model="limited"))
+    assert st == 429 and err_of(b) and h.get("retry-after") == "1"
+
+
+def test_unreachable_502_then_503(env):
+    dead = free_port()
+    gw = env.gateway(basic_config(dead))
+    st, h, b = post(gw, chat())
+    e = err_of(b)
+    assert st == 502 and e["type"] == "server_error" and e["code"] == "upstream_unreachable", b
+    assert h["x-request-id"]
+    # the backend is now marked down for fail_timeout: no healthy backend
+    st, _, b = post(gw, chat())
+    assert st == 503 and err_of(b)["code"] == "no_healthy_backend"
+    assert request(gw, "GET", "/readyz")[0] == 503
+    assert request(gw, "GET", "/healthz")[0] == 200
+
+
+def test_upstream_timeout_504(env):
+    hang = env.sim("--hang-rate", 1)
+    gw = env.gateway(basic_config(hang, backend_extra="first_byte_timeout: 300ms"))
+    st, _, b = post(gw, chat())
+    e = err_of(b)
+    assert st == 504 and e["code"] == "upstream_timeout", b
+
+
+def test_header_timeout_408(env):
+    s1 = env.sim()
+    gw = env.gateway(basic_config(s1, server_extra="header_timeout: 300ms"))
+    out = raw(gw, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n", timeout=3)
+    r = parse_responses(out)
+    assert r[0][0] == 408 and err_of(r[0][2])["code"] == "request_timeout"
