@@ -5,15 +5,6 @@ LLHTTP_SRC ?= /usr/share/llhttp
 LLHTTP_INC ?= /usr/share/include/llhttp
 VERSION  := 0.1.0
 
-WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
-            -Wmissing-prototypes -Wformat=2 -Wvla -Wno-unused-parameter
-CFLAGS   ?= -O2 -g
-ALL_CFLAGS := -std=c17 -D_GNU_SOURCE -DSHADE_VERSION=\"$(VERSION)\" -Isrc -I$(LLHTTP_INC) \
-            -pthread -fno-strict-aliasing $(WARN) $(CFLAGS) $(EXTRA_CFLAGS)
-LDLIBS   := -pthread -lyaml -lssl -lcrypto -lm
-# third-party parser sources are built from the Debian package, never copied in
-LLHTTP_CFLAGS := -std=c17 -O2 -g -I$(LLHTTP_INC) -w $(EXTRA_CFLAGS)
-
 # BUILD selects the flavour: build/ (release) or build/asan (sanitizers)
 ifeq ($(SAN),1)
   B   := build/asan
@@ -23,6 +14,15 @@ else
   B   := build/rel
   BIN := bin/shade
 endif
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
+            -Wmissing-prototypes -Wformat=2 -Wvla -Wno-unused-parameter
+CFLAGS   ?= -O2 -g
+ALL_CFLAGS := -std=c17 -D_GNU_SOURCE -DSHADE_VERSION=\"$(VERSION)\" -Isrc -I$(LLHTTP_INC) \
+            -pthread -fno-strict-aliasing $(WARN) $(CFLAGS) $(EXTRA_CFLAGS)
+LDLIBS   := -pthread -lyaml -lssl -lcrypto -lm
+# third-party parser sources are built from the Debian package, never copied in
+LLHTTP_CFLAGS := -std=c17 -O2 -g -I$(LLHTTP_INC) -w $(EXTRA_CFLAGS)
 
 SRCS     := $(wildcard src/*.c)
 OBJS     := $(SRCS:src/%.c=$(B)/%.o)

@@ -884,45 +884,50 @@ static void accept_cb(loop_t *l, ev_io *io, unsigned ev)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        struct conn *c = calloc(1, sizeof *c);
-        if (!c) {
+        if (httpd_adopt(s, fd, &ss) < 0)
             close(fd);
-            continue;
-        }
-        c->srv = s;
-        c->req.conn = c;
-        c->req.loop = l;
-        if (ss.ss_family == AF_INET) {
-            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-            char ip[INET_ADDRSTRLEN];
-            inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
-            snprintf(c->req.peer, sizeof c->req.peer, "%s:%u", ip, ntohs(a->sin_port));
-        } else if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-            char ip[INET6_ADDRSTRLEN];
-            inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
-            snprintf(c->req.peer, sizeof c->req.peer, "[%s]:%u", ip, ntohs(a->sin6_port));
-        }
-        llhttp_init(&c->parser, HTTP_REQUEST, &settings);
-        c->parser.data = c;
-        ev_io_init(&c->io, conn_io_cb, c);
-        ev_timer_init(&c->timer, timer_cb, c);
-        ev_defer_init(&c->resume, resume_cb, c);
-        ev_defer_init(&c->flush, flush_cb, c);
-        if (ev_io_start(l, &c->io, fd, EV_READ) < 0) {
-            close(fd);
-            free(c);
-            continue;
-        }
-        c->next = s->conns;
-        if (s->conns)
-            s->conns->prev = c;
-        s->conns = c;
-        s->nconns++;
-        c->state = C_IDLE;
-        /* a fresh connection must send its first request within the header timeout */
-        ev_timer_start(l, &c->timer, s->lim.header_timeout_ms);
     }
+}
+
+int httpd_adopt(struct httpd *s, int fd, const struct sockaddr_storage *ss)
+{
+    loop_t *l = s->loop;
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return -1;
+    c->srv = s;
+    c->req.conn = c;
+    c->req.loop = l;
+    if (ss && ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        char ip[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+        snprintf(c->req.peer, sizeof c->req.peer, "%s:%u", ip, ntohs(a->sin_port));
+    } else if (ss && ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        char ip[INET6_ADDRSTRLEN];
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+        snprintf(c->req.peer, sizeof c->req.peer, "[%s]:%u", ip, ntohs(a->sin6_port));
+    }
+    llhttp_init(&c->parser, HTTP_REQUEST, &settings);
+    c->parser.data = c;
+    ev_io_init(&c->io, conn_io_cb, c);
+    ev_timer_init(&c->timer, timer_cb, c);
+    ev_defer_init(&c->resume, resume_cb, c);
+    ev_defer_init(&c->flush, flush_cb, c);
+    if (ev_io_start(l, &c->io, fd, EV_READ) < 0) {
+        free(c);
+        return -1;
+    }
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    c->state = C_IDLE;
+    /* a fresh connection must send its first request within the header timeout */
+    ev_timer_start(l, &c->timer, s->lim.header_timeout_ms);
+    return 0;
 }
 
 /* ---------- server ---------- */

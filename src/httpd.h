@@ -69,6 +69,11 @@ struct httpd;
 struct httpd *httpd_new(loop_t *l, const struct httpd_limits *lim, httpd_handler h, void *arg);
 /* Start accepting on a listening, non-blocking socket (httpd owns it). */
 int httpd_listen(struct httpd *s, int fd);
+/* Serve an already-connected, non-blocking socket (accept() uses this; so do
+ * tests and fuzzers with a socketpair).  ss may be NULL.  httpd owns fd on
+ * success. */
+struct sockaddr_storage;
+int httpd_adopt(struct httpd *s, int fd, const struct sockaddr_storage *ss);
 /* Graceful stop: close listeners and idle connections; busy connections get
  * "Connection: close" and close after their current response. */
 void httpd_shutdown(struct httpd *s);

@@ -329,46 +329,60 @@ void ev_async_close(loop_t *l, ev_async *a)
 
 /* ---- run ---- */
 
-int loop_run(loop_t *l)
+/* One iteration: deferred work, then wait up to max_wait_ms (-1 = until the
+ * next timer) for events, dispatch them, run due timers. */
+int loop_run_once(loop_t *l, int max_wait_ms)
 {
     struct epoll_event evs[MAX_EVENTS];
+    run_defers(l);
+    run_frees(l);
+    if (l->stop)
+        return 0;
+    int timeout = -1;
+    if (l->dhead) {
+        timeout = 0;
+    } else if (l->nheap) {
+        uint64_t w = l->heap[0]->when;
+        timeout = w <= l->now ? 0 : (int)(w - l->now > 60000 ? 60000 : w - l->now);
+    }
+    if (max_wait_ms >= 0 && (timeout < 0 || timeout > max_wait_ms))
+        timeout = max_wait_ms;
+    int n = epoll_wait(l->epfd, evs, MAX_EVENTS, timeout);
+    if (n < 0 && errno != EINTR)
+        return -errno;
+    loop_update_time(l);
+    for (int i = 0; i < n; i++) {
+        ev_io *io = evs[i].data.ptr;
+        if (io->fd < 0)
+            continue; /* closed earlier in this batch */
+        unsigned e = 0;
+        uint32_t r = evs[i].events;
+        if (r & (EPOLLIN | EPOLLRDHUP))
+            e |= EV_READ;
+        if (r & EPOLLOUT)
+            e |= EV_WRITE;
+        if (r & (EPOLLERR | EPOLLHUP))
+            e |= EV_HUP | (io->mask & (EV_READ | EV_WRITE));
+        if (e)
+            io->cb(l, io, e);
+    }
+    while (l->nheap && l->heap[0]->when <= l->now) {
+        ev_timer *t = l->heap[0];
+        ev_timer_stop(l, t);
+        t->cb(l, t);
+    }
+    run_defers(l);
+    run_frees(l);
+    return n;
+}
+
+int loop_run(loop_t *l)
+{
     l->stop = false;
     while (!l->stop) {
-        run_defers(l);
-        run_frees(l);
-        if (l->stop)
-            break;
-        int timeout = -1;
-        if (l->dhead) {
-            timeout = 0;
-        } else if (l->nheap) {
-            uint64_t w = l->heap[0]->when;
-            timeout = w <= l->now ? 0 : (int)(w - l->now > 60000 ? 60000 : w - l->now);
-        }
-        int n = epoll_wait(l->epfd, evs, MAX_EVENTS, timeout);
-        if (n < 0 && errno != EINTR)
-            return -errno;
-        loop_update_time(l);
-        for (int i = 0; i < n; i++) {
-            ev_io *io = evs[i].data.ptr;
-            if (io->fd < 0)
-                continue; /* closed earlier in this batch */
-            unsigned e = 0;
-            uint32_t r = evs[i].events;
-            if (r & (EPOLLIN | EPOLLRDHUP))
-                e |= EV_READ;
-            if (r & EPOLLOUT)
-                e |= EV_WRITE;
-            if (r & (EPOLLERR | EPOLLHUP))
-                e |= EV_HUP | (io->mask & (EV_READ | EV_WRITE));
-            if (e)
-                io->cb(l, io, e);
-        }
-        while (l->nheap && l->heap[0]->when <= l->now) {
-            ev_timer *t = l->heap[0];
-            ev_timer_stop(l, t);
-            t->cb(l, t);
-        }
+        int rc = loop_run_once(l, -1);
+        if (rc < 0)
+            return rc;
     }
     run_defers(l);
     run_frees(l);

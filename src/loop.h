@@ -61,6 +61,7 @@ struct ev_async {
 loop_t *loop_new(void);
 void loop_free(loop_t *l);
 int loop_run(loop_t *l);       /* until loop_stop() */
+int loop_run_once(loop_t *l, int max_wait_ms); /* one iteration; events handled or -errno */
 void loop_stop(loop_t *l);
 uint64_t loop_now(loop_t *l);  /* cached monotonic ms, updated each iteration */
 void loop_update_time(loop_t *l);
