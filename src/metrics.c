@@ -46,8 +46,8 @@ struct met_shard *metrics_shard_new(const struct met_layout *lay)
         return NULL;
     size_t nm = lay->nmodels ? lay->nmodels : 1, nb = lay->nbackends ? lay->nbackends : 1;
     s->requests = calloc(lay->nkeys, sizeof *s->requests);
-    s->duration = calloc(nm, sizeof *s->duration);
-    s->ttft = calloc(nm, sizeof *s->ttft);
+    s->duration = calloc(lay->nkeys, sizeof *s->duration);
+    s->ttft = calloc(lay->nkeys, sizeof *s->ttft);
     s->tokens_in = calloc(lay->nkeys, sizeof *s->tokens_in);
     s->tokens_out = calloc(lay->nkeys, sizeof *s->tokens_out);
     s->tokens_estimated = calloc(lay->nkeys, sizeof *s->tokens_estimated);
@@ -123,34 +123,48 @@ static uint64_t sum_key(const struct gateway *gw, size_t off_in_shard, size_t id
     return v;
 }
 
+static void put_key_labels(struct buf *o, const struct key_labels *kl)
+{
+    buf_append_str(o, "model=\"");
+    put_label(o, kl->model);
+    buf_append_str(o, "\",backend=\"");
+    put_label(o, kl->backend);
+    buf_append_str(o, "\"");
+}
+
 static void render_hist(const struct gateway *gw, struct buf *o, const char *name, const char *help,
                         size_t off)
 {
     buf_printf(o, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
-    for (size_t m = 0; m < gw->nmodels; m++) {
+    for (size_t k = 0; k < gw->lay.nkeys; k++) {
         uint64_t b[MET_NBUCKETS + 1] = { 0 }, count = 0, sum = 0;
         for (size_t w = 0; w < gw->nworkers; w++) {
-            struct met_hist *h = &(*(struct met_hist **)((char *)gw->workers[w]->met + off))[m];
+            struct met_hist *h = &(*(struct met_hist **)((char *)gw->workers[w]->met + off))[k];
             for (size_t i = 0; i <= MET_NBUCKETS; i++)
                 b[i] += LD(h->b[i]);
             count += LD(h->count);
             sum += LD(h->sum_us);
         }
+        struct key_labels kl = key_labels(gw, k);
+        /* a series exists for every model/backend pair; the "no backend"
+         * pairs only once something was observed there */
+        if (!count && !*kl.backend)
+            continue;
         uint64_t cum = 0;
         for (size_t i = 0; i <= MET_NBUCKETS; i++) {
             cum += b[i];
-            buf_printf(o, "%s_bucket{model=\"", name);
-            put_label(o, gw->models[m].cfg->name);
+            buf_printf(o, "%s_bucket{", name);
+            put_key_labels(o, &kl);
             if (i < MET_NBUCKETS)
-                buf_printf(o, "\",le=\"%g\"} %llu\n", met_buckets[i], (unsigned long long)cum);
+                buf_printf(o, ",le=\"%g\"} %llu\n", met_buckets[i], (unsigned long long)cum);
             else
-                buf_printf(o, "\",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+                buf_printf(o, ",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
         }
-        buf_printf(o, "%s_sum{model=\"", name);
-        put_label(o, gw->models[m].cfg->name);
-        buf_printf(o, "\"} %.6f\n%s_count{model=\"", (double)sum / 1e6, name);
-        put_label(o, gw->models[m].cfg->name);
-        buf_printf(o, "\"} %llu\n", (unsigned long long)count);
+        buf_printf(o, "%s_sum{", name);
+        put_key_labels(o, &kl);
+        buf_printf(o, "} %.6f\n%s_count{", (double)sum / 1e6, name);
+        put_key_labels(o, &kl);
+        buf_printf(o, "} %llu\n", (unsigned long long)count);
     }
 }
 

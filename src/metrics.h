@@ -30,8 +30,8 @@ enum met_endpoint { EP_CHAT = 0, EP_COMPLETIONS, EP_EMBEDDINGS, EP_OTHER, EP__CO
 struct met_shard {
     /* [key][status-100]; key = model/backend pair, see metrics_key() */
     _Atomic uint64_t (*requests)[500];
-    struct met_hist *duration;      /* [model] */
-    struct met_hist *ttft;          /* [model] */
+    struct met_hist *duration;      /* [key] */
+    struct met_hist *ttft;          /* [key] */
     _Atomic uint64_t *tokens_in;    /* [key] */
     _Atomic uint64_t *tokens_out;   /* [key] */
     _Atomic uint64_t *tokens_estimated; /* [key]: requests whose usage was estimated */

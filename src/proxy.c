@@ -72,9 +72,9 @@ static void record(struct pctx *p, int status)
     if (!p->m)
         return;
     uint64_t now = mono_ns();
-    met_observe(&met->duration[p->m->index], (now - p->req->t_start_ns) / 1000u);
+    met_observe(&met->duration[key], (now - p->req->t_start_ns) / 1000u);
     if (p->t_first_token)
-        met_observe(&met->ttft[p->m->index], (p->t_first_token - p->req->t_ready_ns) / 1000u);
+        met_observe(&met->ttft[key], (p->t_first_token - p->req->t_ready_ns) / 1000u);
     if (p->be && status < 400) {
         int64_t in = p->usage_in, out = p->usage_out;
         if (!p->usage_exact) {

@@ -217,8 +217,8 @@ def test_models_health_ready_metrics(env):
     post(gw, chat(stream=True))
     m = metrics(gw)
     assert m['shade_requests_total{model="demo",backend="b0",code="200"}'] == 2
-    assert m['shade_time_to_first_token_seconds_count{model="demo"}'] == 1
-    assert m['shade_request_duration_seconds_count{model="demo"}'] == 2
+    assert m['shade_time_to_first_token_seconds_count{model="demo",backend="b0"}'] == 1
+    assert m['shade_request_duration_seconds_count{model="demo",backend="b0"}'] == 2
     assert m['shade_output_tokens_total{model="demo",backend="b0"}'] > 0
     # the streamed request had no include_usage: its usage was estimated
     assert m['shade_usage_estimated_total{model="demo",backend="b0"}'] == 1

@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""The demo behind `make demo`: examples/basic.yaml in front of two simulators
+(127.0.0.1:8001 fast, 127.0.0.1:8002 slower), a mixed workload of streaming
+and non-streaming chat requests, then the gateway's own measurements read
+back from /metrics.  Every process started here is stopped by its PID."""
+import concurrent.futures
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "bin", "shade")
+GW = 8080
+procs = []
+
+
+def start(args, name):
+    p = subprocess.Popen([BIN, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    procs.append((name, p))
+    return p
+
+
+def wait_port(port, p, name):
+    for _ in range(200):
+        if p.poll() is not None:
+            sys.exit(f"demo: {name} exited: {p.stderr.read().strip()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.025)
+    sys.exit(f"demo: {name} is not listening on {port}")
+
+
+def port_busy(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def one_request(i):
+    stream = i % 2 == 1
+    body = {"model": "demo", "stream": stream, "max_tokens": 24 + (i % 5) * 8,
+            "messages": [{"role": "user", "content": f"Question number {i}: how do gateways work?"}]}
+    c = http.client.HTTPConnection("127.0.0.1", GW, timeout=30)
+    t0 = time.time()
+    c.request("POST", "/v1/chat/completions", json.dumps(body), {"content-type": "application/json"})
+    r = c.getresponse()
+    ttft = None
+    text = ""
+    if stream:
+        buf = b""
+        while True:
+            chunk = r.read1(65536)
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n\n" in buf:
+                ev, buf = buf.split(b"\n\n", 1)
+                data = ev.decode()[6:]
+                if data == "[DONE]":
+                    continue
+                delta = json.loads(data)["choices"][0]["delta"].get("content") or ""
+                if delta and ttft is None:
+                    ttft = time.time() - t0
+                text += delta
+    else:
+        text = json.loads(r.read())["choices"][0]["message"]["content"]
+    backend = r.getheader("x-shade-backend")
+    c.close()
+    return r.status, backend, stream, time.time() - t0, ttft, text
+
+
+def metrics():
+    c = http.client.HTTPConnection("127.0.0.1", GW, timeout=5)
+    c.request("GET", "/metrics")
+    out = {}
+    for line in c.getresponse().read().decode().splitlines():
+        if line and not line.startswith("#"):
+            k, _, v = line.rpartition(" ")
+            out[k] = float(v)
+    return out
+
+
+def quantile(m, name, backend, q):
+    """Estimate a quantile from a Prometheus histogram, as histogram_quantile does."""
+    pre = f'{name}_bucket{{model="demo",backend="{backend}",le="'
+    buckets = sorted((float(k[len(pre):-2]) if not k.endswith('+Inf"}') else float("inf"), v)
+                     for k, v in m.items() if k.startswith(pre))
+    total = buckets[-1][1] if buckets else 0
+    if not total:
+        return None
+    rank, prev_le, prev_c = q * total, 0.0, 0.0
+    for le, c in buckets:
+        if c >= rank:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * (rank - prev_c) / max(c - prev_c, 1e-9)
+        prev_le, prev_c = le, c
+    return None
+
+
+def main():
+    if not os.path.exists(BIN):
+        sys.exit("demo: bin/shade is missing; run `make` first")
+    for port in (GW, 8001, 8002):
+        if port_busy(port):
+            sys.exit(f"demo: port {port} is already in use (examples/basic.yaml needs 8080, 8001, 8002)")
+    a = start(["sim", "--listen", "127.0.0.1:8001", "--ttft-ms", "60", "--tps", "150", "--seed", "1"], "sim-a")
+    b = start(["sim", "--listen", "127.0.0.1:8002", "--ttft-ms", "140", "--tps", "70", "--seed", "1"], "sim-b")
+    wait_port(8001, a, "sim-a")
+    wait_port(8002, b, "sim-b")
+    g = start(["serve", "-c", os.path.join(ROOT, "examples", "basic.yaml")], "gateway")
+    wait_port(GW, g, "gateway")
+    print("shade demo: gateway on 127.0.0.1:8080 (examples/basic.yaml)")
+    print("  sim-a 127.0.0.1:8001  ttft 60 ms, 150 tokens/s")
+    print("  sim-b 127.0.0.1:8002  ttft 140 ms, 70 tokens/s\n")
+    n = 40
+    print(f"sending {n} chat requests, half streaming, 4 at a time ...")
+    t0 = time.time()
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        results = list(ex.map(one_request, range(n)))
+    wall = time.time() - t0
+    ok = sum(1 for r in results if r[0] == 200)
+    print(f"  {ok}/{n} answered 200 in {wall:.2f} s")
+    for st, be, stream, lat, ttft, text in results[:4]:
+        kind = "stream" if stream else "whole "
+        t = f", first token {ttft * 1000:.0f} ms" if ttft else ""
+        print(f"  [{kind}] {be}: {lat * 1000:.0f} ms{t}: {text[:60]}...")
+
+    m = metrics()
+    print("\nwhat the gateway measured (GET /metrics):")
+    hdr = f"  {'backend':8} {'requests':>8} {'p50 latency':>12} {'p95 latency':>12} {'p50 TTFT':>9} {'tokens in':>10} {'tokens out':>11}"
+    print(hdr)
+    for be in ("sim-a", "sim-b"):
+        reqs = m.get(f'shade_requests_total{{model="demo",backend="{be}",code="200"}}', 0)
+        p50 = quantile(m, "shade_request_duration_seconds", be, 0.5)
+        p95 = quantile(m, "shade_request_duration_seconds", be, 0.95)
+        t50 = quantile(m, "shade_time_to_first_token_seconds", be, 0.5)
+        tin = m.get(f'shade_input_tokens_total{{model="demo",backend="{be}"}}', 0)
+        tout = m.get(f'shade_output_tokens_total{{model="demo",backend="{be}"}}', 0)
+        fmt = lambda x: f"{x * 1000:.0f} ms" if x is not None else "-"
+        print(f"  {be:8} {reqs:8.0f} {fmt(p50):>12} {fmt(p95):>12} {fmt(t50):>9} {tin:10.0f} {tout:11.0f}")
+    est = sum(v for k, v in m.items() if k.startswith("shade_usage_estimated_total"))
+    print(f"\n  streams without include_usage had their tokens counted from the stream: {est:.0f}")
+    print("  (latency and TTFT quantiles are estimated from the histogram buckets, as Prometheus does)")
+    print("\nfull metrics: curl -s 127.0.0.1:8080/metrics   (while the gateway runs)")
+    return 0 if ok == n else 1
+
+
+if __name__ == "__main__":
+    rc = 1
+    try:
+        rc = main()
+    finally:
+        for name, p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        print("stopped: " + ", ".join(f"{n} (pid {p.pid})" for n, p in procs))
+    sys.exit(rc)
