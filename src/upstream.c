@@ -9,6 +9,7 @@
  */
 #include "upstream.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <llhttp.h>
 #include <netinet/in.h>
@@ -624,9 +625,19 @@ static void start_tls(struct up_conn *c)
         return;
     }
     SSL_set_fd(c->ssl, c->io.fd);
-    SSL_set_tlsext_host_name(c->ssl, be->cfg->host);
-    if (be->cfg->tls_verify)
-        SSL_set1_host(c->ssl, be->cfg->host);
+    /* an IP literal is checked against the certificate's IP SANs and is
+     * never sent as SNI (RFC 6066 allows host names only) */
+    struct in6_addr tmp6;
+    struct in_addr tmp4;
+    bool is_ip = inet_pton(AF_INET, be->cfg->host, &tmp4) == 1 || inet_pton(AF_INET6, be->cfg->host, &tmp6) == 1;
+    if (!is_ip)
+        SSL_set_tlsext_host_name(c->ssl, be->cfg->host);
+    if (be->cfg->tls_verify) {
+        if (is_ip)
+            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), be->cfg->host);
+        else
+            SSL_set1_host(c->ssl, be->cfg->host);
+    }
     SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     c->state = S_TLS;
     do_tls(c);
