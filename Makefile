@@ -69,7 +69,11 @@ check: deps
 	@$(MAKE) --no-print-directory all check-unit check-bb
 	@$(MAKE) --no-print-directory SAN=1 all check-unit check-bb
 	@$(MAKE) --no-print-directory check-sdk
+	@fuzz/run.sh $(FUZZ_SECONDS) >build/fuzz.log 2>&1 || { tail -40 build/fuzz.log; exit 1; }
+	@tail -1 build/fuzz.log
 	@echo "check: all suites passed"
+
+FUZZ_SECONDS ?= 10
 
 check-sdk: $(BIN)
 	@tests/sdk/run.sh

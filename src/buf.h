@@ -16,7 +16,7 @@ struct buf {
 };
 
 static inline size_t buf_used(const struct buf *b) { return b->len - b->off; }
-static inline char *buf_data(const struct buf *b) { return b->p + b->off; }
+static inline char *buf_data(const struct buf *b) { return b->p ? b->p + b->off : b->p; }
 
 /* Make room for at least n more bytes at the end; returns the write pointer
  * or NULL on allocation failure. */

@@ -459,7 +459,7 @@ static void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
     p->w = w;
     p->req = r;
     p->ep = ep;
-    struct json_span root, v;
+    struct json_span root;
     struct json_error je;
     if (r->body_len == 0) {
         fail(p, 400, "invalid_request_error", NULL, NULL,
@@ -477,7 +477,23 @@ static void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
         fail(p, 400, "invalid_request_error", NULL, NULL, "The request body must be a JSON object.");
         return;
     }
-    if (!json_get(&root, "model", &p->model_val)) {
+    /* one pass over the top-level members (a json_get per field would walk
+     * the whole messages array each time); the last duplicate wins, as with
+     * most JSON parsers upstream */
+    const char *need = ep == EP_CHAT ? "messages" : ep == EP_COMPLETIONS ? "prompt" : "input";
+    struct json_span key, val, required = { 0 }, stream = { 0 }, so = { 0 };
+    size_t it = 0;
+    while (json_next(&root, &it, &key, &val)) {
+        if (json_str_eq(&key, "model"))
+            p->model_val = val;
+        else if (json_str_eq(&key, need))
+            required = val;
+        else if (json_str_eq(&key, "stream"))
+            stream = val;
+        else if (json_str_eq(&key, "stream_options"))
+            so = val;
+    }
+    if (!p->model_val.p) {
         fail(p, 400, "invalid_request_error", "missing_required_parameter", "model",
              "Missing required parameter: 'model'.");
         return;
@@ -487,30 +503,28 @@ static void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
              "Invalid type for 'model': expected a string.");
         return;
     }
-    const char *need = ep == EP_CHAT ? "messages" : ep == EP_COMPLETIONS ? "prompt" : "input";
-    if (!json_get(&root, need, &v)) {
+    if (!required.p) {
         char msg[128];
         snprintf(msg, sizeof msg, "Missing required parameter: '%s'.", need);
         fail(p, 400, "invalid_request_error", "missing_required_parameter", need, msg);
         return;
     }
-    p->prompt_bytes = v.len;
-    if (ep == EP_CHAT && v.type != JSON_ARRAY) {
+    p->prompt_bytes = required.len;
+    if (ep == EP_CHAT && required.type != JSON_ARRAY) {
         fail(p, 400, "invalid_request_error", "invalid_type", "messages",
              "Invalid type for 'messages': expected an array.");
         return;
     }
-    if (json_get(&root, "stream", &v)) {
-        if (v.type != JSON_TRUE && v.type != JSON_FALSE && v.type != JSON_NULL) {
+    if (stream.p) {
+        if (stream.type != JSON_TRUE && stream.type != JSON_FALSE && stream.type != JSON_NULL) {
             fail(p, 400, "invalid_request_error", "invalid_type", "stream",
                  "Invalid type for 'stream': expected a boolean.");
             return;
         }
-        p->stream = v.type == JSON_TRUE;
+        p->stream = stream.type == JSON_TRUE;
     }
-    struct json_span so;
-    if (json_get(&root, "stream_options", &so) && so.type == JSON_OBJECT && json_get(&so, "include_usage", &v))
-        p->include_usage = json_is_true(&v);
+    if (so.type == JSON_OBJECT && json_get(&so, "include_usage", &val))
+        p->include_usage = json_is_true(&val);
     char name[512];
     long nl = json_str_unescape(&p->model_val, name, sizeof name);
     p->m = nl < 0 ? NULL : gateway_find_model(w->gw, name, (size_t)nl);
