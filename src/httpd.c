@@ -83,6 +83,7 @@ struct httpd {
     size_t nconns;
     bool shutting_down;
     uint64_t rid_state;
+    ev_timer accept_retry;    /* listeners paused after EMFILE */
 };
 
 static llhttp_settings_t settings;
@@ -876,7 +877,15 @@ static void accept_cb(loop_t *l, ev_io *io, unsigned ev)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            return; /* EAGAIN, or EMFILE: try again on the next event */
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* out of descriptors: the listener stays readable, so stop
+                 * watching it for a moment instead of spinning (nginx does
+                 * the same) */
+                for (size_t k = 0; k < s->nlisteners; k++)
+                    ev_io_set(l, &s->listeners[k], 0);
+                ev_timer_start(l, &s->accept_retry, 100);
+            }
+            return;
         }
         if (s->nconns >= s->lim.max_connections || s->shutting_down) {
             close(fd);
@@ -932,6 +941,15 @@ int httpd_adopt(struct httpd *s, int fd, const struct sockaddr_storage *ss)
 
 /* ---------- server ---------- */
 
+static void accept_retry_cb(loop_t *l, ev_timer *t)
+{
+    struct httpd *s = t->data;
+    if (s->shutting_down)
+        return;
+    for (size_t k = 0; k < s->nlisteners; k++)
+        ev_io_set(l, &s->listeners[k], EV_READ);
+}
+
 struct httpd *httpd_new(loop_t *l, const struct httpd_limits *lim, httpd_handler h, void *arg)
 {
     struct httpd *s = calloc(1, sizeof *s);
@@ -941,6 +959,7 @@ struct httpd *httpd_new(loop_t *l, const struct httpd_limits *lim, httpd_handler
     s->lim = *lim;
     s->handler = h;
     s->arg = arg;
+    ev_timer_init(&s->accept_retry, accept_retry_cb, s);
     if (getrandom(&s->rid_state, sizeof s->rid_state, 0) != (ssize_t)sizeof s->rid_state)
         s->rid_state = mono_ns() ^ (uint64_t)(uintptr_t)s;
     return s;
@@ -989,6 +1008,7 @@ void httpd_shutdown(struct httpd *s)
 
 void httpd_close_all(struct httpd *s)
 {
+    ev_timer_stop(s->loop, &s->accept_retry);
     while (s->conns)
         conn_close(s->conns);
 }

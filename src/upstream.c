@@ -583,6 +583,10 @@ static void do_read(struct up_conn *c)
             const char *pos = llhttp_get_error_pos(&c->parser);
             if (pos && pos < buf + n)
                 c->keep_alive = false;
+            /* an early answer (e.g. 413) before our request was fully sent:
+             * the connection is mid-request and cannot carry another */
+            if (buf_used(&c->out))
+                c->keep_alive = false;
             conn_finish(c, UP_OK);
             return;
         }

@@ -25,7 +25,7 @@ def free_port():
 
 
 class Proc:
-    def __init__(self, args, name, env=None):
+    def __init__(self, args, name, env=None, preexec=None):
         self.name = name
         self.log = tempfile.NamedTemporaryFile(prefix=f"shade-{name}-", suffix=".log", delete=False)
         e = dict(os.environ)
@@ -33,7 +33,7 @@ class Proc:
         e.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1:exitcode=67")
         if env:
             e.update(env)
-        self.p = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=e)
+        self.p = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=e, preexec_fn=preexec)
         self.pid = self.p.pid
 
     def output(self):
@@ -51,6 +51,11 @@ class Proc:
                 self.p.wait()
                 return -9
         return self.p.returncode
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def sanitizer_report(self):
         out = self.output()
@@ -88,12 +93,12 @@ class Env:
         wait_port(port, p)
         return port
 
-    def gateway(self, yaml_text, port=None, wait=True):
+    def gateway(self, yaml_text, port=None, wait=True, preexec=None):
         port = port or free_port()
         path = os.path.join(self.tmp, f"gw{port}.yaml")
         with open(path, "w") as f:
             f.write(yaml_text.replace("{PORT}", str(port)))
-        p = Proc([BIN, "serve", "-c", path], f"gw{port}")
+        p = Proc([BIN, "serve", "-c", path], f"gw{port}", preexec=preexec)
         self.procs.append(p)
         if wait:
             wait_port(port, p)

@@ -179,3 +179,33 @@ def test_cli(env):
     out = subprocess.run([BIN, "check", "-c", bad], capture_output=True, text=True)
     assert out.returncode == 1
     assert out.stderr.startswith(f"{bad}:7:9: "), out.stderr
+
+
+def test_out_of_descriptors_does_not_spin(env):
+    import resource
+
+    def low_fd_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    s1 = env.sim("--ttft-ms", 0, "--tps", 0)
+    gw = env.gateway(basic_config(s1, server_extra="workers: 1").replace("  workers: 2\n", ""), preexec=low_fd_limit)
+    proc = env.last_gateway
+    socks = []
+    for _ in range(100):  # more than the gateway can accept
+        socks.append(socket.create_connection(("127.0.0.1", gw)))
+    time.sleep(0.3)
+    c0 = proc.cpu_seconds()
+    time.sleep(1.0)
+    used = proc.cpu_seconds() - c0
+    assert used < 0.5, f"the gateway burnt {used:.2f} s of CPU in 1 s while out of descriptors"
+    for s in socks:
+        s.close()
+    deadline = time.time() + 5 * SLOW
+    while True:
+        try:
+            if post(gw, chat(), timeout=2)[0] == 200:
+                break
+        except OSError:
+            pass
+        assert time.time() < deadline, "the gateway did not recover after descriptors were freed"
+        time.sleep(0.1)
