@@ -24,6 +24,8 @@ char *buf_reserve(struct buf *b, size_t n);
 int buf_append(struct buf *b, const void *p, size_t n);
 int buf_append_str(struct buf *b, const char *s);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Append an unsigned decimal without printf (hot paths build headers). */
+int buf_append_uint(struct buf *b, unsigned long long v);
 void buf_consume(struct buf *b, size_t n);
 void buf_reset(struct buf *b);   /* drop data, keep memory */
 void buf_free(struct buf *b);

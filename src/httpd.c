@@ -535,12 +535,20 @@ void http_start(http_req *r, int status, const struct http_hdr *hdrs, size_t n, 
         }
     }
     struct buf *b = &c->out;
-    buf_printf(b, "HTTP/1.1 %d %s\r\ndate: %s\r\n", status, http_status_text(status),
-               loop_http_date(c->srv->loop));
+    buf_append(b, "HTTP/1.1 ", 9);
+    buf_append_uint(b, (unsigned)status);
+    buf_append(b, " ", 1);
+    buf_append_str(b, http_status_text(status));
+    buf_append(b, "\r\ndate: ", 8);
+    buf_append_str(b, loop_http_date(c->srv->loop));
+    buf_append(b, "\r\n", 2);
     for (size_t i = 0; i < n; i++)
         put_hdr(b, hdrs[i].name, hdrs[i].name_len, hdrs[i].value, hdrs[i].value_len);
-    if (content_length >= 0)
-        buf_printf(b, "content-length: %lld\r\n", (long long)content_length);
+    if (content_length >= 0) {
+        buf_append(b, "content-length: ", 16);
+        buf_append_uint(b, (unsigned long long)content_length);
+        buf_append(b, "\r\n", 2);
+    }
     else if (c->resp_chunked)
         buf_append_str(b, "transfer-encoding: chunked\r\n");
     if (!c->keep_alive)

@@ -192,16 +192,25 @@ static void on_sse_event(void *arg, const char *data, size_t len)
 
 /* ---------- upstream callbacks ---------- */
 
-static bool hop_by_hop(const struct http_hdr *h)
+struct hname { const char *name; size_t len; };
+#define HN(s) { s, sizeof(s) - 1 }
+
+static bool name_in(const struct http_hdr *h, const struct hname *set)
 {
-    static const char *const names[] = { "connection", "keep-alive", "transfer-encoding", "te",
-                                         "trailer", "upgrade", "proxy-connection",
-                                         "proxy-authenticate", "content-length", "date",
-                                         "server", "x-request-id", NULL };
-    for (int i = 0; names[i]; i++)
-        if (http_hdr_is(h, names[i]))
+    for (; set->name; set++)
+        if (h->name_len == set->len && strncasecmp(h->name, set->name, set->len) == 0)
             return true;
     return false;
+}
+
+/* response headers that describe the upstream hop, not the response */
+static bool hop_by_hop(const struct http_hdr *h)
+{
+    static const struct hname names[] = { HN("connection"), HN("keep-alive"), HN("transfer-encoding"),
+                                          HN("te"), HN("trailer"), HN("upgrade"), HN("proxy-connection"),
+                                          HN("proxy-authenticate"), HN("content-length"), HN("date"),
+                                          HN("server"), HN("x-request-id"), { NULL, 0 } };
+    return name_in(h, names);
 }
 
 static void up_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_t n, int64_t cl)
@@ -345,14 +354,13 @@ static void on_client_drain(http_req *r)
 
 static bool skip_request_header(const struct http_hdr *h, bool have_key)
 {
-    static const char *const names[] = { "host", "connection", "keep-alive", "proxy-connection",
-                                         "transfer-encoding", "te", "trailer", "upgrade",
-                                         "content-length", "expect", "accept-encoding",
-                                         "x-request-id", "proxy-authorization", NULL };
-    for (int i = 0; names[i]; i++)
-        if (http_hdr_is(h, names[i]))
-            return true;
-    return have_key && http_hdr_is(h, "authorization");
+    static const struct hname names[] = { HN("host"), HN("connection"), HN("keep-alive"),
+                                          HN("proxy-connection"), HN("transfer-encoding"), HN("te"),
+                                          HN("trailer"), HN("upgrade"), HN("content-length"), HN("expect"),
+                                          HN("accept-encoding"), HN("x-request-id"),
+                                          HN("proxy-authorization"), { NULL, 0 } };
+    static const struct hname auth[] = { HN("authorization"), { NULL, 0 } };
+    return name_in(h, names) || (have_key && name_in(h, auth));
 }
 
 static void build_head(struct pctx *p, size_t body_len)
@@ -369,8 +377,15 @@ static void build_head(struct pctx *p, size_t body_len)
         path += 3;
         plen -= 3;
     }
-    buf_printf(b, "%.*s %s%.*s HTTP/1.1\r\nhost: %s\r\ncontent-length: %zu\r\n", (int)r->method_len,
-               r->method_name, bc->base_path, (int)plen, path, p->be->host_header, body_len);
+    buf_append(b, r->method_name, r->method_len);
+    buf_append(b, " ", 1);
+    buf_append(b, bc->base_path, bl);
+    buf_append(b, path, plen);
+    buf_append(b, " HTTP/1.1\r\nhost: ", 17);
+    buf_append_str(b, p->be->host_header);
+    buf_append(b, "\r\ncontent-length: ", 18);
+    buf_append_uint(b, body_len);
+    buf_append(b, "\r\n", 2);
     const struct http_hdr *conn_hdr = http_req_header(r, "connection");
     for (size_t i = 0; i < r->nhdrs; i++) {
         const struct http_hdr *h = &r->hdrs[i];
@@ -391,9 +406,14 @@ static void build_head(struct pctx *p, size_t body_len)
         buf_append(b, h->value, h->value_len);
         buf_append(b, "\r\n", 2);
     }
-    if (bc->api_key)
-        buf_printf(b, "authorization: Bearer %s\r\n", bc->api_key);
-    buf_printf(b, "x-request-id: %s\r\n\r\n", r->reqid);
+    if (bc->api_key) {
+        buf_append(b, "authorization: Bearer ", 22);
+        buf_append_str(b, bc->api_key);
+        buf_append(b, "\r\n", 2);
+    }
+    buf_append(b, "x-request-id: ", 14);
+    buf_append(b, r->reqid, r->reqid_len);
+    buf_append(b, "\r\n\r\n", 4);
 }
 
 static void start_attempt(struct pctx *p)
