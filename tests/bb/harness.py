@@ -93,12 +93,12 @@ class Env:
         wait_port(port, p)
         return port
 
-    def gateway(self, yaml_text, port=None, wait=True, preexec=None):
+    def gateway(self, yaml_text, port=None, wait=True, preexec=None, env=None):
         port = port or free_port()
         path = os.path.join(self.tmp, f"gw{port}.yaml")
         with open(path, "w") as f:
             f.write(yaml_text.replace("{PORT}", str(port)))
-        p = Proc([BIN, "serve", "-c", path], f"gw{port}", preexec=preexec)
+        p = Proc([BIN, "serve", "-c", path], f"gw{port}", preexec=preexec, env=env)
         self.procs.append(p)
         if wait:
             wait_port(port, p)

@@ -235,3 +235,34 @@ def test_round_robin_spreads(env):
         assert st == 200
         seen[h["x-shade-backend"]] = seen.get(h["x-shade-backend"], 0) + 1
     assert set(seen) == {"b0", "b1"} and min(seen.values()) >= 6, seen
+
+
+def test_backend_api_key_from_environment(env):
+    payload = b'{"ok":true}'
+    up = CannedUpstream([b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                         % (len(payload), payload)])
+    gw = env.gateway(basic_config(up.port, backend_extra="api_key_env: SHADE_TEST_KEY"),
+                     env={"SHADE_TEST_KEY": "sk-upstream-secret"})
+    st, _, _ = post(gw, chat(), headers={"authorization": "Bearer client-key"})
+    assert st == 200
+    head = up.requests[0].partition(b"\r\n\r\n")[0].lower()
+    assert head.count(b"authorization:") == 1
+    assert b"authorization: bearer sk-upstream-secret" in head
+    assert b"client-key" not in head
+
+
+def test_max_concurrent_gives_503_when_full(env):
+    slow = env.sim("--ttft-ms", 1500, "--tps", 0)
+    gw = env.gateway(basic_config(slow, backend_extra="max_concurrent: 1"))
+    results = []
+    t = threading.Thread(target=lambda: results.append(post(gw, chat())[0]))
+    t.start()
+    import time
+    deadline = time.time() + 5
+    while metrics(gw).get('shade_backend_in_flight{model="demo",backend="b0"}') != 1:
+        assert time.time() < deadline
+        time.sleep(0.02)
+    st, _, body = post(gw, chat())
+    assert st == 503 and json.loads(body)["error"]["code"] == "backend_at_capacity", body
+    t.join()
+    assert results == [200]
