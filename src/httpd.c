@@ -485,8 +485,16 @@ static void conn_flush_now(struct conn *c)
 static void flush_cb(loop_t *l, ev_defer *d)
 {
     struct conn *c = d->data;
-    if (!c->closed)
-        conn_flush_now(c);
+    if (c->closed)
+        return;
+    conn_flush_now(c);
+    /* the buffer can empty right here, with no write event to follow:
+     * tell on_drain now, or a handler waiting for it waits forever */
+    if (!c->closed && c->over_high && buf_used(&c->out) < HTTP_OUT_LOW_WATER) {
+        c->over_high = false;
+        if (c->req_active && c->req.on_drain)
+            c->req.on_drain(&c->req);
+    }
 }
 
 static void queue_flush(struct conn *c)

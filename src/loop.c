@@ -20,6 +20,7 @@ struct loop {
     ev_timer **heap;
     size_t nheap, capheap;
     ev_defer *dhead, *dtail;
+    ev_defer *round_end;   /* last item of the run_defers round in progress */
     struct free_item *frees;
     size_t nfrees, capfrees;
     time_t date_sec;
@@ -245,6 +246,8 @@ void ev_defer_cancel(loop_t *l, ev_defer *d)
         *pp = d->next;
         if (l->dtail == d)
             l->dtail = prev;
+        if (l->round_end == d)
+            l->round_end = prev;
     }
     d->queued = false;
     d->next = NULL;
@@ -252,16 +255,22 @@ void ev_defer_cancel(loop_t *l, ev_defer *d)
 
 static void run_defers(loop_t *l)
 {
-    /* callbacks may post more work; run until quiet, bounded per pass */
+    /* callbacks may post more work; run until quiet, bounded per pass.
+     * Items are taken off the live list one at a time (a round ends at the
+     * tail it started with), so a callback may cancel, and its owner free,
+     * any other queued item. */
     for (int rounds = 0; l->dhead && rounds < 64; rounds++) {
-        ev_defer *d = l->dhead;
-        l->dhead = l->dtail = NULL;
-        while (d) {
-            ev_defer *next = d->next;
+        l->round_end = l->dtail;
+        while (l->round_end) {
+            ev_defer *d = l->dhead;
+            if (d == l->round_end)
+                l->round_end = NULL;
+            l->dhead = d->next;
+            if (!l->dhead)
+                l->dtail = NULL;
             d->queued = false;
             d->next = NULL;
             d->cb(l, d);
-            d = next;
         }
     }
 }

@@ -1,0 +1,223 @@
+/* sim_text.c — deterministic text, embeddings and helpers for `shade sim`. */
+#include "sim_text.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const sim_words[] = {
+    "the", "of", "and", "to", "in", "is", "you", "that", "it", "he",
+    "was", "for", "on", "are", "as", "with", "his", "they", "at", "be",
+    "this", "have", "from", "or", "one", "had", "by", "word", "but", "not",
+    "what", "all", "were", "we", "when", "your", "can", "said", "there", "use",
+    "an", "each", "which", "she", "do", "how", "their", "if", "will", "up",
+    "other", "about", "out", "many", "then", "them", "these", "so", "some", "her",
+    "would", "make", "like", "him", "into", "time", "has", "look", "two", "more",
+    "write", "go", "see", "number", "no", "way", "could", "people", "my", "than",
+    "first", "water", "been", "call", "who", "its", "now", "find", "long", "down",
+    "day", "did", "get", "come", "made", "may", "part", "over", "new", "sound",
+    "take", "only", "little", "work", "know", "place", "year", "live", "me", "back",
+    "give", "most", "very", "after", "thing", "our", "just", "name", "good", "sentence",
+    "man", "think", "say", "great", "where", "help", "through", "much", "before", "line",
+    "right", "too", "mean", "old", "any", "same", "tell", "boy", "follow", "came",
+    "want", "show", "also", "around", "form", "three", "small", "set", "put", "end",
+    "does", "another", "well", "large", "must", "big", "even", "such", "because", "turn",
+    "here", "why", "ask", "went", "men", "read", "need", "land", "different", "home",
+    "us", "move", "try", "kind", "hand", "picture", "again", "change", "off", "play",
+    "spell", "air", "away", "animal", "house", "point", "page", "letter", "mother", "answer",
+    "found", "study", "still", "learn", "should", "world", "high", "every", "near", "add",
+};
+const size_t sim_nwords = sizeof sim_words / sizeof sim_words[0];
+
+uint64_t sim_mix64(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+double sim_unit(uint64_t x) { return (double)(x >> 11) * 0x1.0p-53; }
+
+uint64_t sim_hash(const void *p, size_t n, uint64_t seed)
+{
+    const unsigned char *s = p;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= s[i];
+        h *= 0x100000001b3ull;
+    }
+    return sim_mix64(h ^ sim_mix64(seed));
+}
+
+/* independent streams of per-position values */
+#define K_WORD  0x5851f42d4c957f2dull
+#define K_BREAK 0x14057b7ef767814full
+#define K_VARY  0xd1b54a32d192ed03ull
+#define K_ALT   0x8cb92ba72f3d8dd7ull
+
+static bool sentence_break(const struct sim_text *t, uint32_t i)
+{
+    /* about one word in nine ends a sentence, never the last two */
+    if (i + 2 >= t->natural)
+        return false;
+    return sim_mix64(t->hash ^ ((uint64_t)i * K_BREAK)) % 9 == 0;
+}
+
+size_t sim_token(const struct sim_text *t, uint32_t i, char *out)
+{
+    size_t w = (size_t)(sim_mix64(t->hash + (uint64_t)i * K_WORD) % sim_nwords);
+    if (t->vary > 0) {
+        uint64_t v = sim_mix64(t->nonce ^ ((uint64_t)i * K_VARY));
+        if (sim_unit(v) < t->vary) {
+            size_t shift = 1 + (size_t)(sim_mix64(v ^ K_ALT) % (sim_nwords - 1));
+            w = (w + shift) % sim_nwords;
+        }
+    }
+    const char *word = sim_words[w];
+    size_t len = strlen(word);
+    memcpy(out, word, len);
+    if (i == 0 || sentence_break(t, i - 1))
+        out[0] = (char)(out[0] - 'a' + 'A');
+    if (i + 1 >= t->n) {
+        out[len++] = '.';
+    } else if (sentence_break(t, i)) {
+        out[len++] = '.';
+        out[len++] = ' ';
+    } else {
+        out[len++] = ' ';
+    }
+    return len;
+}
+
+size_t sim_text_render(const struct sim_text *t, char *out, size_t cap)
+{
+    size_t n = 0;
+    char tok[SIM_TOKEN_MAX];
+    for (uint32_t i = 0; i < t->n; i++) {
+        size_t l = sim_token(t, i, tok);
+        if (n + l >= cap)
+            return 0;
+        memcpy(out + n, tok, l);
+        n += l;
+    }
+    if (n >= cap)
+        return 0;
+    out[n] = '\0';
+    return n;
+}
+
+size_t sim_count_words_json(const char *raw, size_t len)
+{
+    if (len < 2)
+        return 0;
+    const char *p = raw + 1, *end = raw + len - 1;
+    size_t words = 0;
+    bool in_word = false;
+    while (p < end) {
+        bool space;
+        if (*p == '\\' && p + 1 < end) {
+            char e = p[1];
+            space = e == 'n' || e == 't' || e == 'r' || e == 'f' || e == 'b';
+            p += e == 'u' ? 6 : 2;
+        } else {
+            space = *p == ' ' || *p == '\t' || *p == '\n' || *p == '\r';
+            p++;
+        }
+        if (space) {
+            in_word = false;
+        } else if (!in_word) {
+            in_word = true;
+            words++;
+        }
+    }
+    return words;
+}
+
+void sim_embed(uint64_t hash, float *out, size_t dim)
+{
+    double sum = 0;
+    for (size_t k = 0; k < dim; k++) {
+        double v = sim_unit(sim_mix64(hash ^ ((uint64_t)(k + 1) * K_WORD))) * 2.0 - 1.0;
+        out[k] = (float)v;
+        sum += (double)out[k] * (double)out[k];
+    }
+    if (sum <= 0) {
+        for (size_t k = 0; k < dim; k++)
+            out[k] = k == 0 ? 1.0f : 0.0f;
+        return;
+    }
+    double inv = 1.0 / sqrt(sum);
+    for (size_t k = 0; k < dim; k++)
+        out[k] = (float)((double)out[k] * inv);
+}
+
+size_t sim_base64(const void *in, size_t n, char *out)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char *s = in;
+    size_t o = 0, i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8 | s[i + 2];
+        out[o++] = tab[v >> 18];
+        out[o++] = tab[(v >> 12) & 63];
+        out[o++] = tab[(v >> 6) & 63];
+        out[o++] = tab[v & 63];
+    }
+    if (n - i == 1) {
+        uint32_t v = (uint32_t)s[i] << 16;
+        out[o++] = tab[v >> 18];
+        out[o++] = tab[(v >> 12) & 63];
+        out[o++] = '=';
+        out[o++] = '=';
+    } else if (n - i == 2) {
+        uint32_t v = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8;
+        out[o++] = tab[v >> 18];
+        out[o++] = tab[(v >> 12) & 63];
+        out[o++] = tab[(v >> 6) & 63];
+        out[o++] = '=';
+    }
+    return o;
+}
+
+int sim_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (!s || *s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int sim_parse_double(const char *s, double min, double max, double *out)
+{
+    if (!s || !*s || *s == ' ' || *s == '\t')
+        return -1;
+    errno = 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v) || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int sim_parse_prob(const char *s, double *out) { return sim_parse_double(s, 0.0, 1.0, out); }
+
+size_t sim_u64_dec(uint64_t v, char *out)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
