@@ -66,9 +66,8 @@ check-bb: $(BIN)
 
 # the whole suite: release build, then again under ASan + UBSan
 check: deps
-	@$(MAKE) --no-print-directory all check-unit check-bb
-	@$(MAKE) --no-print-directory SAN=1 all check-unit check-bb
-	@$(MAKE) --no-print-directory check-sdk
+	@$(MAKE) --no-print-directory all check-unit check-bb check-sdk
+	@$(MAKE) --no-print-directory SAN=1 all check-unit check-bb check-sdk
 	@fuzz/run.sh $(FUZZ_SECONDS) >build/fuzz.log 2>&1 || { tail -40 build/fuzz.log; exit 1; }
 	@tail -1 build/fuzz.log
 	@echo "check: all suites passed"
@@ -76,7 +75,7 @@ check: deps
 FUZZ_SECONDS ?= 10
 
 check-sdk: $(BIN)
-	@tests/sdk/run.sh
+	@SHADE_BIN=$(BIN) tests/sdk/run.sh
 
 demo: deps
 	@$(MAKE) --no-print-directory all
