@@ -2,6 +2,8 @@
 127.0.0.1, talks to it over sockets, and stops every process it started by
 PID.  Standard library only."""
 import http.client
+import re
+import threading
 import json
 import os
 import signal
@@ -244,3 +246,90 @@ def chat(content="Hello there", **kw):
     b = {"model": "demo", "messages": [{"role": "user", "content": content}]}
     b.update(kw)
     return b
+
+
+# ---------- fake upstreams ----------
+
+class FakeUpstream:
+    """A raw HTTP/1.1 upstream on 127.0.0.1 (TLS when given an SSLContext).
+    `respond(request_bytes)` returns the pieces to send back, written with a
+    short pause between them so they arrive as separate reads."""
+
+    def __init__(self, respond, close_after=False, ssl_ctx=None):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.respond = respond
+        self.close_after = close_after
+        self.ssl_ctx = ssl_ctx
+        self.requests = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(c,), daemon=True).start()
+
+    def _handle(self, c):
+        if self.ssl_ctx:
+            try:
+                c = self.ssl_ctx.wrap_socket(c, server_side=True)
+            except OSError:
+                c.close()
+                return
+        buf = b""
+        with c:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                head, _, rest = buf.partition(b"\r\n\r\n")
+                n = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+                while len(rest) < n:
+                    rest += c.recv(65536)
+                req = head + b"\r\n\r\n" + rest[:n]
+                self.requests.append(req)
+                buf = rest[n:]
+                for piece in self.respond(req):
+                    c.sendall(piece)
+                    threading.Event().wait(0.01)
+                if self.close_after:
+                    return
+
+
+def canned(pieces, **kw):
+    """A FakeUpstream answering every request with the same pieces."""
+    return FakeUpstream(lambda req: pieces, **kw)
+
+
+def json_response(obj, status="200 OK"):
+    body = json.dumps(obj).encode() if not isinstance(obj, bytes) else obj
+    return [b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+            % (status.encode(), len(body), body)]
+
+
+def open_request(port, body, path="/v1/chat/completions", extra=b""):
+    """Send one POST on a fresh raw socket and return the socket."""
+    s = socket.create_connection(("127.0.0.1", port))
+    b = json.dumps(body).encode() if not isinstance(body, bytes) else body
+    s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s\r\n%s"
+              % (path.encode(), len(b), extra, b))
+    return s
+
+
+def read_all(s, timeout=10):
+    s.settimeout(timeout * SLOW)
+    out = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        out += d
+    s.close()
+    return out

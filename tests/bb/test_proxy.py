@@ -4,8 +4,8 @@ import re
 import socket
 import threading
 
-from harness import (basic_config, chat, metrics, parse_responses, post, raw, request,
-                     sse_events, stream_text)
+from harness import (basic_config, canned, chat, json_response, metrics, parse_responses, post, raw,
+                     request, sse_events, stream_text)
 
 
 def normalise(body):
@@ -48,50 +48,6 @@ def test_streaming_identical_to_direct(env):
     assert stream_text(body) == json.loads(whole)["choices"][0]["message"]["content"]
 
 
-class CannedUpstream:
-    """A raw upstream that answers every request with fixed bytes, written in
-    the given pieces (to exercise awkward chunk boundaries)."""
-
-    def __init__(self, pieces, close_after=False):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.pieces = pieces
-        self.close_after = close_after
-        self.requests = []
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.handle, args=(c,), daemon=True).start()
-
-    def handle(self, c):
-        buf = b""
-        with c:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    d = c.recv(65536)
-                    if not d:
-                        return
-                    buf += d
-                head, _, rest = buf.partition(b"\r\n\r\n")
-                n = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
-                while len(rest) < n:
-                    rest += c.recv(65536)
-                self.requests.append(head + b"\r\n\r\n" + rest[:n])
-                buf = rest[n:]
-                for p in self.pieces:
-                    c.sendall(p)
-                    threading.Event().wait(0.01)
-                if self.close_after:
-                    return
-
-
 def test_stream_bytes_pass_through_unchanged(env):
     events = [b'data: {"choices":[{"index":0,"delta":{"content":"a\\u00e9"}}]}\n\n',
               b': keep-alive comment\n\n',
@@ -104,7 +60,7 @@ def test_stream_bytes_pass_through_unchanged(env):
     for p in pieces:
         chunked += b"%x\r\n%s\r\n" % (len(p), p)
     head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-    up = CannedUpstream([head + chunked[:50], chunked[50:123], chunked[123:] + b"0\r\n\r\n"])
+    up = canned([head + chunked[:50], chunked[50:123], chunked[123:] + b"0\r\n\r\n"])
     gw = env.gateway(basic_config(up.port))
     st, h, body = post(gw, chat(stream=True))
     assert st == 200
@@ -116,8 +72,7 @@ def test_stream_bytes_pass_through_unchanged(env):
 
 def test_model_name_rewritten_rest_byte_for_byte(env):
     payload = b'{"ok":true}'
-    up = CannedUpstream([b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                         % (len(payload), payload)])
+    up = canned(json_response(payload))
     cfg = basic_config(up.port, backend_extra="model: real-model-7b")
     gw = env.gateway(cfg)
     body = b'{ "messages" : [ {"role":"user","content":"x\\u0041"} ] ,"model":"demo", "temperature": 0.50}'
@@ -239,8 +194,7 @@ def test_round_robin_spreads(env):
 
 def test_backend_api_key_from_environment(env):
     payload = b'{"ok":true}'
-    up = CannedUpstream([b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                         % (len(payload), payload)])
+    up = canned(json_response(payload))
     gw = env.gateway(basic_config(up.port, backend_extra="api_key_env: SHADE_TEST_KEY"),
                      env={"SHADE_TEST_KEY": "sk-upstream-secret"})
     st, _, _ = post(gw, chat(), headers={"authorization": "Bearer client-key"})

@@ -1,15 +1,13 @@
 """Failures around the gateway: dead backends, broken streams, clients that
 leave, shutdown in the middle of a stream."""
-import json
 import os
 import signal
 import socket
 import subprocess
 import time
 
-from harness import (BIN, SLOW, basic_config, chat, free_port, metrics, parse_responses, post, raw,
-                     request, sse_events, stream_text)
-from test_proxy import CannedUpstream
+from harness import (BIN, SLOW, basic_config, canned, chat, free_port, metrics, open_request,
+                     parse_responses, post, read_all, sse_events, stream_text)
 
 
 def test_dead_backend_retried_elsewhere(env):
@@ -39,19 +37,9 @@ def test_backend_recovers_after_fail_timeout(env):
 def test_upstream_dies_mid_stream(env):
     head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
     ev = b'data: {"choices":[{"index":0,"delta":{"content":"partial"}}]}\n\n'
-    up = CannedUpstream([head + b"%x\r\n%s\r\n" % (len(ev), ev)], close_after=True)
+    up = canned([head + b"%x\r\n%s\r\n" % (len(ev), ev)], close_after=True)
     gw = env.gateway(basic_config(up.port))
-    s = socket.create_connection(("127.0.0.1", gw))
-    b = json.dumps(chat(stream=True)).encode()
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b))
-    s.settimeout(5 * SLOW)
-    out = b""
-    while True:
-        d = s.recv(65536)
-        if not d:
-            break
-        out += d
-    s.close()
+    out = read_all(open_request(gw, chat(stream=True)), timeout=5)
     assert out.startswith(b"HTTP/1.1 200 OK")
     assert b"partial" in out
     assert b'"error"' in out and b"interrupted" in out
@@ -65,9 +53,7 @@ def test_client_leaves_mid_stream(env):
     slow = env.sim("--ttft-ms", 0, "--tps", 50, "--max-tokens", 200)
     gw = env.gateway(basic_config(slow))
     for _ in range(3):
-        s = socket.create_connection(("127.0.0.1", gw))
-        b = json.dumps(chat(stream=True)).encode()
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b))
+        s = open_request(gw, chat(stream=True))
         s.settimeout(5 * SLOW)
         assert b"data:" in s.recv(4096)
         s.close()
@@ -87,9 +73,7 @@ def test_graceful_shutdown_finishes_stream(env):
     slow = env.sim("--ttft-ms", 0, "--tps", 40, "--max-tokens", 60)  # ~1.5 s stream
     gw = env.gateway(basic_config(slow))
     proc = env.last_gateway
-    s = socket.create_connection(("127.0.0.1", gw))
-    b = json.dumps(chat("long story", stream=True)).encode()
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b))
+    s = open_request(gw, chat("long story", stream=True))
     s.settimeout(10 * SLOW)
     first = s.recv(65536)
     assert first.startswith(b"HTTP/1.1 200")
@@ -105,14 +89,7 @@ def test_graceful_shutdown_finishes_stream(env):
     except OSError:
         refused = True
     assert refused, "a draining gateway accepted a new request"
-    out = first
-    while True:
-        d = s.recv(65536)
-        if not d:
-            break
-        out += d
-    s.close()
-    r = parse_responses(out)
+    r = parse_responses(first + read_all(s))
     evs = sse_events(r[0][2])
     assert evs[-1] == "[DONE]", evs[-3:]
     assert len(stream_text(r[0][2]).split()) == 60
@@ -123,9 +100,7 @@ def test_shutdown_deadline_cuts_hung_request(env):
     hang = env.sim("--hang-rate", 1)
     gw = env.gateway(basic_config(hang, server_extra="shutdown_timeout: 500ms"))
     proc = env.last_gateway
-    s = socket.create_connection(("127.0.0.1", gw))
-    b = json.dumps(chat()).encode()
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b))
+    s = open_request(gw, chat())
     time.sleep(0.2)
     t0 = time.time()
     os.kill(proc.pid, signal.SIGTERM)
@@ -137,24 +112,11 @@ def test_shutdown_deadline_cuts_hung_request(env):
 def test_many_concurrent_streams(env):
     s1 = env.sim("--ttft-ms", 20, "--tps", 200, "--max-tokens", 30)
     gw = env.gateway(basic_config(s1))
-    socks = []
-    b = json.dumps(chat("concurrent", stream=True)).encode()
-    req = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(b), b)
-    for _ in range(200):
-        s = socket.create_connection(("127.0.0.1", gw))
-        s.sendall(req)
-        socks.append(s)
+    socks = [open_request(gw, chat("concurrent", stream=True), extra=b"Connection: close\r\n")
+             for _ in range(200)]
     texts = set()
     for s in socks:
-        s.settimeout(20 * SLOW)
-        out = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            out += d
-        s.close()
-        r = parse_responses(out)
+        r = parse_responses(read_all(s, timeout=20))
         assert r[0][0] == 200
         texts.add(stream_text(r[0][2]))
     assert len(texts) == 1  # same prompt, same seed: same text every time

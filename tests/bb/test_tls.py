@@ -3,12 +3,10 @@ hostname/IP checks.  The upstream is Python's ssl module with a certificate
 made for the test by the openssl command."""
 import json
 import os
-import socket
 import ssl
 import subprocess
-import threading
 
-from harness import basic_config, chat, metrics, post
+from harness import FakeUpstream, basic_config, chat, json_response, metrics, post
 
 
 def make_cert(tmp, san):
@@ -19,51 +17,18 @@ def make_cert(tmp, san):
     return key, crt
 
 
-class TLSUpstream:
-    def __init__(self, key, crt):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(crt, key)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.sni = []
-        self.ctx.sni_callback = lambda s, name, c: self.sni.append(name)
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.handle, args=(c,), daemon=True).start()
-
-    def handle(self, raw):
-        try:
-            c = self.ctx.wrap_socket(raw, server_side=True)
-        except (ssl.SSLError, OSError):
-            raw.close()
-            return
-        with c:
-            buf = b""
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    d = c.recv(65536)
-                    if not d:
-                        return
-                    buf += d
-                head, _, rest = buf.partition(b"\r\n\r\n")
-                n = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
-                while len(rest) < n:
-                    rest += c.recv(65536)
-                buf = rest[n:]
-                body = json.dumps({"object": "chat.completion", "tls": True,
-                                   "choices": [{"index": 0, "message": {"role": "assistant", "content": "secure"},
-                                                "finish_reason": "stop"}],
-                                   "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}}).encode()
-                c.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                          % (len(body), body))
+def tls_upstream(key, crt):
+    """A FakeUpstream behind TLS; .sni lists the server names clients sent."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(crt, key)
+    sni = []
+    ctx.sni_callback = lambda sock, name, c: sni.append(name)
+    up = FakeUpstream(lambda req: json_response({
+        "object": "chat.completion", "tls": True,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "secure"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}}), ssl_ctx=ctx)
+    up.sni = sni
+    return up
 
 
 def tls_config(port, extra, host="127.0.0.1"):
@@ -72,7 +37,7 @@ def tls_config(port, extra, host="127.0.0.1"):
 
 def test_tls_verified_with_ca_file(env):
     key, crt = make_cert(env.tmp, "IP:127.0.0.1")
-    up = TLSUpstream(key, crt)
+    up = tls_upstream(key, crt)
     gw = env.gateway(tls_config(up.port, f"ca_file: {crt}"))
     for _ in range(3):  # the second and third reuse the kept-alive TLS connection
         st, _, body = post(gw, chat())
@@ -82,7 +47,7 @@ def test_tls_verified_with_ca_file(env):
 
 def test_tls_untrusted_certificate_refused(env):
     key, crt = make_cert(env.tmp, "IP:127.0.0.1")
-    up = TLSUpstream(key, crt)
+    up = tls_upstream(key, crt)
     gw = env.gateway(tls_config(up.port, ""))  # system store: does not trust the test CA
     st, _, body = post(gw, chat())
     assert st == 502, body
@@ -91,7 +56,7 @@ def test_tls_untrusted_certificate_refused(env):
 
 def test_tls_wrong_name_refused_unless_verify_off(env):
     key, crt = make_cert(env.tmp, "DNS:other.example")
-    up = TLSUpstream(key, crt)
+    up = tls_upstream(key, crt)
     gw = env.gateway(tls_config(up.port, f"ca_file: {crt}"))
     assert post(gw, chat())[0] == 502
     gw2 = env.gateway(tls_config(up.port, "tls_verify: false"))
@@ -100,7 +65,7 @@ def test_tls_wrong_name_refused_unless_verify_off(env):
 
 def test_tls_hostname_and_sni(env):
     key, crt = make_cert(env.tmp, "DNS:localhost")
-    up = TLSUpstream(key, crt)
+    up = tls_upstream(key, crt)
     gw = env.gateway(tls_config(up.port, f"ca_file: {crt}", host="localhost"))
     st, _, body = post(gw, chat())
     assert st == 200, body
