@@ -56,6 +56,7 @@ struct conn {
     size_t nhoff, caphoff;
     bool in_value;
     struct buf body;
+    const char *exec_base;    /* input of the llhttp_execute call running */
     int perr;                 /* status of an error found in a callback */
     const char *perr_msg;
     http_req req;
@@ -325,6 +326,17 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
+    /* Obsolete line folding (RFC 9112 5.2): llhttp accepts it and hands the
+     * continuation over as a second piece of the same value.  A value comes
+     * in one piece per llhttp_execute call unless it is split by the end of
+     * the input, so a second piece that does not start the input is a fold:
+     * reject it, as RFC 9112 allows.  (A fold split exactly at the input's
+     * end slips through, harmlessly: the pieces are joined without the line
+     * break, so no fold is ever forwarded upstream.) */
+    if (c->in_value && at != c->exec_base)
+        return fail(c, 400, "malformed HTTP request: folded header line");
+    if (memchr(at, '\n', len) || memchr(at, '\r', len))
+        return fail(c, 400, "malformed HTTP request: line break in a header value");
     struct hoff *h = &c->hoff[c->nhoff - 1];
     if (!c->in_value) {
         h->value_off = (uint32_t)buf_used(&c->hbuf);
@@ -377,8 +389,17 @@ static int build_request(struct conn *c)
     r->url = base + c->url_off;
     r->url_len = c->url_len;
     r->path = r->url;
-    const char *q = memchr(r->url, '?', r->url_len);
-    r->path_len = q ? (size_t)(q - r->url) : r->url_len;
+    r->path_len = r->url_len;
+    /* absolute-form ("GET http://host/v1/models"): route on the path part */
+    if (r->url_len > 8 && (strncasecmp(r->url, "http://", 7) == 0 || strncasecmp(r->url, "https://", 8) == 0)) {
+        const char *auth = (const char *)memchr(r->url, ':', r->url_len) + 3;
+        const char *slash = memchr(auth, '/', (size_t)(r->url + r->url_len - auth));
+        r->path = slash ? slash : r->url + r->url_len;
+        r->path_len = (size_t)(r->url + r->url_len - r->path);
+    }
+    const char *q = memchr(r->path, '?', r->path_len);
+    if (q)
+        r->path_len = (size_t)(q - r->path);
     r->http_minor = c->parser.http_minor;
     return 0;
 }
@@ -743,6 +764,7 @@ static void conn_parse(struct conn *c)
     if (avail == 0)
         return;
     const char *data = buf_data(&c->in);
+    c->exec_base = data;
     llhttp_errno_t err = llhttp_execute(&c->parser, data, avail);
     if (err == HPE_OK) {
         buf_consume(&c->in, avail);

@@ -370,8 +370,8 @@ static void build_head(struct pctx *p, size_t body_len)
     struct buf *b = &p->head;
     buf_reset(b);
     /* base_path "/v1" + "/v1/chat/completions" must not double the /v1 */
-    const char *path = r->url;
-    size_t plen = r->url_len;
+    const char *path = r->path; /* origin-form, query included */
+    size_t plen = (size_t)(r->url + r->url_len - r->path);
     size_t bl = strlen(bc->base_path);
     if (bl >= 3 && memcmp(bc->base_path + bl - 3, "/v1", 3) == 0 && plen >= 3 && memcmp(path, "/v1", 3) == 0) {
         path += 3;

@@ -129,3 +129,14 @@ def test_header_timeout_408(env):
     out = raw(gw, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n", timeout=3)
     r = parse_responses(out)
     assert r[0][0] == 408 and err_of(r[0][2])["code"] == "request_timeout"
+
+
+def test_folded_headers_rejected_absolute_form_served(env):
+    s1 = env.sim("--ttft-ms", 0, "--tps", 0)
+    gw = env.gateway(basic_config(s1))
+    r = parse_responses(raw(gw, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: b\r\n c\r\n\r\n"))
+    assert r[0][0] == 400 and err_of(r[0][2])
+    b = json.dumps(chat()).encode()
+    r = parse_responses(raw(gw, b"POST http://gateway.example/v1/chat/completions?x=1 HTTP/1.1\r\nHost: x\r\n"
+                               b"Content-Length: %d\r\n\r\n%s" % (len(b), b)))
+    assert r[0][0] == 200, r
