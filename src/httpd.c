@@ -195,9 +195,11 @@ static void set_reqid(struct conn *c)
         memcpy(r->reqid, h->value, h->value_len);
         r->reqid_len = h->value_len;
     } else {
-        uint64_t a = splitmix64(&c->srv->rid_state), b = splitmix64(&c->srv->rid_state);
-        r->reqid_len = (size_t)snprintf(r->reqid, sizeof r->reqid, "%016llx%016llx",
-                                        (unsigned long long)a, (unsigned long long)b);
+        static const char hex[] = "0123456789abcdef";
+        uint64_t v[2] = { splitmix64(&c->srv->rid_state), splitmix64(&c->srv->rid_state) };
+        for (int i = 0; i < 32; i++)
+            r->reqid[i] = hex[(v[i / 16] >> (60 - 4 * (i % 16))) & 0xf];
+        r->reqid_len = 32;
     }
     r->reqid[r->reqid_len] = '\0';
 }
