@@ -294,7 +294,7 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 /* RFC 9110 token characters: a header name with anything else (a space, a
  * colon, a control byte) is a request smuggling vector, never a client bug
  * worth tolerating. */
-static bool is_tchar(unsigned char ch)
+bool http_is_tchar(unsigned char ch)
 {
     static const char extra[] = "!#$%&'*+-.^_`|~";
     return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
@@ -305,7 +305,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
     for (size_t i = 0; i < len; i++)
-        if (!is_tchar((unsigned char)at[i]))
+        if (!http_is_tchar((unsigned char)at[i]))
             return fail(c, 400, "malformed HTTP request: invalid character in a header name");
     if (c->in_value || c->nhoff == 0) {
         if (c->nhoff >= c->srv->lim.max_headers)
@@ -365,7 +365,7 @@ static enum http_method_id method_id(const char *m, size_t n)
 static int build_request(struct conn *c)
 {
     http_req *r = &c->req;
-    char *base = buf_data(&c->hbuf);
+    char *base = c->hbuf.p ? buf_data(&c->hbuf) : (char *)"";
     if (c->nhoff > c->caphdrs) {
         struct http_hdr *h = realloc(c->hdrs, c->nhoff * sizeof *h);
         if (!h)

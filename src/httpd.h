@@ -85,6 +85,8 @@ void httpd_free(struct httpd *s);
 /* Case-insensitive header lookup; NULL when absent. */
 const struct http_hdr *http_req_header(const http_req *r, const char *name);
 bool http_hdr_is(const struct http_hdr *h, const char *name);
+/* RFC 9110 token character (header names, methods). */
+bool http_is_tchar(unsigned char ch);
 /* Does a comma-separated header value contain this token (case-insensitive)? */
 bool http_hdr_has_token(const struct http_hdr *h, const char *tok);
 

@@ -193,6 +193,10 @@ void up_pool_free(struct up_pool *p)
 static int on_header_field(llhttp_t *ps, const char *at, size_t len)
 {
     struct up_conn *c = ps->data;
+    /* names are forwarded to the client: only well-formed ones pass */
+    for (size_t i = 0; i < len; i++)
+        if (!http_is_tchar((unsigned char)at[i]))
+            return -1;
     if (c->in_value || c->nhoff == 0) {
         if (c->nhoff == sizeof c->hoff / sizeof c->hoff[0])
             return -1; /* an upstream sending > 64 headers is not a model server */
@@ -232,15 +236,21 @@ static int on_message_begin(llhttp_t *ps)
 static int on_headers_complete(llhttp_t *ps)
 {
     struct up_conn *c = ps->data;
-    if (ps->status_code >= 100 && ps->status_code < 200 && ps->status_code != 101) {
+    if (ps->status_code < 100 || ps->status_code > 599)
+        return -1; /* not an HTTP status: a broken or hostile upstream */
+    if (ps->status_code == 101)
+        return -1; /* we never ask to upgrade */
+    if (ps->status_code < 200) {
         /* interim response (100 Continue): ignore it, the real one follows */
         return 0;
     }
     c->status = ps->status_code;
     c->state = S_BODY;
     struct http_hdr hdrs[64];
-    char *base = buf_data(&c->hbuf);
+    char *base = c->hbuf.p ? buf_data(&c->hbuf) : (char *)"";
     for (size_t i = 0; i < c->nhoff; i++) {
+        if (c->hoff[i].nl == 0)
+            return -1;
         hdrs[i].name = base + c->hoff[i].no;
         hdrs[i].name_len = c->hoff[i].nl;
         hdrs[i].value = base + c->hoff[i].vo;
