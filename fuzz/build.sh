@@ -17,7 +17,7 @@ OUT=fuzz/out
 OBJ=$OUT/obj
 
 SAN=(-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
-BASE=(-std=c17 -D_GNU_SOURCE -Isrc "-I$LLHTTP_INC" -g -O1 -pthread)
+BASE=(-std=c17 -D_GNU_SOURCE "-DSHADE_VERSION=\"fuzz\"" -Isrc "-I$LLHTTP_INC" -g -O1 -pthread)
 WARN=(-Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes
       -Wformat=2 -Wvla -Wno-unused-parameter)
 

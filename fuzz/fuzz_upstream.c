@@ -1,4 +1,4 @@
-// srcs: src/upstream.c src/httpd.c src/json.c src/loop.c src/buf.c llhttp -lssl -lcrypto
+// srcs: src/upstream.c src/health.c src/httpd.c src/json.c src/loop.c src/buf.c src/log.c llhttp -lssl -lcrypto
 /* Fuzz the upstream client with whatever bytes a backend may answer: the
  * response parser (llhttp in response mode), header collection, chunked and
  * close-delimited bodies, keep-alive decisions and the pool.  The harness

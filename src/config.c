@@ -45,6 +45,8 @@ enum ftype {
     T_MAP,      /* nested mapping parsed with .sub at base + .offset */
     T_LIST,     /* sequence of mappings: array pointer at .offset, size_t
                    count at .count_offset, elements parsed with .sub */
+    T_STRLIST,  /* sequence of strings: char ** at .offset, size_t count at
+                   .count_offset; each 1...max characters, no whitespace */
 };
 
 #define F_REQUIRED 0x1u /* missing key is an error (else the default applies) */
@@ -106,6 +108,8 @@ struct field {
 #define LIST(S, k, m, n, fl, lo, sec)                                                    \
     { .name = k, .type = T_LIST, AT(S, m), .count_offset = offsetof(S, n), .flags = fl,   \
       .min = lo, .max = SIZE_MAX, .sub = &(sec) }
+#define STRLIST(S, k, m, n, maxlen)                                                      \
+    { .name = k, .type = T_STRLIST, AT(S, m), .count_offset = offsetof(S, n), .max = maxlen }
 #define SECTION(nm, wh, tbl, S, fin, rel)                                                \
     { .name = nm, .where = wh, .fields = tbl, .nfields = NFIELDS(tbl), .size = sizeof(S), \
       .finish = fin, .release = rel }
@@ -115,16 +119,48 @@ static int check_url(struct loader *ld, const struct field *f, const yaml_mark_t
 static int check_api_key_env(struct loader *ld, const struct field *f, const yaml_mark_t *at,
                              void *base);
 static int check_ca_file(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base);
+static int check_http_token(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base);
 static int finish_backend(struct loader *ld, const yaml_node_t *map, void *base);
+static int finish_top(struct loader *ld, const yaml_node_t *map, void *base);
 static void release_backend(void *base);
+static int check_health_path(struct loader *ld, const struct field *f, const yaml_mark_t *at,
+                             void *base);
+static int finish_health_check(struct loader *ld, const yaml_node_t *map, void *base);
+static int finish_outlier(struct loader *ld, const yaml_node_t *map, void *base);
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const balance_names[] = {
     [BALANCE_ROUND_ROBIN] = "round_robin",
     [BALANCE_WEIGHTED] = "weighted",
     [BALANCE_LEAST_OUTSTANDING] = "least_outstanding",
+    [BALANCE_P2C_EWMA] = "p2c_ewma",
+    [BALANCE_LEAST_TOKENS] = "least_tokens",
+    [BALANCE_PREFIX_AFFINITY] = "prefix_affinity",
     NULL,
 };
+
+#define S struct config_health_check
+static const struct field health_check_fields[] = {
+    STR(S, "path", path, F_TOKEN, 1, 1024, check_health_path, "/health"),
+    DUR(S, "interval", interval_ms, "5s"),
+    DUR(S, "timeout", timeout_ms, "2s"),
+    UINT(S, "healthy_threshold", healthy_threshold, 1, 1000, "2"),
+    UINT(S, "unhealthy_threshold", unhealthy_threshold, 1, 1000, "3"),
+};
+static const struct section health_check_section = SECTION(
+    "health_check", "in health_check", health_check_fields, S, finish_health_check, NULL);
+#undef S
+
+#define S struct config_outlier
+static const struct field outlier_fields[] = {
+    UINT(S, "consecutive_errors", consecutive_errors, 1, 1000, "5"),
+    DUR(S, "base_ejection", base_ejection_ms, "10s"),
+    DUR(S, "max_ejection", max_ejection_ms, "300s"),
+    UINT(S, "max_ejected_percent", max_ejected_percent, 0, 100, "50"),
+};
+static const struct section outlier_section =
+    SECTION("outlier", "in outlier", outlier_fields, S, finish_outlier, NULL);
+#undef S
 
 #define S struct config_backend
 static const struct field backend_fields[] = {
@@ -144,6 +180,8 @@ static const struct field backend_fields[] = {
     UINT(S, "max_idle_conns", max_idle_conns, 0, 10000, "64"),
     BOOL(S, "tls_verify", tls_verify, "true"),
     STR(S, "ca_file", ca_file, 0, 1, 4096, check_ca_file, NULL),
+    MAP(S, "health_check", health_check, health_check_section),
+    MAP(S, "outlier", outlier, outlier_section),
 };
 static const struct section backend_section =
     SECTION("backend", "in backend", backend_fields, S, finish_backend, release_backend);
@@ -156,10 +194,28 @@ static const struct field price_fields[] = {
 };
 static const struct section price_section = SECTION("price", "in price", price_fields, S, NULL, NULL);
 
+static const struct field retry_fields[] = {
+    UINT(S, "attempts", retry_attempts, 1, 10, "3"),
+    BOOL(S, "on_5xx", retry_on_5xx, "true"),
+    BOOL(S, "on_429", retry_on_429, "true"),
+    BOOL(S, "on_timeout", retry_on_timeout, "false"),
+    UINT(S, "budget_percent", retry_budget_percent, 0, 100, "20"),
+    { .name = "retry_after_max", .type = T_DURATION, AT(S, retry_after_max_ms), .min = 0, .max = 60000,
+      .def = "2s" },
+};
+static const struct section retry_section = SECTION("retry", "in retry", retry_fields, S, NULL, NULL);
+
 static const struct field model_fields[] = {
     STR(S, "name", name, F_REQUIRED | F_UNIQUE | F_TOKEN, 1, 256, NULL, NULL),
     ENUM(S, "balance", balance, balance_names, "round_robin"),
+    STR(S, "affinity_header", affinity_header, F_TOKEN, 1, 256, check_http_token, NULL),
+    SIZE(S, "affinity_prefix_bytes", affinity_prefix_bytes, 16, 65536, "512"),
+    NUM(S, "load_factor", load_factor, 1, 10, "1.25"),
     FLAT("price", price_section),
+    FLAT("retry", retry_section),
+    STRLIST(S, "fallback", fallbacks, nfallbacks, 256),
+    { .name = "stream_keepalive", .type = T_DURATION, AT(S, stream_keepalive_ms), .min = 0,
+      .max = 24 * MS_1H, .def = "15s" },
     LIST(S, "backends", backends, nbackends, F_REQUIRED, 1, backend_section),
 };
 static const struct section model_section = SECTION("model", "in model", model_fields, S, NULL, NULL);
@@ -187,11 +243,15 @@ static const struct field top_fields[] = {
     MAP(S, "server", server, server_section),
     LIST(S, "models", models, nmodels, F_REQUIRED, 1, model_section),
 };
-static const struct section top_section = SECTION("configuration", "at top level", top_fields, S, NULL, NULL);
+static const struct section top_section =
+    SECTION("configuration", "at top level", top_fields, S, finish_top, NULL);
 #undef S
 
 _Static_assert(NFIELDS(backend_fields) <= 64, "too many fields for the seen-mask");
+_Static_assert(NFIELDS(health_check_fields) <= 64, "too many fields for the seen-mask");
+_Static_assert(NFIELDS(outlier_fields) <= 64, "too many fields for the seen-mask");
 _Static_assert(NFIELDS(price_fields) <= 64, "too many fields for the seen-mask");
+_Static_assert(NFIELDS(retry_fields) <= 64, "too many fields for the seen-mask");
 _Static_assert(NFIELDS(model_fields) <= 64, "too many fields for the seen-mask");
 _Static_assert(NFIELDS(server_fields) <= 64, "too many fields for the seen-mask");
 _Static_assert(NFIELDS(top_fields) <= 64, "too many fields for the seen-mask");
@@ -600,6 +660,22 @@ static int check_api_key_env(struct loader *ld, const struct field *f, const yam
     return b->api_key ? 0 : -1;
 }
 
+/* an HTTP header name: RFC 9110 token characters only */
+static int check_http_token(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base)
+{
+    const char *v = *(char **)((char *)base + f->offset);
+    struct showbuf sb;
+    for (size_t i = 0; v[i]; i++) {
+        char c = v[i];
+        bool ok = is_digit(c) || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                  (c && strchr("!#$%&'*+-.^_`|~", c));
+        if (!ok)
+            return fail(ld, at, "\"%s\": not a valid HTTP header name \"%s\"", f->name,
+                        show(&sb, v, strlen(v)));
+    }
+    return 0;
+}
+
 static int check_ca_file(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base)
 {
     struct config_backend *b = base;
@@ -614,6 +690,31 @@ static int check_ca_file(struct loader *ld, const struct field *f, const yaml_ma
     if (rc < 0)
         return fail(ld, at, "\"ca_file\": \"%s\" is not a regular file",
                     show(&sb, b->ca_file, strlen(b->ca_file)));
+    return 0;
+}
+
+/* health_check / outlier: present (as a mapping, even an empty one) = on */
+static int finish_health_check(struct loader *ld, const yaml_node_t *map, void *base)
+{
+    struct config_health_check *h = base;
+    h->enabled = map != NULL;
+    return 0;
+}
+
+static int finish_outlier(struct loader *ld, const yaml_node_t *map, void *base)
+{
+    struct config_outlier *o = base;
+    o->enabled = map != NULL;
+    if (o->enabled && o->max_ejection_ms < o->base_ejection_ms)
+        return fail(ld, &map->start_mark, "\"max_ejection\" is shorter than \"base_ejection\" in outlier");
+    return 0;
+}
+
+static int check_health_path(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base)
+{
+    const char *p = *(char **)((char *)base + f->offset);
+    if (p[0] != '/')
+        return fail(ld, at, "\"%s\" must start with '/' in health_check", f->name);
     return 0;
 }
 
@@ -673,6 +774,7 @@ static const char *expected(const struct field *f, char *buf, size_t cap)
     case T_DOUBLE: return "a number";
     case T_MAP: return "a mapping";
     case T_LIST: return "a sequence";
+    case T_STRLIST: return "a sequence of names";
     case T_ENUM: break;
     }
     return "a value";
@@ -803,7 +905,8 @@ static int parse_scalar(struct loader *ld, const struct field *f, const yaml_nod
         *(int *)p = rc;
         return 0;
     case T_MAP:
-    case T_LIST: break;
+    case T_LIST:
+    case T_STRLIST: break;
     }
     return fail(ld, at, "internal error: \"%s\" is not a scalar field", f->name);
 }
@@ -873,6 +976,35 @@ static const yaml_node_t *find_value(struct loader *ld, const yaml_node_t *map, 
 static int parse_section(struct loader *ld, const struct section *sec, const yaml_node_t *map,
                          const yaml_mark_t *at, void *base);
 
+/* Cross-model checks, once every model is parsed: a fallback must name
+ * another configured model. */
+static int finish_top(struct loader *ld, const yaml_node_t *map, void *base)
+{
+    struct config *c = base;
+    const yaml_node_t *models = find_value(ld, map, "models");
+    for (size_t i = 0; i < c->nmodels; i++) {
+        const struct config_model *m = &c->models[i];
+        for (size_t j = 0; j < m->nfallbacks; j++) {
+            const char *fb = m->fallbacks[j];
+            bool ok = strcmp(fb, m->name) != 0 && config_find_model(c, fb, strlen(fb)) != NULL;
+            if (ok)
+                continue;
+            const yaml_mark_t *at = NULL;
+            if (models && models->type == YAML_SEQUENCE_NODE) {
+                const yaml_node_t *item = node_at(ld, models->data.sequence.items.start[i]);
+                const yaml_node_t *seq = find_value(ld, item, "fallback");
+                const yaml_node_t *e = seq && seq->type == YAML_SEQUENCE_NODE
+                                           ? node_at(ld, seq->data.sequence.items.start[j]) : NULL;
+                at = e ? &e->start_mark : item ? &item->start_mark : NULL;
+            }
+            return fail(ld, at, strcmp(fb, m->name) == 0 ? "\"fallback\": model \"%s\" cannot fall back to itself"
+                                                         : "\"fallback\": no model named \"%s\"",
+                        fb);
+        }
+    }
+    return 0;
+}
+
 /* After element i of a list is parsed: its F_UNIQUE strings must differ
  * from those of elements 0..i-1. */
 static int check_unique(struct loader *ld, const struct field *lf, const yaml_node_t *seq,
@@ -923,6 +1055,32 @@ static int parse_list(struct loader *ld, const struct field *f, const yaml_node_
     return 0;
 }
 
+static int parse_strlist(struct loader *ld, const struct field *f, const yaml_node_t *v, void *base)
+{
+    if (v->type != YAML_SEQUENCE_NODE) return type_error(ld, f, v);
+    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    if (n == 0) return 0;
+    char **arr = calloc(n, sizeof *arr);
+    if (!arr) return fail(ld, &v->start_mark, "out of memory");
+    memcpy((char *)base + f->offset, &arr, sizeof arr);
+    memcpy((char *)base + f->count_offset, &n, sizeof n); /* zeroed: safe to free as is */
+    for (size_t i = 0; i < n; i++) {
+        const yaml_node_t *item = node_at(ld, v->data.sequence.items.start[i]);
+        if (!item) return fail(ld, &v->start_mark, "internal error: missing node");
+        if (item->type != YAML_SCALAR_NODE || is_null(item)) return type_error(ld, f, item);
+        const char *str = (const char *)item->data.scalar.value;
+        size_t len = item->data.scalar.length;
+        if (len == 0 || len > f->max || memchr(str, '\0', len) || has_space_or_ctl(str, len))
+            return fail(ld, &item->start_mark, "\"%s\": each entry must be a name of 1..%llu characters "
+                        "without whitespace", f->name, (unsigned long long)f->max);
+        for (size_t j = 0; j < i; j++)
+            if (strlen(arr[j]) == len && memcmp(arr[j], str, len) == 0)
+                return fail(ld, &item->start_mark, "\"%s\": \"%s\" is listed twice", f->name, arr[j]);
+        if (!(arr[i] = dupn(ld, &item->start_mark, str, len))) return -1;
+    }
+    return 0;
+}
+
 static int parse_value(struct loader *ld, const struct field *f, const yaml_node_t *v, void *base)
 {
     switch (f->type) {
@@ -932,6 +1090,7 @@ static int parse_value(struct loader *ld, const struct field *f, const yaml_node
         if (v->type != YAML_MAPPING_NODE) return type_error(ld, f, v);
         return parse_section(ld, f->sub, v, &v->start_mark, (char *)base + f->offset);
     case T_LIST: return parse_list(ld, f, v, base);
+    case T_STRLIST: return parse_strlist(ld, f, v, base);
     default: break;
     }
     if (v->type != YAML_SCALAR_NODE || is_null(v)) return type_error(ld, f, v);
@@ -944,7 +1103,7 @@ static int parse_value(struct loader *ld, const struct field *f, const yaml_node
 static int apply_default(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base)
 {
     if (f->type == T_MAP) return parse_section(ld, f->sub, NULL, at, (char *)base + f->offset);
-    if (!f->def || f->type == T_LIST) return 0;
+    if (!f->def || f->type == T_LIST || f->type == T_STRLIST) return 0;
     return parse_scalar(ld, f, NULL, f->def, strlen(f->def), base);
 }
 
@@ -1001,6 +1160,15 @@ static void free_section(const struct section *sec, void *base)
             memcpy(&arr, p, sizeof arr);
             memcpy(&n, (char *)base + f->count_offset, sizeof n);
             for (size_t j = 0; arr && j < n; j++) free_section(f->sub, arr + j * f->sub->size);
+            free(arr);
+            break;
+        }
+        case T_STRLIST: {
+            char **arr;
+            size_t n;
+            memcpy(&arr, p, sizeof arr);
+            memcpy(&n, (char *)base + f->count_offset, sizeof n);
+            for (size_t j = 0; arr && j < n; j++) free(arr[j]);
             free(arr);
             break;
         }

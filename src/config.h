@@ -15,7 +15,30 @@
 enum balance_kind {
     BALANCE_ROUND_ROBIN = 0, /* "round_robin": rotate, ignoring weights            */
     BALANCE_WEIGHTED,        /* "weighted": smooth weighted round robin (nginx's)   */
-    BALANCE_LEAST_OUTSTANDING/* "least_outstanding": fewest in-flight requests      */
+    BALANCE_LEAST_OUTSTANDING,/* "least_outstanding": fewest in-flight requests     */
+    BALANCE_P2C_EWMA,        /* "p2c_ewma": power of two choices on peak-EWMA latency */
+    BALANCE_LEAST_TOKENS,    /* "least_tokens": fewest estimated tokens in flight  */
+    BALANCE_PREFIX_AFFINITY  /* "prefix_affinity": consistent hashing with bounded
+                                load on a session header or the prompt prefix     */
+};
+
+/* health_check: active probes of one backend (health.c) */
+struct config_health_check {
+    bool enabled;                 /* the key is present (a mapping, even {}) */
+    char *path;                   /* GET target on the backend's host; default "/health" */
+    uint32_t interval_ms;         /* default 5000 */
+    uint32_t timeout_ms;          /* default 2000 */
+    uint32_t healthy_threshold;   /* successes to come back; default 2 */
+    uint32_t unhealthy_threshold; /* failures to go down; default 3 */
+};
+
+/* outlier: passive ejection on consecutive errors (health.c) */
+struct config_outlier {
+    bool enabled;                 /* the key is present (a mapping, even {}) */
+    uint32_t consecutive_errors;  /* default 5 */
+    uint32_t base_ejection_ms;    /* default 10000 */
+    uint32_t max_ejection_ms;     /* default 300000 */
+    uint32_t max_ejected_percent; /* of the model's backends; default 50 */
 };
 
 struct config_backend {
@@ -45,6 +68,8 @@ struct config_backend {
     uint32_t max_idle_conns;      /* per worker; default 64 */
     bool tls_verify;              /* default true */
     char *ca_file;                /* NULL = system store */
+    struct config_health_check health_check;
+    struct config_outlier outlier;
 };
 
 struct config_model {
@@ -55,6 +80,24 @@ struct config_model {
     /* price per 1M tokens, for cost metrics; 0 = unknown */
     double input_price_per_mtok;
     double output_price_per_mtok;
+    /* prefix_affinity: the header naming a session (NULL = none: hash the
+     * first affinity_prefix_bytes of the messages / prompt instead), and the
+     * bounded-load factor (a backend takes at most load_factor × the mean
+     * load before the key spills to the next one on the ring) */
+    char *affinity_header;
+    uint32_t affinity_prefix_bytes;   /* default 512 */
+    double load_factor;               /* default 1.25, 1.0..10 */
+    /* retries and fallbacks (proxy.c) — only while nothing reached the client */
+    uint32_t retry_attempts;          /* attempts per request incl. the first; default 3, 1..10 */
+    bool retry_on_5xx;                /* retry a 5xx answer elsewhere; default true */
+    bool retry_on_429;                /* retry a 429 answer elsewhere; default true */
+    bool retry_on_timeout;            /* retry a first-byte timeout; default false */
+    uint32_t retry_budget_percent;    /* retries at most this % of requests; default 20 */
+    uint32_t retry_after_max_ms;      /* longest Retry-After waited for; default 2000 */
+    char **fallbacks;                 /* models tried, in order, when this pool is exhausted */
+    size_t nfallbacks;
+    uint32_t stream_keepalive_ms;     /* SSE comment every N ms while a stream waits for
+                                         its first byte; 0 = off; default 15000 */
 };
 
 struct config_server {

@@ -21,12 +21,19 @@
 #include "upstream.h"
 
 #define MAX_BACKENDS_PER_MODEL 64
+/* retry budget per worker and model: starts with, and never falls below
+ * being able to refill to, this many retries; capped at RETRY_TOKENS_MAX */
+#define RETRY_TOKENS_MIN 10.0
+#define RETRY_TOKENS_MAX 100.0
 
 struct model_rt {
     const struct config_model *cfg;
     int index;
     struct backend **backends;   /* [n], into gateway.backends */
     size_t n;
+    struct balance_ring *ring;   /* prefix_affinity's hash ring, else NULL */
+    const struct model_rt **fallbacks; /* resolved config fallbacks, in order */
+    size_t nfallbacks;
 };
 
 struct worker;
@@ -60,6 +67,8 @@ struct worker {
     ev_timer drain_timer;
     uint32_t *rr;                /* [nmodels] round-robin cursors */
     int64_t *wrr;                /* [nbackends] smooth-weighted current weights */
+    double *retry_tokens;        /* [nmodels] retry budget: +budget% per request, -1 per retry */
+    uint64_t rng;                /* balance.c's PRNG state (p2c_ewma); 0 = unseeded */
 };
 
 enum { WORKER_RUN = 0, WORKER_DRAIN, WORKER_STOP };
@@ -69,12 +78,28 @@ void gateway_free(struct gateway *gw);
 const struct model_rt *gateway_find_model(const struct gateway *gw, const char *name, size_t len);
 bool gateway_ready(const struct gateway *gw, uint64_t now_ms);
 
+/* What the request tells the balancer, computed once by the proxy. */
+struct pick_hint {
+    uint64_t affinity;    /* hash of the session header or of the prompt prefix
+                             (first system/user content); 0 = none */
+    uint32_t est_tokens;  /* prompt bytes / 4 + max_tokens (or a default of 256) */
+};
+
 /* balance.c: choose a backend of model m that is up, not in `tried`, and
- * under its concurrency cap; reserves an in-flight slot on it.  Returns the
- * backend's index in the model, -1 when none is up, -2 when all that are up
- * are at capacity. */
-int balance_pick(struct worker *w, const struct model_rt *m, uint64_t tried, uint64_t now_ms);
-void balance_release(struct backend *be);
+ * under its concurrency cap; reserves an in-flight slot on it (and the
+ * hint's tokens).  Returns the backend's index in the model, -1 when none is
+ * up, -2 when all that are up are at capacity. */
+int balance_pick(struct worker *w, const struct model_rt *m, uint64_t tried, uint64_t now_ms,
+                 const struct pick_hint *hint);
+/* balance.c: build / free model m's prefix_affinity ring (no-op for other
+ * strategies).  Called once at start-up, before any worker runs. */
+int balance_model_init(struct model_rt *m);
+void balance_model_free(struct model_rt *m);
+/* Give back what balance_pick reserved. */
+void balance_release(struct backend *be, const struct pick_hint *hint);
+/* Feed the latency model: time from sending the request to the response
+ * head (or to the failure), in µs. */
+void balance_observe(struct backend *be, uint64_t latency_us, uint64_t now_ms);
 
 /* proxy.c: the request handler installed on every worker's httpd. */
 void proxy_handle(http_req *r, void *arg);

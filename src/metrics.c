@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "gateway.h"
+#include "health.h"
 
 const double met_buckets[MET_NBUCKETS] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,  2.5,
                                            5,     10,   20,    30,   60,  120,  300, 600 };
@@ -53,10 +54,12 @@ struct met_shard *metrics_shard_new(const struct met_layout *lay)
     s->tokens_estimated = calloc(lay->nkeys, sizeof *s->tokens_estimated);
     s->cost_micro_usd = calloc(nm, sizeof *s->cost_micro_usd);
     s->retries = calloc(nm, sizeof *s->retries);
+    s->fallbacks = calloc(nm * nm, sizeof *s->fallbacks);
+    s->retries_denied = calloc(nm, sizeof *s->retries_denied);
     s->up_errors = calloc(nb, sizeof *s->up_errors);
     s->inflight = calloc(nm, sizeof *s->inflight);
     if (!s->requests || !s->duration || !s->ttft || !s->tokens_in || !s->tokens_out ||
-        !s->tokens_estimated || !s->cost_micro_usd || !s->retries || !s->up_errors || !s->inflight) {
+        !s->tokens_estimated || !s->cost_micro_usd || !s->retries || !s->fallbacks || !s->retries_denied || !s->up_errors || !s->inflight) {
         metrics_shard_free(s);
         return NULL;
     }
@@ -75,6 +78,8 @@ void metrics_shard_free(struct met_shard *s)
     free(s->tokens_estimated);
     free(s->cost_micro_usd);
     free(s->retries);
+    free(s->fallbacks);
+    free(s->retries_denied);
     free(s->up_errors);
     free(s->inflight);
     free(s);
@@ -242,6 +247,32 @@ void metrics_render(const struct gateway *gw, struct buf *o)
         put_label(o, gw->models[m].cfg->name);
         buf_printf(o, "\"} %llu\n", (unsigned long long)v);
     }
+    buf_append_str(o, "# HELP shade_retries_denied_total Retries refused by the retry budget.\n"
+                      "# TYPE shade_retries_denied_total counter\n");
+    for (size_t m = 0; m < gw->nmodels; m++) {
+        uint64_t v = 0;
+        for (size_t w = 0; w < gw->nworkers; w++)
+            v += LD(gw->workers[w]->met->retries_denied[m]);
+        buf_append_str(o, "shade_retries_denied_total{model=\"");
+        put_label(o, gw->models[m].cfg->name);
+        buf_printf(o, "\"} %llu\n", (unsigned long long)v);
+    }
+    buf_append_str(o, "# HELP shade_fallbacks_total Requests served by a fallback model, by requested and serving model.\n"
+                      "# TYPE shade_fallbacks_total counter\n");
+    for (size_t m = 0; m < gw->nmodels; m++) {
+        for (size_t t = 0; t < gw->nmodels; t++) {
+            uint64_t v = 0;
+            for (size_t w = 0; w < gw->nworkers; w++)
+                v += LD(gw->workers[w]->met->fallbacks[m * gw->nmodels + t]);
+            if (!v)
+                continue;
+            buf_append_str(o, "shade_fallbacks_total{model=\"");
+            put_label(o, gw->models[m].cfg->name);
+            buf_append_str(o, "\",to=\"");
+            put_label(o, gw->models[t].cfg->name);
+            buf_printf(o, "\"} %llu\n", (unsigned long long)v);
+        }
+    }
     buf_append_str(o, "# HELP shade_requests_in_flight Requests being handled.\n"
                       "# TYPE shade_requests_in_flight gauge\n");
     for (size_t m = 0; m < gw->nmodels; m++) {
@@ -286,5 +317,31 @@ void metrics_render(const struct gateway *gw, struct buf *o)
         buf_append_str(o, "\",backend=\"");
         put_label(o, gw->backends[b].cfg->name);
         buf_printf(o, "\"} %d\n", atomic_load_explicit(&gw->backends[b].inflight, memory_order_relaxed));
+    }
+    struct health *hl = health_current();
+    if (hl && hl->nbackends == gw->nbackends) {
+        buf_append_str(o, "# HELP shade_backend_ejections_total Outlier ejections of a backend.\n"
+                          "# TYPE shade_backend_ejections_total counter\n");
+        for (size_t b = 0; b < gw->nbackends; b++) {
+            buf_append_str(o, "shade_backend_ejections_total{model=\"");
+            put_label(o, gw->backends[b].model->name);
+            buf_append_str(o, "\",backend=\"");
+            put_label(o, gw->backends[b].cfg->name);
+            buf_printf(o, "\"} %llu\n", (unsigned long long)LD(hl->hb[b].ejections_total));
+        }
+        buf_append_str(o, "# HELP shade_health_checks_total Active health check probes, by result.\n"
+                          "# TYPE shade_health_checks_total counter\n");
+        for (size_t b = 0; b < gw->nbackends; b++) {
+            if (!gw->backends[b].cfg->health_check.enabled)
+                continue;
+            for (int ok = 1; ok >= 0; ok--) {
+                buf_append_str(o, "shade_health_checks_total{model=\"");
+                put_label(o, gw->backends[b].model->name);
+                buf_append_str(o, "\",backend=\"");
+                put_label(o, gw->backends[b].cfg->name);
+                buf_printf(o, "\",result=\"%s\"} %llu\n", ok ? "success" : "failure",
+                           (unsigned long long)(ok ? LD(hl->hb[b].checks_ok) : LD(hl->hb[b].checks_fail)));
+            }
+        }
     }
 }

@@ -37,6 +37,8 @@ struct met_shard {
     _Atomic uint64_t *tokens_estimated; /* [key]: requests whose usage was estimated */
     _Atomic uint64_t *cost_micro_usd; /* [model] */
     _Atomic uint64_t *retries;      /* [model] */
+    _Atomic uint64_t *fallbacks;    /* [from model * nmodels + to model] */
+    _Atomic uint64_t *retries_denied; /* [model]: retries the budget refused */
     _Atomic uint64_t (*up_errors)[16]; /* [backend][enum up_err] */
     _Atomic int64_t *inflight;      /* [model] */
 };

@@ -23,6 +23,7 @@
 
 #include "buf.h"
 #include "gateway.h"
+#include "health.h"
 #include "json.h"
 #include "sse.h"
 
@@ -36,16 +37,25 @@ struct pctx {
     bool stream, include_usage;
     struct json_span model_val;   /* the "model" value in the client's body */
     size_t prompt_bytes;
+    struct pick_hint hint;        /* what the balancer needs to know */
+    uint64_t t_attempt;           /* when the current attempt started (ns) */
     struct backend *be;           /* current/last backend, NULL before selection */
     bool reserved;                /* holds an in-flight slot on be */
     struct up_conn *up;
-    uint64_t tried;
-    int attempts;
+    uint64_t tried;               /* backends of p->m tried by this request */
+    int attempts;                 /* upstream attempts so far, all models */
     bool race_retried;
+    const struct model_rt *m0;    /* the model the client asked for */
+    size_t fallback_pos;          /* next entry of m0's fallback chain */
+    ev_timer retry_timer;         /* next attempt (Retry-After, or at once) */
+    ev_timer ka_timer;            /* SSE keep-alive comments before the first byte */
+    bool committed;               /* a 200 SSE head went out before any upstream byte */
+    bool upstream_fwd;            /* an upstream byte was forwarded: no more retries */
+    bool error_in_stream;         /* committed, then the upstream failed: report in-band */
     struct buf head;              /* upstream request head, rebuilt per attempt */
     /* response */
     int status;
-    bool is_sse, is_json, head_sent, paused;
+    bool is_sse, is_json, paused;
     struct sse_reader sse;
     bool sse_init;
     struct buf capture;
@@ -99,15 +109,17 @@ static void record(struct pctx *p, int status)
 static void release_backend(struct pctx *p)
 {
     if (p->reserved) {
-        balance_release(p->be);
+        balance_release(p->be, &p->hint);
         p->reserved = false;
     }
 }
 
 static void pctx_free(struct pctx *p)
 {
-    if (p->m)
-        met_gauge_add(&p->w->met->inflight[p->m->index], -1);
+    ev_timer_stop(p->w->loop, &p->retry_timer);
+    ev_timer_stop(p->w->loop, &p->ka_timer);
+    if (p->m0)
+        met_gauge_add(&p->w->met->inflight[p->m0->index], -1);
     buf_free(&p->head);
     buf_free(&p->capture);
     if (p->sse_init)
@@ -213,13 +225,72 @@ static bool hop_by_hop(const struct http_hdr *h)
     return name_in(h, names);
 }
 
+static void start_attempt(struct pctx *p);
+static bool retry_possible(struct pctx *p, bool budgeted);
+static void schedule_retry(struct pctx *p, uint64_t delay_ms);
+
+static bool retryable_status(const struct pctx *p, int status)
+{
+    const struct config_model *mc = p->m->cfg;
+    return (status == 429 && mc->retry_on_429) || (status >= 500 && mc->retry_on_5xx);
+}
+
+/* Retry-After in seconds (the HTTP-date form is not worth parsing here:
+ * treated as absent); -1 when absent or unusable. */
+static int64_t retry_after_ms(const struct http_hdr *hdrs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!http_hdr_is(&hdrs[i], "retry-after"))
+            continue;
+        int64_t v = 0;
+        if (hdrs[i].value_len == 0 || hdrs[i].value_len > 6)
+            return -1;
+        for (size_t k = 0; k < hdrs[i].value_len; k++) {
+            char ch = hdrs[i].value[k];
+            if (ch < '0' || ch > '9')
+                return -1;
+            v = v * 10 + (ch - '0');
+        }
+        return v * 1000;
+    }
+    return -1;
+}
+
 static void up_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_t n, int64_t cl)
 {
     struct pctx *p = ctx;
     struct http_hdr out[72];
     size_t k = 0;
+    uint64_t now = loop_now(p->w->loop);
     p->status = status;
-    for (size_t i = 0; i < n && k < 70; i++) {
+    balance_observe(p->be, (mono_ns() - p->t_attempt) / 1000u, now);
+    if (retryable_status(p, status)) {
+        /* nothing reached the client from an upstream yet: this answer may
+         * be replaced by another backend's.  Honour Retry-After: a backend
+         * that asked for a pause is not asked again before it ends, and a
+         * pause longer than retry_after_max is not waited for at all. */
+        int64_t ra = retry_after_ms(hdrs, n);
+        bool others = retry_possible(p, true);
+        bool same_later = !others && ra >= 0 && (uint64_t)ra <= p->m->cfg->retry_after_max_ms &&
+                          (uint32_t)p->attempts < p->m0->cfg->retry_attempts &&
+                          p->w->retry_tokens[p->m0->index] >= 1.0;
+        if (others || same_later) {
+            met_add(&p->w->met->up_errors[p->be->id][status == 429 ? UP_E429 : UP_E5XX], 1);
+            backend_report(p->be, status == 429 ? BE_429 : BE_5XX, now);
+            up_cancel(p->up);
+            p->up = NULL;
+            release_backend(p);
+            if (same_later)
+                p->tried &= ~(1ull << p->be->index);
+            met_add(&p->w->met->retries[p->m0->index], 1);
+            p->w->retry_tokens[p->m0->index] -= 1.0;
+            schedule_retry(p, same_later ? (uint64_t)ra : 0);
+            return;
+        }
+    }
+    ev_timer_stop(p->w->loop, &p->ka_timer);
+    p->upstream_fwd = true;
+    for (size_t i = 0; i < n && k < 68; i++) {
         if (hop_by_hop(&hdrs[i]))
             continue;
         if (http_hdr_is(&hdrs[i], "content-type")) {
@@ -228,19 +299,40 @@ static void up_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_
         }
         out[k++] = hdrs[i];
     }
+    if (p->committed) {
+        /* the client already has a 200 event-stream head: a stream is
+         * forwarded as it comes; anything else becomes an in-band error */
+        if (!(status == 200 && p->is_sse)) {
+            p->error_in_stream = true;
+            p->is_sse = false;
+            p->is_json = true; /* capture the error body for the event */
+        } else {
+            sse_reader_init(&p->sse, on_sse_event, p, 1u << 20);
+            p->sse_init = true;
+        }
+        return;
+    }
     const char *bn = p->be->cfg->name;
     out[k++] = (struct http_hdr){ "x-shade-backend", 15, bn, strlen(bn) };
+    if (p->m != p->m0) {
+        const char *fm = p->m->cfg->name;
+        out[k++] = (struct http_hdr){ "x-shade-fallback", 16, fm, strlen(fm) };
+    }
     if (p->is_sse) {
         sse_reader_init(&p->sse, on_sse_event, p, 1u << 20);
         p->sse_init = true;
     }
-    p->head_sent = true;
     http_start(p->req, status, out, k, cl);
 }
 
 static void up_on_body(void *ctx, const char *data, size_t len)
 {
     struct pctx *p = ctx;
+    if (p->error_in_stream) {
+        if (buf_used(&p->capture) + len <= 65536)
+            buf_append(&p->capture, data, len);
+        return;
+    }
     /* forward first, look second: observation never delays the stream */
     http_write(p->req, data, len);
     if (p->is_sse)
@@ -253,11 +345,37 @@ static void up_on_body(void *ctx, const char *data, size_t len)
     }
 }
 
-static void start_attempt(struct pctx *p);
-
 static int err_status(enum up_err e)
 {
     return up_err_is_timeout(e) ? 504 : 502;
+}
+
+/* One SSE event carrying an OpenAI error object (the SDKs raise it). */
+static void write_error_event(http_req *r, const char *json, size_t n)
+{
+    while (n > 0 && (json[n - 1] == '\n' || json[n - 1] == '\r' || json[n - 1] == ' '))
+        n--;
+    http_write(r, "data: ", 6);
+    http_write(r, json, n);
+    http_write(r, "\n\n", 2);
+}
+
+/* A stream whose head was committed by keep-alive comments ends with an
+ * in-band error and a proper end of stream. */
+static void end_committed_with_error(struct pctx *p, int status, const char *code, const char *msg)
+{
+    http_req *r = p->req;
+    struct json_span root, e;
+    if (buf_used(&p->capture) && json_validate(buf_data(&p->capture), buf_used(&p->capture), &root, NULL) == 0 &&
+        root.type == JSON_OBJECT && json_get(&root, "error", &e)) {
+        write_error_event(r, buf_data(&p->capture), buf_used(&p->capture));
+    } else {
+        char body[600];
+        size_t n = http_error_json(body, sizeof body, "server_error", code, NULL, msg);
+        write_error_event(r, body, n);
+    }
+    finish(p, status);
+    http_end(r);
 }
 
 static void up_on_done(void *ctx, enum up_err err)
@@ -267,7 +385,13 @@ static void up_on_done(void *ctx, enum up_err err)
     uint64_t now = loop_now(p->w->loop);
     p->up = NULL;
     if (err == UP_OK) {
-        backend_report(p->be, true, now);
+        backend_report(p->be, p->status == 429 ? BE_429 : p->status >= 500 ? BE_5XX : BE_OK, now);
+        if (p->status == 429 || p->status >= 500)
+            met_add(&met->up_errors[p->be->id][p->status == 429 ? UP_E429 : UP_E5XX], 1);
+        if (p->error_in_stream) {
+            end_committed_with_error(p, p->status, "upstream_error", "the upstream answered with an error");
+            return;
+        }
         if (p->is_json && buf_used(&p->capture)) {
             struct json_span root;
             if (json_validate(buf_data(&p->capture), buf_used(&p->capture), &root, NULL) == 0 &&
@@ -281,45 +405,53 @@ static void up_on_done(void *ctx, enum up_err err)
     }
     met_add(&met->up_errors[p->be->id][err], 1);
     bool connect_failure = err == UP_ECONNECT || err == UP_ECONNECT_TIMEOUT || err == UP_ETLS;
-    if (connect_failure)
-        backend_report(p->be, false, now);
-    if (!p->head_sent) {
-        /* nothing reached the client yet: the request may go elsewhere */
-        if (err == UP_ECLOSED && !p->race_retried) {
+    bool race = err == UP_ECLOSED && !p->upstream_fwd && !p->race_retried;
+    if (!p->upstream_fwd)
+        balance_observe(p->be, (mono_ns() - p->t_attempt) / 1000u, now);
+    if (!race)
+        backend_report(p->be, connect_failure ? BE_CONNECT_FAIL : up_err_is_timeout(err) ? BE_TIMEOUT : BE_5XX, now);
+    if (!p->upstream_fwd) {
+        /* nothing from an upstream reached the client: the request may go elsewhere */
+        if (race) {
             /* a kept-alive connection closed under us before answering:
              * the request never ran there; try again on a fresh one */
             p->race_retried = true;
-            met_add(&met->retries[p->m->index], 1);
+            met_add(&met->retries[p->m0->index], 1);
             release_backend(p);
             p->tried &= ~(1ull << p->be->index);
             start_attempt(p);
             return;
         }
-        if (connect_failure) {
+        /* connection failures cost the backend nothing: outside the budget */
+        bool timeout_retry = err == UP_EFIRSTBYTE_TIMEOUT && p->m->cfg->retry_on_timeout;
+        if ((connect_failure && retry_possible(p, false)) || (timeout_retry && retry_possible(p, true))) {
             release_backend(p);
-            met_add(&met->retries[p->m->index], 1);
+            met_add(&met->retries[p->m0->index], 1);
+            if (timeout_retry)
+                p->w->retry_tokens[p->m0->index] -= 1.0;
             start_attempt(p);
             return;
         }
         char msg[256];
         snprintf(msg, sizeof msg, "upstream %s failed: %s", p->be->cfg->name, up_err_name(err));
-        fail(p, err_status(err), "server_error", up_err_is_timeout(err) ? "upstream_timeout" : "upstream_error",
-             NULL, msg);
+        const char *code = up_err_is_timeout(err) ? "upstream_timeout" : connect_failure ? "upstream_unreachable"
+                                                                                        : "upstream_error";
+        if (p->committed) {
+            end_committed_with_error(p, err_status(err), code, msg);
+            return;
+        }
+        fail(p, err_status(err), "server_error", code, NULL, msg);
         return;
     }
     /* mid-response: tell an SSE client in-band, then cut the response so
      * that an HTTP client sees it was truncated */
     http_req *r = p->req;
     if (p->is_sse) {
-        char body[512], line[600];
+        char body[512];
         size_t n = http_error_json(body, sizeof body, "server_error",
                                    up_err_is_timeout(err) ? "upstream_timeout" : "upstream_error", NULL,
                                    "the upstream response was interrupted");
-        if (n > 0 && body[n - 1] == '\n')
-            n--;
-        int ln = snprintf(line, sizeof line, "data: %.*s\n\n", (int)n, body);
-        if (ln > 0)
-            http_write(r, line, (size_t)ln);
+        write_error_event(r, body, n);
     }
     finish(p, err_status(err));
     http_abort(r);
@@ -416,35 +548,113 @@ static void build_head(struct pctx *p, size_t body_len)
     buf_append(b, "\r\n\r\n", 4);
 }
 
+/* Is there somewhere to send this request again: attempts left, the budget
+ * (when it applies), and an untried backend that is up in this model or a
+ * model further down its fallback chain? */
+static bool retry_possible(struct pctx *p, bool budgeted)
+{
+    const struct config_model *mc = p->m0->cfg;
+    if ((uint32_t)p->attempts >= mc->retry_attempts)
+        return false;
+    uint64_t now = loop_now(p->w->loop);
+    bool candidate = false;
+    for (size_t i = 0; i < p->m->n && !candidate; i++)
+        candidate = !(p->tried & (1ull << i)) && backend_is_up(p->m->backends[i], now);
+    for (size_t f = p->fallback_pos; f < p->m0->nfallbacks && !candidate; f++) {
+        const struct model_rt *fm = p->m0->fallbacks[f];
+        for (size_t i = 0; i < fm->n && !candidate; i++)
+            candidate = backend_is_up(fm->backends[i], now);
+    }
+    if (candidate && budgeted && p->w->retry_tokens[p->m0->index] < 1.0) {
+        met_add(&p->w->met->retries_denied[p->m0->index], 1);
+        return false;
+    }
+    return candidate;
+}
+
+static void retry_timer_cb(loop_t *l, ev_timer *t)
+{
+    start_attempt(t->data);
+}
+
+static void schedule_retry(struct pctx *p, uint64_t delay_ms)
+{
+    /* never from inside the upstream's callbacks: a timer, even for "now" */
+    ev_timer_start(p->w->loop, &p->retry_timer, delay_ms);
+}
+
+static void ka_timer_cb(loop_t *l, ev_timer *t)
+{
+    struct pctx *p = t->data;
+    if (p->upstream_fwd)
+        return;
+    if (!p->committed) {
+        /* a stream still waiting for its first byte: commit to 200 and an
+         * event stream now, so idle timeouts of proxies in between (and
+         * clients) see bytes; retries stay possible behind the comments */
+        static const struct http_hdr h[] = { { "content-type", 12, "text/event-stream", 17 },
+                                             { "cache-control", 13, "no-cache", 8 } };
+        p->committed = true;
+        http_start(p->req, 200, h, 2, -1);
+    }
+    http_write(p->req, ": keep-alive\n\n", 14);
+    ev_timer_start(l, t, p->m0->cfg->stream_keepalive_ms);
+}
+
+static void no_backend(struct pctx *p, int idx)
+{
+    char msg[200];
+    int status = 503;
+    const char *code = "no_healthy_backend";
+    if (p->attempts > 0) {
+        status = 502;
+        code = "upstream_unreachable";
+        snprintf(msg, sizeof msg, "no backend of model '%s' could be reached", p->m0->cfg->name);
+    } else if (idx == -2) {
+        code = "backend_at_capacity";
+        snprintf(msg, sizeof msg, "every backend of model '%s' is at its concurrency limit", p->m0->cfg->name);
+    } else {
+        snprintf(msg, sizeof msg, "no healthy backend for model '%s'", p->m0->cfg->name);
+    }
+    if (p->committed) {
+        end_committed_with_error(p, status, code, msg);
+        return;
+    }
+    fail(p, status, "server_error", code, NULL, msg);
+}
+
 static void start_attempt(struct pctx *p)
 {
     struct worker *w = p->w;
     uint64_t now = loop_now(w->loop);
-    int idx = balance_pick(w, p->m, p->tried, now);
+    int idx = balance_pick(w, p->m, p->tried, now, &p->hint);
+    /* pool exhausted: walk the fallback chain of the requested model */
+    int first = idx;
+    while (idx < 0 && p->fallback_pos < p->m0->nfallbacks) {
+        p->m = p->m0->fallbacks[p->fallback_pos++];
+        p->tried = 0;
+        idx = balance_pick(w, p->m, p->tried, now, &p->hint);
+    }
     if (idx < 0) {
-        if (p->attempts > 0) {
-            char msg[200];
-            snprintf(msg, sizeof msg, "no backend of model '%s' could be reached", p->m->cfg->name);
-            fail(p, 502, "server_error", "upstream_unreachable", NULL, msg);
-        } else if (idx == -2) {
-            char msg[200];
-            snprintf(msg, sizeof msg, "every backend of model '%s' is at its concurrency limit", p->m->cfg->name);
-            fail(p, 503, "server_error", "backend_at_capacity", NULL, msg);
-        } else {
-            char msg[200];
-            snprintf(msg, sizeof msg, "no healthy backend for model '%s'", p->m->cfg->name);
-            fail(p, 503, "server_error", "no_healthy_backend", NULL, msg);
-        }
+        no_backend(p, first);
         return;
     }
+    if (p->m != p->m0 && p->tried == 0)
+        met_add(&w->met->fallbacks[(size_t)p->m0->index * w->gw->nmodels + (size_t)p->m->index], 1);
     p->attempts++;
     p->be = p->m->backends[idx];
     p->reserved = true;
+    p->t_attempt = mono_ns();
     p->tried |= 1ull << idx;
+    p->status = 0;
+    p->is_sse = p->is_json = false;
+    buf_reset(&p->capture);
     http_req *r = p->req;
     struct iovec iov[4];
     int n = 0;
-    const char *um = p->be->cfg->model;
+    /* the upstream's model name: the backend's own, or the public name of
+     * the model serving the request (differs from the body's on fallback) */
+    const char *um = p->be->cfg->model ? p->be->cfg->model : p->m != p->m0 ? p->m->cfg->name : NULL;
     char esc[600];
     long el = -1;
     if (um && p->model_val.p)
@@ -465,6 +675,36 @@ static void start_attempt(struct pctx *p)
     p->up = up_start(w->pools[p->be->id], iov, n, &up_cbs, p);
     if (!p->up)
         fail(p, 500, "server_error", NULL, NULL, "out of memory");
+}
+
+/* ---------- what the balancer is told ---------- */
+
+static uint64_t fnv1a(const char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 0x100000001b3ull;
+    }
+    return h ? h : 1;
+}
+
+/* Affinity key: the session header when the model names one and the client
+ * sent it; otherwise the first bytes of the prompt (system prompt and the
+ * start of the conversation), so requests sharing a prefix land where their
+ * KV cache is.  Token estimate: prompt bytes / 4 plus the requested output. */
+static void compute_hint(struct pctx *p, const struct json_span *prompt, int64_t max_tokens)
+{
+    const struct config_model *mc = p->m->cfg;
+    p->hint.est_tokens = (uint32_t)(prompt->len / 4 + (size_t)(max_tokens >= 0 ? max_tokens : 256));
+    if (mc->balance != BALANCE_PREFIX_AFFINITY)
+        return;
+    const struct http_hdr *h = mc->affinity_header ? http_req_header(p->req, mc->affinity_header) : NULL;
+    if (h && h->value_len)
+        p->hint.affinity = fnv1a(h->value, h->value_len);
+    else
+        p->hint.affinity = fnv1a(prompt->p, prompt->len < mc->affinity_prefix_bytes ? prompt->len
+                                                                                       : mc->affinity_prefix_bytes);
 }
 
 /* ---------- endpoints ---------- */
@@ -501,7 +741,7 @@ static void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
      * the whole messages array each time); the last duplicate wins, as with
      * most JSON parsers upstream */
     const char *need = ep == EP_CHAT ? "messages" : ep == EP_COMPLETIONS ? "prompt" : "input";
-    struct json_span key, val, required = { 0 }, stream = { 0 }, so = { 0 };
+    struct json_span key, val, required = { 0 }, stream = { 0 }, so = { 0 }, max_tok = { 0 };
     size_t it = 0;
     while (json_next(&root, &it, &key, &val)) {
         if (json_str_eq(&key, "model"))
@@ -512,6 +752,8 @@ static void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
             stream = val;
         else if (json_str_eq(&key, "stream_options"))
             so = val;
+        else if (json_str_eq(&key, "max_tokens") || json_str_eq(&key, "max_completion_tokens"))
+            max_tok = val;
     }
     if (!p->model_val.p) {
         fail(p, 400, "invalid_request_error", "missing_required_parameter", "model",
@@ -545,6 +787,9 @@ static void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
     }
     if (so.type == JSON_OBJECT && json_get(&so, "include_usage", &val))
         p->include_usage = json_is_true(&val);
+    int64_t max_tokens = -1;
+    if (max_tok.p && json_to_i64(&max_tok, &max_tokens) && max_tokens < 0)
+        max_tokens = -1;
     char name[512];
     long nl = json_str_unescape(&p->model_val, name, sizeof name);
     p->m = nl < 0 ? NULL : gateway_find_model(w->gw, name, (size_t)nl);
@@ -555,7 +800,18 @@ static void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
         fail(p, 404, "invalid_request_error", "model_not_found", "model", msg);
         return;
     }
+    compute_hint(p, &required, max_tokens);
+    p->m0 = p->m;
     met_gauge_add(&w->met->inflight[p->m->index], 1);
+    /* every request pays into its model's retry budget */
+    double *tok = &w->retry_tokens[p->m->index];
+    *tok += p->m->cfg->retry_budget_percent / 100.0;
+    if (*tok > RETRY_TOKENS_MAX)
+        *tok = RETRY_TOKENS_MAX;
+    ev_timer_init(&p->retry_timer, retry_timer_cb, p);
+    ev_timer_init(&p->ka_timer, ka_timer_cb, p);
+    if (p->stream && p->m->cfg->stream_keepalive_ms)
+        ev_timer_start(w->loop, &p->ka_timer, p->m->cfg->stream_keepalive_ms);
     r->ctx = p;
     r->on_abort = on_client_abort;
     r->on_drain = on_client_drain;
@@ -637,6 +893,18 @@ void proxy_handle(http_req *r, void *arg)
             count_local(w, 200);
             respond_metrics(w, r);
         }
+        return;
+    }
+    if (path_is(r, "/admin/backends")) {
+        if (!get) {
+            not_allowed(w, r, "GET, HEAD");
+            return;
+        }
+        struct buf b = { 0 };
+        health_render_admin(w->gw, &b, loop_now(w->loop));
+        count_local(w, 200);
+        http_respond(r, 200, "application/json", buf_data(&b), buf_used(&b));
+        buf_free(&b);
         return;
     }
     count_local(w, 404);

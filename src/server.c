@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "gateway.h"
+#include "health.h"
 #include "json.h"
 #include "log.h"
 
@@ -108,6 +109,24 @@ int gateway_init(struct gateway *gw, struct config *cfg, char *err, size_t errle
                 return -1;
             m->backends[b] = be;
         }
+        if (balance_model_init(m) < 0)
+            goto nomem;
+    }
+    for (size_t i = 0; i < cfg->nmodels; i++) {
+        struct model_rt *m = &gw->models[i];
+        m->fallbacks = calloc(m->cfg->nfallbacks ? m->cfg->nfallbacks : 1, sizeof *m->fallbacks);
+        if (!m->fallbacks)
+            goto nomem;
+        for (size_t f = 0; f < m->cfg->nfallbacks; f++) {
+            const char *fn = m->cfg->fallbacks[f];
+            const struct model_rt *fm = gateway_find_model(gw, fn, strlen(fn));
+            if (!fm || fm == m) {
+                snprintf(err, errlen, "%s: model %s: fallback '%s' is not another configured model", cfg->path,
+                         m->cfg->name, fn);
+                return -1;
+            }
+            m->fallbacks[m->nfallbacks++] = fm;
+        }
     }
     if (metrics_layout_init(&gw->lay, gw) < 0 || build_models_json(gw) < 0)
         goto nomem;
@@ -121,8 +140,11 @@ void gateway_free(struct gateway *gw)
 {
     for (size_t i = 0; i < gw->nbackends; i++)
         backend_free_tls(&gw->backends[i]);
-    for (size_t i = 0; i < gw->nmodels; i++)
+    for (size_t i = 0; i < gw->nmodels; i++) {
+        balance_model_free(&gw->models[i]);
         free(gw->models[i].backends);
+        free(gw->models[i].fallbacks);
+    }
     free(gw->models);
     free(gw->backends);
     free(gw->models_json);
@@ -204,6 +226,7 @@ static void worker_free(struct worker *w)
     metrics_shard_free(w->met);
     free(w->rr);
     free(w->wrr);
+    free(w->retry_tokens);
     free(w);
 }
 
@@ -220,11 +243,16 @@ static struct worker *worker_new(struct gateway *gw, int id, int lfd)
     w->pools = calloc(gw->nbackends ? gw->nbackends : 1, sizeof *w->pools);
     w->rr = calloc(gw->nmodels ? gw->nmodels : 1, sizeof *w->rr);
     w->wrr = calloc(gw->nbackends ? gw->nbackends : 1, sizeof *w->wrr);
-    if (!w->loop || !w->met || !w->pools || !w->rr || !w->wrr)
+    w->retry_tokens = calloc(gw->nmodels ? gw->nmodels : 1, sizeof *w->retry_tokens);
+    if (!w->loop || !w->met || !w->pools || !w->rr || !w->wrr || !w->retry_tokens)
         goto fail;
+    /* a few retries are always possible, even before traffic has paid for them */
+    for (size_t i = 0; i < gw->nmodels; i++)
+        w->retry_tokens[i] = RETRY_TOKENS_MIN;
     /* different starting points so workers do not all hit backend 0 first */
     for (size_t i = 0; i < gw->nmodels; i++)
         w->rr[i] = (uint32_t)id;
+    w->rng = ((uint64_t)time(NULL) << 16) ^ ((uint64_t)(uintptr_t)w) ^ ((uint64_t)id + 1) * 0x9E3779B97F4A7C15ull;
     for (size_t i = 0; i < gw->nbackends; i++)
         if (!(w->pools[i] = up_pool_new(w->loop, &gw->backends[i])))
             goto fail;
@@ -266,6 +294,12 @@ int server_run(struct config *cfg)
     log_set_level(cfg->server.log_level);
     if (gateway_init(&gw, cfg, err, sizeof err) < 0) {
         log_error("%s", err);
+        gateway_free(&gw);
+        return 1;
+    }
+    /* health state and the one process-wide checker thread (health.c) */
+    if (health_start(&gw) < 0) {
+        log_error("cannot start health checks");
         gateway_free(&gw);
         return 1;
     }
@@ -346,6 +380,7 @@ stop:
         if (gw.workers[i]->thread)
             pthread_join(gw.workers[i]->thread, NULL);
 out:
+    health_stop();
     for (size_t i = 0; i < gw.nworkers; i++)
         worker_free(gw.workers[i]);
     free(gw.workers);

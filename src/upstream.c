@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "health.h"
 
 #define UP_READ_CHUNK 16384
 
@@ -82,6 +83,8 @@ const char *up_err_name(enum up_err e)
     case UP_ECLOSED: return "closed";
     case UP_EPROTO: return "protocol";
     case UP_ENOMEM: return "nomem";
+    case UP_E5XX: return "5xx";
+    case UP_E429: return "429";
     default: return "unknown";
     }
 }
@@ -96,12 +99,19 @@ bool up_err_is_timeout(enum up_err e)
 
 bool backend_is_up(struct backend *be, uint64_t now_ms)
 {
-    return atomic_load_explicit(&be->down_until, memory_order_relaxed) <= now_ms;
+    /* down_until: max_fails marking and outlier ejection; check_ok: the
+     * active check's verdict (health.c), HEALTH_CHECK_DOWN = -1 */
+    return atomic_load_explicit(&be->down_until, memory_order_relaxed) <= now_ms &&
+           atomic_load_explicit(&be->check_ok, memory_order_relaxed) >= 0;
 }
 
-void backend_report(struct backend *be, bool ok, uint64_t now_ms)
+void backend_report(struct backend *be, enum be_outcome o, uint64_t now_ms)
 {
-    if (ok) {
+    /* passive outlier ejection (health.c), when configured */
+    if (be->cfg->outlier.enabled)
+        health_report(health_current(), be, o, now_ms);
+    if (o != BE_CONNECT_FAIL) {
+        /* only connection failures count towards marking a backend down */
         if (atomic_load_explicit(&be->fails, memory_order_relaxed))
             atomic_store_explicit(&be->fails, 0, memory_order_relaxed);
         return;
@@ -618,6 +628,7 @@ static void do_tls(struct up_conn *c)
     if (r == 1) {
         c->ssl_want_write = false;
         c->state = S_SEND;
+        conn_arm(c); /* connected: the first-byte deadline applies now */
         do_send(c);
         return;
     }
@@ -672,6 +683,7 @@ static void conn_io_cb(loop_t *l, ev_io *io, unsigned ev)
             start_tls(c);
         } else {
             c->state = S_SEND;
+            conn_arm(c); /* connected: the first-byte deadline applies now */
             do_send(c);
         }
         return;

@@ -31,13 +31,33 @@ struct backend {
     struct ssl_ctx_st *ssl_ctx;   /* NULL for http:// */
     _Atomic int inflight;         /* requests in flight, all workers */
     _Atomic uint64_t down_until;  /* monotonic ms; backend skipped until then */
-    _Atomic uint32_t fails;       /* consecutive connect failures */
+    _Atomic uint32_t fails;       /* consecutive failures counted for ejection */
+
+    /* balance.c's state (least_tokens, p2c_ewma) */
+    _Atomic uint64_t outstanding_tokens; /* estimated tokens in flight */
+    _Atomic uint64_t ewma_us;            /* peak-EWMA of time to first byte, µs */
+    _Atomic uint64_t ewma_stamp_ms;      /* when ewma_us was last updated */
+
+    /* health.c's state (active checks, outlier ejection) */
+    _Atomic uint32_t ejections;          /* consecutive ejections, for backoff */
+    _Atomic int check_ok;                /* active check verdict: 1 passing, 0 none yet,
+                                            -1 failing (down) */
+    _Atomic uint32_t check_streak;       /* consecutive results in one direction */
 };
 
 int backend_init_tls(struct backend *be, char *err, size_t errlen);
 void backend_free_tls(struct backend *be);
 bool backend_is_up(struct backend *be, uint64_t now_ms);
-void backend_report(struct backend *be, bool ok, uint64_t now_ms);
+
+/* What one attempt on a backend came to, as far as its health goes. */
+enum be_outcome {
+    BE_OK = 0,         /* a response (any status below 500, except 429) */
+    BE_CONNECT_FAIL,   /* refused, unreachable, connect timeout, TLS failure */
+    BE_TIMEOUT,        /* first-byte, idle or total timeout */
+    BE_5XX,            /* answered 5xx, or broke the protocol / closed mid-response */
+    BE_429,            /* answered 429 */
+};
+void backend_report(struct backend *be, enum be_outcome o, uint64_t now_ms);
 
 enum up_err {
     UP_OK = 0,
@@ -50,6 +70,8 @@ enum up_err {
     UP_ECLOSED,           /* connection closed before the response ended */
     UP_EPROTO,            /* unparseable response */
     UP_ENOMEM,
+    UP_E5XX,              /* not transport errors: upstream answers counted */
+    UP_E429,              /* as failed attempts in metrics and for retries */
     UP__COUNT
 };
 const char *up_err_name(enum up_err e);       /* "connect", "timeout", ... */

@@ -123,6 +123,9 @@ static void test_defaults(void)
     const struct config_model *m = &c->models[0];
     CHECK_EQ_STR(m->name, "demo");
     CHECK_EQ_INT(m->balance, BALANCE_ROUND_ROBIN);
+    CHECK(m->affinity_header == NULL);
+    CHECK_EQ_INT(m->affinity_prefix_bytes, 512);
+    CHECK(m->load_factor == 1.25);
     CHECK(m->input_price_per_mtok == 0.0 && m->output_price_per_mtok == 0.0);
     CHECK_EQ_INT(m->nbackends, 1);
     const struct config_backend *b = &m->backends[0];
@@ -650,7 +653,44 @@ static void test_value_errors(void)
     expect_err("server:\n  log_level: verbose\n" MIN_YAML,
                "2:14: \"log_level\": expected one of debug, info, warn, error, got \"verbose\"");
     expect_err("models:\n  - name: demo\n    balance: random\n",
-               "3:14: \"balance\": expected one of round_robin, weighted, least_outstanding, got \"random\"");
+               "3:14: \"balance\": expected one of round_robin, weighted, least_outstanding, p2c_ewma, "
+               "least_tokens, prefix_affinity, got \"random\"");
+    static const struct { const char *name; int kind; } kinds[] = {
+        { "round_robin", BALANCE_ROUND_ROBIN },   { "weighted", BALANCE_WEIGHTED },
+        { "least_outstanding", BALANCE_LEAST_OUTSTANDING }, { "p2c_ewma", BALANCE_P2C_EWMA },
+        { "least_tokens", BALANCE_LEAST_TOKENS }, { "prefix_affinity", BALANCE_PREFIX_AFFINITY },
+    };
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        snprintf(y, sizeof y, "models:\n  - name: demo\n    balance: %s\n    backends:\n"
+                              "      - url: http://127.0.0.1:8001\n", kinds[i].name);
+        c = load_ok(y);
+        if (c) CHECK_EQ_INT(c->models[0].balance, kinds[i].kind);
+        config_free(c);
+    }
+    /* prefix_affinity's keys */
+    c = load_ok("models:\n  - name: demo\n    balance: prefix_affinity\n    affinity_header: X-Session-Id\n"
+                "    affinity_prefix_bytes: 2048\n    load_factor: 1.5\n    backends:\n"
+                "      - url: http://127.0.0.1:8001\n");
+    if (c) {
+        CHECK_EQ_STR(c->models[0].affinity_header, "X-Session-Id");
+        CHECK_EQ_INT(c->models[0].affinity_prefix_bytes, 2048);
+        CHECK(c->models[0].load_factor == 1.5);
+    }
+    config_free(c);
+    expect_err("models:\n  - name: demo\n    affinity_header: \"x:session\"\n",
+               "3:22: \"affinity_header\": not a valid HTTP header name \"x:session\"");
+    expect_err("models:\n  - name: demo\n    affinity_header: \"x session\"\n",
+               "3:22: \"affinity_header\": must not contain whitespace or control characters");
+    expect_err("models:\n  - name: demo\n    affinity_prefix_bytes: 8\n",
+               "3:28: \"affinity_prefix_bytes\": 8 is out of range (16..64KiB)");
+    expect_err("models:\n  - name: demo\n    affinity_prefix_bytes: 65537\n",
+               "3:28: \"affinity_prefix_bytes\": 65537 is out of range (16..64KiB)");
+    expect_err("models:\n  - name: demo\n    load_factor: 0.9\n",
+               "3:18: \"load_factor\": 0.9 is out of range (1..10)");
+    expect_err("models:\n  - name: demo\n    load_factor: 10.5\n",
+               "3:18: \"load_factor\": 10.5 is out of range (1..10)");
+    expect_err("models:\n  - name: demo\n    load_factor: lots\n",
+               "3:18: \"load_factor\": expected a number, got \"lots\"");
     c = load_ok("server:\n  log_level: error\n" MIN_YAML);
     if (c) CHECK_EQ_STR(c->server.log_level, "error");
     config_free(c);

@@ -1,0 +1,52 @@
+"""Black-box tests of the balancing strategies: which backend answered is
+read from the x-shade-backend response header."""
+from harness import basic_config, chat, post
+
+
+def _sims(env, n=3):
+    return [env.sim("--ttft-ms", 0, "--tps", 0) for _ in range(n)]
+
+
+def test_prefix_affinity_session_header_is_sticky(env):
+    gw = env.gateway(basic_config(*_sims(env),
+                                  extra_model="    balance: prefix_affinity\n"
+                                              "    affinity_header: x-session-id\n"))
+    home = {}
+    for rnd in range(4):
+        for s in range(24):
+            st, h, _ = post(gw, chat(f"turn {rnd} of session {s}"), headers={"x-session-id": f"sess-{s}"})
+            assert st == 200
+            be = h["x-shade-backend"]
+            assert home.setdefault(s, be) == be, (s, home[s], be)
+    # 24 sessions do not all hash to one backend
+    assert len(set(home.values())) >= 2, home
+
+
+def test_prefix_affinity_prompt_prefix_without_header(env):
+    gw = env.gateway(basic_config(*_sims(env),
+                                  extra_model="    balance: prefix_affinity\n"
+                                              "    affinity_header: x-session-id\n"
+                                              "    affinity_prefix_bytes: 64\n"))
+    system = "You are a terse assistant for the accounting team. " * 3   # > 64 bytes
+    seen = set()
+    for i in range(10):
+        body = {"model": "demo", "messages": [{"role": "system", "content": system},
+                                              {"role": "user", "content": f"question {i}"}]}
+        st, h, _ = post(gw, body)
+        assert st == 200
+        seen.add(h["x-shade-backend"])
+    assert len(seen) == 1, seen
+
+
+def test_new_strategies_serve_and_spread(env):
+    for strat in ("p2c_ewma", "least_tokens"):
+        sims = _sims(env)
+        gw = env.gateway(basic_config(*sims, extra_model=f"    balance: {strat}\n"))
+        seen = {}
+        for i in range(30):
+            st, h, _ = post(gw, chat(f"hello {i}", max_tokens=8))
+            assert st == 200
+            seen[h["x-shade-backend"]] = seen.get(h["x-shade-backend"], 0) + 1
+        assert sum(seen.values()) == 30
+        if strat == "least_tokens":   # sequential: everything ties, ties rotate
+            assert set(seen) == {"b0", "b1", "b2"}, seen
