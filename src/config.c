@@ -122,6 +122,7 @@ static int check_ca_file(struct loader *ld, const struct field *f, const yaml_ma
 static int check_http_token(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base);
 static int finish_backend(struct loader *ld, const yaml_node_t *map, void *base);
 static int finish_top(struct loader *ld, const yaml_node_t *map, void *base);
+static int finish_queue(struct loader *ld, const yaml_node_t *map, void *base);
 static void release_backend(void *base);
 static int check_health_path(struct loader *ld, const struct field *f, const yaml_mark_t *at,
                              void *base);
@@ -205,6 +206,14 @@ static const struct field retry_fields[] = {
 };
 static const struct section retry_section = SECTION("retry", "in retry", retry_fields, S, NULL, NULL);
 
+static const struct field queue_fields[] = {
+    UINT(S, "size", queue_size, 0, 1000000, "0"),
+    DUR(S, "timeout", queue_timeout_ms, "10s"),
+    STR(S, "priority_header", queue_priority_header, F_TOKEN, 1, 256, check_http_token, NULL),
+    UINT(S, "shed_status", queue_shed_status, 429, 503, "503"),
+};
+static const struct section queue_section = SECTION("queue", "in queue", queue_fields, S, finish_queue, NULL);
+
 static const struct field model_fields[] = {
     STR(S, "name", name, F_REQUIRED | F_UNIQUE | F_TOKEN, 1, 256, NULL, NULL),
     ENUM(S, "balance", balance, balance_names, "round_robin"),
@@ -213,6 +222,8 @@ static const struct field model_fields[] = {
     NUM(S, "load_factor", load_factor, 1, 10, "1.25"),
     FLAT("price", price_section),
     FLAT("retry", retry_section),
+    UINT(S, "max_in_flight", max_in_flight, 0, 10000000, "0"),
+    FLAT("queue", queue_section),
     STRLIST(S, "fallback", fallbacks, nfallbacks, 256),
     { .name = "stream_keepalive", .type = T_DURATION, AT(S, stream_keepalive_ms), .min = 0,
       .max = 24 * MS_1H, .def = "15s" },
@@ -252,6 +263,7 @@ _Static_assert(NFIELDS(health_check_fields) <= 64, "too many fields for the seen
 _Static_assert(NFIELDS(outlier_fields) <= 64, "too many fields for the seen-mask");
 _Static_assert(NFIELDS(price_fields) <= 64, "too many fields for the seen-mask");
 _Static_assert(NFIELDS(retry_fields) <= 64, "too many fields for the seen-mask");
+_Static_assert(NFIELDS(queue_fields) <= 64, "too many fields for the seen-mask");
 _Static_assert(NFIELDS(model_fields) <= 64, "too many fields for the seen-mask");
 _Static_assert(NFIELDS(server_fields) <= 64, "too many fields for the seen-mask");
 _Static_assert(NFIELDS(top_fields) <= 64, "too many fields for the seen-mask");
@@ -975,6 +987,17 @@ static const yaml_node_t *find_value(struct loader *ld, const yaml_node_t *map, 
 
 static int parse_section(struct loader *ld, const struct section *sec, const yaml_node_t *map,
                          const yaml_mark_t *at, void *base);
+
+static int finish_queue(struct loader *ld, const yaml_node_t *map, void *base)
+{
+    const struct config_model *m = base;
+    if (m->queue_shed_status != 429 && m->queue_shed_status != 503) {
+        const yaml_node_t *v = find_value(ld, map, "shed_status");
+        return fail(ld, v ? &v->start_mark : map ? &map->start_mark : NULL,
+                    "\"shed_status\": must be 429 or 503");
+    }
+    return 0;
+}
 
 /* Cross-model checks, once every model is parsed: a fallback must name
  * another configured model. */

@@ -98,6 +98,12 @@ struct config_model {
     size_t nfallbacks;
     uint32_t stream_keepalive_ms;     /* SSE comment every N ms while a stream waits for
                                          its first byte; 0 = off; default 15000 */
+    /* admission control (proxy.c) */
+    uint32_t max_in_flight;           /* requests of this model in flight; 0 = unlimited */
+    uint32_t queue_size;              /* per worker; 0 = no queue: shed at once */
+    uint32_t queue_timeout_ms;        /* longest wait in the queue; default 10000 */
+    char *queue_priority_header;      /* header with a priority 0..9 (9 first); NULL = none */
+    uint32_t queue_shed_status;       /* 429 or 503 (default) */
 };
 
 struct config_server {

@@ -34,6 +34,7 @@ struct model_rt {
     struct balance_ring *ring;   /* prefix_affinity's hash ring, else NULL */
     const struct model_rt **fallbacks; /* resolved config fallbacks, in order */
     size_t nfallbacks;
+    _Atomic int inflight;        /* admitted requests, all workers (max_in_flight) */
 };
 
 struct worker;
@@ -68,6 +69,9 @@ struct worker {
     uint32_t *rr;                /* [nmodels] round-robin cursors */
     int64_t *wrr;                /* [nbackends] smooth-weighted current weights */
     double *retry_tokens;        /* [nmodels] retry budget: +budget% per request, -1 per retry */
+    struct admit_queue *queues;  /* [nmodels] requests waiting for capacity (proxy.c) */
+    ev_timer queue_timer;        /* while anything waits: timeouts, capacity freed elsewhere */
+    ev_defer queue_kick;         /* capacity freed here: look at the queues */
     uint64_t rng;                /* balance.c's PRNG state (p2c_ewma); 0 = unseeded */
 };
 
@@ -103,6 +107,9 @@ void balance_observe(struct backend *be, uint64_t latency_us, uint64_t now_ms);
 
 /* proxy.c: the request handler installed on every worker's httpd. */
 void proxy_handle(http_req *r, void *arg);
+/* proxy.c: per-worker admission queues (server.c sets them up). */
+int proxy_worker_init(struct worker *w);
+void proxy_worker_free(struct worker *w);
 
 /* server.c */
 int server_run(struct config *cfg);

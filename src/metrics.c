@@ -56,10 +56,12 @@ struct met_shard *metrics_shard_new(const struct met_layout *lay)
     s->retries = calloc(nm, sizeof *s->retries);
     s->fallbacks = calloc(nm * nm, sizeof *s->fallbacks);
     s->retries_denied = calloc(nm, sizeof *s->retries_denied);
+    s->queue_depth = calloc(nm, sizeof *s->queue_depth);
+    s->shed = calloc(nm, sizeof *s->shed);
     s->up_errors = calloc(nb, sizeof *s->up_errors);
     s->inflight = calloc(nm, sizeof *s->inflight);
     if (!s->requests || !s->duration || !s->ttft || !s->tokens_in || !s->tokens_out ||
-        !s->tokens_estimated || !s->cost_micro_usd || !s->retries || !s->fallbacks || !s->retries_denied || !s->up_errors || !s->inflight) {
+        !s->tokens_estimated || !s->cost_micro_usd || !s->retries || !s->fallbacks || !s->retries_denied || !s->queue_depth || !s->shed || !s->up_errors || !s->inflight) {
         metrics_shard_free(s);
         return NULL;
     }
@@ -80,6 +82,8 @@ void metrics_shard_free(struct met_shard *s)
     free(s->retries);
     free(s->fallbacks);
     free(s->retries_denied);
+    free(s->queue_depth);
+    free(s->shed);
     free(s->up_errors);
     free(s->inflight);
     free(s);
@@ -271,6 +275,29 @@ void metrics_render(const struct gateway *gw, struct buf *o)
             buf_append_str(o, "\",to=\"");
             put_label(o, gw->models[t].cfg->name);
             buf_printf(o, "\"} %llu\n", (unsigned long long)v);
+        }
+    }
+    buf_append_str(o, "# HELP shade_queue_depth Requests waiting for capacity.\n"
+                      "# TYPE shade_queue_depth gauge\n");
+    for (size_t m = 0; m < gw->nmodels; m++) {
+        int64_t v = 0;
+        for (size_t w = 0; w < gw->nworkers; w++)
+            v += atomic_load_explicit(&gw->workers[w]->met->queue_depth[m], memory_order_relaxed);
+        buf_append_str(o, "shade_queue_depth{model=\"");
+        put_label(o, gw->models[m].cfg->name);
+        buf_printf(o, "\"} %lld\n", (long long)v);
+    }
+    buf_append_str(o, "# HELP shade_shed_total Requests refused by admission control, by reason.\n"
+                      "# TYPE shade_shed_total counter\n");
+    for (size_t m = 0; m < gw->nmodels; m++) {
+        static const char *const reasons[2] = { "queue_full", "queue_timeout" };
+        for (int k = 0; k < 2; k++) {
+            uint64_t v = 0;
+            for (size_t w = 0; w < gw->nworkers; w++)
+                v += LD(gw->workers[w]->met->shed[m][k]);
+            buf_append_str(o, "shade_shed_total{model=\"");
+            put_label(o, gw->models[m].cfg->name);
+            buf_printf(o, "\",reason=\"%s\"} %llu\n", reasons[k], (unsigned long long)v);
         }
     }
     buf_append_str(o, "# HELP shade_requests_in_flight Requests being handled.\n"

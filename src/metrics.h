@@ -39,6 +39,8 @@ struct met_shard {
     _Atomic uint64_t *retries;      /* [model] */
     _Atomic uint64_t *fallbacks;    /* [from model * nmodels + to model] */
     _Atomic uint64_t *retries_denied; /* [model]: retries the budget refused */
+    _Atomic int64_t *queue_depth;   /* [model] */
+    _Atomic uint64_t (*shed)[2];    /* [model][0 queue full, 1 queue timeout] */
     _Atomic uint64_t (*up_errors)[16]; /* [backend][enum up_err] */
     _Atomic int64_t *inflight;      /* [model] */
 };

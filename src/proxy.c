@@ -52,6 +52,12 @@ struct pctx {
     bool committed;               /* a 200 SSE head went out before any upstream byte */
     bool upstream_fwd;            /* an upstream byte was forwarded: no more retries */
     bool error_in_stream;         /* committed, then the upstream failed: report in-band */
+    /* admission */
+    bool model_slot;              /* holds one of m0's max_in_flight slots */
+    bool queued;                  /* waiting in the worker's queue of m0 */
+    int prio;                     /* 0..9, 9 first */
+    uint64_t queued_at;           /* loop ms */
+    struct pctx *qnext, *qprev;
     struct buf head;              /* upstream request head, rebuilt per attempt */
     /* response */
     int status;
@@ -128,9 +134,20 @@ static void pctx_free(struct pctx *p)
 }
 
 /* The response is complete (or failed): record and let go of everything. */
+static void queue_unlink(struct pctx *p);
+
 static void finish(struct pctx *p, int status)
 {
+    bool freed = p->reserved || p->model_slot;
     release_backend(p);
+    if (p->model_slot) {
+        atomic_fetch_sub_explicit(&((struct model_rt *)p->m0)->inflight, 1, memory_order_relaxed);
+        p->model_slot = false;
+    }
+    if (p->queued)
+        queue_unlink(p);
+    if (freed)
+        ev_defer_post(p->w->loop, &p->w->queue_kick);
     record(p, status);
     p->req->ctx = NULL;
     p->req->on_abort = NULL;
@@ -623,6 +640,169 @@ static void no_backend(struct pctx *p, int idx)
     fail(p, status, "server_error", code, NULL, msg);
 }
 
+/* ---------- admission control ----------
+ *
+ * A request that finds no capacity (every backend of its model at
+ * max_concurrent, or the model at max_in_flight) waits in its worker's
+ * queue for that model: ten FIFO lists, priority 9 first, oldest first
+ * within a priority.  Capacity freed on this worker kicks the queue at
+ * once; capacity freed on other workers is noticed by a 10 ms timer that
+ * runs only while something waits (workers share no queue, so a request
+ * never waits behind another worker's lock).  A full queue or a wait past
+ * queue.timeout is answered with queue.shed_status and Retry-After. */
+
+#define QUEUE_PRIOS 10
+
+struct admit_queue {
+    struct pctx *head[QUEUE_PRIOS], *tail[QUEUE_PRIOS];
+    uint32_t n;
+};
+
+static bool model_has_room(const struct model_rt *m)
+{
+    uint32_t cap = m->cfg->max_in_flight;
+    return !cap || (uint32_t)atomic_load_explicit(&((struct model_rt *)m)->inflight, memory_order_relaxed) < cap;
+}
+
+/* Cheap look: could a pick succeed now?  (balance_pick decides for real.) */
+static bool backends_have_room(const struct model_rt *m, uint64_t now)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        struct backend *be = m->backends[i];
+        uint32_t cap = be->cfg->max_concurrent;
+        if (backend_is_up(be, now) &&
+            (!cap || (uint32_t)atomic_load_explicit(&be->inflight, memory_order_relaxed) < cap))
+            return true;
+    }
+    return false;
+}
+
+static void queue_unlink(struct pctx *p)
+{
+    struct admit_queue *q = &p->w->queues[p->m0->index];
+    if (p->qprev)
+        p->qprev->qnext = p->qnext;
+    else
+        q->head[p->prio] = p->qnext;
+    if (p->qnext)
+        p->qnext->qprev = p->qprev;
+    else
+        q->tail[p->prio] = p->qprev;
+    p->qnext = p->qprev = NULL;
+    p->queued = false;
+    q->n--;
+    met_gauge_add(&p->w->met->queue_depth[p->m0->index], -1);
+}
+
+static void shed(struct pctx *p, int reason)
+{
+    const struct config_model *mc = p->m0->cfg;
+    http_req *r = p->req;
+    int status = (int)mc->queue_shed_status;
+    char body[400], ra[24];
+    size_t n = http_error_json(body, sizeof body, status == 429 ? "rate_limit_error" : "server_error",
+                               reason ? "queue_timeout" : "queue_full", NULL,
+                               reason ? "the request waited too long for a free backend"
+                                      : "too many requests are waiting for this model");
+    /* come back after about one queue timeout */
+    int ral = snprintf(ra, sizeof ra, "%u", (mc->queue_timeout_ms + 999) / 1000);
+    struct http_hdr h[2] = { { "content-type", 12, "application/json", 16 }, { "retry-after", 11, ra, (size_t)ral } };
+    met_add(&p->w->met->shed[p->m0->index][reason], 1);
+    if (p->committed) {
+        /* keep-alive comments already went out while it waited */
+        end_committed_with_error(p, status, reason ? "queue_timeout" : "queue_full",
+                                 "the request waited too long for a free backend");
+        return;
+    }
+    finish(p, status);
+    http_start(r, status, h, 2, (int64_t)n);
+    http_write(r, body, n);
+    http_end(r);
+}
+
+static void enqueue_or_shed(struct pctx *p)
+{
+    struct worker *w = p->w;
+    struct admit_queue *q = &w->queues[p->m0->index];
+    if (q->n >= p->m0->cfg->queue_size) {
+        shed(p, 0);
+        return;
+    }
+    p->queued = true;
+    p->queued_at = loop_now(w->loop);
+    p->qnext = NULL;
+    p->qprev = q->tail[p->prio];
+    if (q->tail[p->prio])
+        q->tail[p->prio]->qnext = p;
+    else
+        q->head[p->prio] = p;
+    q->tail[p->prio] = p;
+    q->n++;
+    met_gauge_add(&w->met->queue_depth[p->m0->index], 1);
+    if (!ev_timer_active(&w->queue_timer))
+        ev_timer_start(w->loop, &w->queue_timer, 10);
+}
+
+static void start_attempt(struct pctx *p);
+
+/* Start waiting requests while there is room; shed those past their time. */
+static void queue_run(struct worker *w)
+{
+    uint64_t now = loop_now(w->loop);
+    bool waiting = false;
+    for (size_t m = 0; m < w->gw->nmodels; m++) {
+        struct admit_queue *q = &w->queues[m];
+        const struct model_rt *mr = &w->gw->models[m];
+        for (int prio = QUEUE_PRIOS - 1; prio >= 0; prio--) {
+            for (struct pctx *p = q->head[prio], *next; p; p = next) {
+                next = p->qnext;
+                if (now - p->queued_at >= mr->cfg->queue_timeout_ms)
+                    shed(p, 1);
+            }
+        }
+        /* bounded: a request that loses a race for the slot goes back to
+         * the end of its list and is looked at on the next run */
+        for (uint32_t budget = q->n; budget && q->n && model_has_room(mr) && backends_have_room(mr, now);
+             budget--) {
+            struct pctx *p = NULL;
+            for (int prio = QUEUE_PRIOS - 1; prio >= 0 && !p; prio--)
+                p = q->head[prio];
+            queue_unlink(p);
+            start_attempt(p); /* may finish and free p, or queue it again */
+        }
+        waiting |= q->n > 0;
+    }
+    if (waiting && !ev_timer_active(&w->queue_timer))
+        ev_timer_start(w->loop, &w->queue_timer, 10);
+}
+
+static void queue_timer_cb(loop_t *l, ev_timer *t)
+{
+    queue_run(t->data);
+}
+
+static void queue_kick_cb(loop_t *l, ev_defer *d)
+{
+    queue_run(d->data);
+}
+
+int proxy_worker_init(struct worker *w)
+{
+    w->queues = calloc(w->gw->nmodels ? w->gw->nmodels : 1, sizeof *w->queues);
+    if (!w->queues)
+        return -1;
+    ev_timer_init(&w->queue_timer, queue_timer_cb, w);
+    ev_defer_init(&w->queue_kick, queue_kick_cb, w);
+    return 0;
+}
+
+void proxy_worker_free(struct worker *w)
+{
+    /* the loop is gone by now: memory only (every request has finished) */
+    free(w->queues);
+    w->queues = NULL;
+}
+
 static void start_attempt(struct pctx *p)
 {
     struct worker *w = p->w;
@@ -636,11 +816,22 @@ static void start_attempt(struct pctx *p)
         idx = balance_pick(w, p->m, p->tried, now, &p->hint);
     }
     if (idx < 0) {
+        if (first == -2 && p->attempts == 0 && !p->committed && p->m0->cfg->queue_size) {
+            p->m = p->m0;
+            p->tried = 0;
+            p->fallback_pos = 0;
+            enqueue_or_shed(p);
+            return;
+        }
         no_backend(p, first);
         return;
     }
     if (p->m != p->m0 && p->tried == 0)
         met_add(&w->met->fallbacks[(size_t)p->m0->index * w->gw->nmodels + (size_t)p->m->index], 1);
+    if (p->attempts == 0 && !p->model_slot) {
+        p->model_slot = true;
+        atomic_fetch_add_explicit(&((struct model_rt *)p->m0)->inflight, 1, memory_order_relaxed);
+    }
     p->attempts++;
     p->be = p->m->backends[idx];
     p->reserved = true;
@@ -812,9 +1003,25 @@ static void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
     ev_timer_init(&p->ka_timer, ka_timer_cb, p);
     if (p->stream && p->m->cfg->stream_keepalive_ms)
         ev_timer_start(w->loop, &p->ka_timer, p->m->cfg->stream_keepalive_ms);
+    if (p->m->cfg->queue_priority_header) {
+        const struct http_hdr *ph = http_req_header(r, p->m->cfg->queue_priority_header);
+        if (ph && ph->value_len == 1 && ph->value[0] >= '0' && ph->value[0] <= '9')
+            p->prio = ph->value[0] - '0';
+        else
+            p->prio = 5;
+    }
     r->ctx = p;
     r->on_abort = on_client_abort;
     r->on_drain = on_client_drain;
+    if (!model_has_room(p->m)) {
+        /* the model is at max_in_flight: wait (or be shed) before any pick */
+        if (p->m->cfg->queue_size)
+            enqueue_or_shed(p);
+        else
+            fail(p, 503, "server_error", "model_at_capacity", NULL,
+                 "this model is at its limit of requests in flight");
+        return;
+    }
     start_attempt(p);
 }
 

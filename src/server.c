@@ -227,6 +227,7 @@ static void worker_free(struct worker *w)
     free(w->rr);
     free(w->wrr);
     free(w->retry_tokens);
+    proxy_worker_free(w);
     free(w);
 }
 
@@ -270,6 +271,8 @@ static struct worker *worker_new(struct gateway *gw, int id, int lfd)
     if (!w->httpd || ev_async_init(w->loop, &w->wake, wake_cb, w) < 0)
         goto fail;
     ev_timer_init(&w->drain_timer, drain_check_cb, w);
+    if (proxy_worker_init(w) < 0)
+        goto fail;
     if (httpd_listen(w->httpd, lfd) < 0)
         goto fail;
     return w;

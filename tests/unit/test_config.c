@@ -756,6 +756,64 @@ static void test_example(void)
     config_free(c);
 }
 
+static void test_resilience_keys(void)
+{
+    /* defaults for retries, fallbacks, keep-alive and admission */
+    struct config *c = load_ok("models:\n  - name: a\n    backends:\n      - url: http://127.0.0.1:1\n");
+    if (c) {
+        const struct config_model *m = &c->models[0];
+        CHECK_EQ_INT(m->retry_attempts, 3);
+        CHECK(m->retry_on_5xx && m->retry_on_429 && !m->retry_on_timeout);
+        CHECK_EQ_INT(m->retry_budget_percent, 20);
+        CHECK_EQ_INT(m->retry_after_max_ms, 2000);
+        CHECK_EQ_INT(m->nfallbacks, 0);
+        CHECK_EQ_INT(m->stream_keepalive_ms, 15000);
+        CHECK_EQ_INT(m->max_in_flight, 0);
+        CHECK_EQ_INT(m->queue_size, 0);
+        CHECK_EQ_INT(m->queue_timeout_ms, 10000);
+        CHECK(m->queue_priority_header == NULL);
+        CHECK_EQ_INT(m->queue_shed_status, 503);
+        config_free(c);
+    }
+    c = load_ok("models:\n"
+                "  - name: a\n"
+                "    retry: {attempts: 2, on_5xx: false, on_429: false, on_timeout: true, budget_percent: 5,"
+                " retry_after_max: 0s}\n"
+                "    fallback: [b]\n"
+                "    stream_keepalive: 0s\n"
+                "    max_in_flight: 7\n"
+                "    queue: {size: 3, timeout: 250ms, priority_header: x-priority, shed_status: 429}\n"
+                "    backends:\n      - url: http://127.0.0.1:1\n"
+                "  - name: b\n    backends:\n      - url: http://127.0.0.1:2\n");
+    if (c) {
+        const struct config_model *m = &c->models[0];
+        CHECK_EQ_INT(m->retry_attempts, 2);
+        CHECK(!m->retry_on_5xx && !m->retry_on_429 && m->retry_on_timeout);
+        CHECK_EQ_INT(m->retry_budget_percent, 5);
+        CHECK_EQ_INT(m->retry_after_max_ms, 0);
+        CHECK_EQ_INT(m->nfallbacks, 1);
+        if (m->nfallbacks == 1)
+            CHECK_EQ_STR(m->fallbacks[0], "b");
+        CHECK_EQ_INT(m->stream_keepalive_ms, 0);
+        CHECK_EQ_INT(m->max_in_flight, 7);
+        CHECK_EQ_INT(m->queue_size, 3);
+        CHECK_EQ_INT(m->queue_timeout_ms, 250);
+        CHECK_EQ_STR(m->queue_priority_header, "x-priority");
+        CHECK_EQ_INT(m->queue_shed_status, 429);
+        config_free(c);
+    }
+    expect_err("models:\n  - name: a\n    fallback: [a]\n    backends:\n      - url: http://127.0.0.1:1\n",
+               "3:16: \"fallback\": model \"a\" cannot fall back to itself");
+    expect_err("models:\n  - name: a\n    fallback: [zz]\n    backends:\n      - url: http://127.0.0.1:1\n",
+               "3:16: \"fallback\": no model named \"zz\"");
+    expect_err_prefix("models:\n  - name: a\n    fallback: [b, b]\n    backends:\n      - url: http://127.0.0.1:1\n",
+                      "3:19: \"fallback\": \"b\" is listed twice");
+    expect_err("models:\n  - name: a\n    queue: {shed_status: 500}\n    backends:\n      - url: http://127.0.0.1:1\n",
+               "3:26: \"shed_status\": must be 429 or 503");
+    expect_err_prefix("models:\n  - name: a\n    retry: {attempts: 0}\n    backends:\n      - url: http://127.0.0.1:1\n",
+                      "3:23: ");
+}
+
 int main(void)
 {
     test_defaults();
@@ -769,6 +827,7 @@ int main(void)
     test_structure_errors();
     test_value_errors();
     test_example();
+    test_resilience_keys();
     config_free(NULL);
     UNIT_DONE();
 }
