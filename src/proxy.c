@@ -439,12 +439,15 @@ static void up_on_done(void *ctx, enum up_err err)
             start_attempt(p);
             return;
         }
-        /* connection failures cost the backend nothing: outside the budget */
-        bool timeout_retry = err == UP_EFIRSTBYTE_TIMEOUT && p->m->cfg->retry_on_timeout;
-        if ((connect_failure && retry_possible(p, false)) || (timeout_retry && retry_possible(p, true))) {
+        /* connection failures cost the backend nothing: outside the budget;
+         * a timeout (when enabled) or a connection that broke before the
+         * answer (a server going away: treated like a 5xx) is budgeted */
+        bool budgeted_retry = (err == UP_EFIRSTBYTE_TIMEOUT && p->m->cfg->retry_on_timeout) ||
+                              ((err == UP_ECLOSED || err == UP_EPROTO) && p->m->cfg->retry_on_5xx);
+        if ((connect_failure && retry_possible(p, false)) || (budgeted_retry && retry_possible(p, true))) {
             release_backend(p);
             met_add(&met->retries[p->m0->index], 1);
-            if (timeout_retry)
+            if (budgeted_retry)
                 p->w->retry_tokens[p->m0->index] -= 1.0;
             start_attempt(p);
             return;

@@ -364,10 +364,22 @@ static void conn_finish(struct up_conn *c, enum up_err e)
     const struct up_handlers *h = c->h;
     void *ctx = c->ctx;
     c->h = NULL;
-    if (e == UP_OK)
+    if (e == UP_OK) {
         conn_release(c);
-    else
+    } else {
+        /* a kept-alive connection found dead before any answer: the server
+         * went away, and its other idle connections are as dead — drop
+         * them so a retry connects afresh */
+        if (e == UP_ECLOSED && c->reused && !c->got_bytes) {
+            struct up_pool *p = c->pool;
+            while (p->idle) {
+                struct up_conn *i = p->idle;
+                pool_remove(p, i);
+                conn_destroy(i);
+            }
+        }
         conn_destroy(c);
+    }
     if (h && h->on_done)
         h->on_done(ctx, e);
 }

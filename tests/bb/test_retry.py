@@ -151,3 +151,41 @@ def test_committed_stream_reports_failure_in_band(env):
     assert err["code"] == "upstream_timeout", evs
     m = metrics(gw)
     assert m['shade_requests_total{model="demo",backend="demo-0",code="504"}'] == 1
+
+
+def test_backend_killed_under_load(env):
+    import concurrent.futures
+    import signal
+    a = env.sim("--ttft-ms", 2, "--tps", 0)
+    b_port = free_port()
+    env.sim("--ttft-ms", 2, "--tps", 0, port=b_port)
+    b_proc = env.procs[-1]
+    gw = env.gateway(config(model_block("demo", a, b_port)).replace(
+        "    backends:", "    retry: {budget_percent: 100}\n    backends:", 1).replace(
+        f"url: http://127.0.0.1:{b_port}\n", f"url: http://127.0.0.1:{b_port}\n        fail_timeout: 500ms\n"))
+    codes = []
+
+    def client(i):
+        out = []
+        deadline = time.time() + 1.5 * SLOW
+        while time.time() < deadline:
+            out.append(post(gw, chat(f"load {i}"))[0])
+        return out
+
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        futs = [ex.submit(client, i) for i in range(4)]
+        time.sleep(0.5)
+        b_proc.stop(signal.SIGKILL)  # the backend vanishes mid-load
+        env.expect_exit[b_proc.pid] = -9
+        for f in futs:
+            codes += f.result()
+    assert codes == [200] * len(codes), {c: codes.count(c) for c in set(codes)}
+    m = metrics(gw)
+    failed = sum(v for k, v in m.items() if k.startswith('shade_upstream_errors_total{model="demo",backend="demo-1"'))
+    assert failed >= 1, "the kill was not seen"
+    assert m['shade_retries_total{model="demo"}'] >= 1
+    # it comes back: traffic reaches it again once fail_timeout has passed
+    env.sim("--ttft-ms", 2, "--tps", 0, port=b_port)
+    time.sleep(0.6)
+    seen = {post(gw, chat())[1]["x-shade-backend"] for _ in range(10)}
+    assert "demo-1" in seen, seen
