@@ -193,6 +193,30 @@ static void render_key_counter(const struct gateway *gw, struct buf *o, const ch
     }
 }
 
+/* One series per model from a per-model array of each shard: counters
+ * (uint64, multiplied by scale when printed) or gauges (int64). */
+static void render_model_series(const struct gateway *gw, struct buf *o, const char *name, const char *help,
+                                bool gauge, size_t off, double scale)
+{
+    buf_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, gauge ? "gauge" : "counter");
+    for (size_t m = 0; m < gw->nmodels; m++) {
+        double v = 0;
+        for (size_t w = 0; w < gw->nworkers; w++) {
+            const char *shard = (const char *)gw->workers[w]->met + off;
+            if (gauge)
+                v += (double)LD((*(_Atomic int64_t *const *)shard)[m]);
+            else
+                v += (double)LD((*(_Atomic uint64_t *const *)shard)[m]);
+        }
+        buf_printf(o, "%s{model=\"", name);
+        put_label(o, gw->models[m].cfg->name);
+        if (scale != 1.0)
+            buf_printf(o, "\"} %.6f\n", v * scale);
+        else
+            buf_printf(o, "\"} %.0f\n", v);
+    }
+}
+
 void metrics_render(const struct gateway *gw, struct buf *o)
 {
     buf_printf(o, "# HELP shade_build_info Build information.\n# TYPE shade_build_info gauge\n"
@@ -230,37 +254,12 @@ void metrics_render(const struct gateway *gw, struct buf *o)
                        "Responses whose token usage was estimated (the upstream reported none).",
                        offsetof(struct met_shard, tokens_estimated), "");
 
-    buf_append_str(o, "# HELP shade_cost_usd_total Cost of tokens at the configured prices.\n"
-                      "# TYPE shade_cost_usd_total counter\n");
-    for (size_t m = 0; m < gw->nmodels; m++) {
-        uint64_t v = 0, r = 0;
-        for (size_t w = 0; w < gw->nworkers; w++)
-            v += LD(gw->workers[w]->met->cost_micro_usd[m]);
-        (void)r;
-        buf_append_str(o, "shade_cost_usd_total{model=\"");
-        put_label(o, gw->models[m].cfg->name);
-        buf_printf(o, "\"} %.6f\n", (double)v / 1e6);
-    }
-    buf_append_str(o, "# HELP shade_retries_total Upstream attempts beyond the first.\n"
-                      "# TYPE shade_retries_total counter\n");
-    for (size_t m = 0; m < gw->nmodels; m++) {
-        uint64_t v = 0;
-        for (size_t w = 0; w < gw->nworkers; w++)
-            v += LD(gw->workers[w]->met->retries[m]);
-        buf_append_str(o, "shade_retries_total{model=\"");
-        put_label(o, gw->models[m].cfg->name);
-        buf_printf(o, "\"} %llu\n", (unsigned long long)v);
-    }
-    buf_append_str(o, "# HELP shade_retries_denied_total Retries refused by the retry budget.\n"
-                      "# TYPE shade_retries_denied_total counter\n");
-    for (size_t m = 0; m < gw->nmodels; m++) {
-        uint64_t v = 0;
-        for (size_t w = 0; w < gw->nworkers; w++)
-            v += LD(gw->workers[w]->met->retries_denied[m]);
-        buf_append_str(o, "shade_retries_denied_total{model=\"");
-        put_label(o, gw->models[m].cfg->name);
-        buf_printf(o, "\"} %llu\n", (unsigned long long)v);
-    }
+    render_model_series(gw, o, "shade_cost_usd_total", "Cost of tokens at the configured prices.", false,
+                        offsetof(struct met_shard, cost_micro_usd), 1e-6);
+    render_model_series(gw, o, "shade_retries_total", "Upstream attempts beyond the first.", false,
+                        offsetof(struct met_shard, retries), 1.0);
+    render_model_series(gw, o, "shade_retries_denied_total", "Retries refused by the retry budget.", false,
+                        offsetof(struct met_shard, retries_denied), 1.0);
     buf_append_str(o, "# HELP shade_fallbacks_total Requests served by a fallback model, by requested and serving model.\n"
                       "# TYPE shade_fallbacks_total counter\n");
     for (size_t m = 0; m < gw->nmodels; m++) {
@@ -277,16 +276,8 @@ void metrics_render(const struct gateway *gw, struct buf *o)
             buf_printf(o, "\"} %llu\n", (unsigned long long)v);
         }
     }
-    buf_append_str(o, "# HELP shade_queue_depth Requests waiting for capacity.\n"
-                      "# TYPE shade_queue_depth gauge\n");
-    for (size_t m = 0; m < gw->nmodels; m++) {
-        int64_t v = 0;
-        for (size_t w = 0; w < gw->nworkers; w++)
-            v += atomic_load_explicit(&gw->workers[w]->met->queue_depth[m], memory_order_relaxed);
-        buf_append_str(o, "shade_queue_depth{model=\"");
-        put_label(o, gw->models[m].cfg->name);
-        buf_printf(o, "\"} %lld\n", (long long)v);
-    }
+    render_model_series(gw, o, "shade_queue_depth", "Requests waiting for capacity.", true,
+                        offsetof(struct met_shard, queue_depth), 1.0);
     buf_append_str(o, "# HELP shade_shed_total Requests refused by admission control, by reason.\n"
                       "# TYPE shade_shed_total counter\n");
     for (size_t m = 0; m < gw->nmodels; m++) {
@@ -300,16 +291,8 @@ void metrics_render(const struct gateway *gw, struct buf *o)
             buf_printf(o, "\",reason=\"%s\"} %llu\n", reasons[k], (unsigned long long)v);
         }
     }
-    buf_append_str(o, "# HELP shade_requests_in_flight Requests being handled.\n"
-                      "# TYPE shade_requests_in_flight gauge\n");
-    for (size_t m = 0; m < gw->nmodels; m++) {
-        int64_t v = 0;
-        for (size_t w = 0; w < gw->nworkers; w++)
-            v += LD(gw->workers[w]->met->inflight[m]);
-        buf_append_str(o, "shade_requests_in_flight{model=\"");
-        put_label(o, gw->models[m].cfg->name);
-        buf_printf(o, "\"} %lld\n", (long long)v);
-    }
+    render_model_series(gw, o, "shade_requests_in_flight", "Requests being handled.", true,
+                        offsetof(struct met_shard, inflight), 1.0);
     buf_append_str(o, "# HELP shade_upstream_errors_total Failed upstream attempts, by backend and kind.\n"
                       "# TYPE shade_upstream_errors_total counter\n");
     for (size_t b = 0; b < gw->nbackends; b++) {
