@@ -111,7 +111,11 @@ void proxy_handle(http_req *r, void *arg);
 int proxy_worker_init(struct worker *w);
 void proxy_worker_free(struct worker *w);
 
-/* server.c */
+/* server.c: the serving process (listening sockets inherited from the
+ * master through SHADE_LISTEN_FDS, readiness reported on SHADE_READY_FD) */
 int server_run(struct config *cfg);
+/* master.c: `shade serve` — owns the sockets, starts and replaces serving
+ * processes (SIGHUP reload, SIGUSR2 binary upgrade). */
+int master_run(const char *config_path, char **argv, struct config *cfg);
 
 #endif

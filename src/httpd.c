@@ -33,6 +33,7 @@
 #define READ_CHUNK       16384
 #define MAX_PIPELINE_BUF (1024u * 1024u) /* stop reading ahead past this */
 #define LINGER_MS        2000
+#define SHUTDOWN_IDLE_GRACE_MS 200
 
 enum conn_state { C_IDLE, C_HEAD, C_BODY, C_HANDLER, C_LINGER };
 
@@ -70,6 +71,7 @@ struct conn {
     bool close_after;         /* close once `out` drains */
     bool closed;
     bool over_high;           /* out was above high water: tell on_drain */
+    uint32_t nreq;            /* requests dispatched on this connection */
     uint64_t last_send_progress;
 };
 
@@ -742,6 +744,7 @@ static void dispatch(struct conn *c)
     http_req *r = &c->req;
     struct httpd *s = c->srv;
     ev_timer_stop(s->loop, &c->timer);
+    c->nreq++;
     r->t_ready_ns = mono_ns();
     r->status = 0;
     r->started = false;
@@ -1034,14 +1037,16 @@ void httpd_shutdown(struct httpd *s)
     struct conn *c = s->conns;
     while (c) {
         struct conn *next = c->next;
-        if (!c->req_active && c->state == C_IDLE && buf_used(&c->in) == 0 && buf_used(&c->out) == 0) {
-            conn_close(c);
-        } else if (!c->req_active && c->state != C_LINGER) {
-            /* mid-parse: let it finish this request, then close */
-            c->keep_alive = false;
-        } else {
-            c->keep_alive = false;
+        c->keep_alive = false; /* every response from now on says connection: close */
+        if (!c->req_active && c->state == C_IDLE && buf_used(&c->in) == 0 && buf_used(&c->out) == 0 &&
+            c->nreq > 0) {
+            /* an idle keep-alive connection: a request may already be on
+             * the wire, so close after a short grace rather than at once */
+            ev_timer_start(s->loop, &c->timer, SHUTDOWN_IDLE_GRACE_MS);
         }
+        /* a connection accepted but silent so far will send its request:
+         * it is served (with connection: close) within the header timeout;
+         * one mid-request or busy finishes its current request, then closes */
         c = next;
     }
 }

@@ -105,7 +105,9 @@ int main(int argc, char **argv)
             config_free(cfg);
             return 0;
         }
-        int rc = server_run(cfg);
+        /* the master starts serving processes: the same command, with the
+         * sockets passed in the environment */
+        int rc = getenv("SHADE_LISTEN_FDS") ? server_run(cfg) : master_run(file, argv, cfg);
         config_free(cfg);
         return rc;
     }

@@ -15,11 +15,13 @@
  * A request that fails before any byte reached the client may be retried on
  * another backend of the pool; after that, failures end the response.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "gateway.h"
@@ -1062,6 +1064,28 @@ static void not_allowed(struct worker *w, http_req *r, const char *allow)
     http_respond_error(r, 405, "invalid_request_error", "method_not_allowed", NULL, "%s", msg);
 }
 
+/* POST /admin/reload: check the file now, so the caller learns of an error
+ * (this reads the file and resolves host names on the worker's loop: an
+ * admin action, not a request path), then ask the master to reload. */
+static void admin_reload(struct worker *w, http_req *r)
+{
+    struct config *cfg = NULL;
+    char err[1024];
+    if (config_load(w->gw->cfg->path, &cfg, err, sizeof err) < 0) {
+        count_local(w, 400);
+        http_respond_error(r, 400, "invalid_request_error", "invalid_config", NULL, "%s", err);
+        return;
+    }
+    config_free(cfg);
+    if (getppid() <= 1 || kill(getppid(), SIGHUP) < 0) {
+        count_local(w, 500);
+        http_respond_error(r, 500, "server_error", NULL, NULL, "no master process to reload");
+        return;
+    }
+    count_local(w, 202);
+    http_respond(r, 202, "application/json", "{\"status\":\"reloading\"}\n", 23);
+}
+
 void proxy_handle(http_req *r, void *arg)
 {
     struct worker *w = arg;
@@ -1115,6 +1139,14 @@ void proxy_handle(http_req *r, void *arg)
         count_local(w, 200);
         http_respond(r, 200, "application/json", buf_data(&b), buf_used(&b));
         buf_free(&b);
+        return;
+    }
+    if (path_is(r, "/admin/reload")) {
+        if (r->method != HTTP_M_POST) {
+            not_allowed(w, r, "POST");
+            return;
+        }
+        admin_reload(w, r);
         return;
     }
     count_local(w, 404);

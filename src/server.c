@@ -6,6 +6,7 @@
  * connections are gone, or server.shutdown_timeout passes, the process exits.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -149,30 +150,6 @@ void gateway_free(struct gateway *gw)
     free(gw->backends);
     free(gw->models_json);
     metrics_layout_free(&gw->lay);
-}
-
-/* ---------- listening sockets ---------- */
-
-static int open_listener(const struct config_server *s, char *err, size_t errlen)
-{
-    int fd = socket(s->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        goto fail;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    /* one socket per worker: the kernel spreads connections across them */
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
-        goto fail_fd;
-    if (bind(fd, (const struct sockaddr *)&s->addr, s->addrlen) < 0)
-        goto fail_fd;
-    if (listen(fd, 4096) < 0)
-        goto fail_fd;
-    return fd;
-fail_fd:
-    close(fd);
-fail:
-    snprintf(err, errlen, "cannot listen on %s: %s", s->listen, strerror(errno));
-    return -1;
 }
 
 /* ---------- workers ---------- */
@@ -321,10 +298,17 @@ int server_run(struct config *cfg)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* listening sockets: inherited from the master (fds 3..3+n-1), each
+     * worker with its own descriptor for one of them */
+    int ninherit = getenv("SHADE_LISTEN_FDS") ? atoi(getenv("SHADE_LISTEN_FDS")) : 0;
+    if (ninherit < 1 || ninherit > 256) {
+        log_error("no listening sockets from the master (SHADE_LISTEN_FDS)");
+        goto stop;
+    }
     for (size_t i = 0; i < nw; i++) {
-        int fd = open_listener(&cfg->server, err, sizeof err);
+        int fd = fcntl(3 + (int)(i % (size_t)ninherit), F_DUPFD_CLOEXEC, 0);
         if (fd < 0) {
-            log_error("%s", err);
+            log_error("listening socket %zu: %s", i, strerror(errno));
             goto stop;
         }
         struct worker *w = worker_new(&gw, (int)i, fd);
@@ -335,6 +319,14 @@ int server_run(struct config *cfg)
         }
         gw.workers[gw.nworkers++] = w;
     }
+    /* more inherited sockets than workers: the extra ones are shared out */
+    for (int j = (int)nw; j < ninherit; j++) {
+        int fd = fcntl(3 + j, F_DUPFD_CLOEXEC, 0);
+        if (fd >= 0 && httpd_listen(gw.workers[(size_t)j % nw]->httpd, fd) < 0)
+            close(fd);
+    }
+    for (int j = 0; j < ninherit; j++)
+        close(3 + j);
     for (size_t i = 0; i < gw.nworkers; i++) {
         if (pthread_create(&gw.workers[i]->thread, NULL, worker_main, gw.workers[i]) != 0) {
             log_error("cannot create worker thread");
@@ -343,15 +335,28 @@ int server_run(struct config *cfg)
             goto stop;
         }
     }
-    log_info("shade %s listening on %s with %zu worker%s, %zu model%s", SHADE_VERSION, cfg->server.listen,
-             gw.nworkers, gw.nworkers == 1 ? "" : "s", gw.nmodels, gw.nmodels == 1 ? "" : "s");
+    log_info("shade %s listening on %s with %zu worker%s, %zu model%s (pid %d)", SHADE_VERSION,
+             cfg->server.listen, gw.nworkers, gw.nworkers == 1 ? "" : "s", gw.nmodels,
+             gw.nmodels == 1 ? "" : "s", (int)getpid());
+    /* tell the master we serve: it may now retire the previous process */
+    const char *rfd = getenv("SHADE_READY_FD");
+    if (rfd) {
+        int fd = atoi(rfd);
+        if (fd > 2) {
+            ssize_t wr = write(fd, "R", 1);
+            (void)wr;
+            close(fd);
+        }
+        unsetenv("SHADE_READY_FD");
+    }
+    unsetenv("SHADE_LISTEN_FDS");
 
     for (;;) {
         int sig = sigwaitinfo(&set, NULL);
         if (sig == SIGTERM || sig == SIGINT)
             break;
         if (sig == SIGHUP)
-            log_info("SIGHUP: configuration reload is not supported yet; ignoring");
+            log_info("SIGHUP goes to the master process (pid %d), which reloads; ignored here", (int)getppid());
     }
     log_info("draining: no new connections; waiting up to %u ms for requests in flight",
              cfg->server.shutdown_timeout_ms);

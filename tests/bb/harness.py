@@ -55,9 +55,28 @@ class Proc:
         return self.p.returncode
 
     def cpu_seconds(self):
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU time of the process and of its children still running (the
+        gateway's master and its serving process)."""
+        total = 0.0
+        todo = [self.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                with open(f"/proc/{pid}/task/{pid}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+            except OSError:
+                pass
+        return total
+
+    def children(self):
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+                return [int(c) for c in f.read().split()]
+        except OSError:
+            return []
 
     def sanitizer_report(self):
         out = self.output()
@@ -78,6 +97,25 @@ def wait_port(port, proc, timeout=10):
         except OSError:
             time.sleep(0.02)
     raise AssertionError(f"{proc.name} did not listen on {port}:\n{proc.output()}")
+
+
+def wait_serving(port, proc, timeout=10):
+    """The master listens before its serving process runs: wait for an answer."""
+    deadline = time.time() + timeout * SLOW
+    while time.time() < deadline:
+        if proc.p.poll() is not None:
+            raise AssertionError(f"{proc.name} exited with {proc.p.returncode}:\n{proc.output()}")
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c.request("GET", "/healthz")
+            ok = c.getresponse().status == 200
+            c.close()
+            if ok:
+                return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"{proc.name} did not serve on {port}:\n{proc.output()}")
 
 
 class Env:
@@ -104,6 +142,7 @@ class Env:
         self.procs.append(p)
         if wait:
             wait_port(port, p)
+            wait_serving(port, p)
         self.last_gateway = p
         return port
 
