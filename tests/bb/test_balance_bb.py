@@ -50,3 +50,21 @@ def test_new_strategies_serve_and_spread(env):
         assert sum(seen.values()) == 30
         if strat == "least_tokens":   # sequential: everything ties, ties rotate
             assert set(seen) == {"b0", "b1", "b2"}, seen
+
+
+def test_prefix_affinity_session_moves_only_when_its_backend_goes(env):
+    import signal
+    ports = _sims(env)
+    gw = env.gateway(basic_config(*ports, extra_model="    balance: prefix_affinity\n"
+                                                      "    affinity_header: x-session-id\n"))
+    hdr = {"x-session-id": "the-session"}
+    home = {post(gw, chat("a"), headers=hdr)[1]["x-shade-backend"] for _ in range(5)}
+    assert len(home) == 1, home
+    home = home.pop()
+    victim = env.procs[int(home[1:])]  # backends are named b0, b1, b2 after the sims, in order
+    victim.stop(signal.SIGKILL)
+    env.expect_exit[victim.pid] = -9
+    moved = [post(gw, chat("b"), headers=hdr) for _ in range(5)]
+    assert all(st == 200 for st, _, _ in moved)
+    new_homes = {h["x-shade-backend"] for _, h, _ in moved}
+    assert len(new_homes) == 1 and home not in new_homes, (home, new_homes)
