@@ -30,7 +30,7 @@ LIB_OBJS := $(filter-out $(B)/main.o,$(OBJS)) $(B)/llhttp.o $(B)/llhttp_api.o $(
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all deps check check-unit check-bb check-asan demo bench fuzz clean format
+.PHONY: all deps check check-unit check-bb check-sdk demo bench bench-balance fuzz clean format
 all: $(BIN)
 
 $(BIN): $(OBJS) $(B)/llhttp.o $(B)/llhttp_api.o $(B)/llhttp_http.o
@@ -84,6 +84,11 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@bench/run.sh
+
+# balancing strategies with one backend three times slower (doc/routing.md)
+bench-balance: deps
+	@$(MAKE) --no-print-directory all
+	@bench/balance.sh
 
 fuzz:
 	@fuzz/build.sh
