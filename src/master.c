@@ -61,6 +61,17 @@ static void forget(struct master *m, pid_t p)
             m->draining[i] = m->draining[--m->ndraining];
 }
 
+/* The signals the master takes with sigwaitinfo (blocked otherwise). */
+static void master_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+    sigaddset(set, SIGUSR2);
+    sigaddset(set, SIGCHLD);
+}
+
 static uint64_t now_ms(void)
 {
     struct timespec ts;
@@ -212,12 +223,7 @@ fail:
     for (int i = 0; i < m->nfds; i++)
         fcntl(m->fds[i], F_SETFD, FD_CLOEXEC);
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR2);
-    sigaddset(&set, SIGCHLD);
+    master_signals(&set);
     sigprocmask(SIG_BLOCK, &set, NULL);
     unsetenv("SHADE_MASTER_FDS");
     unsetenv("SHADE_MASTER_CHILD");
@@ -296,12 +302,7 @@ int master_run(const char *config_path, char **argv, struct config *cfg)
     }
 
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR2);
-    sigaddset(&set, SIGCHLD);
+    master_signals(&set);
     sigprocmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 

@@ -8,7 +8,7 @@ import threading
 import time
 
 from harness import (SLOW, basic_config, chat, open_request, parse_responses, post, read_all, request,
-                     sse_events, stream_text)
+                     sse_events, stream_text, wait_serving)
 
 
 def write_config(env, port, text):
@@ -113,13 +113,6 @@ def test_crashed_serving_process_is_restarted(env):
     old = proc.children()[0]
     os.kill(old, signal.SIGKILL)
     wait_child_change(proc, old)
-    deadline = time.time() + 5 * SLOW
-    while True:
-        try:
-            if post(gw, chat(), timeout=2)[0] == 200:
-                break
-        except OSError:
-            pass
-        assert time.time() < deadline
-        time.sleep(0.05)
+    wait_serving(gw, proc, timeout=5)
+    assert post(gw, chat())[0] == 200
     assert "exited unexpectedly" in proc.output()

@@ -3,7 +3,7 @@ comments while a stream waits for its first byte."""
 import json
 import time
 
-from harness import (SLOW, FakeUpstream, basic_config, chat, free_port, json_response, metrics, open_request,
+from harness import (SLOW, FakeUpstream, chat, free_port, json_response, metrics, open_request,
                      parse_responses, post, read_all, sse_events, stream_text)
 
 
