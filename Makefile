@@ -58,24 +58,34 @@ $(B)/tests/%: tests/unit/%.c $(LIB_OBJS) tests/unit/unit.h
 deps:
 	@scripts/deps.sh
 
+# each suite appends its summary line here; `make check` prints them at the end
+SUMMARY := build/check-summary.txt
+
 check-unit: $(UNIT_BINS)
-	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+	@set -e; mkdir -p build; for t in $(UNIT_BINS); do echo "== $$t"; $$t > build/unit.out; \
+	  cat build/unit.out; cat build/unit.out >> $(SUMMARY).units; done
+	@mkdir -p build; n=$$(grep -c ', 0 failed' $(SUMMARY).units); c=$$(awk '{s+=$$2} END {print s}' $(SUMMARY).units); \
+	  echo "unit ($(notdir $(BIN))): $$n programs, $$c checks, 0 failed" >> $(SUMMARY); rm -f $(SUMMARY).units
 
 check-bb: $(BIN)
-	@SHADE_BIN=$(BIN) python3 tests/bb/run.py
+	@mkdir -p build; SHADE_BIN=$(BIN) SHADE_SUMMARY=$(SUMMARY) python3 tests/bb/run.py
 
 # the whole suite: release build, then again under ASan + UBSan
 check: deps
+	@mkdir -p build; rm -f $(SUMMARY) $(SUMMARY).units
 	@$(MAKE) --no-print-directory all check-unit check-bb check-sdk
 	@$(MAKE) --no-print-directory SAN=1 all check-unit check-bb check-sdk
 	@fuzz/run.sh $(FUZZ_SECONDS) >build/fuzz.log 2>&1 || { tail -40 build/fuzz.log; exit 1; }
-	@tail -1 build/fuzz.log
+	@tail -1 build/fuzz.log | sed 's/^fuzz\/run.sh: /fuzz: /' >> $(SUMMARY)
+	@echo; echo "== summary"; cat $(SUMMARY)
 	@echo "check: all suites passed"
 
 FUZZ_SECONDS ?= 10
 
 check-sdk: $(BIN)
-	@SHADE_BIN=$(BIN) tests/sdk/run.sh
+	@mkdir -p build; rc=0; SHADE_BIN=$(BIN) tests/sdk/run.sh > build/sdk.log 2>&1 || rc=$$?; \
+	  cat build/sdk.log; exit $$rc
+	@echo "sdk ($(notdir $(BIN))): $$(awk '$$(NF-1) == "pass" {print $$NF}' build/sdk.log) passed, 0 failed" >> $(SUMMARY)
 
 demo: deps
 	@$(MAKE) --no-print-directory all

@@ -79,8 +79,12 @@ def main():
                 print(f"FAIL {full} ({dt:.1f}s)\n{err}", flush=True)
             else:
                 print(f"ok   {full} ({dt:.1f}s)", flush=True)
-    print(f"\nblack-box ({os.path.basename(harness.BIN)}): {len(tests) - len(failed)} passed, "
-          f"{len(failed)} failed, {time.time() - t0:.1f}s")
+    line = (f"black-box ({os.path.basename(harness.BIN)}): {len(tests) - len(failed)} passed, "
+            f"{len(failed)} failed, {time.time() - t0:.1f}s")
+    print("\n" + line)
+    if os.environ.get("SHADE_SUMMARY"):
+        with open(os.environ["SHADE_SUMMARY"], "a") as f:
+            f.write(line + "\n")
     for f in failed:
         print(f"  failed: {f}")
     return 1 if failed else 0
