@@ -85,7 +85,7 @@ FUZZ_SECONDS ?= 10
 check-sdk: $(BIN)
 	@mkdir -p build; rc=0; SHADE_BIN=$(BIN) tests/sdk/run.sh > build/sdk.log 2>&1 || rc=$$?; \
 	  cat build/sdk.log; exit $$rc
-	@echo "sdk ($(notdir $(BIN))): $$(awk '$$(NF-1) == "pass" {print $$NF}' build/sdk.log) passed, 0 failed" >> $(SUMMARY)
+	@echo "sdk ($(notdir $(BIN))): $$(awk 'NF >= 2 && $$(NF-1) == "pass" {print $$NF}' build/sdk.log) passed, 0 failed" >> $(SUMMARY)
 
 demo: deps
 	@$(MAKE) --no-print-directory all
