@@ -35,8 +35,7 @@ struct pctx {
     struct worker *w;
     http_req *req;
     const struct model_rt *m;
-    enum met_endpoint ep;
-    bool stream, include_usage;
+    bool stream;                  /* the client asked for an event stream */
     struct json_span model_val;   /* the "model" value in the client's body */
     size_t prompt_bytes;
     struct pick_hint hint;        /* what the balancer needs to know */
@@ -157,9 +156,17 @@ static void finish(struct pctx *p, int status)
     pctx_free(p);
 }
 
+static void end_committed_with_error(struct pctx *p, int status, const char *code, const char *msg);
+
+/* Answer with an error object — or, when keep-alive comments already
+ * committed a 200 event stream, end that stream with an in-band error. */
 static void fail(struct pctx *p, int status, const char *type, const char *code, const char *param,
                  const char *msg)
 {
+    if (p->committed) {
+        end_committed_with_error(p, status, code, msg);
+        return;
+    }
     http_req *r = p->req;
     finish(p, status);
     http_respond_error(r, status, type, code, param, "%s", msg);
@@ -458,10 +465,6 @@ static void up_on_done(void *ctx, enum up_err err)
         snprintf(msg, sizeof msg, "upstream %s failed: %s", p->be->cfg->name, up_err_name(err));
         const char *code = up_err_is_timeout(err) ? "upstream_timeout" : connect_failure ? "upstream_unreachable"
                                                                                         : "upstream_error";
-        if (p->committed) {
-            end_committed_with_error(p, err_status(err), code, msg);
-            return;
-        }
         fail(p, err_status(err), "server_error", code, NULL, msg);
         return;
     }
@@ -637,10 +640,6 @@ static void no_backend(struct pctx *p, int idx)
         snprintf(msg, sizeof msg, "every backend of model '%s' is at its concurrency limit", p->m0->cfg->name);
     } else {
         snprintf(msg, sizeof msg, "no healthy backend for model '%s'", p->m0->cfg->name);
-    }
-    if (p->committed) {
-        end_committed_with_error(p, status, code, msg);
-        return;
     }
     fail(p, status, "server_error", code, NULL, msg);
 }
@@ -914,7 +913,6 @@ static void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
     }
     p->w = w;
     p->req = r;
-    p->ep = ep;
     struct json_span root;
     struct json_error je;
     if (r->body_len == 0) {
@@ -937,7 +935,7 @@ static void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
      * the whole messages array each time); the last duplicate wins, as with
      * most JSON parsers upstream */
     const char *need = ep == EP_CHAT ? "messages" : ep == EP_COMPLETIONS ? "prompt" : "input";
-    struct json_span key, val, required = { 0 }, stream = { 0 }, so = { 0 }, max_tok = { 0 };
+    struct json_span key, val, required = { 0 }, stream = { 0 }, max_tok = { 0 };
     size_t it = 0;
     while (json_next(&root, &it, &key, &val)) {
         if (json_str_eq(&key, "model"))
@@ -946,8 +944,6 @@ static void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
             required = val;
         else if (json_str_eq(&key, "stream"))
             stream = val;
-        else if (json_str_eq(&key, "stream_options"))
-            so = val;
         else if (json_str_eq(&key, "max_tokens") || json_str_eq(&key, "max_completion_tokens"))
             max_tok = val;
     }
@@ -981,8 +977,6 @@ static void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
         }
         p->stream = stream.type == JSON_TRUE;
     }
-    if (so.type == JSON_OBJECT && json_get(&so, "include_usage", &val))
-        p->include_usage = json_is_true(&val);
     int64_t max_tokens = -1;
     if (max_tok.p && json_to_i64(&max_tok, &max_tokens) && max_tokens < 0)
         max_tokens = -1;
