@@ -20,7 +20,7 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
 CFLAGS   ?= -O2 -g
 ALL_CFLAGS := -std=c17 -D_GNU_SOURCE -DSHADE_VERSION=\"$(VERSION)\" -Isrc -I$(LLHTTP_INC) \
             -pthread -fno-strict-aliasing $(WARN) $(CFLAGS) $(EXTRA_CFLAGS)
-LDLIBS   := -pthread -lyaml -lssl -lcrypto -lm
+LDLIBS   := -pthread -lyaml -lsqlite3 -lssl -lcrypto -lm
 # third-party parser sources are built from the Debian package, never copied in
 LLHTTP_CFLAGS := -std=c17 -O2 -g -I$(LLHTTP_INC) -w $(EXTRA_CFLAGS)
 
