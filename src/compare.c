@@ -1,0 +1,553 @@
+/* compare.c — answer comparison for shadow pairs (see compare.h for what
+ * every metric means and the choices behind it).
+ *
+ * Everything here streams over the caller's bytes:
+ *   - normalising is a view, not a copy: norm_bounds() finds where the
+ *     normalised text starts and ends (leading whitespace, trailing
+ *     whitespace and sentence punctuation cut off) and norm_next() yields
+ *     its bytes one at a time, lowercased, whitespace runs as one space.
+ *     exact compares two such streams; compare_normalise() writes one out.
+ *   - tokens are hashed straight from the text (FNV-1a over the lowercased
+ *     bytes) into a capped array per side.
+ *   - edit distance and LCS come out of one two-row DP over those arrays,
+ *     after the common prefix and suffix are taken off.
+ *   - JSON shapes and tool-call signatures are 64-bit hashes that combine
+ *     object members by addition, so member order does not matter and no
+ *     tree has to be built or sorted.
+ * The only allocations are the token arrays, the DP rows, decoded tool
+ * arguments and (rarely) a long escaped key; each is freed before return.
+ */
+#include "compare.h"
+
+#include "json.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef unsigned char uc;
+
+/* Refusal phrases used when the config gives none.  They are only defaults:
+ * cmp_opts.refusal_patterns (from the config) replaces the whole list. */
+static const char *const default_refusals[] = {
+    "i can't help with",
+    "i cannot help with",
+    "i can't assist",
+    "i cannot assist",
+    "i'm sorry, but i can",
+    "i am sorry, but i can",
+    "i won't be able to",
+    "as an ai language model",
+};
+
+#define FNV_OFFSET 14695981039346656037ull
+#define FNV_PRIME 1099511628211ull
+
+/* ------------------------------------------------------------ characters */
+
+static inline bool is_ws(uc c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+static inline uc lower(uc c) { return c >= 'A' && c <= 'Z' ? (uc)(c + 32) : c; }
+
+/* stripped from the end of the whole text when normalising */
+static inline bool is_tail_punct(uc c)
+{
+    return c == '.' || c == ',' || c == ';' || c == ':' || c == '!' || c == '?';
+}
+
+/* bytes that make up word tokens; UTF-8 sequences stay inside words */
+static inline bool is_word(uc c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           c == '_' || c >= 0x80;
+}
+
+static uint64_t fnv1a(const void *p, size_t n)
+{
+    const uc *s = p;
+    uint64_t h = FNV_OFFSET;
+    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * FNV_PRIME;
+    return h;
+}
+
+/* splitmix64's finaliser */
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBull;
+    x ^= x >> 31;
+    return x;
+}
+
+/* an order-sensitive combination of a tag or hash with another hash */
+static uint64_t mix2(uint64_t a, uint64_t b) { return mix64(a * 0x9E3779B97F4A7C15ull ^ mix64(b)); }
+
+static bool str_eq_null(const char *a, const char *b)
+{
+    if (!a || !b) return a == b;
+    return strcmp(a, b) == 0;
+}
+
+/* An answer's text; NULL is the empty text. */
+static const uc *text_of(const char *s, size_t n, size_t *len)
+{
+    *len = s ? n : 0;
+    return s ? (const uc *)s : (const uc *)"";
+}
+
+/* ----------------------------------------------------------- normalising */
+
+struct norm {
+    const uc *p, *end;
+};
+
+/* The normalised text's extent: leading whitespace and a trailing run of
+ * whitespace and sentence punctuation are outside it. */
+static struct norm norm_bounds(const char *s, size_t n)
+{
+    struct norm it;
+    it.p = text_of(s, n, &n);
+    it.end = it.p + n;
+    while (it.end > it.p && (is_ws(it.end[-1]) || is_tail_punct(it.end[-1]))) it.end--;
+    while (it.p < it.end && is_ws(*it.p)) it.p++;
+    return it;
+}
+
+/* The next normalised byte, or -1 at the end.  A whitespace run inside the
+ * bounds always ends before it.end (the bounds end on a non-space). */
+static int norm_next(struct norm *it)
+{
+    if (it->p >= it->end) return -1;
+    if (is_ws(*it->p)) {
+        while (is_ws(*it->p)) it->p++;
+        return ' ';
+    }
+    return lower(*it->p++);
+}
+
+size_t compare_normalise(const char *s, size_t n, char *out, size_t cap)
+{
+    struct norm it = norm_bounds(s, n);
+    size_t len = 0;
+    int c;
+    while ((c = norm_next(&it)) >= 0) {
+        if (len + 1 < cap) out[len] = (char)c;
+        len++;
+    }
+    if (cap) out[len < cap ? len : cap - 1] = '\0';
+    return len;
+}
+
+static bool norm_equal(const char *a, size_t na, const char *b, size_t nb)
+{
+    struct norm x = norm_bounds(a, na), y = norm_bounds(b, nb);
+    int c;
+    do {
+        c = norm_next(&x);
+        if (c != norm_next(&y)) return false;
+    } while (c >= 0);
+    return true;
+}
+
+/* ---------------------------------------------------------------- tokens */
+
+size_t compare_tokens(const char *s, size_t n, uint64_t *out, size_t max)
+{
+    struct norm it = norm_bounds(s, n);
+    const uc *p = it.p, *e = it.end;
+    size_t count = 0;
+    while (p < e) {
+        if (is_ws(*p)) {
+            p++;
+            continue;
+        }
+        uint64_t h = FNV_OFFSET;
+        if (is_word(*p)) {
+            for (; p < e && is_word(*p); p++) h = (h ^ lower(*p)) * FNV_PRIME;
+        } else {
+            h = (h ^ *p++) * FNV_PRIME;
+        }
+        if (count < max) out[count] = h;
+        count++;
+    }
+    return count;
+}
+
+/* Levenshtein distance and LCS length of two token arrays in one pass.
+ * Both are unchanged by taking off a common prefix and suffix (the LCS then
+ * gains their length), so only the differing middle goes through the DP,
+ * with the shorter side as the row.  Returns -1 if memory ran out. */
+static int token_dp(const uint64_t *a, size_t na, const uint64_t *b, size_t nb, size_t *lev,
+                    size_t *lcs)
+{
+    size_t pre = 0, suf = 0;
+    while (pre < na && pre < nb && a[pre] == b[pre]) pre++;
+    while (suf < na - pre && suf < nb - pre && a[na - 1 - suf] == b[nb - 1 - suf]) suf++;
+    /* the middles: a[pre .. pre+ma), b[pre .. pre+mb) */
+    size_t ma = na - pre - suf, mb = nb - pre - suf;
+    *lcs = pre + suf;
+    *lev = 0;
+    if (ma < mb) { /* both metrics are symmetric: make b the shorter side */
+        const uint64_t *t = a;
+        a = b;
+        b = t;
+        size_t m = ma;
+        ma = mb;
+        mb = m;
+    }
+    if (mb == 0) {
+        *lev = ma;
+        return 0;
+    }
+    size_t w = mb + 1;
+    if (w > SIZE_MAX / (4 * sizeof(size_t))) return -1;
+    size_t *rows = malloc(4 * w * sizeof *rows);
+    if (!rows) return -1;
+    /* d*: edit distance rows, l*: LCS rows; p = previous, c = current */
+    size_t *dp = rows, *dc = rows + w, *lp = rows + 2 * w, *lc = rows + 3 * w;
+    for (size_t j = 0; j < w; j++) {
+        dp[j] = j;
+        lp[j] = 0;
+    }
+    const uint64_t *x = a + pre, *y = b + pre;
+    for (size_t i = 1; i <= ma; i++) {
+        uint64_t xi = x[i - 1];
+        dc[0] = i;
+        lc[0] = 0;
+        for (size_t j = 1; j < w; j++) {
+            bool eq = xi == y[j - 1];
+            size_t d = dp[j - 1] + !eq, t = dp[j] + 1;
+            if (t < d) d = t;
+            t = dc[j - 1] + 1;
+            if (t < d) d = t;
+            dc[j] = d;
+            lc[j] = eq ? lp[j - 1] + 1 : lp[j] > lc[j - 1] ? lp[j] : lc[j - 1];
+        }
+        size_t *t = dp;
+        dp = dc;
+        dc = t;
+        t = lp;
+        lp = lc;
+        lc = t;
+    }
+    *lev = dp[mb];
+    *lcs += lp[mb];
+    free(rows);
+    return 0;
+}
+
+static double edit_sim_of(size_t lev, size_t na, size_t nb)
+{
+    size_t m = na > nb ? na : nb;
+    return m ? 1.0 - (double)lev / (double)m : 1.0;
+}
+
+/* F1 = 2PR/(P+R) with P = lcs/nb, R = lcs/na simplifies to 2 lcs/(na+nb) */
+static double rouge_of(size_t lcs, size_t na, size_t nb)
+{
+    return na + nb ? 2.0 * (double)lcs / ((double)na + (double)nb) : 1.0;
+}
+
+double compare_edit_sim(const uint64_t *a, size_t na, const uint64_t *b, size_t nb)
+{
+    size_t lev, lcs;
+    if (token_dp(a, na, b, nb, &lev, &lcs) != 0) return -1;
+    return edit_sim_of(lev, na, nb);
+}
+
+double compare_rouge_l(const uint64_t *a, size_t na, const uint64_t *b, size_t nb)
+{
+    size_t lev, lcs;
+    if (token_dp(a, na, b, nb, &lev, &lcs) != 0) return -1;
+    return rouge_of(lcs, na, nb);
+}
+
+/* --------------------------------------------------------------- refusal */
+
+/* Does pattern pat match at s?  A space matches a whitespace run, an
+ * apostrophe also matches U+2019 (E2 80 99), letters ignore ASCII case. */
+static bool match_at(const uc *s, const uc *e, const uc *pat)
+{
+    while (*pat) {
+        if (s >= e) return false;
+        if (*pat == ' ') {
+            if (!is_ws(*s)) return false;
+            while (s < e && is_ws(*s)) s++;
+            while (*pat == ' ') pat++;
+            continue;
+        }
+        if (*pat == '\'' && e - s >= 3 && s[0] == 0xE2 && s[1] == 0x80 && s[2] == 0x99) {
+            s += 3;
+            pat++;
+            continue;
+        }
+        if (lower(*s) != lower(*pat)) return false;
+        s++;
+        pat++;
+    }
+    return true;
+}
+
+bool compare_is_refusal(const char *s, size_t n, const struct cmp_opts *o)
+{
+    if (!s || !n) return false;
+    const char *const *pats = default_refusals;
+    size_t npats = sizeof default_refusals / sizeof default_refusals[0];
+    if (o && o->refusal_patterns) {
+        pats = o->refusal_patterns;
+        npats = o->nrefusal;
+    }
+    const uc *p = (const uc *)s, *e = p + n;
+    for (size_t k = 0; k < npats; k++) {
+        const uc *pat = (const uc *)pats[k];
+        if (!pat || !*pat) continue;
+        for (const uc *q = p; q < e; q++)
+            if (match_at(q, e, pat)) return true;
+    }
+    return false;
+}
+
+/* ------------------------------------------------------------------ JSON */
+
+/* Hash of a string span's decoded content ("\u0061" and "a" hash alike).
+ * Returns -1 if memory ran out. */
+static int str_hash(const struct json_span *v, uint64_t *out)
+{
+    const char *p = v->p + 1;
+    size_t n = v->len - 2;
+    if (!memchr(p, '\\', n)) {
+        *out = fnv1a(p, n);
+        return 0;
+    }
+    char small[256], *buf = n < sizeof small ? small : malloc(n + 1);
+    if (!buf) return -1;
+    long k = json_str_unescape(v, buf, n + 1); /* escapes only shrink */
+    *out = fnv1a(buf, k > 0 ? (size_t)k : 0);
+    if (buf != small) free(buf);
+    return 0;
+}
+
+/* The JSON object or array an answer's text holds, after trimming
+ * whitespace and an optional ```json / ``` fence. */
+static bool text_json(const char *s, size_t n, struct json_span *root)
+{
+    const uc *p = text_of(s, n, &n), *e = p + n;
+    while (p < e && is_ws(*p)) p++;
+    while (e > p && is_ws(e[-1])) e--;
+    if (e - p >= 3 && memcmp(p, "```", 3) == 0) {
+        const uc *q = p + 3;
+        if (e - q >= 4 && lower(q[0]) == 'j' && lower(q[1]) == 's' && lower(q[2]) == 'o' &&
+            lower(q[3]) == 'n')
+            q += 4;
+        while (q < e && (*q == ' ' || *q == '\t')) q++;
+        if (q < e && *q == '\r') q++;
+        if (q >= e || *q != '\n' || e - (q + 1) < 3 || memcmp(e - 3, "```", 3) != 0) return false;
+        p = q + 1;
+        e -= 3;
+    }
+    struct json_span v;
+    if (json_validate((const char *)p, (size_t)(e - p), &v, NULL) != 0) return false;
+    if (v.type != JSON_OBJECT && v.type != JSON_ARRAY) return false;
+    *root = v;
+    return true;
+}
+
+enum { SH_NULL = 1, SH_BOOL, SH_NUMBER, SH_STRING, SH_ARRAY_EMPTY, SH_ARRAY, SH_OBJECT, SH_KEYS };
+
+/* The shape hash of a validated value (see "JSON" in compare.h).  Recursion
+ * is bounded by JSON_MAX_DEPTH, which json_validate enforced; each value is
+ * visited at most once (arrays: only the first element). */
+static int shape(const struct json_span *v, uint64_t *out)
+{
+    size_t it = 0;
+    struct json_span key, val;
+    uint64_t h;
+    switch (v->type) {
+    case JSON_NULL: *out = mix64(SH_NULL); return 0;
+    case JSON_FALSE:
+    case JSON_TRUE: *out = mix64(SH_BOOL); return 0;
+    case JSON_NUMBER: *out = mix64(SH_NUMBER); return 0;
+    case JSON_STRING: *out = mix64(SH_STRING); return 0;
+    case JSON_ARRAY:
+        if (!json_next(v, &it, &key, &val)) {
+            *out = mix64(SH_ARRAY_EMPTY);
+            return 0;
+        }
+        if (shape(&val, &h) != 0) return -1;
+        *out = mix2(SH_ARRAY, h);
+        return 0;
+    case JSON_OBJECT: {
+        uint64_t sum = 0, kh;
+        while (json_next(v, &it, &key, &val)) {
+            if (str_hash(&key, &kh) != 0 || shape(&val, &h) != 0) return -1;
+            sum += mix2(kh, h); /* addition: member order does not matter */
+        }
+        *out = mix2(SH_OBJECT, sum);
+        return 0;
+    }
+    default: *out = 0; return 0;
+    }
+}
+
+/* ------------------------------------------------------------ tool calls */
+
+enum tools_state { TOOLS_NONE, TOOLS_OK, TOOLS_BAD };
+
+struct tools {
+    enum tools_state state;
+    size_t n;      /* calls */
+    uint64_t sum;  /* sum of mix64(call signature): a multiset hash */
+};
+
+/* The order-insensitive hash of an object's key set. */
+static int key_set(const struct json_span *obj, uint64_t *out)
+{
+    size_t it = 0;
+    struct json_span key, val;
+    uint64_t sum = 0, kh;
+    while (json_next(obj, &it, &key, &val)) {
+        if (str_hash(&key, &kh) != 0) return -1;
+        sum += mix64(kh);
+    }
+    *out = mix2(SH_KEYS, sum);
+    return 0;
+}
+
+/* Key set of a call's arguments: absent, null or "" is the empty set; *bad
+ * when they are not an object.  Returns -1 if memory ran out. */
+static int args_keys(const struct json_span *args, bool found, uint64_t *out, bool *bad)
+{
+    static const struct json_span empty = {"{}", 2, JSON_OBJECT};
+    *bad = false;
+    if (!found || args->type == JSON_NULL) return key_set(&empty, out);
+    if (args->type == JSON_OBJECT) return key_set(args, out);
+    if (args->type != JSON_STRING) {
+        *bad = true;
+        return 0;
+    }
+    size_t cap = args->len - 1; /* decoded length <= raw length - 2, plus NUL */
+    char *dec = malloc(cap);
+    if (!dec) return -1;
+    long n = json_str_unescape(args, dec, cap);
+    const uc *p = (const uc *)dec, *e = p + (n > 0 ? n : 0);
+    while (p < e && is_ws(*p)) p++;
+    int rc = 0;
+    struct json_span obj;
+    if (p == e) rc = key_set(&empty, out);
+    else if (json_validate((const char *)p, (size_t)(e - p), &obj, NULL) == 0 &&
+             obj.type == JSON_OBJECT)
+        rc = key_set(&obj, out);
+    else *bad = true;
+    free(dec);
+    return rc;
+}
+
+static int tools_sig(const char *s, size_t n, struct tools *t)
+{
+    t->state = TOOLS_NONE;
+    t->n = 0;
+    t->sum = 0;
+    const uc *p = text_of(s, n, &n), *e = p + n;
+    while (p < e && is_ws(*p)) p++;
+    if (p == e) return 0;
+    struct json_span arr, call, name, args, fn;
+    if (json_validate((const char *)p, (size_t)(e - p), &arr, NULL) != 0 ||
+        arr.type != JSON_ARRAY) {
+        t->state = TOOLS_BAD;
+        return 0;
+    }
+    size_t it = 0;
+    struct json_span unused;
+    while (json_next(&arr, &it, &unused, &call)) {
+        if (call.type != JSON_OBJECT) goto bad;
+        /* OpenAI's wire shape nests name and arguments in "function" */
+        if (!json_get(&call, "name", &name) && json_get(&call, "function", &fn) &&
+            fn.type == JSON_OBJECT)
+            call = fn;
+        if (!json_get(&call, "name", &name) || name.type != JSON_STRING) goto bad;
+        uint64_t nh, kh;
+        bool badargs;
+        bool has_args = json_get(&call, "arguments", &args);
+        if (str_hash(&name, &nh) != 0) return -1;
+        if (args_keys(&args, has_args, &kh, &badargs) != 0) return -1;
+        if (badargs) goto bad;
+        t->sum += mix64(mix2(nh, kh));
+        t->n++;
+    }
+    t->state = t->n ? TOOLS_OK : TOOLS_NONE;
+    return 0;
+bad:
+    t->state = TOOLS_BAD;
+    return 0;
+}
+
+/* ------------------------------------------------------------ comparison */
+
+static void content_na(struct cmp_result *r)
+{
+    r->finish_agree = r->exact = -1;
+    r->edit_sim = r->rouge_l = r->length_ratio = -1;
+    r->json_valid = r->json_same = r->tool_agree = -1;
+}
+
+/* Every content field, both legs having succeeded.  -1 if memory ran out. */
+static int compare_content(const struct cmp_answer *a, const struct cmp_answer *b,
+                           struct cmp_result *r)
+{
+    size_t la, lb;
+    const char *ta = (const char *)text_of(a->text, a->len, &la);
+    const char *tb = (const char *)text_of(b->text, b->len, &lb);
+
+    r->finish_agree = str_eq_null(a->finish, b->finish);
+    r->exact = norm_equal(ta, la, tb, lb);
+
+    /* tokens: a text of n bytes has at most n tokens */
+    size_t ca = la < COMPARE_MAX_TOKENS ? la : COMPARE_MAX_TOKENS;
+    size_t cb = lb < COMPARE_MAX_TOKENS ? lb : COMPARE_MAX_TOKENS;
+    uint64_t *tok = malloc((ca + cb + 1) * sizeof *tok);
+    if (!tok) return -1;
+    size_t na = compare_tokens(ta, la, tok, ca), nb = compare_tokens(tb, lb, tok + ca, cb);
+    size_t ka = na < ca ? na : ca, kb = nb < cb ? nb : cb, lev, lcs;
+    int rc = token_dp(tok, ka, tok + ca, kb, &lev, &lcs);
+    free(tok);
+    if (rc != 0) return -1;
+    r->edit_sim = edit_sim_of(lev, ka, kb);
+    r->rouge_l = rouge_of(lcs, ka, kb);
+    r->length_ratio = na ? (double)nb / (double)na : nb ? -1 : 1;
+
+    struct json_span ja, jb;
+    if (text_json(ta, la, &ja)) {
+        r->json_valid = r->json_same = 0;
+        if (text_json(tb, lb, &jb)) {
+            uint64_t sa, sb;
+            r->json_valid = 1;
+            if (shape(&ja, &sa) != 0 || shape(&jb, &sb) != 0) return -1;
+            r->json_same = sa == sb;
+        }
+    }
+
+    struct tools xa, xb;
+    if (tools_sig(a->tool_calls, a->tool_len, &xa) != 0 ||
+        tools_sig(b->tool_calls, b->tool_len, &xb) != 0)
+        return -1;
+    if (xa.state != TOOLS_NONE || xb.state != TOOLS_NONE)
+        r->tool_agree = xa.state == TOOLS_OK && xb.state == TOOLS_OK && xa.n == xb.n &&
+                        xa.sum == xb.sum;
+    return 0;
+}
+
+int compare_answers(const struct cmp_answer *a, const struct cmp_answer *b,
+                    const struct cmp_opts *o, struct cmp_result *r)
+{
+    content_na(r);
+    if (a->ok && b->ok) r->status_agree = true;
+    else r->status_agree = !a->ok && !b->ok && a->status == b->status && str_eq_null(a->error, b->error);
+    r->refusal_a = compare_is_refusal(a->text, a->len, o);
+    r->refusal_b = compare_is_refusal(b->text, b->len, o);
+    if (!a->ok || !b->ok) return 0;
+    if (compare_content(a, b, r) != 0) {
+        content_na(r);
+        return -1;
+    }
+    return 0;
+}
