@@ -6,6 +6,14 @@
  * injected faults (500s, 429s, hangs) at chosen rates.  It exists for demos,
  * tests and benchmarks of the gateway; it is not a model.
  *
+ * With --judge it plays a judge model instead: a chat completion's last user
+ * message holds two answers ("[Answer A]" … "[Answer B]" … "[End]", the
+ * format judge.c sends) and the reply names the one with more distinct
+ * words ("… VERDICT: A"), or a position-biased choice with --judge-bias.
+ * The reply is a fixed text, stored in the job and cut into word tokens,
+ * so it streams and paces like any other.  --quality garbles a share of the
+ * words of ordinary replies, to make a controllably worse candidate.
+ *
  * Every worker thread runs its own event loop and httpd on its own
  * SO_REUSEPORT socket.  A request that cannot be answered at once becomes a
  * `job` (one allocation) with one timer; streams emit every token that is due
@@ -51,6 +59,12 @@ struct sim_cfg {
     uint64_t max_tokens;
     double vary, error_rate, rate_limit_rate, hang_rate;
     double vary_word;   /* per-word replacement probability, from vary */
+    double quality;     /* share of words kept; the rest become filler words */
+    double garble;      /* 1 - quality */
+    bool judge;         /* act as a judge model (chat completions) */
+    enum sim_bias judge_bias;
+    double judge_margin;
+    const char *judge_bias_name;
     const char *model;
     uint64_t workers;
     uint64_t embedding_dim;
@@ -83,6 +97,8 @@ struct job {
     enum job_mode mode;
     bool include_usage, started, paused;
     struct sim_text text;
+    const char *fixed;       /* a fixed reply (the judge's) instead of text's words */
+    uint32_t fixed_off;      /* next unsent byte of fixed */
     uint32_t next_tok;
     uint32_t prompt_tokens;
     double due_us;           /* when token next_tok is due, loop µs */
@@ -265,6 +281,37 @@ static void job_abort_cb(http_req *r)
 
 /* ---------- streaming ---------- */
 
+/* Next token of a fixed reply: a word and the spaces after it, at most
+ * SIM_TOKEN_MAX bytes.  The text needs no JSON escaping (judge_reply). */
+static size_t fixed_token(const char *s, uint32_t *off, char *out)
+{
+    const char *p = s + *off;
+    size_t n = 0;
+    while (p[n] && p[n] != ' ' && n < SIM_TOKEN_MAX)
+        n++;
+    while (p[n] == ' ' && n < SIM_TOKEN_MAX)
+        n++;
+    memcpy(out, p, n);
+    *off += (uint32_t)n;
+    return n;
+}
+
+static uint32_t fixed_tokens(const char *s)
+{
+    uint32_t off = 0, n = 0;
+    char tok[SIM_TOKEN_MAX];
+    while (s[off]) {
+        fixed_token(s, &off, tok);
+        n++;
+    }
+    return n;
+}
+
+static size_t next_token(const struct sim_text *t, const char *fixed, uint32_t *off, uint32_t i, char *out)
+{
+    return fixed ? fixed_token(fixed, off, out) : sim_token_garbled(t, cfg.garble, i, out);
+}
+
 static const char *finish_reason(const struct sim_text *t) { return t->n < t->natural ? "length" : "stop"; }
 
 static void put_tail(struct buf *b, const struct job *j)
@@ -305,7 +352,7 @@ static void stream_emit(struct job *j)
     }
     char tok[SIM_TOKEN_MAX];
     while (j->next_tok < j->text.n && j->due_us <= now_us && buf_used(b) < STREAM_BATCH_BYTES) {
-        size_t tl = sim_token(&j->text, j->next_tok, tok);
+        size_t tl = next_token(&j->text, j->fixed, &j->fixed_off, j->next_tok, tok);
         put(b, j->data, j->len);
         if (j->kind == K_CHAT) {
             PUTS(b, "{\"index\":0,\"delta\":{\"content\":\"");
@@ -573,6 +620,73 @@ static void respond_after(struct worker *w, http_req *r, const char *body, size_
     ev_timer_start(w->loop, &j->timer, ms);
 }
 
+/* ---------- the judge (--judge) ---------- */
+
+static int append_unescaped(struct buf *b, const struct json_span *v)
+{
+    /* decoding never makes a string longer than its escaped form */
+    char *w = buf_reserve(b, v->len + 1);
+    if (!w)
+        return -1;
+    long n = json_str_unescape(v, w, v->len + 1);
+    if (n < 0)
+        return -1;
+    b->len += (size_t)n;
+    return 0;
+}
+
+/* The judge's reply to a chat request: judge the answers in the last user
+ * message (content a string, or text parts joined by newlines) by
+ * sim_judge's rule.  The text is plain ASCII words, digits, spaces and
+ * punctuation without quotes or backslashes: no JSON escaping needed.
+ * Returns -1 when memory ran out. */
+static int judge_reply(const struct json_span *messages, char *out, size_t cap)
+{
+    struct json_span last = { 0 }, k, m, role, c;
+    size_t it = 0;
+    while (json_next(messages, &it, &k, &m))
+        if (m.type == JSON_OBJECT && json_get(&m, "role", &role) && json_str_eq(&role, "user") &&
+            json_get(&m, "content", &c))
+            last = c;
+    struct buf text = { 0 };
+    int rc = 0;
+    if (last.type == JSON_STRING) {
+        rc = append_unescaped(&text, &last);
+    } else if (last.type == JSON_ARRAY) {
+        size_t it2 = 0;
+        struct json_span k2, part, t;
+        while (rc == 0 && json_next(&last, &it2, &k2, &part)) {
+            if (part.type != JSON_OBJECT || !json_get(&part, "text", &t) || t.type != JSON_STRING)
+                continue;
+            if (buf_used(&text) && buf_append(&text, "\n", 1) < 0)
+                rc = -1;
+            else
+                rc = append_unescaped(&text, &t);
+        }
+    }
+    struct sim_judgement jd = { 0 };
+    if (rc == 0) {
+        sim_judge(text.p ? buf_data(&text) : "", buf_used(&text), cfg.judge_bias, cfg.judge_margin, &jd);
+        if (jd.words_a == SIZE_MAX)
+            rc = -1;
+    }
+    buf_free(&text);
+    if (rc < 0)
+        return -1;
+    static const char *const names[] = { "", "A", "B", "TIE" };
+    if (jd.verdict == SIM_VERDICT_NONE)
+        snprintf(out, cap, "No answers to compare: the last user message needs [Answer A], [Answer B] "
+                           "and [End] sections.");
+    else if (cfg.judge_bias != SIM_BIAS_NONE)
+        snprintf(out, cap, "Answer A has %zu distinct words and answer B has %zu. Position bias: preferring "
+                 "the %s answer. VERDICT: %s", jd.words_a, jd.words_b,
+                 cfg.judge_bias == SIM_BIAS_FIRST ? "first" : "second", names[jd.verdict]);
+    else
+        snprintf(out, cap, "Answer A has %zu distinct words and answer B has %zu. VERDICT: %s", jd.words_a,
+                 jd.words_b, names[jd.verdict]);
+    return 0;
+}
+
 /* ---------- chat and legacy completions ---------- */
 
 static void handle_generate(struct worker *w, http_req *r, enum job_kind kind)
@@ -619,14 +733,24 @@ static void handle_generate(struct worker *w, http_req *r, enum job_kind kind)
     if (apply_fault(w, r, n))
         return;
 
+    /* a judge's reply is a fixed text, its words the tokens */
+    char reply[320];
+    const char *fixed = NULL;
+    if (cfg.judge && kind == K_CHAT) {
+        if (judge_reply(&v, reply, sizeof reply) < 0) {
+            respond_error_hdrs(r, 500, NULL, 0, "server_error", NULL, NULL, "out of memory");
+            return;
+        }
+        fixed = reply;
+    }
     struct sim_text t = {
         .hash = sim_hash(q.prompt, q.prompt_len, cfg.seed),
         .nonce = sim_mix64(cfg.seed ^ sim_mix64(n ^ 0x5eed5eed5eed5eedull)),
         .vary = cfg.vary_word,
-        .natural = (uint32_t)cfg.max_tokens,
-        .n = (uint32_t)cfg.max_tokens,
+        .natural = fixed ? fixed_tokens(fixed) : (uint32_t)cfg.max_tokens,
     };
-    if (q.max_tokens && (uint64_t)q.max_tokens < cfg.max_tokens)
+    t.n = t.natural;
+    if (q.max_tokens && (uint64_t)q.max_tokens < t.natural)
         t.n = (uint32_t)q.max_tokens;
 
     char id[29];
@@ -653,13 +777,18 @@ static void handle_generate(struct worker *w, http_req *r, enum job_kind kind)
         PUTS(b, ",\"model\":");
         put(b, q.model, q.model_len);
         PUTS(b, ",\"system_fingerprint\":\"fp_sim\",\"choices\":[");
-        struct job *j = job_new(w, r, M_STREAM, buf_used(b));
+        size_t fixed_len = fixed ? strlen(fixed) + 1 : 0;
+        struct job *j = job_new(w, r, M_STREAM, buf_used(b) + fixed_len);
         if (!j) {
             respond_error_hdrs(r, 500, NULL, 0, "server_error", NULL, NULL, "out of memory");
             return;
         }
         memcpy(j->data, buf_data(b), buf_used(b));
         j->len = buf_used(b);
+        if (fixed) {
+            memcpy(j->data + j->len, fixed, fixed_len);
+            j->fixed = j->data + j->len;
+        }
         j->kind = kind;
         j->include_usage = q.include_usage;
         j->text = t;
@@ -698,8 +827,9 @@ static void handle_generate(struct worker *w, http_req *r, enum job_kind kind)
         PUTS(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"");
     else
         PUTS(b, ",\"choices\":[{\"text\":\"");
+    uint32_t off = 0;
     for (uint32_t i = 0; i < t.n; i++) {
-        size_t l = sim_token(&t, i, b->p + b->len);
+        size_t l = next_token(&t, fixed, &off, i, b->p + b->len);
         b->len += l;
     }
     if (kind == K_CHAT)
@@ -1123,6 +1253,8 @@ static void usage(FILE *f)
           "  --max-tokens N          reply length in tokens; a request's max_tokens can\n"
           "                          only shorten it (default 64)\n"
           "  --vary P                fraction of words that differ between calls, 0..1 (default 0)\n"
+          "  --quality Q             fraction of words kept, 0..1; the others become filler\n"
+          "                          words, the same for a given prompt (default 1)\n"
           "  --error-rate P          fraction of requests answered 500 (default 0)\n"
           "  --rate-limit-rate P     fraction of requests answered 429 + Retry-After (default 0)\n"
           "  --hang-rate P           fraction of requests never answered (default 0)\n"
@@ -1130,13 +1262,18 @@ static void usage(FILE *f)
           "  --workers N             threads, each with its own SO_REUSEPORT socket (default 1)\n"
           "  --embedding-dim N       embedding length (default 16)\n"
           "  --grace-ms N            on SIGTERM, time allowed for replies in flight (default 5000)\n"
+          "  --judge                 act as a judge model: chat replies compare the [Answer A] and\n"
+          "                          [Answer B] sections of the last user message (doc/simulator.md)\n"
+          "  --judge-bias B          none | first | second: always prefer A or B (default none)\n"
+          "  --judge-margin P        a tie when the distinct-word counts differ by at most\n"
+          "                          P x the larger one (default 0.1)\n"
           "  --help                  this text\n",
           f);
 }
 
 struct opt {
     const char *name;
-    int kind;          /* 0 uint, 1 probability, 2 double, 3 string */
+    int kind;          /* 0 uint, 1 probability, 2 double, 3 string, 4 flag (no value) */
     void *dst;
     uint64_t min, max;
 };
@@ -1159,6 +1296,10 @@ static int parse_args(int argc, char **argv)
         { "workers", 0, &cfg.workers, 1, 1024 },
         { "embedding-dim", 0, &cfg.embedding_dim, 1, MAX_EMBEDDING_DIM },
         { "grace-ms", 0, &cfg.grace_ms, 0, 3600000 },
+        { "quality", 1, &cfg.quality, 0, 0 },
+        { "judge", 4, &cfg.judge, 0, 0 },
+        { "judge-bias", 3, &cfg.judge_bias_name, 0, 0 },
+        { "judge-margin", 1, &cfg.judge_margin, 0, 0 },
     };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -1180,6 +1321,14 @@ static int parse_args(int argc, char **argv)
         if (!o) {
             fprintf(stderr, "shade sim: unknown option '%.*s' (see --help)\n", (int)(nl + 2), a);
             return -1;
+        }
+        if (o->kind == 4) {
+            if (eq) {
+                fprintf(stderr, "shade sim: --%s takes no value\n", o->name);
+                return -1;
+            }
+            *(bool *)o->dst = true;
+            continue;
         }
         if (eq) {
             val = eq + 1;
@@ -1219,6 +1368,18 @@ static int parse_args(int argc, char **argv)
         if (bad)
             return -1;
     }
+    static const char *const biases[] = { "none", "first", "second" };
+    bool bias_ok = false;
+    for (int b = 0; b < 3; b++)
+        if (strcmp(cfg.judge_bias_name, biases[b]) == 0) {
+            cfg.judge_bias = (enum sim_bias)b;
+            bias_ok = true;
+        }
+    if (!bias_ok) {
+        fprintf(stderr, "shade sim: --judge-bias: expected none, first or second, got '%s'\n",
+                cfg.judge_bias_name);
+        return -1;
+    }
     if (cfg.error_rate + cfg.rate_limit_rate + cfg.hang_rate > 1.0 + 1e-9) {
         fprintf(stderr, "shade sim: --error-rate + --rate-limit-rate + --hang-rate must not exceed 1\n");
         return -1;
@@ -1238,6 +1399,9 @@ int sim_main(int argc, char **argv)
     cfg.workers = 1;
     cfg.embedding_dim = 16;
     cfg.grace_ms = 5000;
+    cfg.quality = 1;
+    cfg.judge_bias_name = "none";
+    cfg.judge_margin = 0.1;
     atomic_store(&req_counter, 0);
     atomic_store(&stop_level, 0);
     atomic_store(&workers_exited, 0);
@@ -1247,6 +1411,7 @@ int sim_main(int argc, char **argv)
         return pr > 0 ? 0 : 2;
     /* two calls differ in a word unless neither replaced it: 1-(1-q)^2 = vary */
     cfg.vary_word = 1.0 - sqrt(1.0 - cfg.vary);
+    cfg.garble = 1.0 - cfg.quality;
 
     char host[256], port[16];
     if (split_host_port(cfg.listen, host, sizeof host, port, sizeof port) < 0) {
@@ -1338,9 +1503,10 @@ int sim_main(int argc, char **argv)
             hbuf[0] = '?';
             hbuf[1] = pbuf[0] = '\0';
         }
-        fprintf(stderr, "shade sim: listening on %s%s%s:%s (simulator; model %s, seed %llu, workers %zu)\n",
+        fprintf(stderr, "shade sim: listening on %s%s%s:%s (simulator; model %s, seed %llu, workers %zu%s%s)\n",
                 ss.ss_family == AF_INET6 ? "[" : "", hbuf, ss.ss_family == AF_INET6 ? "]" : "", pbuf,
-                cfg.model, (unsigned long long)cfg.seed, nw);
+                cfg.model, (unsigned long long)cfg.seed, nw, cfg.judge ? ", judge, bias " : "",
+                cfg.judge ? cfg.judge_bias_name : "");
         fflush(stderr);
         for (; started < nw; started++) {
             if (pthread_create(&ws[started].th, NULL, worker_main, &ws[started]) != 0) {

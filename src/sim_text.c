@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,6 +57,7 @@ uint64_t sim_hash(const void *p, size_t n, uint64_t seed)
 #define K_BREAK 0x14057b7ef767814full
 #define K_VARY  0xd1b54a32d192ed03ull
 #define K_ALT   0x8cb92ba72f3d8dd7ull
+#define K_GARB  0x2545f4914f6cdd1dull
 
 static bool sentence_break(const struct sim_text *t, uint32_t i)
 {
@@ -65,7 +67,9 @@ static bool sentence_break(const struct sim_text *t, uint32_t i)
     return sim_mix64(t->hash ^ ((uint64_t)i * K_BREAK)) % 9 == 0;
 }
 
-size_t sim_token(const struct sim_text *t, uint32_t i, char *out)
+size_t sim_token(const struct sim_text *t, uint32_t i, char *out) { return sim_token_garbled(t, 0, i, out); }
+
+size_t sim_token_garbled(const struct sim_text *t, double garble, uint32_t i, char *out)
 {
     size_t w = (size_t)(sim_mix64(t->hash + (uint64_t)i * K_WORD) % sim_nwords);
     if (t->vary > 0) {
@@ -74,6 +78,13 @@ size_t sim_token(const struct sim_text *t, uint32_t i, char *out)
             size_t shift = 1 + (size_t)(sim_mix64(v ^ K_ALT) % (sim_nwords - 1));
             w = (w + shift) % sim_nwords;
         }
+    }
+    if (garble > 0) {
+        /* --quality: a word not kept becomes a filler, the same for every
+         * call with this prompt (hash-based, not nonce-based) */
+        uint64_t g = sim_mix64(t->hash ^ ((uint64_t)i * K_GARB));
+        if (sim_unit(g) < garble)
+            w = (size_t)(sim_mix64(g ^ K_ALT) % SIM_FILLERS);
     }
     const char *word = sim_words[w];
     size_t len = strlen(word);
@@ -106,6 +117,89 @@ size_t sim_text_render(const struct sim_text *t, char *out, size_t cap)
         return 0;
     out[n] = '\0';
     return n;
+}
+
+/* ---------- the simulated judge ---------- */
+
+static bool word_byte(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c >= 0x80;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+size_t sim_distinct_words(const char *s, size_t n)
+{
+    /* hash every word (FNV-1a over case-folded bytes), sort, count runs */
+    uint64_t *h = malloc((n / 2 + 1) * sizeof *h);
+    if (!h)
+        return SIZE_MAX;
+    size_t nw = 0;
+    for (size_t i = 0; i < n;) {
+        if (!word_byte((unsigned char)s[i])) {
+            i++;
+            continue;
+        }
+        uint64_t x = 0xcbf29ce484222325ull;
+        for (; i < n && word_byte((unsigned char)s[i]); i++) {
+            unsigned char c = (unsigned char)s[i];
+            x = (x ^ (c >= 'A' && c <= 'Z' ? c + 32u : c)) * 0x100000001b3ull;
+        }
+        h[nw++] = x;
+    }
+    qsort(h, nw, sizeof *h, cmp_u64);
+    size_t distinct = 0;
+    for (size_t i = 0; i < nw; i++)
+        if (i == 0 || h[i] != h[i - 1])
+            distinct++;
+    free(h);
+    return distinct;
+}
+
+static const char *find(const char *hay, const char *end, const char *needle)
+{
+    size_t nl = strlen(needle);
+    for (const char *p = hay; p && (size_t)(end - p) >= nl; p++) {
+        p = memchr(p, needle[0], (size_t)(end - p) - nl + 1);
+        if (!p)
+            return NULL;
+        if (memcmp(p, needle, nl) == 0)
+            return p;
+    }
+    return NULL;
+}
+
+int sim_judge(const char *text, size_t n, enum sim_bias bias, double margin, struct sim_judgement *out)
+{
+    memset(out, 0, sizeof *out);
+    const char *end = text + n;
+    const char *a = find(text, end, "[Answer A]");
+    const char *b = a ? find(a + 10, end, "[Answer B]") : NULL;
+    if (!b)
+        return -1;
+    const char *e = find(b + 10, end, "[End]");
+    if (!e)
+        e = end;
+    out->words_a = sim_distinct_words(a + 10, (size_t)(b - (a + 10)));
+    out->words_b = sim_distinct_words(b + 10, (size_t)(e - (b + 10)));
+    if (out->words_a == SIZE_MAX || out->words_b == SIZE_MAX) {
+        out->words_a = SIZE_MAX;
+        return -1;
+    }
+    double x = (double)out->words_a, y = (double)out->words_b;
+    if (bias == SIM_BIAS_FIRST)
+        out->verdict = SIM_VERDICT_A;
+    else if (bias == SIM_BIAS_SECOND)
+        out->verdict = SIM_VERDICT_B;
+    else if (fabs(x - y) <= margin * (x > y ? x : y))
+        out->verdict = SIM_VERDICT_TIE;
+    else
+        out->verdict = x > y ? SIM_VERDICT_A : SIM_VERDICT_B;
+    return 0;
 }
 
 size_t sim_count_words_json(const char *raw, size_t len)
