@@ -30,7 +30,7 @@ LIB_OBJS := $(filter-out $(B)/main.o,$(OBJS)) $(B)/llhttp.o $(B)/llhttp_api.o $(
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all deps check check-unit check-bb check-sdk demo bench bench-balance fuzz clean format
+.PHONY: all deps check check-unit check-bb check-sdk demo bench bench-balance bench-shadow fuzz clean format
 all: $(BIN)
 
 $(BIN): $(OBJS) $(B)/llhttp.o $(B)/llhttp_api.o $(B)/llhttp_http.o
@@ -99,6 +99,11 @@ bench: deps
 bench-balance: deps
 	@$(MAKE) --no-print-directory all
 	@bench/balance.sh
+
+# the user's latency with shadowing off, on, and on with a hung shadow (doc/shadow.md)
+bench-shadow: deps
+	@$(MAKE) --no-print-directory all
+	@bench/shadow.sh
 
 fuzz:
 	@fuzz/build.sh

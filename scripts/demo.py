@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""The demo behind `make demo`: examples/basic.yaml in front of two simulators
-(127.0.0.1:8001 fast, 127.0.0.1:8002 slower), a mixed workload of streaming
-and non-streaming chat requests, then the gateway's own measurements read
-back from /metrics.  Every process started here is stopped by its PID."""
+"""The demo behind `make demo`: a shadow rollout.  examples/shadow.yaml puts
+the gateway in front of two primary simulators (127.0.0.1:8001 fast,
+127.0.0.1:8002 slower) and mirrors every request to a candidate simulator
+(127.0.0.1:8003) with its own latency and answers.  A mixed workload of
+streaming and non-streaming chat requests runs; then the gateway's own
+measurements (/metrics, /admin/shadows) and, once the gateway has stopped and
+flushed its pair store, the shadow report (text here, HTML in a file).
+Every process started here is stopped by its PID."""
 import concurrent.futures
 import http.client
 import json
@@ -16,11 +20,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "bin", "shade")
 GW = 8080
+DB = os.path.join(ROOT, "shade-shadow.db")   # examples/shadow.yaml's shadow_store.path
 procs = []
 
 
 def start(args, name):
-    p = subprocess.Popen([BIN, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([BIN, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     procs.append((name, p))
     return p
 
@@ -78,6 +83,14 @@ def one_request(i):
     return r.status, backend, stream, time.time() - t0, ttft, text
 
 
+def admin_shadows():
+    c = http.client.HTTPConnection("127.0.0.1", GW, timeout=5)
+    c.request("GET", "/admin/shadows")
+    out = json.loads(c.getresponse().read())
+    c.close()
+    return out
+
+
 def metrics():
     c = http.client.HTTPConnection("127.0.0.1", GW, timeout=5)
     c.request("GET", "/metrics")
@@ -110,19 +123,36 @@ def quantile(m, name, backend, q):
 def main():
     if not os.path.exists(BIN):
         sys.exit("demo: bin/shade is missing; run `make` first")
-    for port in (GW, 8001, 8002):
+    for port in (GW, 8001, 8002, 8003):
         if port_busy(port):
-            sys.exit(f"demo: port {port} is already in use (examples/basic.yaml needs 8080, 8001, 8002)")
-    a = start(["sim", "--listen", "127.0.0.1:8001", "--ttft-ms", "60", "--tps", "150", "--seed", "1"], "sim-a")
-    b = start(["sim", "--listen", "127.0.0.1:8002", "--ttft-ms", "140", "--tps", "70", "--seed", "1"], "sim-b")
+            sys.exit(f"demo: port {port} is already in use (examples/shadow.yaml needs 8080, 8001-8003)")
+    # a fresh pair store (a state set at run time would otherwise carry over)
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.unlink(DB + suffix)
+        except FileNotFoundError:
+            pass
+    # the primaries vary a little from call to call, as real models do: that
+    # is the noise floor the A/A legs measure
+    a = start(["sim", "--listen", "127.0.0.1:8001", "--ttft-ms", "60", "--tps", "150", "--seed", "1",
+               "--vary", "0.05"], "sim-a")
+    b = start(["sim", "--listen", "127.0.0.1:8002", "--ttft-ms", "140", "--tps", "70", "--seed", "1",
+               "--vary", "0.05"], "sim-b")
+    # the candidate: faster, but it garbles a fifth of its words (--quality)
+    # and fails 2% of requests
+    cand = start(["sim", "--listen", "127.0.0.1:8003", "--ttft-ms", "90", "--tps", "200", "--seed", "1",
+                  "--vary", "0.05", "--quality", "0.8", "--error-rate", "0.02"], "sim-candidate")
     wait_port(8001, a, "sim-a")
     wait_port(8002, b, "sim-b")
-    g = start(["serve", "-c", os.path.join(ROOT, "examples", "basic.yaml")], "gateway")
+    wait_port(8003, cand, "sim-candidate")
+    g = start(["serve", "-c", os.path.join(ROOT, "examples", "shadow.yaml")], "gateway")
     wait_port(GW, g, "gateway")
-    print("shade demo: gateway on 127.0.0.1:8080 (examples/basic.yaml)")
-    print("  sim-a 127.0.0.1:8001  ttft 60 ms, 150 tokens/s")
-    print("  sim-b 127.0.0.1:8002  ttft 140 ms, 70 tokens/s\n")
-    n = 40
+    print("shade demo: gateway on 127.0.0.1:8080 (examples/shadow.yaml)")
+    print("  primary   sim-a 127.0.0.1:8001  ttft 60 ms, 150 tokens/s")
+    print("  primary   sim-b 127.0.0.1:8002  ttft 140 ms, 70 tokens/s")
+    print("  candidate       127.0.0.1:8003  ttft 90 ms, 200 tokens/s, garbles 20% of words, 2% errors")
+    print("  every request is mirrored to the candidate; 10% also go to the primary twice (noise floor)\n")
+    n = 80
     print(f"sending {n} chat requests, half streaming, 4 at a time ...")
     t0 = time.time()
     with concurrent.futures.ThreadPoolExecutor(4) as ex:
@@ -151,8 +181,30 @@ def main():
     est = sum(v for k, v in m.items() if k.startswith("shade_usage_estimated_total"))
     print(f"\n  streams without include_usage had their tokens counted from the stream: {est:.0f}")
     print("  (latency and TTFT quantiles are estimated from the histogram buckets, as Prometheus does)")
-    print("\nfull metrics: curl -s 127.0.0.1:8080/metrics   (while the gateway runs)")
-    return 0 if ok == n else 1
+    sh = admin_shadows()["shadows"][0]
+    c = sh["counters"]
+    print(f"\nshadow '{sh['name']}' ({sh['state']}): mirrored {c['mirrored']}, stored {c['stored']}, "
+          f"dropped {c['dropped']}; candidate legs ok {c['legs']['shadow']['ok']}, "
+          f"failed {c['legs']['shadow']['error'] + c['legs']['shadow']['timeout']}")
+    # stop the gateway first: the drain waits for the last shadow legs and
+    # the writer flushes every pair before the process exits
+    g.send_signal(signal.SIGTERM)
+    g.wait(timeout=30)
+    print("\n--- shade report --db shade-shadow.db " + "-" * 40)
+    rep = subprocess.run([BIN, "report", "--db", DB], capture_output=True, text=True)
+    print(rep.stdout, end="")
+    if rep.returncode != 0:
+        print(rep.stderr, end="")
+    html = os.path.join(ROOT, "build", "shadow-report.html")
+    os.makedirs(os.path.dirname(html), exist_ok=True)
+    hr = subprocess.run([BIN, "report", "--db", DB, "--format", "html", "--out", html],
+                        capture_output=True, text=True)
+    print("-" * 78)
+    if hr.returncode == 0:
+        print(f"HTML report (side by side, with latency distributions): {html}")
+    else:
+        print(hr.stderr, end="")
+    return 0 if ok == n and rep.returncode == 0 and hr.returncode == 0 else 1
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "json.h"
+
 #define CONFIG_MAX_FILE_BYTES (16u << 20)
 
 /* ---------------------------------------------------------------- schema */
@@ -46,12 +48,18 @@ enum ftype {
     T_LIST,     /* sequence of mappings: array pointer at .offset, size_t
                    count at .count_offset, elements parsed with .sub */
     T_STRLIST,  /* sequence of strings: char ** at .offset, size_t count at
-                   .count_offset; each 1...max characters, no whitespace */
+                   .count_offset; each 1...max characters, no whitespace
+                   (unless F_SPACES) */
+    T_KVMAP,    /* mapping of name -> scalar: struct config_override * at
+                   .offset, size_t count at .count_offset; values kept as
+                   JSON text (plain true/false/null/numbers as is, anything
+                   else as a JSON string) */
 };
 
 #define F_REQUIRED 0x1u /* missing key is an error (else the default applies) */
 #define F_UNIQUE   0x2u /* T_STR in a list element: distinct across the list */
 #define F_TOKEN    0x4u /* T_STR: no whitespace or control characters */
+#define F_SPACES   0x8u /* T_STRLIST: entries may contain spaces (not control characters) */
 
 struct loader;
 struct field;
@@ -110,6 +118,10 @@ struct field {
       .min = lo, .max = SIZE_MAX, .sub = &(sec) }
 #define STRLIST(S, k, m, n, maxlen)                                                      \
     { .name = k, .type = T_STRLIST, AT(S, m), .count_offset = offsetof(S, n), .max = maxlen }
+#define TEXTLIST(S, k, m, n, maxlen)                                                     \
+    { .name = k, .type = T_STRLIST, AT(S, m), .count_offset = offsetof(S, n), .max = maxlen, \
+      .flags = F_SPACES }
+#define KVMAP(S, k, m, n) { .name = k, .type = T_KVMAP, AT(S, m), .count_offset = offsetof(S, n) }
 #define SECTION(nm, wh, tbl, S, fin, rel)                                                \
     { .name = nm, .where = wh, .fields = tbl, .nfields = NFIELDS(tbl), .size = sizeof(S), \
       .finish = fin, .release = rel }
@@ -128,6 +140,9 @@ static int check_health_path(struct loader *ld, const struct field *f, const yam
                              void *base);
 static int finish_health_check(struct loader *ld, const yaml_node_t *map, void *base);
 static int finish_outlier(struct loader *ld, const yaml_node_t *map, void *base);
+static int finish_shadow(struct loader *ld, const yaml_node_t *map, void *base);
+static int check_admin_key_env(struct loader *ld, const struct field *f, const yaml_mark_t *at,
+                               void *base);
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const balance_names[] = {
@@ -232,6 +247,99 @@ static const struct field model_fields[] = {
 static const struct section model_section = SECTION("model", "in model", model_fields, S, NULL, NULL);
 #undef S
 
+static const char *const select_names[] = {"all", "header", "key", "hash", NULL};
+static const char *const shadow_stream_names[] = {"auto", "true", "false", NULL};
+static const char *const shadow_state_names[] = {"running", "paused", NULL};
+static const char *const sync_names[] = {"normal", "full", NULL};
+
+#define S struct config_shadow
+static const struct field budget_fields[] = {
+    UINT(S, "tokens_per_hour", budget_tokens_per_hour, 0, 1000000000000ull, "0"),
+    NUM(S, "usd_per_hour", budget_usd_per_hour, 0, 1000000, "0"),
+};
+static const struct section budget_section = SECTION("budget", "in budget", budget_fields, S, NULL, NULL);
+
+static const struct field judge_fields[] = {
+    STR(S, "model", judge_model, F_TOKEN, 1, 256, NULL, NULL), /* absent: no judge */
+    NUM(S, "sample", judge_sample_percent, 0, 100, "10"),
+};
+static const struct section judge_section = SECTION("judge", "in judge", judge_fields, S, NULL, NULL);
+
+static const struct field analysis_fields[] = {
+    DUR(S, "interval", analysis_interval_ms, "10s"),
+    UINT(S, "window", autostop_window, 1, 1000000, "100"),
+    UINT(S, "min_pairs", autostop_min_pairs, 1, 1000000, "20"),
+    NUM(S, "stop_below", autostop_success_min, 0, 1, "0.90"),
+};
+static const struct section analysis_section =
+    SECTION("analysis", "in analysis", analysis_fields, S, NULL, NULL);
+
+static const struct field recommend_fields[] = {
+    NUM(S, "success_min", rec_success_min, 0, 1, "0.95"),
+    NUM(S, "latency_ratio_max", rec_latency_ratio_max, 1, 1000, "1.5"),
+    UINT(S, "min_pairs", rec_min_pairs, 1, 100000000, "30"),
+};
+static const struct section recommend_section =
+    SECTION("recommend", "in recommend", recommend_fields, S, NULL, NULL);
+
+static const struct field shadow_fields[] = {
+    STR(S, "name", name, F_REQUIRED | F_UNIQUE | F_TOKEN, 1, 128, NULL, NULL),
+    STR(S, "model", model, F_REQUIRED | F_TOKEN, 1, 256, NULL, NULL),
+    STR(S, "target", target, F_TOKEN, 1, 256, NULL, NULL),
+    LIST(S, "backends", pool.backends, pool.nbackends, 0, 0, backend_section),
+    ENUM(S, "balance", pool.balance, balance_names, "round_robin"),
+    MAP(S, "price", pool, price_section),
+    NUM(S, "sample", sample_percent, 0, 100, "100"),
+    ENUM(S, "select", select, select_names, "all"),
+    STR(S, "select_header", select_header, F_TOKEN, 1, 256, check_http_token, NULL),
+    TEXTLIST(S, "keys", keys, nkeys, 4096),
+    STR(S, "hash_header", hash_header, F_TOKEN, 1, 256, check_http_token, NULL),
+    STR(S, "upstream_model", upstream_model, F_TOKEN, 1, 256, NULL, NULL),
+    KVMAP(S, "set", set, nset),
+    ENUM(S, "stream", stream, shadow_stream_names, "auto"),
+    DUR(S, "deadline", deadline_ms, "60s"),
+    UINT(S, "max_concurrent", max_concurrent, 1, 1000000, "32"),
+    FLAT("budget", budget_section),
+    BOOL(S, "skip_tool_results", skip_tool_results, "true"),
+    STR(S, "opt_out_header", opt_out_header, F_TOKEN, 1, 256, check_http_token, "x-shade-no-shadow"),
+    NUM(S, "aa_percent", aa_percent, 0, 100, "10"),
+    BOOL(S, "cancel_on_client_abort", cancel_on_client_abort, "false"),
+    ENUM(S, "state", initial_state, shadow_state_names, "running"),
+    TEXTLIST(S, "refusal_patterns", refusal_patterns, nrefusal, 256),
+    FLAT("judge", judge_section),
+    FLAT("analysis", analysis_section),
+    FLAT("recommend", recommend_section),
+};
+static const struct section shadow_section =
+    SECTION("shadow", "in shadow", shadow_fields, S, finish_shadow, NULL);
+#undef S
+
+#define S struct config_store
+static const struct field store_fields[] = {
+    STR(S, "path", path, 0, 1, 4096, NULL, "shade-shadow.db"),
+    UINT(S, "queue_size", queue_size, 1, 10000000, "10000"),
+    SIZE(S, "prompt_max_bytes", prompt_max_bytes, 256, 16777216, "32KiB"),
+    SIZE(S, "response_max_bytes", response_max_bytes, 256, 16777216, "32KiB"),
+    TEXTLIST(S, "redact", redact, nredact, 1024),
+    ENUM(S, "synchronous", synchronous, sync_names, "normal"),
+};
+static const struct section store_section =
+    SECTION("shadow_store", "in shadow_store", store_fields, S, NULL, NULL);
+#undef S
+
+#define S struct config_admin
+static const struct field admin_fields[] = {
+    STR(S, "key_env", key_env, F_TOKEN, 1, 256, check_admin_key_env, NULL),
+};
+static void release_admin(void *base)
+{
+    struct config_admin *a = base;
+    if (a->key) explicit_bzero(a->key, strlen(a->key));
+    free(a->key);
+}
+static const struct section admin_section = SECTION("admin", "in admin", admin_fields, S, NULL, release_admin);
+#undef S
+
 #define S struct config_server
 static const struct field server_fields[] = {
     STR(S, "listen", listen, F_TOKEN, 1, 256, check_listen, "127.0.0.1:8080"),
@@ -253,6 +361,9 @@ static const struct section server_section = SECTION("server", "in server", serv
 static const struct field top_fields[] = {
     MAP(S, "server", server, server_section),
     LIST(S, "models", models, nmodels, F_REQUIRED, 1, model_section),
+    LIST(S, "shadows", shadows, nshadows, 0, 0, shadow_section),
+    MAP(S, "shadow_store", store, store_section),
+    MAP(S, "admin", admin, admin_section),
 };
 static const struct section top_section =
     SECTION("configuration", "at top level", top_fields, S, finish_top, NULL);
@@ -267,6 +378,8 @@ _Static_assert(NFIELDS(queue_fields) <= 64, "too many fields for the seen-mask")
 _Static_assert(NFIELDS(model_fields) <= 64, "too many fields for the seen-mask");
 _Static_assert(NFIELDS(server_fields) <= 64, "too many fields for the seen-mask");
 _Static_assert(NFIELDS(top_fields) <= 64, "too many fields for the seen-mask");
+_Static_assert(NFIELDS(shadow_fields) <= 64, "too many fields for the seen-mask");
+_Static_assert(sizeof(enum shadow_select) == sizeof(int), "T_ENUM stores an int");
 _Static_assert(sizeof(enum balance_kind) == sizeof(int), "T_ENUM stores an int");
 
 /* ---------------------------------------------------------------- errors */
@@ -444,6 +557,15 @@ static int parse_double(const char *s, size_t len, double *v)
     if (errno == ERANGE || !isfinite(d)) return PARSE_RANGE;
     *v = d == 0 ? 0 : d; /* no -0 */
     return PARSE_OK;
+}
+
+static bool has_ctl(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < ' ' || c == 0x7f) return true;
+    }
+    return false;
 }
 
 static bool has_space_or_ctl(const char *s, size_t len)
@@ -651,25 +773,38 @@ static int check_url(struct loader *ld, const struct field *f, const yaml_mark_t
     return resolve_backend(ld, at, b);
 }
 
-static int check_api_key_env(struct loader *ld, const struct field *f, const yaml_mark_t *at,
-                             void *base)
+/* The value of the environment variable named by string field f into *out. */
+static int read_env_field(struct loader *ld, const struct field *f, const yaml_mark_t *at,
+                          const char *n, char **out)
 {
-    struct config_backend *b = base;
-    const char *n = b->api_key_env;
     struct showbuf sb;
     bool ok = !is_digit(n[0]);
     for (size_t i = 0; n[i] && ok; i++)
         ok = n[i] == '_' || is_digit(n[i]) || (n[i] >= 'A' && n[i] <= 'Z') ||
              (n[i] >= 'a' && n[i] <= 'z');
     if (!ok)
-        return fail(ld, at, "\"api_key_env\": invalid environment variable name \"%s\"",
+        return fail(ld, at, "\"%s\": invalid environment variable name \"%s\"", f->name,
                     show(&sb, n, strlen(n)));
     const char *v = getenv(n);
     if (!v || !*v)
-        return fail(ld, at, "\"api_key_env\": environment variable %s is not set or empty",
+        return fail(ld, at, "\"%s\": environment variable %s is not set or empty", f->name,
                     show(&sb, n, strlen(n)));
-    b->api_key = dupn(ld, at, v, strlen(v));
-    return b->api_key ? 0 : -1;
+    *out = dupn(ld, at, v, strlen(v));
+    return *out ? 0 : -1;
+}
+
+static int check_api_key_env(struct loader *ld, const struct field *f, const yaml_mark_t *at,
+                             void *base)
+{
+    struct config_backend *b = base;
+    return read_env_field(ld, f, at, b->api_key_env, &b->api_key);
+}
+
+static int check_admin_key_env(struct loader *ld, const struct field *f, const yaml_mark_t *at,
+                               void *base)
+{
+    struct config_admin *a = base;
+    return read_env_field(ld, f, at, a->key_env, &a->key);
 }
 
 /* an HTTP header name: RFC 9110 token characters only */
@@ -786,7 +921,8 @@ static const char *expected(const struct field *f, char *buf, size_t cap)
     case T_DOUBLE: return "a number";
     case T_MAP: return "a mapping";
     case T_LIST: return "a sequence";
-    case T_STRLIST: return "a sequence of names";
+    case T_STRLIST: return (f->flags & F_SPACES) ? "a sequence of strings" : "a sequence of names";
+    case T_KVMAP: return "a mapping of names to values";
     case T_ENUM: break;
     }
     return "a value";
@@ -918,7 +1054,8 @@ static int parse_scalar(struct loader *ld, const struct field *f, const yaml_nod
         return 0;
     case T_MAP:
     case T_LIST:
-    case T_STRLIST: break;
+    case T_STRLIST:
+    case T_KVMAP: break;
     }
     return fail(ld, at, "internal error: \"%s\" is not a scalar field", f->name);
 }
@@ -999,6 +1136,84 @@ static int finish_queue(struct loader *ld, const yaml_node_t *map, void *base)
     return 0;
 }
 
+/* A shadow names either a configured model (target) or its own backends,
+ * and what its selection mode needs. */
+static int finish_shadow(struct loader *ld, const yaml_node_t *map, void *base)
+{
+    struct config_shadow *sh = base;
+    const yaml_mark_t *at = map ? &map->start_mark : NULL;
+    if (!sh->target == !sh->pool.nbackends)
+        return fail(ld, at, "shadow \"%s\": give either \"target\" (a configured model) or \"backends\"",
+                    sh->name);
+    if (sh->select == SHADOW_SELECT_HEADER && !sh->select_header)
+        return fail(ld, at, "shadow \"%s\": select: header needs \"select_header\"", sh->name);
+    if (sh->select == SHADOW_SELECT_KEY && !sh->nkeys)
+        return fail(ld, at, "shadow \"%s\": select: key needs \"keys\"", sh->name);
+    return 0;
+}
+
+/* The node of list `key`'s element i (for error positions), or NULL. */
+static const yaml_node_t *list_item(struct loader *ld, const yaml_node_t *map, const char *key, size_t i)
+{
+    const yaml_node_t *seq = find_value(ld, map, key);
+    if (!seq || seq->type != YAML_SEQUENCE_NODE) return NULL;
+    return node_at(ld, seq->data.sequence.items.start[i]);
+}
+
+/* Shadows: resolve model names; a shadow with its own backends gets a
+ * hidden model of its name, so the pool is balanced, health-checked and
+ * measured like any other. */
+static int finish_shadows(struct loader *ld, const yaml_node_t *map, struct config *c)
+{
+    size_t inline_pools = 0, nvisible = c->nmodels;
+    for (size_t i = 0; i < c->nshadows; i++) {
+        struct config_shadow *sh = &c->shadows[i];
+        const yaml_node_t *item = list_item(ld, map, "shadows", i);
+        const yaml_mark_t *at = item ? &item->start_mark : NULL;
+        const struct config_model *m = config_find_model(c, sh->model, strlen(sh->model));
+        if (!m) return fail(ld, at, "shadow \"%s\": no model named \"%s\"", sh->name, sh->model);
+        sh->model_index = (size_t)(m - c->models);
+        if (sh->target) {
+            const struct config_model *t = config_find_model(c, sh->target, strlen(sh->target));
+            if (!t) return fail(ld, at, "shadow \"%s\": no target model named \"%s\"", sh->name, sh->target);
+            if (t == m) return fail(ld, at, "shadow \"%s\": the target is the mirrored model itself", sh->name);
+            sh->target_index = (size_t)(t - c->models);
+        } else {
+            if (config_find_model(c, sh->name, strlen(sh->name)))
+                return fail(ld, at, "shadow \"%s\": a model has the same name (a shadow with backends "
+                            "needs a name of its own)", sh->name);
+            inline_pools++;
+        }
+        if (sh->judge_model && !config_find_model(c, sh->judge_model, strlen(sh->judge_model)))
+            return fail(ld, at, "shadow \"%s\": no judge model named \"%s\"", sh->name, sh->judge_model);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(c->shadows[j].model, sh->model) == 0 && c->shadows[j].target && sh->target &&
+                strcmp(c->shadows[j].target, sh->target) == 0)
+                return fail(ld, at, "shadow \"%s\": shadow \"%s\" already mirrors %s to %s", sh->name,
+                            c->shadows[j].name, sh->model, sh->target);
+    }
+    if (!inline_pools) return 0;
+    struct config_model *nm = realloc(c->models, (nvisible + inline_pools) * sizeof *nm);
+    if (!nm) return fail(ld, NULL, "out of memory");
+    c->models = nm;
+    for (size_t i = 0; i < c->nshadows; i++) {
+        struct config_shadow *sh = &c->shadows[i];
+        if (sh->target) continue;
+        struct config_model *m = &c->models[c->nmodels];
+        *m = sh->pool;
+        memset(&sh->pool, 0, sizeof sh->pool); /* the model owns the backends now */
+        c->nmodels++;
+        m->hidden = true;
+        m->retry_attempts = 1;
+        m->load_factor = 1.25;
+        m->affinity_prefix_bytes = 512;
+        m->queue_shed_status = 503;
+        if (!(m->name = dupn(ld, NULL, sh->name, strlen(sh->name)))) return -1;
+        sh->target_index = c->nmodels - 1;
+    }
+    return 0;
+}
+
 /* Cross-model checks, once every model is parsed: a fallback must name
  * another configured model. */
 static int finish_top(struct loader *ld, const yaml_node_t *map, void *base)
@@ -1025,7 +1240,7 @@ static int finish_top(struct loader *ld, const yaml_node_t *map, void *base)
                         fb);
         }
     }
-    return 0;
+    return finish_shadows(ld, map, c);
 }
 
 /* After element i of a list is parsed: its F_UNIQUE strings must differ
@@ -1093,13 +1308,75 @@ static int parse_strlist(struct loader *ld, const struct field *f, const yaml_no
         if (item->type != YAML_SCALAR_NODE || is_null(item)) return type_error(ld, f, item);
         const char *str = (const char *)item->data.scalar.value;
         size_t len = item->data.scalar.length;
-        if (len == 0 || len > f->max || memchr(str, '\0', len) || has_space_or_ctl(str, len))
-            return fail(ld, &item->start_mark, "\"%s\": each entry must be a name of 1..%llu characters "
-                        "without whitespace", f->name, (unsigned long long)f->max);
+        if ((f->flags & F_SPACES) && len > 0 && len <= f->max && !memchr(str, '\0', len) && !has_ctl(str, len))
+            ;
+        else if (len == 0 || len > f->max || memchr(str, '\0', len) || has_space_or_ctl(str, len))
+            return fail(ld, &item->start_mark, "\"%s\": each entry must be %s of 1..%llu characters%s",
+                        f->name, (f->flags & F_SPACES) ? "a string" : "a name", (unsigned long long)f->max,
+                        (f->flags & F_SPACES) ? " without control characters" : " without whitespace");
         for (size_t j = 0; j < i; j++)
             if (strlen(arr[j]) == len && memcmp(arr[j], str, len) == 0)
                 return fail(ld, &item->start_mark, "\"%s\": \"%s\" is listed twice", f->name, arr[j]);
         if (!(arr[i] = dupn(ld, &item->start_mark, str, len))) return -1;
+    }
+    return 0;
+}
+
+/* "set: {temperature: 0, top_p: 0.9, user: shadow}" — each value becomes
+ * JSON text: plain true/false/null and numbers stay as written, anything
+ * else (including quoted scalars) becomes a JSON string. */
+static int parse_kvmap(struct loader *ld, const struct field *f, const yaml_node_t *v, void *base)
+{
+    static const char *const reserved[] = {"model", "messages", "prompt", "stream", "stream_options", NULL};
+    if (v->type != YAML_MAPPING_NODE) return type_error(ld, f, v);
+    size_t n = (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
+    if (n == 0) return 0;
+    struct config_override *arr = calloc(n, sizeof *arr);
+    if (!arr) return fail(ld, &v->start_mark, "out of memory");
+    memcpy((char *)base + f->offset, &arr, sizeof arr);
+    memcpy((char *)base + f->count_offset, &n, sizeof n);
+    struct showbuf sb;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_pair_t *p = &v->data.mapping.pairs.start[i];
+        const yaml_node_t *k = node_at(ld, p->key), *val = node_at(ld, p->value);
+        if (!k || !val) return fail(ld, &v->start_mark, "internal error: missing node");
+        const char *key = (const char *)k->data.scalar.value;
+        size_t klen = k->type == YAML_SCALAR_NODE ? k->data.scalar.length : 0;
+        if (klen == 0 || klen > 64 || has_space_or_ctl(key, klen) || memchr(key, '"', klen) ||
+            memchr(key, '\\', klen))
+            return fail(ld, &k->start_mark, "\"%s\": keys must be parameter names of 1..64 characters", f->name);
+        for (size_t r = 0; reserved[r]; r++)
+            if (strlen(reserved[r]) == klen && memcmp(reserved[r], key, klen) == 0)
+                return fail(ld, &k->start_mark, "\"%s\": \"%s\" cannot be overridden here%s", f->name,
+                            reserved[r], r == 0 ? " (use upstream_model)" : r >= 3 ? " (use stream)" : "");
+        for (size_t j = 0; j < i; j++)
+            if (strlen(arr[j].key) == klen && memcmp(arr[j].key, key, klen) == 0)
+                return fail(ld, &k->start_mark, "duplicate key \"%s\" in %s", show(&sb, key, klen), f->name);
+        if (val->type != YAML_SCALAR_NODE)
+            return fail(ld, &val->start_mark, "\"%s\": values must be scalars (numbers, booleans, strings)",
+                        f->name);
+        const char *vs = (const char *)val->data.scalar.value;
+        size_t vlen = val->data.scalar.length;
+        if (memchr(vs, '\0', vlen)) return fail(ld, &val->start_mark, "\"%s\": contains a NUL byte", f->name);
+        if (!(arr[i].key = dupn(ld, &k->start_mark, key, klen))) return -1;
+        double d;
+        bool raw = !is_quoted(val) && (is_null(val) || (vlen == 4 && !memcmp(vs, "true", 4)) ||
+                                       (vlen == 5 && !memcmp(vs, "false", 5)) ||
+                                       parse_double(vs, vlen, &d) == PARSE_OK);
+        if (raw) {
+            arr[i].json = is_null(val) ? dupn(ld, &val->start_mark, "null", 4) : dupn(ld, &val->start_mark, vs, vlen);
+        } else {
+            size_t cap = vlen * 6 + 4;
+            char *j = malloc(cap);
+            long jl = j ? json_escape(vs, vlen, j, cap - 1) : -1;
+            if (jl < 0) {
+                free(j);
+                return fail(ld, &val->start_mark, "\"%s\": value is not valid UTF-8", f->name);
+            }
+            j[jl] = '\0';
+            arr[i].json = j;
+        }
+        if (!arr[i].json) return -1;
     }
     return 0;
 }
@@ -1114,6 +1391,7 @@ static int parse_value(struct loader *ld, const struct field *f, const yaml_node
         return parse_section(ld, f->sub, v, &v->start_mark, (char *)base + f->offset);
     case T_LIST: return parse_list(ld, f, v, base);
     case T_STRLIST: return parse_strlist(ld, f, v, base);
+    case T_KVMAP: return parse_kvmap(ld, f, v, base);
     default: break;
     }
     if (v->type != YAML_SCALAR_NODE || is_null(v)) return type_error(ld, f, v);
@@ -1126,7 +1404,7 @@ static int parse_value(struct loader *ld, const struct field *f, const yaml_node
 static int apply_default(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base)
 {
     if (f->type == T_MAP) return parse_section(ld, f->sub, NULL, at, (char *)base + f->offset);
-    if (!f->def || f->type == T_LIST || f->type == T_STRLIST) return 0;
+    if (!f->def || f->type == T_LIST || f->type == T_STRLIST || f->type == T_KVMAP) return 0;
     return parse_scalar(ld, f, NULL, f->def, strlen(f->def), base);
 }
 
@@ -1192,6 +1470,15 @@ static void free_section(const struct section *sec, void *base)
             memcpy(&arr, p, sizeof arr);
             memcpy(&n, (char *)base + f->count_offset, sizeof n);
             for (size_t j = 0; arr && j < n; j++) free(arr[j]);
+            free(arr);
+            break;
+        }
+        case T_KVMAP: {
+            struct config_override *arr;
+            size_t n;
+            memcpy(&arr, p, sizeof arr);
+            memcpy(&n, (char *)base + f->count_offset, sizeof n);
+            for (size_t j = 0; arr && j < n; j++) free(arr[j].key), free(arr[j].json);
             free(arr);
             break;
         }

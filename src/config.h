@@ -104,6 +104,78 @@ struct config_model {
     uint32_t queue_timeout_ms;        /* longest wait in the queue; default 10000 */
     char *queue_priority_header;      /* header with a priority 0..9 (9 first); NULL = none */
     uint32_t queue_shed_status;       /* 429 or 503 (default) */
+    /* set by the loader for a shadow's inline backend pool: not routable
+     * by clients, not listed in /v1/models, not counted by /readyz */
+    bool hidden;
+};
+
+/* A parameter override of a shadow leg: "key": value, value as JSON text. */
+struct config_override {
+    char *key;
+    char *json;
+};
+
+enum shadow_select {
+    SHADOW_SELECT_ALL = 0,   /* "all": sample % of every request */
+    SHADOW_SELECT_HEADER,    /* "header": only requests carrying select_header */
+    SHADOW_SELECT_KEY,       /* "key": only requests whose bearer key is in keys */
+    SHADOW_SELECT_HASH       /* "hash": a stable sample % of users (hash of a user key) */
+};
+enum shadow_stream { SHADOW_STREAM_AUTO = 0, SHADOW_STREAM_ON, SHADOW_STREAM_OFF };
+enum shadow_state { SHADOW_RUNNING = 0, SHADOW_PAUSED, SHADOW_STOPPED };
+
+/* shadows: mirror a public model's traffic to a candidate (shadow.c) */
+struct config_shadow {
+    char *name;                   /* unique; metrics label and key in the pair store */
+    char *model;                  /* public model whose requests are mirrored */
+    char *target;                 /* the candidate: a configured model, or ... */
+    struct config_model pool;     /* ... inline backends (+ balance, price): becomes a hidden model */
+    size_t model_index, target_index; /* resolved into config.models */
+    double sample_percent;        /* 0..100; default 100 */
+    int select;                   /* enum shadow_select */
+    char *select_header;          /* select: header */
+    char **keys; size_t nkeys;    /* select: key */
+    char *hash_header;            /* select: hash — header naming the user; else body "user", else the key */
+    char *upstream_model;         /* model name sent to the candidate; NULL = its backends' own */
+    struct config_override *set;  /* parameter overrides of the shadow leg */
+    size_t nset;
+    int stream;                   /* enum shadow_stream; default auto (as the client asked) */
+    uint32_t deadline_ms;         /* a shadow leg is cut after this; default 60s */
+    uint32_t max_concurrent;      /* shadow legs in flight, all workers; default 32 */
+    uint64_t budget_tokens_per_hour; /* 0 = no budget */
+    double budget_usd_per_hour;   /* 0 = no budget */
+    bool skip_tool_results;       /* don't mirror requests carrying tool results; default true */
+    char *opt_out_header;         /* a request with this header is never mirrored */
+    double aa_percent;            /* of mirrored requests also sent to the primary again; default 10 */
+    bool cancel_on_client_abort;  /* default false: a shadow leg outlives its client */
+    int initial_state;            /* enum shadow_state: "running" (default) | "paused" */
+    char **refusal_patterns; size_t nrefusal; /* case-insensitive; none = built-in defaults */
+    char *judge_model;            /* configured model used as judge; NULL = no judge */
+    double judge_sample_percent;  /* of eligible pairs; default 10 */
+    uint32_t analysis_interval_ms;/* live analysis and auto-stop; default 10s */
+    uint32_t autostop_window;     /* newest pairs looked at; default 100 */
+    uint32_t autostop_min_pairs;  /* no verdict on fewer; default 20 */
+    double autostop_success_min;  /* stop below this shadow success rate; default 0.90 */
+    double rec_success_min;       /* report: below → investigate; default 0.95 */
+    double rec_latency_ratio_max; /* report: p50 ratio above → too slow; default 1.5 */
+    uint32_t rec_min_pairs;       /* report: fewer → keep collecting; default 30 */
+};
+
+/* shadow_store: the pair store (recorder.c), one SQLite file for all shadows */
+struct config_store {
+    char *path;                   /* default "shade-shadow.db" */
+    uint32_t queue_size;          /* pairs waiting for the writer; default 10000 */
+    uint32_t prompt_max_bytes;    /* default 32KiB */
+    uint32_t response_max_bytes;  /* default 32KiB */
+    char **redact; size_t nredact;/* POSIX extended regexes, matches become [REDACTED] */
+    int synchronous;              /* 0 "normal" (default: survives a crash of shade), 1 "full"
+                                     (also survives power loss, slower) */
+};
+
+/* admin: the /admin/ endpoints */
+struct config_admin {
+    char *key_env;                /* environment variable holding the admin key */
+    char *key;                    /* its value; NULL = /admin/ is open (keep the listener private) */
 };
 
 struct config_server {
@@ -126,6 +198,10 @@ struct config {
     struct config_server server;
     struct config_model *models;
     size_t nmodels;
+    struct config_shadow *shadows;
+    size_t nshadows;
+    struct config_store store;
+    struct config_admin admin;
 };
 
 /* Load and validate FILE.  On error returns -1 and writes one message of the

@@ -35,9 +35,14 @@ struct model_rt {
     const struct model_rt **fallbacks; /* resolved config fallbacks, in order */
     size_t nfallbacks;
     _Atomic int inflight;        /* admitted requests, all workers (max_in_flight) */
+    struct shadow_rt **shadows;  /* shadows mirroring this model (shadow.c) */
+    size_t nshadows;
 };
 
 struct worker;
+struct shadow_rt;
+struct shadow_leg;
+struct judge;
 
 struct gateway {
     struct config *cfg;
@@ -50,6 +55,9 @@ struct gateway {
     size_t nworkers;
     _Atomic bool draining;
     uint64_t started_unix;
+    struct shadow_rt *shadows;   /* [nshadows] (shadow.c) */
+    size_t nshadows;
+    struct judge *judge;         /* the judge thread (judge.c), NULL when no shadow has a judge */
     char *models_json;           /* GET /v1/models body, built once */
     size_t models_json_len;
 };
@@ -73,6 +81,8 @@ struct worker {
     ev_timer queue_timer;        /* while anything waits: timeouts, capacity freed elsewhere */
     ev_defer queue_kick;         /* capacity freed here: look at the queues */
     uint64_t rng;                /* balance.c's PRNG state (p2c_ewma); 0 = unseeded */
+    struct shadow_leg *shadow_legs; /* shadow / A/A legs running on this worker */
+    size_t shadow_nlegs;
 };
 
 enum { WORKER_RUN = 0, WORKER_DRAIN, WORKER_STOP };

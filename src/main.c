@@ -5,6 +5,7 @@
 
 #include "config.h"
 #include "gateway.h"
+#include "report.h"
 #include "sim.h"
 
 static const char usage_main[] =
@@ -16,6 +17,7 @@ static const char usage_main[] =
     "  serve -c FILE   run the gateway with the configuration in FILE\n"
     "  check -c FILE   validate FILE and report errors as file:line:column: message\n"
     "  sim [options]   run the model server simulator (see `shade sim --help`)\n"
+    "  report --db F   report on a shadow pair store (see `shade report --help`)\n"
     "\n"
     "options:\n"
     "  -h, --help      show this help (also: shade <command> --help)\n"
@@ -88,6 +90,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "sim") == 0)
         return sim_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "report") == 0)
+        return report_main(argc - 1, argv + 1);
     if (strcmp(cmd, "serve") == 0 || strcmp(cmd, "check") == 0) {
         int code = 0;
         bool serve = strcmp(cmd, "serve") == 0;
@@ -101,7 +105,13 @@ int main(int argc, char **argv)
             return 1;
         }
         if (!serve) {
-            printf("%s: ok (%zu model%s)\n", file, cfg->nmodels, cfg->nmodels == 1 ? "" : "s");
+            size_t nm = 0;
+            for (size_t i = 0; i < cfg->nmodels; i++)
+                nm += !cfg->models[i].hidden;
+            printf("%s: ok (%zu model%s", file, nm, nm == 1 ? "" : "s");
+            if (cfg->nshadows)
+                printf(", %zu shadow%s", cfg->nshadows, cfg->nshadows == 1 ? "" : "s");
+            printf(")\n");
             config_free(cfg);
             return 0;
         }

@@ -1,6 +1,7 @@
 /* metrics.c — Prometheus text exposition (format 0.0.4), written by hand:
  * there is no C client library in Debian, and the format is simple. */
 #include "metrics.h"
+#include "shadow.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -354,4 +355,5 @@ void metrics_render(const struct gateway *gw, struct buf *o)
             }
         }
     }
+    shadow_metrics_render(gw, o);
 }

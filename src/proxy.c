@@ -27,6 +27,7 @@
 #include "gateway.h"
 #include "health.h"
 #include "json.h"
+#include "shadow.h"
 #include "sse.h"
 
 #define CAPTURE_MAX (8u * 1024u * 1024u) /* non-streamed bodies kept for usage */
@@ -70,6 +71,11 @@ struct pctx {
     int64_t usage_in, usage_out;
     bool usage_exact;
     int64_t chunks_out;
+    /* shadowing: the pairs this request is the primary of (NULL = none) */
+    struct shadow_primary *sp;
+    bool shadow_checked;          /* mirroring was decided (first attempt) */
+    enum met_endpoint ep;
+    const char *err_kind;         /* store.h error kind of a failure, NULL = by status */
 };
 
 static const struct up_handlers up_cbs;
@@ -150,6 +156,12 @@ static void finish(struct pctx *p, int status)
     if (freed)
         ev_defer_post(p->w->loop, &p->w->queue_kick);
     record(p, status);
+    if (p->sp) {
+        shadow_primary_done(p->w, p->sp, status, p->err_kind, p->be ? p->be->cfg->name : NULL,
+                            p->m ? p->m->cfg->name : NULL, p->is_sse, p->req->t_ready_ns, p->t_first_token, -1,
+                            -1, status == 499);
+        p->sp = NULL;
+    }
     p->req->ctx = NULL;
     p->req->on_abort = NULL;
     p->req->on_drain = NULL;
@@ -226,6 +238,8 @@ static void on_sse_event(void *arg, const char *data, size_t len)
         }
     }
     read_usage(p, &root);
+    if (p->sp)
+        shadow_primary_sse(p->sp, data, len);
 }
 
 /* ---------- upstream callbacks ---------- */
@@ -423,6 +437,8 @@ static void up_on_done(void *ctx, enum up_err err)
             if (json_validate(buf_data(&p->capture), buf_used(&p->capture), &root, NULL) == 0 &&
                 root.type == JSON_OBJECT)
                 read_usage(p, &root);
+            if (p->sp && p->status < 300)
+                shadow_primary_json(p->sp, buf_data(&p->capture), buf_used(&p->capture));
         }
         http_req *r = p->req;
         finish(p, p->status);
@@ -430,6 +446,7 @@ static void up_on_done(void *ctx, enum up_err err)
         return;
     }
     met_add(&met->up_errors[p->be->id][err], 1);
+    p->err_kind = shadow_err_kind(err);
     bool connect_failure = err == UP_ECONNECT || err == UP_ECONNECT_TIMEOUT || err == UP_ETLS;
     bool race = err == UP_ECLOSED && !p->upstream_fwd && !p->race_retried;
     if (!p->upstream_fwd)
@@ -495,6 +512,7 @@ static void on_client_abort(http_req *r)
         up_cancel(p->up);
         p->up = NULL;
     }
+    p->err_kind = "aborted";
     finish(p, 499);
 }
 
@@ -827,8 +845,16 @@ static void start_attempt(struct pctx *p)
             enqueue_or_shed(p);
             return;
         }
+        p->err_kind = "no_backend";
         no_backend(p, first);
         return;
+    }
+    if (!p->shadow_checked) {
+        /* mirrored only once admitted and routed: a request shed under
+         * overload is not doubled by its shadows */
+        p->shadow_checked = true;
+        if (p->m0->nshadows)
+            p->sp = shadow_mirror(w, p->m0, p->req, p->ep, p->stream, p->hint.est_tokens);
     }
     if (p->m != p->m0 && p->tried == 0)
         met_add(&w->met->fallbacks[(size_t)p->m0->index * w->gw->nmodels + (size_t)p->m->index], 1);
@@ -913,6 +939,7 @@ static void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
     }
     p->w = w;
     p->req = r;
+    p->ep = ep;
     struct json_span root;
     struct json_error je;
     if (r->body_len == 0) {
@@ -1080,6 +1107,34 @@ static void admin_reload(struct worker *w, http_req *r)
     http_respond(r, 202, "application/json", "{\"status\":\"reloading\"}\n", 23);
 }
 
+/* With admin.key_env set, /admin/ needs the key: "Authorization: Bearer
+ * KEY" or "x-shade-admin-key: KEY" (compared in constant time). */
+static bool admin_allowed(struct worker *w, http_req *r)
+{
+    const char *key = w->gw->cfg->admin.key;
+    if (!key)
+        return true;
+    const struct http_hdr *h = http_req_header(r, "x-shade-admin-key");
+    const char *v = h ? h->value : NULL;
+    size_t vl = h ? h->value_len : 0;
+    if (!h && (h = http_req_header(r, "authorization")) && h->value_len > 7 &&
+        strncasecmp(h->value, "bearer ", 7) == 0) {
+        v = h->value + 7;
+        vl = h->value_len - 7;
+    }
+    size_t kl = strlen(key);
+    unsigned char diff = v && vl == kl ? 0 : 1;
+    for (size_t i = 0; v && i < kl && vl == kl; i++)
+        diff |= (unsigned char)(v[i] ^ key[i]);
+    if (!diff)
+        return true;
+    count_local(w, 401);
+    http_respond_error(r, 401, "invalid_request_error", v ? "invalid_admin_key" : "admin_key_required", NULL,
+                       v ? "The admin key is not valid." :
+                           "This endpoint needs the admin key (Authorization: Bearer KEY or x-shade-admin-key).");
+    return false;
+}
+
 void proxy_handle(http_req *r, void *arg)
 {
     struct worker *w = arg;
@@ -1121,6 +1176,13 @@ void proxy_handle(http_req *r, void *arg)
             count_local(w, 200);
             respond_metrics(w, r);
         }
+        return;
+    }
+    if (r->path_len >= 7 && memcmp(r->path, "/admin/", 7) == 0 && !admin_allowed(w, r))
+        return;
+    if (r->path_len >= 14 && memcmp(r->path, "/admin/shadows", 14) == 0 &&
+        (r->path_len == 14 || r->path[14] == '/')) {
+        count_local(w, shadow_admin(w, r));
         return;
     }
     if (path_is(r, "/admin/backends")) {

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -19,7 +20,10 @@
 #include "gateway.h"
 #include "health.h"
 #include "json.h"
+#include "judge.h"
 #include "log.h"
+#include "recorder.h"
+#include "shadow.h"
 
 /* ---------- gateway ---------- */
 
@@ -27,7 +31,7 @@ const struct model_rt *gateway_find_model(const struct gateway *gw, const char *
 {
     for (size_t i = 0; i < gw->nmodels; i++) {
         const char *n = gw->models[i].cfg->name;
-        if (strlen(n) == len && memcmp(n, name, len) == 0)
+        if (!gw->models[i].cfg->hidden && strlen(n) == len && memcmp(n, name, len) == 0)
             return &gw->models[i];
     }
     return NULL;
@@ -36,7 +40,7 @@ const struct model_rt *gateway_find_model(const struct gateway *gw, const char *
 bool gateway_ready(const struct gateway *gw, uint64_t now_ms)
 {
     for (size_t i = 0; i < gw->nmodels; i++) {
-        bool any = false;
+        bool any = gw->models[i].cfg->hidden; /* a shadow's pool never makes the gateway unready */
         for (size_t b = 0; b < gw->models[i].n && !any; b++)
             any = backend_is_up(gw->models[i].backends[b], now_ms);
         if (!any)
@@ -49,14 +53,18 @@ static int build_models_json(struct gateway *gw)
 {
     struct buf b = { 0 };
     buf_append_str(&b, "{\"object\":\"list\",\"data\":[");
+    bool first = true;
     for (size_t i = 0; i < gw->nmodels; i++) {
         char esc[1100];
         const char *n = gw->models[i].cfg->name;
+        if (gw->models[i].cfg->hidden)
+            continue;
         long el = json_escape(n, strlen(n), esc, sizeof esc);
         if (el < 0)
             el = 0;
         buf_printf(&b, "%s{\"id\":%.*s,\"object\":\"model\",\"created\":%llu,\"owned_by\":\"shade\"}",
-                   i ? "," : "", (int)el, esc, (unsigned long long)gw->started_unix);
+                   first ? "" : ",", (int)el, esc, (unsigned long long)gw->started_unix);
+        first = false;
     }
     buf_append_str(&b, "]}\n");
     gw->models_json = b.p;
@@ -131,7 +139,7 @@ int gateway_init(struct gateway *gw, struct config *cfg, char *err, size_t errle
     }
     if (metrics_layout_init(&gw->lay, gw) < 0 || build_models_json(gw) < 0)
         goto nomem;
-    return 0;
+    return shadow_gateway_init(gw, err, errlen);
 nomem:
     snprintf(err, errlen, "out of memory");
     return -1;
@@ -139,6 +147,7 @@ nomem:
 
 void gateway_free(struct gateway *gw)
 {
+    shadow_gateway_free(gw);
     for (size_t i = 0; i < gw->nbackends; i++)
         backend_free_tls(&gw->backends[i]);
     for (size_t i = 0; i < gw->nmodels; i++) {
@@ -157,7 +166,8 @@ void gateway_free(struct gateway *gw)
 static void drain_check_cb(loop_t *l, ev_timer *t)
 {
     struct worker *w = t->data;
-    if (httpd_connections(w->httpd) == 0) {
+    /* shadow legs end by their deadline (or are cut at shutdown_timeout) */
+    if (httpd_connections(w->httpd) == 0 && shadow_worker_legs(w) == 0) {
         loop_stop(l);
         return;
     }
@@ -174,6 +184,7 @@ static void wake_cb(loop_t *l, ev_async *a)
     } else if (cmd == WORKER_STOP) {
         httpd_shutdown(w->httpd);
         httpd_close_all(w->httpd);
+        shadow_worker_cancel_all(w);
         loop_stop(l);
     }
 }
@@ -191,6 +202,7 @@ static void worker_free(struct worker *w)
         return;
     if (w->httpd)
         httpd_free(w->httpd);
+    shadow_worker_cancel_all(w); /* their pairs go to the recorder as they are */
     if (w->pools) {
         for (size_t i = 0; i < w->gw->nbackends; i++)
             up_pool_free(w->pools[i]);
@@ -266,6 +278,33 @@ static void tell_workers(struct gateway *gw, int cmd)
     }
 }
 
+/* The judge calls the judge model through this gateway's own listener. */
+static int start_judge(struct gateway *gw, char *err, size_t errlen)
+{
+    const struct config *cfg = gw->cfg;
+    struct judge_shadow js[64];
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->nshadows && n < 64; i++)
+        if (cfg->shadows[i].judge_model)
+            js[n++] = (struct judge_shadow){ cfg->shadows[i].name, cfg->shadows[i].judge_model,
+                                             cfg->shadows[i].judge_sample_percent / 100.0 };
+    if (!n)
+        return 0;
+    char host[INET6_ADDRSTRLEN] = "";
+    int port = 0;
+    const struct sockaddr_storage *ss = &cfg->server.addr;
+    if (ss->ss_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, host, sizeof host);
+        port = ntohs(((const struct sockaddr_in *)ss)->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, host, sizeof host);
+        port = ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+    }
+    struct judge_opts o = { .db_path = cfg->store.path, .host = host, .port = port, .shadows = js, .nshadows = n };
+    gw->judge = judge_start(&o, err, errlen);
+    return gw->judge ? 0 : -1;
+}
+
 int server_run(struct config *cfg)
 {
     struct gateway gw;
@@ -280,6 +319,15 @@ int server_run(struct config *cfg)
     /* health state and the one process-wide checker thread (health.c) */
     if (health_start(&gw) < 0) {
         log_error("cannot start health checks");
+        gateway_free(&gw);
+        return 1;
+    }
+    /* the pair store's writer (recorder.c), when there are shadows, and the
+     * judge (judge.c), when a shadow names a judge model */
+    if (recorder_start(&gw, err, sizeof err) < 0 || start_judge(&gw, err, sizeof err) < 0) {
+        log_error("%s", err);
+        recorder_stop();
+        health_stop();
         gateway_free(&gw);
         return 1;
     }
@@ -358,6 +406,8 @@ int server_run(struct config *cfg)
         if (sig == SIGHUP)
             log_info("SIGHUP goes to the master process (pid %d), which reloads; ignored here", (int)getppid());
     }
+    judge_stop(gw.judge); /* its calls go through the listener that is closing */
+    gw.judge = NULL;
     log_info("draining: no new connections; waiting up to %u ms for requests in flight",
              cfg->server.shutdown_timeout_ms);
     atomic_store(&gw.draining, true);
@@ -388,9 +438,12 @@ stop:
         if (gw.workers[i]->thread)
             pthread_join(gw.workers[i]->thread, NULL);
 out:
+    judge_stop(gw.judge);
+    gw.judge = NULL;
     health_stop();
     for (size_t i = 0; i < gw.nworkers; i++)
         worker_free(gw.workers[i]);
+    recorder_stop(); /* every pair is in its queue now: write them, close the file */
     free(gw.workers);
     gateway_free(&gw);
     return rc;

@@ -814,6 +814,89 @@ static void test_resilience_keys(void)
                       "3:23: ");
 }
 
+#define SHADOW_BASE MIN_YAML "  - name: other\n    backends:\n      - url: http://127.0.0.1:8009\n"
+
+static void test_shadows(void)
+{
+    /* an inline pool becomes a hidden model named after the shadow */
+    struct config *c = load_ok(SHADOW_BASE
+                               "shadows:\n  - name: cand\n    model: demo\n    backends:\n"
+                               "      - url: http://127.0.0.1:8003\n        model: v2\n"
+                               "    price: { input: 0.2, output: 0.6 }\n"
+                               "    sample: 25\n    select: hash\n    hash_header: x-user\n"
+                               "    set: { temperature: 0, top_p: 0.5, user: \"probe\", seed: null, note: hello world }\n"
+                               "    stream: \"true\"\n    refusal_patterns: [\"no can do\", \"I refuse\"]\n"
+                               "    judge: { model: other, sample: 50 }\n"
+                               "    analysis: { interval: 250ms, window: 40, min_pairs: 5, stop_below: 0.8 }\n"
+                               "shadow_store:\n  path: /tmp/x.db\n  redact: [\"[0-9]{3}-[0-9]{4}\"]\n");
+    if (c) {
+        CHECK_EQ_INT(c->nmodels, 3);
+        CHECK_EQ_INT(c->nshadows, 1);
+        const struct config_shadow *sh = &c->shadows[0];
+        CHECK_EQ_INT(sh->model_index, 0);
+        CHECK_EQ_INT(sh->target_index, 2);
+        CHECK_EQ_STR(c->models[2].name, "cand");
+        CHECK(c->models[2].hidden && !c->models[0].hidden);
+        CHECK_EQ_STR(c->models[2].backends[0].model, "v2");
+        CHECK(c->models[2].input_price_per_mtok == 0.2 && c->models[2].output_price_per_mtok == 0.6);
+        CHECK_EQ_INT(c->models[2].retry_attempts, 1);
+        CHECK(sh->sample_percent == 25 && sh->select == SHADOW_SELECT_HASH);
+        CHECK_EQ_STR(sh->hash_header, "x-user");
+        CHECK_EQ_INT(sh->nset, 5);
+        CHECK_EQ_STR(sh->set[0].json, "0");
+        CHECK_EQ_STR(sh->set[1].json, "0.5");
+        CHECK_EQ_STR(sh->set[2].json, "\"probe\"");
+        CHECK_EQ_STR(sh->set[3].json, "null");
+        CHECK_EQ_STR(sh->set[4].json, "\"hello world\"");
+        CHECK_EQ_INT(sh->stream, SHADOW_STREAM_ON);
+        CHECK_EQ_INT(sh->nrefusal, 2);
+        CHECK_EQ_STR(sh->refusal_patterns[0], "no can do");
+        CHECK_EQ_STR(sh->judge_model, "other");
+        CHECK(sh->judge_sample_percent == 50);
+        CHECK_EQ_INT(sh->analysis_interval_ms, 250);
+        CHECK_EQ_INT(sh->autostop_window, 40);
+        CHECK(sh->autostop_success_min == 0.8);
+        /* defaults */
+        CHECK_EQ_INT(sh->deadline_ms, 60000);
+        CHECK_EQ_INT(sh->max_concurrent, 32);
+        CHECK(sh->aa_percent == 10 && sh->skip_tool_results && !sh->cancel_on_client_abort);
+        CHECK_EQ_STR(sh->opt_out_header, "x-shade-no-shadow");
+        CHECK(sh->rec_success_min == 0.95 && sh->rec_latency_ratio_max == 1.5);
+        CHECK_EQ_INT(c->store.queue_size, 10000);
+        CHECK_EQ_INT(c->store.response_max_bytes, 32768);
+        CHECK_EQ_INT(c->store.nredact, 1);
+        config_free(c);
+    }
+    /* a configured model as the target */
+    c = load_ok(SHADOW_BASE "shadows:\n  - name: cand\n    model: demo\n    target: other\n");
+    if (c) {
+        CHECK_EQ_INT(c->nmodels, 2);
+        CHECK_EQ_INT(c->shadows[0].target_index, 1);
+        CHECK_EQ_STR(c->store.path, "shade-shadow.db");
+        config_free(c);
+    }
+    expect_err(SHADOW_BASE "shadows:\n  - name: cand\n    model: demo\n",
+               "9:5: shadow \"cand\": give either \"target\" (a configured model) or \"backends\"");
+    expect_err(SHADOW_BASE "shadows:\n  - name: cand\n    model: nope\n    target: other\n",
+               "9:5: shadow \"cand\": no model named \"nope\"");
+    expect_err(SHADOW_BASE "shadows:\n  - name: cand\n    model: demo\n    target: demo\n",
+               "9:5: shadow \"cand\": the target is the mirrored model itself");
+    expect_err(SHADOW_BASE "shadows:\n  - name: other\n    model: demo\n    backends: [{url: \"http://127.0.0.1:1\"}]\n",
+               "9:5: shadow \"other\": a model has the same name (a shadow with backends needs a name of its own)");
+    expect_err(SHADOW_BASE "shadows:\n  - name: cand\n    model: demo\n    target: other\n    set: { model: x }\n",
+               "12:12: \"set\": \"model\" cannot be overridden here (use upstream_model)");
+    expect_err(SHADOW_BASE "shadows:\n  - name: cand\n    model: demo\n    target: other\n    set: { a: [1] }\n",
+               "12:15: \"set\": values must be scalars (numbers, booleans, strings)");
+    expect_err(SHADOW_BASE "shadows:\n  - name: cand\n    model: demo\n    target: other\n    select: header\n",
+               "9:5: shadow \"cand\": select: header needs \"select_header\"");
+    expect_err(SHADOW_BASE "shadows:\n  - name: cand\n    model: demo\n    target: other\n    sample: 101\n",
+               "12:13: \"sample\": 101 is out of range (0..100)");
+    expect_err(SHADOW_BASE "shadows:\n  - name: cand\n    model: demo\n    target: other\n    judge: { model: x }\n",
+               "9:5: shadow \"cand\": no judge model named \"x\"");
+    expect_err(SHADOW_BASE "admin:\n  key_env: SHADE_TEST_SURELY_UNSET_VAR\n",
+               "9:12: \"key_env\": environment variable SHADE_TEST_SURELY_UNSET_VAR is not set or empty");
+}
+
 int main(void)
 {
     test_defaults();
@@ -828,6 +911,7 @@ int main(void)
     test_value_errors();
     test_example();
     test_resilience_keys();
+    test_shadows();
     config_free(NULL);
     UNIT_DONE();
 }

@@ -1,0 +1,754 @@
+/* shadow.c — mirroring live requests to candidate models (see shadow.h for
+ * the pipeline, doc/shadow.md for the whole picture).
+ *
+ * Everything here that runs per request runs on the request's worker loop;
+ * what is shared between workers (state, in-flight count, budget, counters)
+ * is atomics in struct shadow_rt.  Nothing on the user's path ever waits
+ * for a shadow leg: legs are upstream exchanges of their own, with their
+ * own deadline, and the pair they belong to is finished by whichever of the
+ * user's request and the legs ends last.
+ */
+#include "shadow.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/uio.h>
+#include <time.h>
+
+#include "gateway.h"
+#include "health.h"
+#include "log.h"
+#include "recorder.h"
+#include "sse.h"
+
+const char *const shadow_skip_names[SKIP__COUNT] = {
+    "paused", "stopped", "endpoint", "opt_out", "not_selected", "sampled_out", "no_user_key", "tool_results",
+};
+const char *const shadow_drop_names[DROP__COUNT] = {
+    "cap", "budget", "queue_full", "shutdown", "db_error", "nomem",
+};
+const char *const shadow_leg_names[LEG__COUNT] = { "primary", "shadow", "aa" };
+const char *const shadow_outcome_names[OUT__COUNT] = { "ok", "error", "timeout", "deadline", "cancelled" };
+const char *const shadow_state_names_rt[3] = { "running", "paused", "stopped" };
+
+struct shadow_leg {
+    struct worker *w;
+    struct shadow_pair *pair;
+    int kind;                      /* LEG_SHADOW or LEG_AA */
+    struct shadow_rt *sh;
+    const struct model_rt *m;
+    struct backend *be;
+    struct pick_hint hint;
+    bool reserved;
+    struct up_conn *up;
+    ev_timer deadline;
+    uint64_t t_start;
+    int status;
+    bool is_sse, is_json;
+    struct sse_reader sse;
+    bool sse_init;
+    struct buf capture;            /* a JSON answer, bounded */
+    struct shadow_leg *next, *prev;/* the worker's live legs */
+};
+
+#define LEG_CAPTURE_MAX (4u << 20)
+
+static double unix_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void count(_Atomic uint64_t *c) { atomic_fetch_add_explicit(c, 1, memory_order_relaxed); }
+
+static void answer_move(struct shadow_answer *dst, struct shadow_answer *src)
+{
+    *dst = *src;
+    memset(src, 0, sizeof *src);
+}
+
+static void answer_copy(struct shadow_answer *dst, const struct shadow_answer *src)
+{
+    shadow_answer_init(dst, src->text_max);
+    buf_append(&dst->text, buf_data(&src->text), buf_used(&src->text));
+    buf_append(&dst->tools, buf_data(&src->tools), buf_used(&src->tools));
+    dst->text_truncated = src->text_truncated;
+    memcpy(dst->finish, src->finish, sizeof dst->finish);
+    dst->usage_in = src->usage_in;
+    dst->usage_out = src->usage_out;
+    dst->events_out = src->events_out;
+    dst->t_first_ns = src->t_first_ns;
+    dst->t_last_ns = src->t_last_ns;
+    dst->itl_sum_ms = src->itl_sum_ms;
+    dst->itl_max_ms = src->itl_max_ms;
+    dst->itl_n = src->itl_n;
+}
+
+/* ---------------------------------------------------------------- pairs */
+
+void shadow_pair_free(struct shadow_pair *p)
+{
+    if (!p)
+        return;
+    for (int i = 0; i < LEG__COUNT; i++)
+        shadow_answer_free(&p->leg[i].ans);
+    free(p->body);
+    free(p);
+}
+
+static void pair_unref(struct shadow_pair *p)
+{
+    if (--p->refs > 0)
+        return;
+    recorder_submit(p); /* owns it now: stored, or dropped and counted */
+}
+
+/* ---------------------------------------------------------------- legs */
+
+static void leg_tokens(const struct shadow_leg_result *res, size_t prompt_bytes, int64_t *in, int64_t *out)
+{
+    *in = res->ans.usage_in >= 0 ? res->ans.usage_in : (int64_t)(prompt_bytes / 4);
+    *out = res->ans.usage_out >= 0 ? res->ans.usage_out
+           : res->streamed         ? res->ans.events_out
+                                   : (int64_t)(buf_used(&res->ans.text) / 4);
+}
+
+static void budget_window(struct shadow_rt *sh)
+{
+    uint64_t hour = (uint64_t)time(NULL) / 3600;
+    uint64_t cur = atomic_load_explicit(&sh->budget_hour, memory_order_relaxed);
+    if (cur != hour && atomic_compare_exchange_strong(&sh->budget_hour, &cur, hour)) {
+        atomic_store(&sh->budget_tokens, 0);
+        atomic_store(&sh->budget_micro_usd, 0);
+    }
+}
+
+static void leg_unlink(struct shadow_leg *leg)
+{
+    struct worker *w = leg->w;
+    if (leg->prev)
+        leg->prev->next = leg->next;
+    else
+        w->shadow_legs = leg->next;
+    if (leg->next)
+        leg->next->prev = leg->prev;
+    w->shadow_nlegs--;
+}
+
+/* The leg is over (any way): fill its result, free it, let go of the pair. */
+static void leg_end(struct shadow_leg *leg, const char *error, int outcome)
+{
+    struct shadow_pair *pair = leg->pair;
+    struct shadow_leg_result *res = &pair->leg[leg->kind];
+    struct shadow_rt *sh = leg->sh;
+    uint64_t now = mono_ns();
+    ev_timer_stop(leg->w->loop, &leg->deadline);
+    if (leg->up) {
+        up_cancel(leg->up);
+        leg->up = NULL;
+    }
+    if (leg->reserved) {
+        balance_release(leg->be, &leg->hint);
+        leg->reserved = false;
+    }
+    atomic_fetch_sub_explicit(&sh->inflight, 1, memory_order_relaxed);
+    if (leg->is_sse)
+        shadow_answer_finish_stream(&res->ans);
+    else if (leg->is_json && buf_used(&leg->capture) && leg->status >= 200 && leg->status < 300)
+        shadow_answer_json(&res->ans, buf_data(&leg->capture), buf_used(&leg->capture));
+    res->status = leg->status;
+    res->error = error;
+    res->latency_ms = (double)(now - leg->t_start) / 1e6;
+    res->ttft_ms = res->ans.t_first_ns ? (double)(res->ans.t_first_ns - leg->t_start) / 1e6 : -1;
+    if (!res->streamed)
+        res->ttft_ms = -1;
+    /* the budget pays for what the leg consumed */
+    int64_t tin, tout;
+    leg_tokens(res, pair->body_len, &tin, &tout);
+    budget_window(sh);
+    atomic_fetch_add_explicit(&sh->budget_tokens, (uint64_t)(tin + tout), memory_order_relaxed);
+    double usd = ((double)tin * res->price_in + (double)tout * res->price_out) / 1e6;
+    atomic_fetch_add_explicit(&sh->budget_micro_usd, (uint64_t)llround(usd * 1e6), memory_order_relaxed);
+    count(&sh->legs[leg->kind][outcome]);
+    leg_unlink(leg);
+    pair->legs[leg->kind] = NULL;
+    if (leg->sse_init)
+        sse_reader_free(&leg->sse);
+    buf_free(&leg->capture);
+    free(leg);
+    pair_unref(pair);
+}
+
+static void leg_on_sse(void *arg, const char *data, size_t len)
+{
+    struct shadow_leg *leg = arg;
+    shadow_answer_sse(&leg->pair->leg[leg->kind].ans, data, len, mono_ns());
+}
+
+static void leg_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_t n, int64_t cl)
+{
+    struct shadow_leg *leg = ctx;
+    leg->status = status;
+    for (size_t i = 0; i < n; i++) {
+        if (!http_hdr_is(&hdrs[i], "content-type"))
+            continue;
+        leg->is_sse = hdrs[i].value_len >= 17 && strncasecmp(hdrs[i].value, "text/event-stream", 17) == 0;
+        leg->is_json = hdrs[i].value_len >= 16 && strncasecmp(hdrs[i].value, "application/json", 16) == 0;
+    }
+    if (leg->is_sse && status >= 200 && status < 300) {
+        sse_reader_init(&leg->sse, leg_on_sse, leg, 1u << 20);
+        leg->sse_init = true;
+    } else {
+        leg->is_sse = false;
+    }
+    balance_observe(leg->be, (mono_ns() - leg->t_start) / 1000u, loop_now(leg->w->loop));
+}
+
+static void leg_on_body(void *ctx, const char *data, size_t len)
+{
+    struct shadow_leg *leg = ctx;
+    if (leg->sse_init)
+        sse_reader_feed(&leg->sse, data, len);
+    else if (buf_used(&leg->capture) + len <= LEG_CAPTURE_MAX)
+        buf_append(&leg->capture, data, len);
+}
+
+const char *shadow_err_kind(enum up_err e)
+{
+    switch (e) {
+    case UP_OK: return NULL;
+    case UP_ECONNECT:
+    case UP_ECONNECT_TIMEOUT:
+    case UP_ETLS: return "connect";
+    case UP_EFIRSTBYTE_TIMEOUT:
+    case UP_EIDLE_TIMEOUT:
+    case UP_ETOTAL_TIMEOUT: return "timeout";
+    case UP_ECLOSED: return "closed";
+    case UP_EPROTO: return "protocol";
+    case UP_E5XX: return "http_5xx";
+    case UP_E429: return "http_429";
+    case UP_ENOMEM:
+    case UP__COUNT: break;
+    }
+    return "protocol";
+}
+
+static const char *status_kind(int status)
+{
+    if (status >= 200 && status < 300)
+        return NULL;
+    if (status == 429)
+        return "http_429";
+    if (status >= 500)
+        return "http_5xx";
+    if (status >= 400)
+        return "http_4xx";
+    return "protocol";
+}
+
+static void leg_on_done(void *ctx, enum up_err err)
+{
+    struct shadow_leg *leg = ctx;
+    uint64_t now = loop_now(leg->w->loop);
+    leg->up = NULL;
+    if (err == UP_OK) {
+        backend_report(leg->be, leg->status == 429 ? BE_429 : leg->status >= 500 ? BE_5XX : BE_OK, now);
+        const char *k = status_kind(leg->status);
+        leg_end(leg, k, k ? OUT_ERROR : OUT_OK);
+        return;
+    }
+    bool connect = err == UP_ECONNECT || err == UP_ECONNECT_TIMEOUT || err == UP_ETLS;
+    backend_report(leg->be, connect ? BE_CONNECT_FAIL : up_err_is_timeout(err) ? BE_TIMEOUT : BE_5XX, now);
+    met_add(&leg->w->met->up_errors[leg->be->id][err], 1);
+    leg_end(leg, shadow_err_kind(err), up_err_is_timeout(err) ? OUT_TIMEOUT : OUT_ERROR);
+}
+
+static const struct up_handlers leg_cbs = { leg_on_head, leg_on_body, leg_on_done };
+
+static void leg_deadline_cb(loop_t *l, ev_timer *t)
+{
+    leg_end(t->data, "deadline", OUT_DEADLINE);
+}
+
+/* The leg's body: the client's members minus those the leg sets, then the
+ * leg's own (model, stream, overrides).  stream: -1 = as the client's. */
+static int build_body(struct buf *out, const char *body, size_t len, const char *model, int stream,
+                      const struct config_override *set, size_t nset)
+{
+    struct json_span root, key, val;
+    if (json_validate(body, len, &root, NULL) < 0 || root.type != JSON_OBJECT)
+        return -1;
+    buf_append(out, "{", 1);
+    size_t it = 0;
+    bool first = true;
+    while (json_next(&root, &it, &key, &val)) {
+        bool skip = (model && json_str_eq(&key, "model")) ||
+                    (stream >= 0 && (json_str_eq(&key, "stream") || json_str_eq(&key, "stream_options")));
+        for (size_t i = 0; i < nset && !skip; i++)
+            skip = json_str_eq(&key, set[i].key);
+        if (skip)
+            continue;
+        if (!first)
+            buf_append(out, ",", 1);
+        first = false;
+        buf_append(out, key.p, key.len);
+        buf_append(out, ":", 1);
+        buf_append(out, val.p, val.len);
+    }
+    if (model) {
+        char esc[600];
+        long el = json_escape(model, strlen(model), esc, sizeof esc);
+        if (el < 0)
+            return -1;
+        buf_append_str(out, first ? "\"model\":" : ",\"model\":");
+        buf_append(out, esc, (size_t)el);
+        first = false;
+    }
+    if (stream >= 0) {
+        buf_append_str(out, first ? "" : ",");
+        buf_append_str(out, stream ? "\"stream\":true,\"stream_options\":{\"include_usage\":true}"
+                                   : "\"stream\":false");
+        first = false;
+    }
+    for (size_t i = 0; i < nset; i++) {
+        buf_printf(out, "%s\"%s\":%s", first ? "" : ",", set[i].key, set[i].json);
+        first = false;
+    }
+    buf_append(out, "}", 1);
+    return buf_data(out) ? 0 : -1;
+}
+
+/* base_path "/v1" + "/v1/chat/completions" must not double the /v1 */
+static void append_path(struct buf *b, const struct config_backend *bc, const char *path)
+{
+    size_t bl = strlen(bc->base_path);
+    if (bl >= 3 && memcmp(bc->base_path + bl - 3, "/v1", 3) == 0 && strncmp(path, "/v1", 3) == 0)
+        path += 3;
+    buf_append(b, bc->base_path, bl);
+    buf_append_str(b, path);
+}
+
+/* Start one leg of pair on model m (kind LEG_SHADOW or LEG_AA).  The
+ * caller has taken the leg's in-flight slot.  Never fails: a leg that
+ * cannot start ends at once with its reason. */
+static void leg_start(struct worker *w, struct shadow_pair *pair, int kind, const struct model_rt *m,
+                      int stream, const struct pick_hint *hint)
+{
+    struct shadow_rt *sh = pair->sh;
+    struct shadow_leg_result *res = &pair->leg[kind];
+    struct shadow_leg *leg = calloc(1, sizeof *leg);
+    res->present = true;
+    res->target = m->cfg->name;
+    res->price_in = m->cfg->input_price_per_mtok;
+    res->price_out = m->cfg->output_price_per_mtok;
+    res->ttft_ms = -1;
+    shadow_answer_init(&res->ans, w->gw->cfg->store.response_max_bytes);
+    if (!leg) {
+        atomic_fetch_sub_explicit(&sh->inflight, 1, memory_order_relaxed);
+        res->error = "aborted";
+        count(&sh->legs[kind][OUT_ERROR]);
+        return;
+    }
+    pair->refs++;
+    pair->legs[kind] = leg;
+    leg->w = w;
+    leg->pair = pair;
+    leg->kind = kind;
+    leg->sh = sh;
+    leg->m = m;
+    leg->hint = *hint;
+    leg->t_start = mono_ns();
+    ev_timer_init(&leg->deadline, leg_deadline_cb, leg);
+    leg->next = w->shadow_legs;
+    if (w->shadow_legs)
+        w->shadow_legs->prev = leg;
+    w->shadow_legs = leg;
+    w->shadow_nlegs++;
+
+    int idx = balance_pick(w, m, 0, loop_now(w->loop), &leg->hint);
+    if (idx < 0) {
+        leg_end(leg, "no_backend", OUT_ERROR);
+        return;
+    }
+    leg->be = m->backends[idx];
+    leg->reserved = true;
+    res->backend = leg->be->cfg->name;
+    /* the model name upstream: the shadow's upstream_model, else the
+     * backend's own, else the target's public name (an inline pool keeps
+     * the client's) */
+    const char *um = NULL;
+    if (kind == LEG_SHADOW)
+        um = sh->cfg->upstream_model ? sh->cfg->upstream_model
+             : leg->be->cfg->model   ? leg->be->cfg->model
+             : m->cfg->hidden        ? NULL
+                                     : m->cfg->name;
+    else
+        um = leg->be->cfg->model;
+    res->upstream_model = um;
+    res->streamed = stream == 1;
+    struct buf body = { 0 }, head = { 0 };
+    int rc = build_body(&body, pair->body, pair->body_len, um, stream,
+                        kind == LEG_SHADOW ? sh->cfg->set : NULL, kind == LEG_SHADOW ? sh->cfg->nset : 0);
+    if (rc == 0) {
+        const struct config_backend *bc = leg->be->cfg;
+        buf_append_str(&head, "POST ");
+        append_path(&head, bc, pair->chat ? "/v1/chat/completions" : "/v1/completions");
+        buf_append_str(&head, " HTTP/1.1\r\nhost: ");
+        buf_append_str(&head, leg->be->host_header);
+        buf_append_str(&head, "\r\ncontent-type: application/json\r\ncontent-length: ");
+        buf_append_uint(&head, buf_used(&body));
+        if (bc->api_key)
+            buf_printf(&head, "\r\nauthorization: Bearer %s", bc->api_key);
+        buf_printf(&head, "\r\nx-request-id: %s\r\nx-shade-shadow: %s\r\n\r\n", pair->reqid,
+                   kind == LEG_SHADOW ? sh->cfg->name : "aa");
+        rc = buf_data(&head) ? 0 : -1;
+    }
+    if (rc == 0) {
+        struct iovec iov[2] = { { buf_data(&head), buf_used(&head) }, { buf_data(&body), buf_used(&body) } };
+        leg->up = up_start(w->pools[leg->be->id], iov, 2, &leg_cbs, leg);
+    }
+    if (head.p)
+        explicit_bzero(head.p, head.cap); /* may hold the backend's key */
+    buf_free(&head);
+    buf_free(&body);
+    if (!leg->up) {
+        leg_end(leg, "aborted", OUT_ERROR);
+        return;
+    }
+    ev_timer_start(w->loop, &leg->deadline, sh->cfg->deadline_ms);
+}
+
+size_t shadow_worker_legs(const struct worker *w) { return w->shadow_nlegs; }
+
+void shadow_worker_cancel_all(struct worker *w)
+{
+    while (w->shadow_legs)
+        leg_end(w->shadow_legs, "shutdown", OUT_CANCELLED);
+}
+
+/* ---------------------------------------------------------------- selection */
+
+static uint64_t fnv1a(uint64_t h, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+static uint64_t next_rand(struct worker *w)
+{
+    /* xorshift64*, the worker's own state (seeded by server.c) */
+    uint64_t x = w->rng ? w->rng : 0x9E3779B97F4A7C15ull;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->rng = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+static bool sampled(struct worker *w, double percent)
+{
+    if (percent >= 100)
+        return true;
+    return (double)(next_rand(w) >> 11) * (1.0 / 9007199254740992.0) * 100.0 < percent;
+}
+
+static bool bearer(const http_req *r, const char **key, size_t *len)
+{
+    const struct http_hdr *h = http_req_header(r, "authorization");
+    if (!h || h->value_len <= 7 || strncasecmp(h->value, "bearer ", 7) != 0)
+        return false;
+    *key = h->value + 7;
+    *len = h->value_len - 7;
+    return true;
+}
+
+static bool has_tool_results(const struct json_span *root)
+{
+    struct json_span msgs, msg, key, role;
+    if (!json_get(root, "messages", &msgs) || msgs.type != JSON_ARRAY)
+        return false;
+    size_t it = 0;
+    while (json_next(&msgs, &it, &key, &msg))
+        if (msg.type == JSON_OBJECT && json_get(&msg, "role", &role) &&
+            (json_str_eq(&role, "tool") || json_str_eq(&role, "function")))
+            return true;
+    return false;
+}
+
+/* Is this request for this shadow?  SKIP__COUNT = yes. */
+static int select_request(struct worker *w, struct shadow_rt *sh, http_req *r, const struct json_span *root)
+{
+    const struct config_shadow *c = sh->cfg;
+    int st = atomic_load_explicit(&sh->state, memory_order_relaxed);
+    if (st != SHADOW_RUNNING)
+        return st == SHADOW_PAUSED ? SKIP_PAUSED : SKIP_STOPPED;
+    if (http_req_header(r, c->opt_out_header))
+        return SKIP_OPT_OUT;
+    const char *k = NULL;
+    size_t kl = 0;
+    switch (c->select) {
+    case SHADOW_SELECT_HEADER: {
+        const struct http_hdr *h = http_req_header(r, c->select_header);
+        if (!h || h->value_len == 0 || (h->value_len == 1 && h->value[0] == '0') ||
+            (h->value_len == 5 && strncasecmp(h->value, "false", 5) == 0))
+            return SKIP_NOT_SELECTED;
+        break;
+    }
+    case SHADOW_SELECT_KEY: {
+        bool in = false;
+        if (bearer(r, &k, &kl))
+            for (size_t i = 0; i < c->nkeys && !in; i++)
+                in = strlen(c->keys[i]) == kl && memcmp(c->keys[i], k, kl) == 0;
+        if (!in)
+            return SKIP_NOT_SELECTED;
+        break;
+    }
+    case SHADOW_SELECT_HASH: {
+        /* the same users, every time: a stable hash of the user's key */
+        char user[256];
+        const struct http_hdr *h = c->hash_header ? http_req_header(r, c->hash_header) : NULL;
+        struct json_span u;
+        if (h && h->value_len) {
+            k = h->value;
+            kl = h->value_len;
+        } else if (json_get(root, "user", &u) && u.type == JSON_STRING && u.len > 2) {
+            long n = json_str_unescape(&u, user, sizeof user);
+            if (n > 0) {
+                k = user;
+                kl = (size_t)n;
+            }
+        }
+        if (!k && !bearer(r, &k, &kl))
+            return SKIP_NO_USER_KEY;
+        uint64_t hv = fnv1a(fnv1a(0xcbf29ce484222325ull, c->name, strlen(c->name)), k, kl);
+        if ((double)(hv % 10000) >= c->sample_percent * 100.0)
+            return SKIP_SAMPLED_OUT;
+        return c->skip_tool_results && has_tool_results(root) ? SKIP_TOOL_RESULTS : SKIP__COUNT;
+    }
+    default: break;
+    }
+    if (!sampled(w, c->sample_percent))
+        return SKIP_SAMPLED_OUT;
+    if (c->skip_tool_results && has_tool_results(root))
+        return SKIP_TOOL_RESULTS;
+    return SKIP__COUNT;
+}
+
+/* Over its cap or its hourly budget, a shadow drops the pair. */
+static int admit(struct shadow_rt *sh)
+{
+    const struct config_shadow *c = sh->cfg;
+    budget_window(sh);
+    if ((c->budget_tokens_per_hour && atomic_load(&sh->budget_tokens) >= c->budget_tokens_per_hour) ||
+        (c->budget_usd_per_hour > 0 && (double)atomic_load(&sh->budget_micro_usd) >= c->budget_usd_per_hour * 1e6))
+        return DROP_BUDGET;
+    if (atomic_fetch_add_explicit(&sh->inflight, 1, memory_order_relaxed) >= (int)c->max_concurrent) {
+        atomic_fetch_sub_explicit(&sh->inflight, 1, memory_order_relaxed);
+        return DROP_CAP;
+    }
+    return -1;
+}
+
+struct shadow_primary *shadow_mirror(struct worker *w, const struct model_rt *m, http_req *r,
+                                     enum met_endpoint ep, bool stream, uint64_t est_tokens)
+{
+    struct shadow_primary *sp = NULL;
+    struct json_span rootv, *root = &rootv;
+    bool chat = ep == EP_CHAT;
+    bool ok = (ep == EP_CHAT || ep == EP_COMPLETIONS) && json_validate(r->body, r->body_len, root, NULL) == 0;
+    for (size_t i = 0; i < m->nshadows; i++) {
+        struct shadow_rt *sh = m->shadows[i];
+        int skip = ok ? select_request(w, sh, r, root) : SKIP_ENDPOINT;
+        if (skip != SKIP__COUNT) {
+            count(&sh->skipped[skip]);
+            continue;
+        }
+        count(&sh->mirrored);
+        int drop = admit(sh);
+        if (drop >= 0) {
+            recorder_drop(sh, drop);
+            continue;
+        }
+        struct shadow_pair *pair = calloc(1, sizeof *pair);
+        if (!sp && pair) {
+            sp = calloc(1, sizeof *sp);
+            if (sp) {
+                shadow_answer_init(&sp->ans, w->gw->cfg->store.response_max_bytes);
+                sp->chat = chat;
+            }
+        }
+        if (pair)
+            pair->body = malloc(r->body_len ? r->body_len : 1);
+        if (!pair || !sp || !pair->body || sp->npairs == SHADOWS_PER_REQUEST) {
+            atomic_fetch_sub_explicit(&sh->inflight, 1, memory_order_relaxed);
+            shadow_pair_free(pair);
+            recorder_drop(sh, DROP_NOMEM);
+            continue;
+        }
+        memcpy(pair->body, r->body, r->body_len);
+        pair->body_len = r->body_len;
+        pair->sh = sh;
+        pair->refs = 1; /* the primary */
+        pair->chat = chat;
+        pair->ts = unix_now();
+        snprintf(pair->reqid, sizeof pair->reqid, "%.*s", (int)r->reqid_len, r->reqid);
+        sp->pairs[sp->npairs++] = pair;
+        struct pick_hint hint = { 0, (uint32_t)est_tokens };
+        int sstream = sh->cfg->stream == SHADOW_STREAM_ON ? 1 : sh->cfg->stream == SHADOW_STREAM_OFF ? 0
+                                                                                                        : stream;
+        leg_start(w, pair, LEG_SHADOW, sh->target, sstream, &hint);
+        /* the noise floor: the same request to the primary again, when
+         * there is room under the cap (best effort: never dropped for it) */
+        if (sh->cfg->aa_percent > 0 && sampled(w, sh->cfg->aa_percent)) {
+            if (atomic_fetch_add_explicit(&sh->inflight, 1, memory_order_relaxed) < (int)sh->cfg->max_concurrent)
+                leg_start(w, pair, LEG_AA, sh->model, -1, &hint);
+            else
+                atomic_fetch_sub_explicit(&sh->inflight, 1, memory_order_relaxed);
+        }
+    }
+    if (sp && sp->npairs == 0) {
+        shadow_answer_free(&sp->ans);
+        free(sp);
+        sp = NULL;
+    }
+    return sp;
+}
+
+void shadow_primary_sse(struct shadow_primary *sp, const char *data, size_t len)
+{
+    shadow_answer_sse(&sp->ans, data, len, mono_ns());
+}
+
+void shadow_primary_json(struct shadow_primary *sp, const char *body, size_t len)
+{
+    shadow_answer_json(&sp->ans, body, len);
+}
+
+void shadow_primary_done(struct worker *w, struct shadow_primary *sp, int status, const char *error,
+                         const char *backend, const char *target, bool streamed, uint64_t t_start_ns,
+                         uint64_t t_first_ns, int64_t usage_in, int64_t usage_out, bool client_gone)
+{
+    uint64_t now = mono_ns();
+    shadow_answer_finish_stream(&sp->ans);
+    if (usage_in >= 0)
+        sp->ans.usage_in = usage_in;
+    if (usage_out >= 0)
+        sp->ans.usage_out = usage_out;
+    for (int i = 0; i < sp->npairs; i++) {
+        struct shadow_pair *pair = sp->pairs[i];
+        struct shadow_leg_result *res = &pair->leg[LEG_PRIMARY];
+        const struct model_rt *pm = pair->sh->model;
+        res->present = true;
+        res->streamed = streamed;
+        res->status = status;
+        res->error = error ? error : status_kind(status);
+        res->backend = backend;
+        res->target = target ? target : pm->cfg->name;
+        res->price_in = pm->cfg->input_price_per_mtok;
+        res->price_out = pm->cfg->output_price_per_mtok;
+        res->latency_ms = (double)(now - t_start_ns) / 1e6;
+        res->ttft_ms = streamed && t_first_ns ? (double)(t_first_ns - t_start_ns) / 1e6 : -1;
+        if (i == sp->npairs - 1)
+            answer_move(&res->ans, &sp->ans);
+        else
+            answer_copy(&res->ans, &sp->ans);
+        count(&pair->sh->legs[LEG_PRIMARY][res->error ? OUT_ERROR : OUT_OK]);
+        if (client_gone && pair->sh->cfg->cancel_on_client_abort) {
+            pair->refs++; /* the pair outlives the cancellations below */
+            for (int k = LEG_SHADOW; k < LEG__COUNT; k++)
+                if (pair->legs[k])
+                    leg_end(pair->legs[k], "aborted", OUT_CANCELLED);
+            pair->refs--;
+        }
+        pair_unref(pair);
+    }
+    shadow_answer_free(&sp->ans);
+    free(sp);
+    (void)w;
+}
+
+/* ---------------------------------------------------------------- state */
+
+void shadow_set_state(struct shadow_rt *sh, int state, const char *kind, const char *why)
+{
+    int old = atomic_exchange(&sh->state, state);
+    pthread_mutex_lock(&sh->lock);
+    snprintf(sh->reason, sizeof sh->reason, "%s", why ? why : "");
+    pthread_mutex_unlock(&sh->lock);
+    if (old == state)
+        return;
+    log_info("shadow %s: %s -> %s (%s)", sh->cfg->name, shadow_state_names_rt[old], shadow_state_names_rt[state],
+             why ? why : "");
+    static const char *const kinds[] = { "start", "pause", "stop" };
+    recorder_event(sh, kind ? kind : kinds[state], why);
+}
+
+/* ---------------------------------------------------------------- set-up */
+
+const struct shadow_rt *shadow_find(const struct gateway *gw, const char *name, size_t len)
+{
+    for (size_t i = 0; i < gw->nshadows; i++)
+        if (strlen(gw->shadows[i].cfg->name) == len && memcmp(gw->shadows[i].cfg->name, name, len) == 0)
+            return &gw->shadows[i];
+    return NULL;
+}
+
+int shadow_gateway_init(struct gateway *gw, char *err, size_t errlen)
+{
+    const struct config *cfg = gw->cfg;
+    if (!cfg->nshadows)
+        return 0;
+    gw->shadows = calloc(cfg->nshadows, sizeof *gw->shadows);
+    if (!gw->shadows)
+        goto nomem;
+    gw->nshadows = cfg->nshadows;
+    for (size_t i = 0; i < cfg->nshadows; i++) {
+        struct shadow_rt *sh = &gw->shadows[i];
+        sh->cfg = &cfg->shadows[i];
+        sh->index = (int)i;
+        sh->model = &gw->models[sh->cfg->model_index];
+        sh->target = &gw->models[sh->cfg->target_index];
+        atomic_init(&sh->state, sh->cfg->initial_state);
+        pthread_mutex_init(&sh->lock, NULL);
+        snprintf(sh->reason, sizeof sh->reason, "configuration");
+        struct model_rt *m = (struct model_rt *)sh->model;
+        if (m->nshadows == SHADOWS_PER_REQUEST) {
+            snprintf(err, errlen, "%s: model %s has more than %d shadows", cfg->path, m->cfg->name,
+                     SHADOWS_PER_REQUEST);
+            return -1;
+        }
+        struct shadow_rt **ns = realloc(m->shadows, (m->nshadows + 1) * sizeof *ns);
+        if (!ns)
+            goto nomem;
+        m->shadows = ns;
+        m->shadows[m->nshadows++] = sh;
+    }
+    return 0;
+nomem:
+    snprintf(err, errlen, "out of memory");
+    return -1;
+}
+
+void shadow_gateway_free(struct gateway *gw)
+{
+    for (size_t i = 0; i < gw->nmodels; i++) {
+        free(gw->models[i].shadows);
+        gw->models[i].shadows = NULL;
+        gw->models[i].nshadows = 0;
+    }
+    for (size_t i = 0; i < gw->nshadows; i++) {
+        pthread_mutex_destroy(&gw->shadows[i].lock);
+        free(gw->shadows[i].live_json);
+        free(gw->shadows[i].live_text);
+    }
+    free(gw->shadows);
+    gw->shadows = NULL;
+    gw->nshadows = 0;
+}

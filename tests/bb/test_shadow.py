@@ -1,0 +1,431 @@
+"""Shadow deployment: mirroring, isolation of the user's path, accounting,
+the pair store (content, flush on shutdown, kill -9), skip rules, leg
+rewriting, auto-stop and the admin API — against the real binary."""
+import json
+import os
+import signal
+import socket
+import sqlite3
+import threading
+import time
+
+from harness import (SLOW, FakeUpstream, chat, free_port, json_response, metrics, post, request,
+                     sse_events, stream_text)
+
+
+def shadow_config(primary, shadow_url, db, shadow_extra="", top_extra="", model_extra=""):
+    """demo over `primary`; shadow `cand` of demo to the backend at shadow_url."""
+    lines = ["server:", "  listen: 127.0.0.1:{PORT}", "  workers: 2", "  log_level: warn",
+             "models:", "  - name: demo", "    price: { input: 1.0, output: 2.0 }",
+             "    backends:", f"      - url: http://127.0.0.1:{primary}", "        name: p0"]
+    lines += ["    " + l for l in model_extra.strip().splitlines()] if model_extra.strip() else []
+    lines += ["shadows:", "  - name: cand", "    model: demo", "    backends:",
+              f"      - url: {shadow_url}", "        name: s0"]
+    lines += ["    " + l for l in shadow_extra.strip().splitlines()] if shadow_extra.strip() else []
+    lines += ["shadow_store:", f"  path: {db}"]
+    lines += top_extra.strip().splitlines() if top_extra.strip() else []
+    return "\n".join(lines) + "\n"
+
+
+def shadows(port, headers=None):
+    st, _, body = request(port, "GET", "/admin/shadows", headers=headers)
+    assert st == 200, body
+    return {s["name"]: s for s in json.loads(body)["shadows"]}
+
+
+def wait_until(cond, timeout=10, what="condition"):
+    deadline = time.time() + timeout * SLOW
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def settled(port, n=None):
+    """Wait until every mirrored request is stored or dropped; returns counters."""
+    def done():
+        c = shadows(port)["cand"]["counters"]
+        ok = c["mirrored"] == c["stored"] + c["dropped"] and (n is None or c["mirrored"] >= n)
+        return c if ok else None
+    return wait_until(done, what="pairs to settle")
+
+
+def db_rows(db, sql, *args):
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+def stop_gateway(env):
+    p = env.last_gateway
+    assert p.stop() == 0, p.output()
+
+
+# ---------- recording ----------
+
+def test_pairs_recorded_with_both_answers(env):
+    primary = env.sim("--ttft-ms", 0, "--tps", 0, "--seed", 1)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0, "--seed", 2, "--max-tokens", 20)
+    db = os.path.join(env.tmp, "pairs.db")
+    gw = env.gateway(shadow_config(primary, f"http://127.0.0.1:{cand}", db, "aa_percent: 100"))
+    answers = {}
+    for i in range(6):
+        st, h, body = post(gw, chat(f"question {i}"), headers={"x-request-id": f"req-{i}"})
+        assert st == 200, body
+        answers[f"req-{i}"] = json.loads(body)["choices"][0]["message"]["content"]
+    for i in range(6, 10):
+        st, h, body = post(gw, chat(f"question {i}", stream=True), headers={"x-request-id": f"req-{i}"})
+        assert st == 200, body
+        answers[f"req-{i}"] = stream_text(body)
+    c = settled(gw, 10)
+    assert c["mirrored"] == 10 and c["stored"] == 10 and c["dropped"] == 0, c
+    stop_gateway(env)
+    pairs = db_rows(db, "SELECT id, request_id, shadow, model, endpoint, prompt, length(prompt_hash) FROM pairs")
+    assert len(pairs) == 10
+    for pid, rid, sh, model, ep, prompt, hl in pairs:
+        assert (sh, model, ep, hl) == ("cand", "demo", "chat", 64)
+        assert "question" in prompt
+        legs = {r[0]: r[1:] for r in db_rows(
+            db, "SELECT leg, status, error, response, backend, streamed, ttft_ms, tokens_out FROM legs "
+                "WHERE pair_id = ?", pid)}
+        assert set(legs) == {"primary", "shadow", "aa"}, legs
+        # the stored primary answer is exactly what the user received
+        assert legs["primary"][2] == answers[rid], (legs["primary"][2], answers[rid])
+        assert legs["primary"][0] == 200 and legs["primary"][1] is None
+        assert legs["shadow"][0] == 200 and legs["shadow"][3] == "s0"
+        assert legs["aa"][3] == "p0"
+        streamed = int(rid.split("-")[1]) >= 6
+        assert legs["primary"][4] == streamed
+        if streamed:
+            assert legs["primary"][5] is not None and legs["shadow"][5] is not None
+        # the candidate answers 20 tokens, the primary 64
+        assert legs["shadow"][6] == 20 and legs["primary"][6] == 64
+    cmp = db_rows(db, "SELECT against, status_agree, exact, rouge_l, length_ratio FROM comparisons")
+    assert len(cmp) == 20
+    aa = [r for r in cmp if r[0] == "aa"]
+    sh = [r for r in cmp if r[0] == "shadow"]
+    # same simulator, same seed: the A/A leg answers exactly the same
+    assert all(r[1] == 1 and r[2] == 1 and r[3] == 1.0 for r in aa), aa
+    assert all(r[1] == 1 and r[2] == 0 and r[3] < 0.5 and r[4] < 0.5 for r in sh), sh
+    counters = dict(db_rows(db, "SELECT name, value FROM counters WHERE shadow = 'cand'"))
+    assert counters["mirrored"] == 10 and counters["stored"] == 10, counters
+
+
+def test_leg_rewriting_and_headers(env):
+    seen = []
+
+    def respond(req):
+        seen.append(req)
+        return json_response({"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                                           "finish_reason": "stop"}],
+                              "usage": {"prompt_tokens": 3, "completion_tokens": 1}})
+    up = FakeUpstream(respond)
+    primary = env.sim("--ttft-ms", 0, "--tps", 0)
+    db = os.path.join(env.tmp, "pairs.db")
+    gw = env.gateway(shadow_config(primary, f"http://127.0.0.1:{up.port}", db,
+                                   "upstream_model: cand-v2\nstream: \"false\"\naa_percent: 0\n"
+                                   "set: { temperature: 0, top_p: 0.5, user: shadow-probe }"))
+    st, _, body = post(gw, chat("hi", temperature=0.9, stream=True), headers={"authorization": "Bearer client-key"})
+    assert st == 200
+    settled(gw, 1)
+    assert len(seen) == 1
+    head, _, payload = seen[0].partition(b"\r\n\r\n")
+    assert b"authorization" not in head.lower(), head       # the client's key stays with the primary
+    assert b"x-shade-shadow: cand" in head.lower()
+    req = json.loads(payload)
+    assert req["model"] == "cand-v2" and req["temperature"] == 0 and req["top_p"] == 0.5
+    assert req["user"] == "shadow-probe" and req["stream"] is False
+    assert req["messages"] == [{"role": "user", "content": "hi"}]
+
+
+
+# ---------- isolation: the user's path never waits ----------
+
+def isolation_case(env, shadow_url, deadline="1s", db="pairs.db"):
+    primary = env.sim("--ttft-ms", 0, "--tps", 0)
+    db = os.path.join(env.tmp, db)
+    gw = env.gateway(shadow_config(primary, shadow_url, db, f"deadline: {deadline}\naa_percent: 0"))
+    # two requests on one keep-alive connection, each well within the deadline
+    s = socket.create_connection(("127.0.0.1", gw))
+    body = json.dumps(chat("isolation")).encode()
+    req = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+           b"content-length: %d\r\n\r\n%s" % (len(body), body))
+    s.settimeout(0.5 * SLOW)  # far below the shadow's 1 s deadline
+    for _ in range(2):
+        t0 = time.time()
+        s.sendall(req)
+        data = b""
+        while b'"finish_reason"' not in data:
+            chunk = s.recv(65536)
+            assert chunk, "connection closed"
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200"), data[:200]
+        assert time.time() - t0 < 0.5 * SLOW
+    s.close()
+    return gw, db
+
+
+def test_isolation_hung_shadow(env):
+    hung = env.sim("--hang-rate", 1)
+    gw, db = isolation_case(env, f"http://127.0.0.1:{hung}")
+    c = settled(gw, 2)  # ends by the deadline
+    assert c["stored"] == 2
+    stop_gateway(env)
+    assert db_rows(db, "SELECT error, status FROM legs WHERE leg = 'shadow'") == [("deadline", 0)] * 2
+
+
+def test_isolation_down_shadow(env):
+    gw, db = isolation_case(env, f"http://127.0.0.1:{free_port()}")
+    settled(gw, 2)
+    stop_gateway(env)
+    errs = [r[0] for r in db_rows(db, "SELECT error FROM legs WHERE leg = 'shadow'")]
+    assert len(errs) == 2 and all(e in ("connect", "no_backend") for e in errs), errs
+
+
+def test_isolation_slow_and_failing_shadow(env):
+    slow = env.sim("--ttft-ms", 2000, "--tps", 0)
+    gw, db = isolation_case(env, f"http://127.0.0.1:{slow}", deadline="10s")
+    failing = env.sim("--error-rate", 1)
+    gw2, db2 = isolation_case(env, f"http://127.0.0.1:{failing}", db="failing.db")
+    settled(gw2, 2)
+    c = settled(gw, 2)
+    assert c["stored"] == 2
+    rows = db_rows(db, "SELECT error, latency_ms FROM legs WHERE leg = 'shadow'")
+    assert all(e is None and lat >= 1900 for e, lat in rows), rows
+    assert db_rows(db2, "SELECT error, status FROM legs WHERE leg = 'shadow'") == [("http_5xx", 500)] * 2
+
+
+# ---------- accounting ----------
+
+def test_cap_drops_are_counted(env):
+    primary = env.sim("--ttft-ms", 0, "--tps", 0)
+    hung = env.sim("--hang-rate", 1)
+    db = os.path.join(env.tmp, "pairs.db")
+    gw = env.gateway(shadow_config(primary, f"http://127.0.0.1:{hung}", db,
+                                   "deadline: 1s\nmax_concurrent: 2\naa_percent: 0"))
+    for i in range(10):
+        assert post(gw, chat(f"q{i}"))[0] == 200
+    c = settled(gw, 10)
+    assert c["mirrored"] == 10
+    assert c["dropped_by_reason"]["cap"] == 8 and c["stored"] == 2, c
+    m = metrics(gw)
+    assert m['shade_shadow_dropped_total{shadow="cand",reason="cap"}'] == 8
+    assert m['shade_shadow_mirrored_total{shadow="cand"}'] == 10
+    stop_gateway(env)
+    counters = dict(db_rows(db, "SELECT name, value FROM counters WHERE shadow = 'cand'"))
+    assert counters["mirrored"] == counters["stored"] + sum(v for k, v in counters.items()
+                                                            if k.startswith("dropped_")), counters
+    assert counters["dropped_cap"] == 8 and counters["stored"] == 2
+
+
+def test_flush_on_shutdown(env):
+    primary = env.sim("--ttft-ms", 0, "--tps", 0)
+    slow = env.sim("--ttft-ms", 400, "--tps", 0)
+    db = os.path.join(env.tmp, "pairs.db")
+    gw = env.gateway(shadow_config(primary, f"http://127.0.0.1:{slow}", db, "aa_percent: 0"))
+    for i in range(8):
+        assert post(gw, chat(f"q{i}"))[0] == 200
+    # the legs are still running: stop now; the drain waits for them and the
+    # writer flushes every pair before the process exits
+    stop_gateway(env)
+    counters = dict(db_rows(db, "SELECT name, value FROM counters WHERE shadow = 'cand'"))
+    assert counters.get("mirrored") == 8 and counters.get("stored") == 8, counters
+    assert db_rows(db, "SELECT count(*) FROM legs WHERE leg = 'shadow' AND error IS NULL") == [(8,)]
+
+
+def test_store_survives_kill9_mid_load(env):
+    primary = env.sim("--ttft-ms", 0, "--tps", 0, "--workers", 2)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0)
+    db = os.path.join(env.tmp, "pairs.db")
+    gw = env.gateway(shadow_config(primary, f"http://127.0.0.1:{cand}", db, "aa_percent: 50"))
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            try:
+                post(gw, chat("load"), timeout=2)
+            except OSError:
+                pass
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: shadows(gw)["cand"]["counters"]["stored"] >= 50, what="pairs under load")
+    serving = env.last_gateway.children()
+    assert serving
+    os.kill(serving[0], signal.SIGKILL)   # the serving process dies mid-transaction
+    time.sleep(0.3)
+    stop.set()
+    for t in threads:
+        t.join()
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    n = con.execute("SELECT count(*) FROM pairs").fetchone()[0]
+    orphans = con.execute("SELECT count(*) FROM legs WHERE pair_id NOT IN (SELECT id FROM pairs)").fetchone()[0]
+    con.close()
+    assert n >= 50 and orphans == 0
+    # the master started a new serving process, which opens the same file
+    wait_until(lambda: shadows(gw)["cand"]["counters"]["stored"] >= 0 and post(gw, chat("after"))[0] == 200,
+               what="a new serving process")
+    settled(gw)
+    stop_gateway(env)
+    assert db_rows(db, "SELECT count(*) FROM pairs")[0][0] > n
+
+
+# ---------- selection ----------
+
+def test_skip_rules(env):
+    primary = env.sim("--ttft-ms", 0, "--tps", 0)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0)
+    db = os.path.join(env.tmp, "pairs.db")
+    gw = env.gateway(shadow_config(primary, f"http://127.0.0.1:{cand}", db, "aa_percent: 0"))
+    assert post(gw, chat("x"), headers={"x-shade-no-shadow": "1"})[0] == 200
+    tool = chat("x")
+    tool["messages"] += [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "42"}]
+    assert post(gw, tool)[0] == 200
+    assert post(gw, {"model": "demo", "input": "x"}, path="/v1/embeddings")[0] == 200
+    assert post(gw, chat("y"))[0] == 200
+    c = settled(gw, 1)
+    s = shadows(gw)["cand"]
+    assert c["mirrored"] == 1
+    assert s["counters"]["skipped_by_reason"]["opt_out"] == 1
+    assert s["counters"]["skipped_by_reason"]["tool_results"] == 1
+    assert s["counters"]["skipped_by_reason"]["endpoint"] == 1
+
+
+def test_hash_selection_is_stable_per_user(env):
+    primary = env.sim("--ttft-ms", 0, "--tps", 0)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0)
+    db = os.path.join(env.tmp, "pairs.db")
+    gw = env.gateway(shadow_config(primary, f"http://127.0.0.1:{cand}", db,
+                                   "aa_percent: 0\nselect: hash\nsample: 50\nhash_header: x-user"))
+    users = [f"user-{i}" for i in range(40)]
+    for rnd in range(2):
+        for u in users:
+            assert post(gw, chat(f"{u} round {rnd}"), headers={"x-user": u})[0] == 200
+    settled(gw)
+    stop_gateway(env)
+    rows = db_rows(db, "SELECT prompt FROM pairs")
+    picked = [{u for u in users if any(f'"{u} round {rnd}"' in p[0] for p in rows)} for rnd in range(2)]
+    assert picked[0] == picked[1], picked          # the same users both times
+    assert 8 <= len(picked[0]) <= 32, picked[0]    # about half of them
+
+
+def test_select_by_header(env):
+    primary = env.sim("--ttft-ms", 0, "--tps", 0)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0)
+    db = os.path.join(env.tmp, "pairs.db")
+    gw = env.gateway(shadow_config(primary, f"http://127.0.0.1:{cand}", db,
+                                   "aa_percent: 0\nselect: header\nselect_header: x-shadow-me"))
+    assert post(gw, chat("a"))[0] == 200
+    assert post(gw, chat("b"), headers={"x-shadow-me": "1"})[0] == 200
+    assert post(gw, chat("c"), headers={"x-shadow-me": "0"})[0] == 200
+    c = settled(gw, 1)
+    assert c["mirrored"] == 1
+    assert shadows(gw)["cand"]["counters"]["skipped_by_reason"]["not_selected"] == 2
+
+
+# ---------- live analysis, auto-stop, admin ----------
+
+def test_auto_stop_on_failing_shadow(env):
+    primary = env.sim("--ttft-ms", 0, "--tps", 0)
+    failing = env.sim("--error-rate", 1)
+    db = os.path.join(env.tmp, "pairs.db")
+    gw = env.gateway(shadow_config(primary, f"http://127.0.0.1:{failing}", db,
+                                   "aa_percent: 0\nanalysis: { interval: 200ms, window: 20, min_pairs: 10 }"))
+    for i in range(12):
+        assert post(gw, chat(f"q{i}"))[0] == 200
+    s = wait_until(lambda: (lambda x: x if x["state"] == "stopped" else None)(shadows(gw)["cand"]),
+                   what="auto-stop")
+    assert "auto-stop" in s["reason"] and "0.0%" in s["reason"], s["reason"]
+    m = metrics(gw)
+    assert m['shade_shadow_state{shadow="cand",state="stopped"}'] == 1
+    before = shadows(gw)["cand"]["counters"]["mirrored"]
+    assert post(gw, chat("after"))[0] == 200
+    s = shadows(gw)["cand"]
+    assert s["counters"]["mirrored"] == before and s["counters"]["skipped_by_reason"]["stopped"] >= 1
+    # the live report names the rule
+    st, _, body = request(gw, "GET", "/admin/shadows/cand/report?format=json")
+    assert st == 200, body
+    stop_gateway(env)
+    ev = db_rows(db, "SELECT kind, detail FROM events WHERE shadow = 'cand'")
+    assert ev and ev[-1][0] == "auto_stop", ev
+
+
+def test_admin_api_and_key(env):
+    primary = env.sim("--ttft-ms", 0, "--tps", 0)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0)
+    db = os.path.join(env.tmp, "pairs.db")
+    os.environ["SHADE_TEST_ADMIN_KEY"] = "s3cret"
+    cfg = shadow_config(primary, f"http://127.0.0.1:{cand}", db, "aa_percent: 0",
+                        top_extra="admin:\n  key_env: SHADE_TEST_ADMIN_KEY")
+    gw = env.gateway(cfg)
+    st, _, body = request(gw, "GET", "/admin/shadows")
+    assert st == 401 and json.loads(body)["error"]["code"] == "admin_key_required"
+    st, _, body = request(gw, "GET", "/admin/shadows", headers={"authorization": "Bearer wrong"})
+    assert st == 401 and json.loads(body)["error"]["code"] == "invalid_admin_key"
+    assert request(gw, "GET", "/admin/backends")[0] == 401
+    key = {"x-shade-admin-key": "s3cret"}
+    assert shadows(gw, key)["cand"]["state"] == "running"
+    st, _, body = request(gw, "POST", "/admin/shadows/cand/pause", headers=key)
+    assert st == 200 and json.loads(body)["state"] == "paused"
+    assert post(gw, chat("while paused"))[0] == 200
+    s = shadows(gw, key)["cand"]
+    assert s["counters"]["mirrored"] == 0 and s["counters"]["skipped_by_reason"]["paused"] == 1
+    assert request(gw, "POST", "/admin/shadows/cand/start", headers=key)[0] == 200
+    assert post(gw, chat("running again"))[0] == 200
+    assert shadows(gw, key)["cand"]["counters"]["mirrored"] == 1
+    st, _, body = request(gw, "POST", "/admin/shadows/nope/stop", headers=key)
+    assert st == 404 and json.loads(body)["error"]["code"] == "shadow_not_found"
+    assert request(gw, "GET", "/admin/shadows/cand/stop", headers=key)[0] == 405
+    assert request(gw, "POST", "/admin/shadows/cand/stop", headers=key)[0] == 200
+    stop_gateway(env)
+    kinds = [k for k, in db_rows(db, "SELECT kind FROM events WHERE shadow = 'cand' ORDER BY rowid")]
+    assert kinds == ["pause", "start", "stop"], kinds
+    # a state set at run time survives a restart
+    gw = env.gateway(cfg)
+    assert shadows(gw, key)["cand"]["state"] == "stopped"
+
+
+def test_inline_pool_is_hidden(env):
+    primary = env.sim("--ttft-ms", 0, "--tps", 0)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0, "--model", "v2")
+    db = os.path.join(env.tmp, "pairs.db")
+    gw = env.gateway(shadow_config(primary, f"http://127.0.0.1:{cand}", db, "aa_percent: 0"))
+    # the inline pool is not a model clients can call or see
+    st, _, body = post(gw, {"model": "cand", "messages": [{"role": "user", "content": "x"}]})
+    assert st == 404
+    st, _, body = request(gw, "GET", "/v1/models")
+    assert [m["id"] for m in json.loads(body)["data"]] == ["demo"]
+    assert request(gw, "GET", "/readyz")[0] == 200
+
+
+def test_judge_through_the_gateway(env):
+    primary = env.sim("--ttft-ms", 0, "--tps", 0)
+    worse = env.sim("--ttft-ms", 0, "--tps", 0, "--quality", "0.3")
+    judge = env.sim("--judge", "--ttft-ms", 0, "--tps", 0, "--max-tokens", 200)
+    db = os.path.join(env.tmp, "pairs.db")
+    cfg = shadow_config(primary, f"http://127.0.0.1:{worse}", db,
+                        "aa_percent: 0\njudge: { model: judge, sample: 100 }")
+    cfg = cfg.replace("shadows:", f"  - name: judge\n    backends:\n      - url: http://127.0.0.1:{judge}\n"
+                                  "shadows:")
+    gw = env.gateway(cfg)
+    for i in range(6):
+        assert post(gw, chat(f"Tell me about topic {i} in some detail"))[0] == 200
+    settled(gw, 6)
+    wait_until(lambda: db_rows(db, "SELECT count(*) FROM judgements")[0][0] >= 6, what="judgements")
+    m = metrics(gw)
+    assert m["shade_judge_judgements_total"] >= 6 and m["shade_judge_calls_total"] >= 12
+    # the judge's own requests went through the gateway and were not mirrored
+    assert sum(v for k, v in m.items() if k.startswith('shade_requests_total{model="judge"')) >= 12, \
+        [k for k in m if "judge" in k]
+    assert shadows(gw)["cand"]["counters"]["mirrored"] == 6
+    stop_gateway(env)
+    outcomes = [o for o, in db_rows(db, "SELECT outcome FROM judgements")]
+    # a garbled candidate loses in both orders
+    assert outcomes.count("loss") >= 5, outcomes
