@@ -464,7 +464,8 @@ static void analyse(struct shadow_rt *sh)
     char err[256];
     if (report_render(R.db, &q, &rules, REPORT_JSON, &js, err, sizeof err) < 0 ||
         report_render(R.db, &q, &rules, REPORT_TEXT, &tx, err, sizeof err) < 0) {
-        log_warn("shadow %s: analysis failed: %s", c->name, err);
+        if (!strstr(err, "no shadow named")) /* nothing stored yet is not a failure */
+            log_warn("shadow %s: analysis failed: %s", c->name, err);
         buf_free(&js);
         buf_free(&tx);
         return;
