@@ -863,6 +863,7 @@ static void start_attempt(struct pctx *p)
         atomic_fetch_add_explicit(&((struct model_rt *)p->m0)->inflight, 1, memory_order_relaxed);
     }
     p->attempts++;
+    p->err_kind = NULL; /* a failure of an earlier attempt is not this one's */
     p->be = p->m->backends[idx];
     p->reserved = true;
     p->t_attempt = mono_ns();

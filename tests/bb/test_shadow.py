@@ -484,3 +484,19 @@ def test_redaction_and_bounds(env):
     assert h == hashlib.sha256(raw).hexdigest()   # of the whole, unredacted prompt as sent
     rows = db_rows(db, "SELECT length(response), response_truncated FROM legs WHERE leg = 'shadow'")
     assert rows[0][0] <= 256 and rows[0][1] == 1, rows
+
+
+def test_primary_retried_then_ok_is_recorded_as_success(env):
+    primary = env.sim("--ttft-ms", 0, "--tps", 0)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0)
+    db = os.path.join(env.tmp, "pairs.db")
+    cfg = shadow_config(primary, f"http://127.0.0.1:{cand}", db, "aa_percent: 0")
+    dead = free_port()
+    cfg = cfg.replace("        name: p0\n", f"        name: p0\n      - url: http://127.0.0.1:{dead}\n"
+                                           "        name: dead\n", 1)
+    gw = env.gateway(cfg)
+    for i in range(4):   # round robin: one of the first two hits the dead backend and is retried
+        assert post(gw, chat(f"q{i}"))[0] == 200
+    settled(gw, 4)
+    stop_gateway(env)
+    assert db_rows(db, "SELECT status, error, backend FROM legs WHERE leg = 'primary'") == [(200, None, "p0")] * 4
