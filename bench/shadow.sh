@@ -1,54 +1,61 @@
 #!/usr/bin/env bash
 # bench/shadow.sh — what shadowing costs the user, on 127.0.0.1.
 #
-# The promise of shadowing (doc/shadow.md): the user's request never pays for
-# the shadow, and a hung shadow changes nothing for the user.  This script
-# measures the primary's latency and throughput, in one run, through shade
-# in front of the same primary simulator, in these configurations:
+# The promise of shadowing: the user's request never pays for the shadow,
+# and a hung shadow changes nothing for the user.  This script measures the
+# primary's latency and throughput through shade, in one run, in front of
+# the same primary simulator with the same request, in these configurations:
 #   off      no `shadows:` section: the baseline;
-#   healthy  sample 100 %, aa_percent 0, to a candidate simulator that
-#            answers at once;
-#   hung     sample 100 %, aa_percent 0, to a candidate that never answers
+#   healthy  sample 100, aa_percent 0, to a candidate simulator that answers
+#            at once;
+#   hung     sample 100, aa_percent 0, to a candidate that never answers
 #            (sim --hang-rate 1), deadline 2s, max_concurrent 64: at most 64
-#            legs hang at a time, every other request's leg is dropped at
-#            the cap;
-#   aa       as healthy, plus aa_percent 100 (every request also goes to the
-#            primary a second time).
-# Two measurements (doc/benchmarks.md explains how to read them):
-#   1. load:  closed-loop wrk, BENCH_CONNECTIONS connections, as fast as the
-#             two shared cores allow: req/s, p50, p99 and shade's CPU time
-#             per request;
-#   2. paced: the same request at a moderate fixed rate (BENCH_RATE req/s in
-#             all, spread over BENCH_PACED_CONNECTIONS connections, each
-#             waiting between requests): p50 and p99 when nobody is short of
-#             CPU, i.e. what the user waits for.
+#            legs wait for their deadline at a time, and every other
+#            request's leg is dropped at the cap;
+#   aa       as healthy, plus aa_percent 100: every request also goes to the
+#            primary simulator a second time.
+# Three measurements (doc/benchmarks.md explains how to read them):
+#   1. load:   closed-loop wrk, BENCH_CONNECTIONS connections, as fast as the
+#              two shared cores allow: req/s, p50, p99, and the CPU time of
+#              shade and of the simulators per request;
+#   2. paced:  about BENCH_RATE req/s over BENCH_PACED_CONNECTIONS
+#              connections, each waiting a random time between requests:
+#              p50 and p99 at a moderate load, with CPU to spare;
+#   3. single: one connection, one request at a time, with the request's path
+#              (wrk, shade's worker thread, the primary simulator) on CPU 1
+#              and the shadow's own work (the candidate simulator, shade's
+#              pair-store writer thread) on CPU 0: the latency that mirroring
+#              adds inside the request's path, without CPU contention.
 # Each is printed with its ratio to the baseline measured in the same run,
-# followed by the shadow accounting of every configuration (mirrored, stored,
-# dropped by reason, shadow legs by outcome) from GET /admin/shadows, checked
-# against the pair store.
+# followed by the shadow accounting of every configuration (requests,
+# mirrored, stored, dropped by reason, shadow legs by outcome) from
+# GET /admin/shadows and GET /metrics, checked against the pair store.
 # Every process is started here, on free loopback ports, and stopped by PID
-# on exit.  Nothing is written outside a temporary directory unless asked.
+# on exit.  Nothing is written outside a temporary directory unless asked
+# (the pair stores of healthy and aa reach several hundred MB each there).
 #
 # Environment (all optional):
 #   SHADE_BIN               gateway binary (default bin/shade)
-#   BENCH_CONFIGS           configurations to run (default "off healthy hung aa";
-#                           "off" is always run: it is the baseline)
+#   BENCH_CONFIGS           configurations (default "off healthy hung aa";
+#                           off, the baseline, always runs)
 #   BENCH_CONNECTIONS       wrk connections under load (default 20)
 #   BENCH_DURATION          seconds per measured load run (default 8)
 #   BENCH_WARMUP            seconds of warm-up before each load run (default 2)
-#   BENCH_ROUNDS            load rounds, order reversed every other round;
+#   BENCH_ROUNDS            load rounds, the order reversed every other round;
 #                           the median is reported (default 2)
 #   BENCH_RATE              total request rate of the paced runs (default 2000)
 #   BENCH_PACED_CONNECTIONS connections of the paced runs (default 20)
-#   BENCH_PACED_DURATION    seconds per paced run, after 1 s of warm-up (default 5)
-#   BENCH_PHASES            which measurements to run (default "load paced")
+#   BENCH_PACED_DURATION    seconds per paced run, after 1 s of warm-up (default 4)
+#   BENCH_SINGLE_DURATION   seconds per one-connection run, after 1 s of
+#                           warm-up (default 3)
+#   BENCH_PHASES            which measurements to run (default "load paced single")
 #   BENCH_PIN               CPU placement: auto (default), none or one
 #                           (see "CPU placement" below)
 #   BENCH_WORKERS           workers for shade and the simulators (default 1)
 #   BENCH_TIME_LIMIT        hard limit for the whole run, seconds (default 150)
 #   BENCH_OUT=FILE          also write the report to FILE
-#   BENCH_KEEP=1            keep the temporary directory (configs, logs, pair
-#                           stores, raw data)
+#   BENCH_KEEP=1            keep the temporary directory (configurations, logs,
+#                           pair stores, raw figures)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -61,8 +68,9 @@ WARMUP=${BENCH_WARMUP:-2}
 ROUNDS=${BENCH_ROUNDS:-2}
 RATE=${BENCH_RATE:-2000}
 PCONNS=${BENCH_PACED_CONNECTIONS:-20}
-PDURATION=${BENCH_PACED_DURATION:-5}
-PHASES=${BENCH_PHASES:-load paced}
+PDURATION=${BENCH_PACED_DURATION:-4}
+SDURATION=${BENCH_SINGLE_DURATION:-3}
+PHASES=${BENCH_PHASES:-load paced single}
 WORKERS=${BENCH_WORKERS:-1}
 LIMIT=${BENCH_TIME_LIMIT:-150}
 NCPU=$(nproc 2>/dev/null || echo 1)
@@ -87,8 +95,11 @@ for c in $CONFIGS; do
     *) die "BENCH_CONFIGS: unknown configuration '$c' (off, healthy, hung, aa)" ;;
     esac
 done
-for v in CONNS DURATION WARMUP ROUNDS RATE PCONNS PDURATION WORKERS LIMIT; do
+for v in CONNS DURATION WARMUP ROUNDS RATE PCONNS PDURATION SDURATION WORKERS LIMIT; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
+done
+for p in $PHASES; do
+    case $p in load|paced|single) ;; *) die "BENCH_PHASES: unknown phase '$p' (load, paced, single)" ;; esac
 done
 
 # ---------------------------------------------------------------- tools
@@ -148,7 +159,7 @@ stop_pid() {     # stop one process started by start_bg, and its children
     fi
     wait "$pid" 2>/dev/null || true
 }
-stop_all() {     # gateways first (started last), then the simulators
+stop_all() {     # the gateways first (started last), then the simulators
     local i
     for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[i]}"; done
     PIDS=()
@@ -194,39 +205,6 @@ mkfifo "$T/watchdog"
 ) &
 WATCHDOG=$!
 
-# CPU placement (doc/benchmarks.md, "The machine, and why the processes are
-# placed as they are", has the measurements behind run.sh's choice, which
-# this script follows).
-#   auto   nothing pinned under load: the scheduler spreads wrk, shade, the
-#          simulators and shade's pair-store writer over the CPUs; for the
-#          paced runs, where little runs at once, everything shares CPU 1, so
-#          that slow cross-CPU wake-ups on this kind of VM do not decide the
-#          p99 (default);
-#   none   nothing pinned, ever;
-#   one    every process on CPU 1, also under load.
-LOAD_CPUS='' PACED_CPUS=''
-case $PIN in
-auto) PACED_CPUS=1
-      PIN_DESC="auto: under load none; paced runs: client, shade and simulators all on CPU 1" ;;
-none) PIN_DESC="none: the scheduler places every process" ;;
-one)  LOAD_CPUS=1 PACED_CPUS=1
-      PIN_DESC="one: every process on CPU 1" ;;
-*)    die "BENCH_PIN must be auto, none or one" ;;
-esac
-pin_prefix() {   # CPUS : the command prefix that runs a command on CPUS
-    PREFIX=()
-    [ -z "$1" ] || PREFIX=(taskset -c "$1")
-}
-# pin_servers CPUS : move the running servers (every thread, and the
-# gateways' worker processes) to CPUS, or let them run anywhere again when
-# CPUS is empty
-pin_servers() {
-    local cpus=${1:-0-$((NCPU - 1))} p
-    for p in "${PIDS[@]}" $(pgrep -P "$(IFS=,; echo "${PIDS[*]}")" || true); do
-        taskset -a -c -p "$cpus" "$p" >/dev/null || die "cannot pin pid $p to CPUs $cpus"
-    done
-}
-
 # start_bg NAME CMD... : run CMD in the background, output to $T/NAME.log;
 # sets LAST_PID
 start_bg() {
@@ -236,11 +214,17 @@ start_bg() {
     PIDS+=("$LAST_PID")
     echo "$LAST_PID" >>"$T/pids"
 }
+# with_children PID... : these PIDs and their direct children (a gateway's
+# worker process)
+with_children() {
+    # shellcheck disable=SC2046  # one PID per word
+    echo "$@" $(pgrep -P "$(IFS=,; echo "$*")" || true)
+}
 # cpu_ns PID... : CPU time (ns) used so far by these processes, all their
-# threads and their direct children (the gateway's worker process)
+# threads and their direct children
 cpu_ns() {
     local sum=0 p f v
-    for p in "$@" $(pgrep -P "$(IFS=,; echo "$*")" || true); do
+    for p in $(with_children "$@"); do
         for f in /proc/"$p"/task/*/schedstat; do
             { read -r v _ <"$f"; } 2>/dev/null && sum=$((sum + v))
         done
@@ -279,6 +263,54 @@ fg_run() {
     wait "$FG_PID" || rc=$?
     FG_PID=''
     return "$rc"
+}
+
+# ---------------------------------------------------------------- CPU placement
+# doc/benchmarks.md ("The machine, and why the processes are placed as they
+# are") has the measurements behind bench/run.sh's placement; this script
+# follows it.
+#   auto   load and paced runs: nothing pinned, the scheduler spreads wrk,
+#          shade, its pair-store writer and the simulators over the CPUs;
+#          one-connection runs: the request's path on CPU 1 (wrk, the
+#          primary simulator, every gateway thread but the background ones),
+#          the shadow's own work on CPU 0 (the candidate simulators and the
+#          gateways' background threads: the pair-store writer) (default);
+#   none   nothing pinned, ever;
+#   one    every process on CPU 1, in every phase.
+case $PIN in
+auto) PIN_DESC="auto: load and paced runs unpinned; one-connection runs: request path on CPU 1, candidates and pair-store writer on CPU 0" ;;
+none) PIN_DESC="none: the scheduler places every process" ;;
+one)  PIN_DESC="one: every process on CPU 1" ;;
+*)    die "BENCH_PIN must be auto, none or one" ;;
+esac
+# place MODE : move the running servers (every thread) as MODE says — none:
+# anywhere; one: all on CPU 1; split: see "auto" above — and set PREFIX, the
+# command prefix for wrk
+place() {
+    local p t tid wchan all=0-$((NCPU - 1))
+    PREFIX=()
+    MOVED=0
+    case $1 in
+    none) for p in $(with_children "${PIDS[@]}"); do taskset -a -c -p "$all" "$p" >/dev/null; done ;;
+    one|split)
+        PREFIX=(taskset -c 1)
+        for p in $(with_children "${PIDS[@]}"); do taskset -a -c -p 1 "$p" >/dev/null; done
+        [ "$1" = split ] || return 0
+        for p in "${CAND_PIDS[@]}"; do taskset -a -c -p 0 "$p" >/dev/null; done
+        # a gateway's worker process: its main thread waits for signals, its
+        # worker threads in epoll_wait, its background threads (pair-store
+        # writer, health checker) on a condition variable: a futex.  The
+        # servers are idle here, so every thread is asleep where it waits.
+        for p in $(pgrep -P "$(IFS=,; echo "${GW_PIDS[*]}")" || true); do
+            for t in /proc/"$p"/task/*; do
+                tid=${t##*/}
+                wchan=$(cat "$t/wchan" 2>/dev/null || true)
+                if [ "$tid" != "$p" ] && [[ $wchan == *futex* ]]; then
+                    taskset -c -p 0 "$tid" >/dev/null && MOVED=$((MOVED + 1))
+                fi
+            done
+        done ;;
+    esac
 }
 
 # ---------------------------------------------------------------- inputs
@@ -326,6 +358,43 @@ PACE_MS=$(((PCONNS * 1000 + RATE / 2) / RATE))
 [ "$PACE_MS" -ge 1 ] || die "BENCH_RATE is too high for $PCONNS paced connections (at most $((PCONNS * 1000)) req/s)"
 write_lua "$T/chat-paced.lua" "$PACE_MS"
 
+# settle.py URL LIMIT: until no shadow leg is in flight and the pair-store
+# queue is empty
+cat >"$T/settle.py" <<'EOF'
+import json, sys, time, urllib.request
+url, limit = sys.argv[1], float(sys.argv[2])
+end = time.monotonic() + limit
+while True:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        d = json.load(r)
+    busy = d["recorder_queue"] + sum(s["in_flight"] for s in d["shadows"])
+    if busy == 0:
+        sys.exit(0)
+    if time.monotonic() > end:
+        sys.exit("in flight / queued: %d" % busy)
+    time.sleep(0.05)
+EOF
+# acct.py BASE_URL DB: one line of JSON, the shadow's accounting
+cat >"$T/acct.py" <<'EOF'
+import json, os, sqlite3, sys, urllib.request
+base, db = sys.argv[1], sys.argv[2]
+with urllib.request.urlopen(base + "/admin/shadows", timeout=5) as r:
+    s = json.load(r)["shadows"][0]
+with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
+    requests = sum(float(line.rsplit(" ", 1)[1]) for line in r.read().decode().splitlines()
+                   if line.startswith('shade_requests_total{model="demo"'))
+con = sqlite3.connect(db, timeout=5)
+rows = con.execute("SELECT count(*) FROM pairs WHERE shadow = ?", (s["name"],)).fetchone()[0]
+con.close()
+size = sum(os.path.getsize(db + x) for x in ("", "-wal") if os.path.exists(db + x))
+c = s["counters"]
+print(json.dumps({"state": s["state"], "in_flight": s["in_flight"], "requests": requests,
+                  "mirrored": c["mirrored"], "stored": c["stored"], "dropped": c["dropped"],
+                  "dropped_by_reason": c["dropped_by_reason"],
+                  "skipped": sum(c["skipped_by_reason"].values()),
+                  "legs": c["legs"], "db_pairs": rows, "db_bytes": size}, separators=(",", ":")))
+EOF
+
 # ---------------------------------------------------------------- the machine
 # Other work on the machine skews everything: measure it for one second first.
 cpu_busy() {
@@ -353,6 +422,7 @@ MEM=$(awk '/MemTotal/ {printf "%.0fGiB", $2 / 1048576}' /proc/meminfo)
     echo "META versions=shade_$("$SHADE" --version | awk '{print $2}')_(git_$GIT_REV),_wrk_$(wrk -v 2>&1 | awk 'NR==1 {print $2}'),_workers=$WORKERS"
     echo "META connections=$CONNS duration=$DURATION warmup=$WARMUP rounds=$ROUNDS body_bytes=$BODY_BYTES"
     echo "META rate=$RATE paced_connections=$PCONNS pace_ms=$PACE_MS paced_duration=$PDURATION"
+    echo "META single_duration=$SDURATION"
     echo "META hung_deadline_s=$HUNG_DEADLINE_S hung_cap=$HUNG_CAP configs=$(IFS=,; echo "${CFG_LIST[*]}")"
 } >>"$RAW"
 
@@ -368,12 +438,13 @@ PID_HEALTHY=$LAST_PID
 start_bg sim-hung "$SHADE" sim --listen "127.0.0.1:$P_HUNG" --workers "$WORKERS" "${HUNG_ARGS[@]}"
 PID_HUNG=$LAST_PID
 SIM_PIDS=("$PID_PRIMARY" "$PID_HEALTHY" "$PID_HUNG")
+CAND_PIDS=("$PID_HEALTHY" "$PID_HUNG")
 
 # write_config CFG PORT : shade's configuration for CFG.  Auto-stop is off
-# (stop_below: 0): with the default rule the hung shadow would be stopped
-# at its first analysis, and this benchmark would measure shadowing off.
+# (stop_below: 0): with the default rule the hung shadow would be stopped at
+# its first analysis, and the rest of the run would measure shadowing off.
 write_config() {
-    local cfg=$1 port=$2 cand sample=100 aa=0 deadline=10s cap=64
+    local cfg=$1 port=$2 cand aa=0 deadline=10s cap=64
     cat >"$T/shade-$cfg.yaml" <<EOF
 # generated by bench/shadow.sh: configuration "$cfg"
 server:
@@ -399,7 +470,7 @@ shadows:
     backends:
       - url: http://127.0.0.1:$cand
         name: sim-$cfg
-    sample: $sample
+    sample: 100
     aa_percent: $aa
     deadline: $deadline
     max_concurrent: $cap
@@ -410,6 +481,7 @@ EOF
 }
 
 declare -A PORT_OF PID_OF
+GW_PIDS=()
 i=3
 for cfg in "${CFG_LIST[@]}"; do
     PORT_OF[$cfg]=${PORTS[i]}
@@ -419,6 +491,7 @@ for cfg in "${CFG_LIST[@]}"; do
         || die "configuration $cfg rejected: $(cat "$T/check-$cfg.log")"
     start_bg "shade-$cfg" "$SHADE" serve -c "$T/shade-$cfg.yaml"
     PID_OF[$cfg]=$LAST_PID
+    GW_PIDS+=("$LAST_PID")
 done
 wait_port sim-primary "$PID_PRIMARY" "$P_PRIMARY"
 wait_port sim-healthy "$PID_HEALTHY" "$P_HEALTHY"
@@ -449,20 +522,6 @@ settle() {
         "http://127.0.0.1:${PORT_OF[$1]}/admin/shadows" $((HUNG_DEADLINE_S + 10)) \
         || log "  $1: shadow legs still in flight after $((HUNG_DEADLINE_S + 10)) s: $(cat "$T/settle.out")"
 }
-cat >"$T/settle.py" <<'EOF'
-import json, sys, time, urllib.request
-url, limit = sys.argv[1], float(sys.argv[2])
-end = time.monotonic() + limit
-while True:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        d = json.load(r)
-    busy = d["recorder_queue"] + sum(s["in_flight"] for s in d["shadows"])
-    if busy == 0:
-        sys.exit(0)
-    if time.monotonic() > end:
-        sys.exit("in flight / queued: %d" % busy)
-    time.sleep(0.05)
-EOF
 
 # sys_busy_ns : CPU time used on the whole machine so far (all CPUs)
 TICK_NS=$((1000000000 / $(getconf CLK_TCK)))
@@ -484,19 +543,18 @@ children_ns() {
     fi
 }
 
-# run_wrk CFG LUA CONNS SECONDS [PIN...] : sets RES to wrk's summary line
-# (see write_lua), the CPU time that shade (all threads and processes:
+# run_wrk CFG LUA CONNS SECONDS : sets RES to wrk's summary line (see
+# write_lua), the CPU time that shade (all its threads and processes:
 # worker, pair-store writer) and the three simulators used per request, and
 # how much CPU everything else on the machine used meanwhile (other_cpu_pct,
 # in % of one core; wrk's own time is excluded; a few % is kernel noise)
 run_wrk() {
     local cfg=$1 lua=$2 conns=$3 secs=$4 out n px0 px1 sim0 sim1 sys0 sys1 wrk_ns other
-    shift 4
     px0=$(cpu_ns "${PID_OF[$cfg]}")
     sim0=$(cpu_ns "${SIM_PIDS[@]}")
     sys0=$(sys_busy_ns)
     times >"$T/times0"   # builtin, no fork: CPU time of the children reaped so far
-    fg_run $((secs + 20)) "$T/wrk.out" "$@" wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s -s "$lua" \
+    fg_run $((secs + 20)) "$T/wrk.out" "${PREFIX[@]}" wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s -s "$lua" \
         "http://127.0.0.1:${PORT_OF[$cfg]}" || die "wrk failed against $cfg: $(cat "$T/wrk.out")"
     times >"$T/times1"   # ... now including wrk
     sys1=$(sys_busy_ns)
@@ -514,16 +572,20 @@ run_wrk() {
 }
 
 # ---------------------------------------------------------------- run
-
 has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
+# pin mode of each phase
+case $PIN in
+auto) MODE_LOAD=none MODE_PACED=none MODE_SINGLE=split ;;
+none) MODE_LOAD=none MODE_PACED=none MODE_SINGLE=none ;;
+one)  MODE_LOAD=one MODE_PACED=one MODE_SINGLE=one ;;
+esac
 
 for cfg in "${CFG_LIST[@]}"; do check_path "$cfg"; done
 for cfg in "${CFG_LIST[@]}"; do settle "$cfg"; done
 
 if has_phase load; then
     log "phase 1: load (wrk -c $CONNS, ${DURATION} s after ${WARMUP} s warm-up, $ROUNDS round(s))"
-    pin_prefix "$LOAD_CPUS"
-    pin_servers "$LOAD_CPUS"
+    place "$MODE_LOAD"
     for r in $(seq "$ROUNDS"); do
         # reverse the order every other round so that drift favours no configuration
         order=("${CFG_LIST[@]}")
@@ -532,8 +594,8 @@ if has_phase load; then
             for ((i = N - 1; i >= 0; i--)); do order+=("${CFG_LIST[i]}"); done
         fi
         for cfg in "${order[@]}"; do
-            run_wrk "$cfg" "$T/chat.lua" "$CONNS" "$WARMUP" "${PREFIX[@]}"
-            run_wrk "$cfg" "$T/chat.lua" "$CONNS" "$DURATION" "${PREFIX[@]}"
+            run_wrk "$cfg" "$T/chat.lua" "$CONNS" "$WARMUP"
+            run_wrk "$cfg" "$T/chat.lua" "$CONNS" "$DURATION"
             log "  round $r $cfg: $RES"
             echo "LOAD round=$r config=$cfg $RES" >>"$RAW"
             settle "$cfg"
@@ -542,36 +604,33 @@ if has_phase load; then
 fi
 
 if has_phase paced; then
-    log "phase 2: paced (about $RATE req/s: $PCONNS connections, ${PACE_MS} ms between requests; ${PDURATION} s after 1 s warm-up)"
-    pin_prefix "$PACED_CPUS"
-    pin_servers "$PACED_CPUS"
+    log "phase 2: paced (about $RATE req/s: $PCONNS connections, on average ${PACE_MS} ms between requests; ${PDURATION} s after 1 s warm-up)"
+    place "$MODE_PACED"
     for cfg in "${CFG_LIST[@]}"; do
-        run_wrk "$cfg" "$T/chat-paced.lua" "$PCONNS" 1 "${PREFIX[@]}"
-        run_wrk "$cfg" "$T/chat-paced.lua" "$PCONNS" "$PDURATION" "${PREFIX[@]}"
+        run_wrk "$cfg" "$T/chat-paced.lua" "$PCONNS" 1
+        run_wrk "$cfg" "$T/chat-paced.lua" "$PCONNS" "$PDURATION"
         log "  $cfg: $RES"
         echo "PACED config=$cfg $RES" >>"$RAW"
         settle "$cfg"
     done
 fi
 
-cat >"$T/acct.py" <<'EOF'
-import json, sqlite3, sys, urllib.request
-base, db = sys.argv[1], sys.argv[2]
-with urllib.request.urlopen(base + "/admin/shadows", timeout=5) as r:
-    s = json.load(r)["shadows"][0]
-with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
-    requests = sum(float(line.rsplit(" ", 1)[1]) for line in r.read().decode().splitlines()
-                   if line.startswith('shade_requests_total{model="demo"'))
-con = sqlite3.connect(db, timeout=5)
-rows = con.execute("SELECT count(*) FROM pairs WHERE shadow = ?", (s["name"],)).fetchone()[0]
-con.close()
-c = s["counters"]
-print(json.dumps({"state": s["state"], "in_flight": s["in_flight"], "requests": requests,
-                  "mirrored": c["mirrored"], "stored": c["stored"], "dropped": c["dropped"],
-                  "dropped_by_reason": c["dropped_by_reason"],
-                  "skipped": sum(c["skipped_by_reason"].values()),
-                  "legs": c["legs"], "db_pairs": rows}, separators=(",", ":")))
-EOF
+if has_phase single; then
+    place "$MODE_SINGLE"
+    log "phase 3: one connection (${SDURATION} s after 1 s warm-up; placement $MODE_SINGLE, $MOVED background thread(s) moved to CPU 0)"
+    echo "META single_mode=$MODE_SINGLE single_moved=$MOVED" >>"$RAW"
+    if [ "$MODE_SINGLE" = split ] && [ "$MOVED" = 0 ] && [ "$N" -gt 1 ]; then
+        log "warning: no pair-store writer thread found (no /proc/*/wchan?); it shares CPU 1 with the request's path"
+    fi
+    for cfg in "${CFG_LIST[@]}"; do
+        run_wrk "$cfg" "$T/chat.lua" 1 1
+        run_wrk "$cfg" "$T/chat.lua" 1 "$SDURATION"
+        log "  $cfg: $RES"
+        echo "SINGLE config=$cfg $RES" >>"$RAW"
+        settle "$cfg"
+    done
+    place none
+fi
 
 # the accounting, once every leg has ended: the gateway's counters and the
 # pair store's row count (the writer has flushed: its queue is empty)
@@ -591,7 +650,7 @@ stop_all
 REPORT=$(python3 - "$RAW" <<'EOF'
 import json, statistics, sys
 
-meta, load, paced, acct = {}, {}, {}, {}
+meta, runs, acct = {}, {"LOAD": {}, "PACED": {}, "SINGLE": {}}, {}
 for line in open(sys.argv[1]):
     parts = line.split(None, 2)
     if not parts:
@@ -599,7 +658,7 @@ for line in open(sys.argv[1]):
     tag = parts[0]
     if tag == "META":
         meta.update(p.partition("=")[::2] for p in line.split()[1:])
-    elif tag in ("LOAD", "PACED"):
+    elif tag in runs:
         d = {}
         for f in line.split()[1:]:
             k, _, v = f.partition("=")
@@ -607,7 +666,7 @@ for line in open(sys.argv[1]):
                 d[k] = float(v)
             except ValueError:
                 d[k] = v
-        (load if tag == "LOAD" else paced).setdefault(d["config"], []).append(d)
+        runs[tag].setdefault(d["config"], []).append(d)
     elif tag == "ACCT":
         acct[parts[1].partition("=")[2]] = json.loads(parts[2])
 
@@ -628,57 +687,69 @@ busy, after = meta.get("background_busy", "?"), meta.get("background_busy_after"
 skewed = any(b.isdigit() and int(b) > 10 for b in (busy, after))
 w("CPU busy from other processes, 1 s before / after the run: %s%% / %s%%%s"
   % (busy, after, "  <-- WARNING: other load on the machine, results skewed" if skewed else ""))
-w("configurations (same primary simulator, same request; sample 100%, aa_percent 0 unless said):")
-w("  off      no shadows: section")
-w("  healthy  candidate simulator answering at once")
-w("  hung     candidate that never answers; deadline %ss, max_concurrent %s"
+w("configurations: the same primary simulator and request (%s B, non-streaming, 16 tokens) through shade:"
+  % meta.get("body_bytes", "?"))
+w("  off      no shadows: section (the baseline)")
+w("  healthy  sample 100, aa_percent 0, candidate simulator answering at once")
+w("  hung     sample 100, aa_percent 0, candidate that never answers; deadline %ss, max_concurrent %s"
   % (meta.get("hung_deadline_s"), meta.get("hung_cap")))
-w("  aa       as healthy, plus aa_percent 100 (a second call to the primary per request)")
+w("  aa       as healthy, plus aa_percent 100 (a second call to the primary simulator per request)")
 w("")
 
+KEYS = ("rps", "p50_us", "p99_us", "errors", "status_errors", "shade_cpu_us", "sims_cpu_us")
 
-def table(title, runs, note):
-    if "off" not in runs:
+
+def table(title, rs, notes):
+    if "off" not in rs:
         return
-    med = {c: {k: statistics.median(r[k] for r in rs) for k in
-               ("rps", "p50_us", "p99_us", "errors", "status_errors", "shade_cpu_us", "sims_cpu_us")}
-           for c, rs in runs.items()}
+    med = {c: {k: statistics.median(r[k] for r in v) for k in KEYS} for c, v in rs.items()}
     base = med["off"]
     w(title)
     w("")
-    w("   %-20s %9s %10s %10s %7s %7s %7s %6s %11s %10s"
-      % ("config", "req/s", "p50", "p99", "req/s", "p50", "p99", "errors", "shade CPU", "sims CPU"))
-    w("   %-20s %9s %10s %10s %7s %7s %7s %6s %11s %10s"
-      % ("", "", "", "", "ratio", "ratio", "ratio", "", "/req", "/req"))
+    w("   %-19s %8s %10s %10s %6s %6s %6s %8s %6s %9s %9s"
+      % ("config", "req/s", "p50", "p99", "req/s", "p50", "p99", "p50", "errors", "shade", "sims"))
+    w("   %-19s %8s %10s %10s %6s %6s %6s %8s %6s %9s %9s"
+      % ("", "", "", "", "ratio", "ratio", "ratio", "added", "", "CPU/req", "CPU/req"))
     for c in configs:
         if c not in med:
             continue
         m = med[c]
-        w("   %-20s %9.0f %7.3f ms %7.3f ms %6.2fx %6.2fx %6.2fx %6d %8.1f µs %7.1f µs"
+        w("   %-19s %8.0f %7.3f ms %7.3f ms %5.2fx %5.2fx %5.2fx %+5.0f µs %6d %6.1f µs %6.1f µs"
           % (LABEL[c], m["rps"], m["p50_us"] / 1e3, m["p99_us"] / 1e3, m["rps"] / base["rps"],
-             m["p50_us"] / base["p50_us"], m["p99_us"] / base["p99_us"],
+             m["p50_us"] / base["p50_us"], m["p99_us"] / base["p99_us"], m["p50_us"] - base["p50_us"],
              m["errors"] + m["status_errors"], m["shade_cpu_us"], m["sims_cpu_us"]))
-    w("   " + note)
-    other = max(r.get("other_cpu_pct", 0) for rs in runs.values() for r in rs)
+    for n in notes:
+        w("   " + n)
+    other = max(r.get("other_cpu_pct", 0) for v in rs.values() for r in v)
     w("   other processes used at most %d%% of a core during a run%s"
       % (other, "  <-- WARNING: other load on the machine, results skewed" if other > 10 else ""))
     w("")
 
 
-n_rounds = meta.get("rounds", "1")
 table("1. Under load: wrk 1 thread x %s connections, closed loop, %s s per run after %s s warm-up, median of %s round(s)"
-      % (meta["connections"], meta["duration"], meta["warmup"], n_rounds), load,
-      "(ratio: to off, same run; CPU/req: shade's CPU time, all threads, and the three simulators', per request)")
-table("2. Paced: about %s req/s (%s connections, each waiting on average %s ms, exponentially distributed,\n"
-      "   between a response and its next request), %s s after 1 s warm-up"
-      % (meta["rate"], meta["paced_connections"], meta["pace_ms"], meta["paced_duration"]), paced,
-      "(latency from writing the request to the end of the response; the waits between requests are not counted)")
+      % (meta["connections"], meta["duration"], meta["warmup"], meta["rounds"]), runs["LOAD"],
+      ["(ratios and added p50: against off, same run; CPU/req: CPU time per completed request of shade,",
+       " all its threads and processes, and of the three simulators together)"])
+table("2. Paced: about %s req/s over %s connections, each waiting on average %s ms (exponentially distributed)\n"
+      "   between a response and its next request; %s s after 1 s warm-up"
+      % (meta["rate"], meta["paced_connections"], meta["pace_ms"], meta["paced_duration"]), runs["PACED"],
+      ["(latency from writing a request to the end of its response; the waits are not counted)"])
+single_note = {
+    "split": ["(wrk, the primary simulator and shade's worker thread on CPU 1; the candidate simulators and",
+              " shade's pair-store writer (%s thread(s) found) on CPU 0: the added p50 is what mirroring"
+              % meta.get("single_moved", "?"),
+              " costs inside the request's own path)"],
+    "one": ["(every process on CPU 1: the shadow's own work competes with the request's path)"],
+    "none": ["(nothing pinned)"],
+}.get(meta.get("single_mode", ""), [])
+table("3. One connection: one request at a time, %s s after 1 s warm-up" % meta["single_duration"],
+      runs["SINGLE"], single_note)
 
 if acct:
-    w("3. Shadow accounting, whole run (sanity request, warm-ups and measured runs), after every leg ended:")
+    w("4. Shadow accounting over the whole run (sanity request, warm-ups, measured runs), once every leg ended:")
     w("")
-    w("   %-20s %10s %9s %9s %10s %-24s %s" % ("config", "requests", "mirrored", "stored", "dropped",
-                                               "dropped by reason", "shadow legs by outcome"))
+    w("   %-19s %9s %9s %9s %9s %-18s %s" % ("config", "requests", "mirrored", "stored", "dropped",
+                                            "dropped by reason", "shadow legs by outcome"))
     for c in configs:
         a = acct.get(c)
         if not a:
@@ -688,26 +759,26 @@ if acct:
         aa = ", ".join("%s %d" % (k, v) for k, v in a["legs"]["aa"].items() if v)
         if aa:
             legs += "; A/A legs: " + aa
-        w("   %-20s %10.0f %9d %9d %10d %-24s %s"
+        w("   %-19s %9.0f %9d %9d %9d %-18s %s"
           % (LABEL[c], a["requests"], a["mirrored"], a["stored"], a["dropped"], reasons, legs))
     w("")
     for c in configs:
         a = acct.get(c)
         if not a:
             continue
-        ok = a["mirrored"] == a["stored"] + a["dropped"]
         checks = ["requests = mirrored: %s" % ("yes" if a["requests"] == a["mirrored"] else "NO")]
-        checks.append("mirrored = stored + dropped: %s" % ("yes" if ok else "NO (%d unaccounted)"
-                                                         % (a["mirrored"] - a["stored"] - a["dropped"])))
-        checks.append("pair store rows = stored: %s" % ("yes" if a["db_pairs"] == a["stored"]
-                                                         else "NO (%d rows)" % a["db_pairs"]))
+        bal = a["mirrored"] - a["stored"] - a["dropped"]
+        checks.append("mirrored = stored + dropped: %s" % ("yes" if bal == 0 else "NO (%+d)" % bal))
+        checks.append("store rows = stored: %s" % ("yes" if a["db_pairs"] == a["stored"]
+                                                   else "NO (%d rows)" % a["db_pairs"]))
         checks.append("state %s" % a["state"])
         if a["skipped"]:
             checks.append("%d skipped" % a["skipped"])
-        w("   %-20s %s" % (LABEL[c], "; ".join(checks)))
-    w("   (requests: shade_requests_total of model demo; wrk does not count the requests it had in flight")
-    w("    when it stopped, shade does.  hung: at most max_concurrent legs wait for their deadline at a time;")
-    w("    every other request's leg is dropped at the cap, which is the point: the user must not notice)")
+        checks.append("store %.0f MB" % (a["db_bytes"] / 1e6))
+        w("   %-19s %s" % (LABEL[c], "; ".join(checks)))
+    w("   (requests: shade_requests_total of model demo, which also counts the requests wrk had in flight")
+    w("    when it stopped; shadow legs: shade_shadow_legs_total.  hung: at most max_concurrent legs wait for")
+    w("    their deadline at a time, every other request's leg is dropped at the cap: the user must not notice)")
 print("\n".join(out))
 EOF
 )

@@ -104,7 +104,7 @@ def metrics():
 
 def quantile(m, name, backend, q):
     """Estimate a quantile from a Prometheus histogram, as histogram_quantile does."""
-    pre = f'{name}_bucket{{model="demo",backend="{backend}",le="'
+    pre = f'{name}_bucket{{model="demo",variant="primary",backend="{backend}",le="'
     buckets = sorted((float(k[len(pre):-2]) if not k.endswith('+Inf"}') else float("inf"), v)
                      for k, v in m.items() if k.startswith(pre))
     total = buckets[-1][1] if buckets else 0
@@ -170,12 +170,12 @@ def main():
     hdr = f"  {'backend':8} {'requests':>8} {'p50 latency':>12} {'p95 latency':>12} {'p50 TTFT':>9} {'tokens in':>10} {'tokens out':>11}"
     print(hdr)
     for be in ("sim-a", "sim-b"):
-        reqs = m.get(f'shade_requests_total{{model="demo",backend="{be}",code="200"}}', 0)
+        reqs = m.get(f'shade_requests_total{{model="demo",variant="primary",backend="{be}",code="200",class="2xx"}}', 0)
         p50 = quantile(m, "shade_request_duration_seconds", be, 0.5)
         p95 = quantile(m, "shade_request_duration_seconds", be, 0.95)
         t50 = quantile(m, "shade_time_to_first_token_seconds", be, 0.5)
-        tin = m.get(f'shade_input_tokens_total{{model="demo",backend="{be}"}}', 0)
-        tout = m.get(f'shade_output_tokens_total{{model="demo",backend="{be}"}}', 0)
+        tin = m.get(f'shade_input_tokens_total{{model="demo",variant="primary",backend="{be}"}}', 0)
+        tout = m.get(f'shade_output_tokens_total{{model="demo",variant="primary",backend="{be}"}}', 0)
         fmt = lambda x: f"{x * 1000:.0f} ms" if x is not None else "-"
         print(f"  {be:8} {reqs:8.0f} {fmt(p50):>12} {fmt(p95):>12} {fmt(t50):>9} {tin:10.0f} {tout:11.0f}")
     est = sum(v for k, v in m.items() if k.startswith("shade_usage_estimated_total"))

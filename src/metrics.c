@@ -12,15 +12,24 @@
 const double met_buckets[MET_NBUCKETS] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,  2.5,
                                            5,     10,   20,    30,   60,  120,  300, 600 };
 
-void met_observe(struct met_hist *h, uint64_t us)
+const double met_buckets_tpot[MET_NBUCKETS] = { 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
+                                                0.075, 0.1,    0.15,  0.2,    0.3,  0.5,   1,    2 };
+const double met_buckets_overhead[MET_NBUCKETS] = { 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025,
+                                                    0.0005,   0.001,   0.0025,   0.005,   0.01,   0.025,
+                                                    0.05,     0.1,     0.25,     0.5,     1 };
+const double met_buckets_tokens[MET_NBUCKETS] = { 64,    128,   256,    512,    1024,   2048,    4096,    8192,   16384,
+                                                  32768, 65536, 131072, 262144, 524288, 1048576, 2097152, 4194304 };
+const char *const met_variant_names[VAR__COUNT] = { "primary", "fallback", "shadow", "aa" };
+
+void met_observe_in(struct met_hist *h, uint64_t v, const double *bounds, double scale)
 {
-    double s = (double)us / 1e6;
+    double s = (double)v * scale;
     size_t i = 0;
-    while (i < MET_NBUCKETS && s > met_buckets[i])
+    while (i < MET_NBUCKETS && s > bounds[i])
         i++;
     met_add(&h->b[i], 1);
     met_add(&h->count, 1);
-    met_add(&h->sum_us, us);
+    met_add(&h->sum_us, v);
 }
 
 int metrics_layout_init(struct met_layout *lay, const struct gateway *gw)
@@ -47,12 +56,17 @@ struct met_shard *metrics_shard_new(const struct met_layout *lay)
     if (!s)
         return NULL;
     size_t nm = lay->nmodels ? lay->nmodels : 1, nb = lay->nbackends ? lay->nbackends : 1;
-    s->requests = calloc(lay->nkeys, sizeof *s->requests);
-    s->duration = calloc(lay->nkeys, sizeof *s->duration);
-    s->ttft = calloc(lay->nkeys, sizeof *s->ttft);
-    s->tokens_in = calloc(lay->nkeys, sizeof *s->tokens_in);
-    s->tokens_out = calloc(lay->nkeys, sizeof *s->tokens_out);
-    s->tokens_estimated = calloc(lay->nkeys, sizeof *s->tokens_estimated);
+    size_t nv = lay->nkeys * VAR__COUNT;
+    s->requests = calloc(nv, sizeof *s->requests);
+    s->duration = calloc(nv, sizeof *s->duration);
+    s->ttft = calloc(nv, sizeof *s->ttft);
+    s->tpot = calloc(nv, sizeof *s->tpot);
+    s->tokens_in = calloc(nv, sizeof *s->tokens_in);
+    s->tokens_out = calloc(nv, sizeof *s->tokens_out);
+    s->tokens_estimated = calloc(nv, sizeof *s->tokens_estimated);
+    s->overhead = calloc(nm, sizeof *s->overhead);
+    s->queue_wait = calloc(nm, sizeof *s->queue_wait);
+    s->input_tokens = calloc(nm, sizeof *s->input_tokens);
     s->cost_micro_usd = calloc(nm, sizeof *s->cost_micro_usd);
     s->retries = calloc(nm, sizeof *s->retries);
     s->fallbacks = calloc(nm * nm, sizeof *s->fallbacks);
@@ -61,7 +75,8 @@ struct met_shard *metrics_shard_new(const struct met_layout *lay)
     s->shed = calloc(nm, sizeof *s->shed);
     s->up_errors = calloc(nb, sizeof *s->up_errors);
     s->inflight = calloc(nm, sizeof *s->inflight);
-    if (!s->requests || !s->duration || !s->ttft || !s->tokens_in || !s->tokens_out ||
+    if (!s->requests || !s->duration || !s->ttft || !s->tpot || !s->tokens_in || !s->tokens_out ||
+        !s->overhead || !s->queue_wait || !s->input_tokens ||
         !s->tokens_estimated || !s->cost_micro_usd || !s->retries || !s->fallbacks || !s->retries_denied || !s->queue_depth || !s->shed || !s->up_errors || !s->inflight) {
         metrics_shard_free(s);
         return NULL;
@@ -76,6 +91,10 @@ void metrics_shard_free(struct met_shard *s)
     free(s->requests);
     free(s->duration);
     free(s->ttft);
+    free(s->tpot);
+    free(s->overhead);
+    free(s->queue_wait);
+    free(s->input_tokens);
     free(s->tokens_in);
     free(s->tokens_out);
     free(s->tokens_estimated);
@@ -107,20 +126,23 @@ static void put_label(struct buf *o, const char *v)
     }
 }
 
-struct key_labels { const char *model; const char *backend; };
+struct key_labels { const char *model; const char *variant; const char *backend; };
 
-static struct key_labels key_labels(const struct gateway *gw, size_t key)
+/* the labels of a vkey (variant * nkeys + key) */
+static struct key_labels key_labels(const struct gateway *gw, size_t vkey)
 {
+    size_t key = vkey % gw->lay.nkeys;
+    const char *variant = met_variant_names[vkey / gw->lay.nkeys];
     for (size_t m = 0; m < gw->nmodels; m++) {
         size_t base = gw->lay.key_base[m];
         if (key >= base && key <= base + gw->models[m].n) {
-            struct key_labels kl = { gw->models[m].cfg->name, "" };
+            struct key_labels kl = { gw->models[m].cfg->name, variant, "" };
             if (key > base)
                 kl.backend = gw->models[m].backends[key - base - 1]->cfg->name;
             return kl;
         }
     }
-    return (struct key_labels){ "", "" };
+    return (struct key_labels){ "", variant, "" };
 }
 
 static uint64_t sum_key(const struct gateway *gw, size_t off_in_shard, size_t idx)
@@ -137,16 +159,31 @@ static void put_key_labels(struct buf *o, const struct key_labels *kl)
 {
     buf_append_str(o, "model=\"");
     put_label(o, kl->model);
+    buf_append_str(o, "\",variant=\"");
+    buf_append_str(o, kl->variant);
     buf_append_str(o, "\",backend=\"");
     put_label(o, kl->backend);
     buf_append_str(o, "\"");
 }
 
-static void render_hist(const struct gateway *gw, struct buf *o, const char *name, const char *help,
-                        size_t off)
+/* One histogram: per vkey (per_model false) or per model (true). */
+static void put_hist_labels(struct buf *o, const struct key_labels *kl)
+{
+    if (kl->variant) {
+        put_key_labels(o, kl);
+        return;
+    }
+    buf_append_str(o, "model=\"");
+    put_label(o, kl->model);
+    buf_append_str(o, "\"");
+}
+
+static void render_hist_in(const struct gateway *gw, struct buf *o, const char *name, const char *help, size_t off,
+                           const double *bounds, double scale, bool per_model)
 {
     buf_printf(o, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
-    for (size_t k = 0; k < gw->lay.nkeys; k++) {
+    size_t n = per_model ? gw->nmodels : gw->lay.nkeys * VAR__COUNT;
+    for (size_t k = 0; k < n; k++) {
         uint64_t b[MET_NBUCKETS + 1] = { 0 }, count = 0, sum = 0;
         for (size_t w = 0; w < gw->nworkers; w++) {
             struct met_hist *h = &(*(struct met_hist **)((char *)gw->workers[w]->met + off))[k];
@@ -155,42 +192,47 @@ static void render_hist(const struct gateway *gw, struct buf *o, const char *nam
             count += LD(h->count);
             sum += LD(h->sum_us);
         }
-        struct key_labels kl = key_labels(gw, k);
-        /* a series exists for every model/backend pair; the "no backend"
-         * pairs only once something was observed there */
-        if (!count && !*kl.backend)
+        struct key_labels kl = per_model ? (struct key_labels){ gw->models[k].cfg->name, NULL, NULL }
+                                         : key_labels(gw, k);
+        /* a primary series exists for every model/backend pair; the "no
+         * backend" pairs and other variants only once observed */
+        if (!count && !per_model && (!*kl.backend || k >= gw->lay.nkeys))
             continue;
         uint64_t cum = 0;
         for (size_t i = 0; i <= MET_NBUCKETS; i++) {
             cum += b[i];
             buf_printf(o, "%s_bucket{", name);
-            put_key_labels(o, &kl);
+            put_hist_labels(o, &kl);
             if (i < MET_NBUCKETS)
-                buf_printf(o, ",le=\"%g\"} %llu\n", met_buckets[i], (unsigned long long)cum);
+                buf_printf(o, ",le=\"%g\"} %llu\n", bounds[i], (unsigned long long)cum);
             else
                 buf_printf(o, ",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
         }
         buf_printf(o, "%s_sum{", name);
-        put_key_labels(o, &kl);
-        buf_printf(o, "} %.6f\n%s_count{", (double)sum / 1e6, name);
-        put_key_labels(o, &kl);
+        put_hist_labels(o, &kl);
+        buf_printf(o, "} %.6f\n%s_count{", (double)sum * scale, name);
+        put_hist_labels(o, &kl);
         buf_printf(o, "} %llu\n", (unsigned long long)count);
     }
+}
+
+static void render_hist(const struct gateway *gw, struct buf *o, const char *name, const char *help, size_t off)
+{
+    render_hist_in(gw, o, name, help, off, met_buckets, 1e-6, false);
 }
 
 static void render_key_counter(const struct gateway *gw, struct buf *o, const char *name,
                                const char *help, size_t off, const char *extra)
 {
     buf_printf(o, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
-    for (size_t k = 0; k + 1 < gw->lay.nkeys; k++) {
+    for (size_t k = 0; k < gw->lay.nkeys * VAR__COUNT; k++) {
         struct key_labels kl = key_labels(gw, k);
-        if (!*kl.backend)
+        uint64_t v = sum_key(gw, off, k);
+        if (!*kl.backend || (k >= gw->lay.nkeys && !v))
             continue;
-        buf_printf(o, "%s{model=\"", name);
-        put_label(o, kl.model);
-        buf_append_str(o, "\",backend=\"");
-        put_label(o, kl.backend);
-        buf_printf(o, "\"%s} %llu\n", extra, (unsigned long long)sum_key(gw, off, k));
+        buf_printf(o, "%s{", name);
+        put_key_labels(o, &kl);
+        buf_printf(o, "%s} %llu\n", extra, (unsigned long long)v);
     }
 }
 
@@ -223,9 +265,10 @@ void metrics_render(const struct gateway *gw, struct buf *o)
     buf_printf(o, "# HELP shade_build_info Build information.\n# TYPE shade_build_info gauge\n"
                   "shade_build_info{version=\"%s\"} 1\n", SHADE_VERSION);
 
-    buf_append_str(o, "# HELP shade_requests_total Requests answered, by model, backend and HTTP status.\n"
+    buf_append_str(o, "# HELP shade_requests_total Requests answered (and shadow / A/A legs), by model, variant, "
+                      "backend, HTTP status and status class.\n"
                       "# TYPE shade_requests_total counter\n");
-    for (size_t k = 0; k < gw->lay.nkeys; k++) {
+    for (size_t k = 0; k < gw->lay.nkeys * VAR__COUNT; k++) {
         struct key_labels kl = key_labels(gw, k);
         for (int st = 0; st < 500; st++) {
             uint64_t v = 0;
@@ -233,11 +276,9 @@ void metrics_render(const struct gateway *gw, struct buf *o)
                 v += LD(gw->workers[w]->met->requests[k][st]);
             if (!v)
                 continue;
-            buf_append_str(o, "shade_requests_total{model=\"");
-            put_label(o, kl.model);
-            buf_append_str(o, "\",backend=\"");
-            put_label(o, kl.backend);
-            buf_printf(o, "\",code=\"%d\"} %llu\n", st + 100, (unsigned long long)v);
+            buf_append_str(o, "shade_requests_total{");
+            put_key_labels(o, &kl);
+            buf_printf(o, ",code=\"%d\",class=\"%dxx\"} %llu\n", st + 100, (st + 100) / 100, (unsigned long long)v);
         }
     }
 
@@ -247,6 +288,25 @@ void metrics_render(const struct gateway *gw, struct buf *o)
     render_hist(gw, o, "shade_time_to_first_token_seconds",
                 "Streaming requests: time from the complete request to the first output token forwarded.",
                 offsetof(struct met_shard, ttft));
+    render_hist_in(gw, o, "shade_time_per_output_token_seconds",
+                   "Streams: time between the first and the last output token / (output events - 1).",
+                   offsetof(struct met_shard, tpot), met_buckets_tpot, 1e-6, false);
+    render_hist_in(gw, o, "shade_gateway_overhead_seconds",
+                   "Time spent inside shade on a request, not waiting for the upstream, the client or the queue "
+                   "(doc/observability.md).",
+                   offsetof(struct met_shard, overhead), met_buckets_overhead, 1e-6, true);
+    render_hist_in(gw, o, "shade_queue_wait_seconds", "Time requests waited in the admission queue.",
+                   offsetof(struct met_shard, queue_wait), met_buckets, 1e-6, true);
+    render_hist_in(gw, o, "shade_request_input_tokens", "Input tokens per request (from usage, or estimated).",
+                   offsetof(struct met_shard, input_tokens), met_buckets_tokens, 1.0, true);
+    {
+        uint64_t v = 0;
+        for (size_t w = 0; w < gw->nworkers; w++)
+            v += LD(gw->workers[w]->met->admin_auth_failures);
+        buf_printf(o, "# HELP shade_admin_auth_failures_total Admin requests refused for a missing or wrong admin key.\n"
+                      "# TYPE shade_admin_auth_failures_total counter\nshade_admin_auth_failures_total %llu\n",
+                   (unsigned long long)v);
+    }
     render_key_counter(gw, o, "shade_input_tokens_total", "Prompt tokens, from upstream usage or estimated.",
                        offsetof(struct met_shard, tokens_in), "");
     render_key_counter(gw, o, "shade_output_tokens_total", "Completion tokens, from upstream usage or counted chunks.",

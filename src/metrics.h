@@ -17,24 +17,39 @@
 struct gateway;
 
 #define MET_NBUCKETS 17   /* + Inf */
-extern const double met_buckets[MET_NBUCKETS];
+/* bucket bounds, in the family's unit (seconds, or tokens) */
+extern const double met_buckets[MET_NBUCKETS];         /* latencies: 5 ms .. 10 min */
+extern const double met_buckets_tpot[MET_NBUCKETS];    /* time per output token: 1 ms .. 2 s */
+extern const double met_buckets_overhead[MET_NBUCKETS];/* gateway overhead: 5 µs .. 1 s */
+extern const double met_buckets_tokens[MET_NBUCKETS];  /* input tokens: 64 .. 4M */
 
 struct met_hist {
     _Atomic uint64_t b[MET_NBUCKETS + 1];
     _Atomic uint64_t count;
-    _Atomic uint64_t sum_us;
+    _Atomic uint64_t sum_us;   /* sum in µs (time) or in units (tokens) */
 };
+
+/* Who a request (or leg) was for: the model the client asked for
+ * (primary), a fallback model, a shadow's candidate, the A/A leg. */
+enum met_variant { VAR_PRIMARY = 0, VAR_FALLBACK, VAR_SHADOW, VAR_AA, VAR__COUNT };
+extern const char *const met_variant_names[VAR__COUNT];
 
 enum met_endpoint { EP_CHAT = 0, EP_COMPLETIONS, EP_EMBEDDINGS, EP_OTHER, EP__COUNT };
 
 struct met_shard {
-    /* [key][status-100]; key = model/backend pair, see metrics_key() */
-    _Atomic uint64_t (*requests)[500];
-    struct met_hist *duration;      /* [key] */
-    struct met_hist *ttft;          /* [key] */
-    _Atomic uint64_t *tokens_in;    /* [key] */
-    _Atomic uint64_t *tokens_out;   /* [key] */
-    _Atomic uint64_t *tokens_estimated; /* [key]: requests whose usage was estimated */
+    /* "vkey" arrays: [variant * nkeys + key]; key = model/backend pair, see
+     * metrics_key(), metrics_vkey() */
+    _Atomic uint64_t (*requests)[500]; /* [vkey][status-100] */
+    struct met_hist *duration;      /* [vkey] */
+    struct met_hist *ttft;          /* [vkey] */
+    struct met_hist *tpot;          /* [vkey]: time per output token (streams) */
+    _Atomic uint64_t *tokens_in;    /* [vkey] */
+    _Atomic uint64_t *tokens_out;   /* [vkey] */
+    _Atomic uint64_t *tokens_estimated; /* [vkey]: requests whose usage was estimated */
+    struct met_hist *overhead;      /* [model]: time inside shade (doc/observability.md) */
+    struct met_hist *queue_wait;    /* [model]: time in the admission queue */
+    struct met_hist *input_tokens;  /* [model]: input tokens per request */
+    _Atomic uint64_t admin_auth_failures;
     _Atomic uint64_t *cost_micro_usd; /* [model] */
     _Atomic uint64_t *retries;      /* [model] */
     _Atomic uint64_t *fallbacks;    /* [from model * nmodels + to model] */
@@ -53,7 +68,10 @@ static inline void met_gauge_add(_Atomic int64_t *c, int64_t v)
 {
     atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + v, memory_order_relaxed);
 }
-void met_observe(struct met_hist *h, uint64_t us);
+/* Count one value: us (µs) against met_buckets / _tpot / _overhead (in
+ * seconds), or a plain count against met_buckets_tokens (scale 1). */
+void met_observe_in(struct met_hist *h, uint64_t v, const double *bounds, double scale);
+static inline void met_observe(struct met_hist *h, uint64_t us) { met_observe_in(h, us, met_buckets, 1e-6); }
 
 /* Series keys: per model m, key = key_base[m] + 0 (no backend) or + 1 + i
  * for its i-th backend; the last key is "no model". */
@@ -71,6 +89,10 @@ static inline size_t metrics_key(const struct met_layout *lay, int model, int ba
     if (model < 0)
         return lay->nkeys - 1;
     return lay->key_base[model] + (size_t)(backend_index + 1);
+}
+static inline size_t metrics_vkey(const struct met_layout *lay, enum met_variant v, size_t key)
+{
+    return (size_t)v * lay->nkeys + key;
 }
 
 /* Prometheus text exposition of all shards. */

@@ -67,7 +67,7 @@ struct pctx {
     struct sse_reader sse;
     bool sse_init;
     struct buf capture;
-    uint64_t t_first_token;
+    uint64_t t_first_token, t_last_token;
     int64_t usage_in, usage_out;
     bool usage_exact;
     int64_t chunks_out;
@@ -76,6 +76,9 @@ struct pctx {
     bool shadow_checked;          /* mirroring was decided (first attempt) */
     enum met_endpoint ep;
     const char *err_kind;         /* store.h error kind of a failure, NULL = by status */
+    /* gateway overhead: time inside shade's code for this request (ns),
+     * counted in segments; seg_start != 0 while a segment is open */
+    uint64_t ovh_ns, seg_start;
 };
 
 static const struct up_handlers up_cbs;
@@ -84,13 +87,29 @@ static const struct up_handlers up_cbs;
 
 static int model_idx(const struct pctx *p) { return p->m ? p->m->index : -1; }
 
+/* Overhead segments: shade's own work on the request, between waits. */
+static void ovh_begin(struct pctx *p)
+{
+    if (!p->seg_start)
+        p->seg_start = mono_ns();
+}
+
+static void ovh_end(struct pctx *p)
+{
+    if (p->seg_start) {
+        p->ovh_ns += mono_ns() - p->seg_start;
+        p->seg_start = 0;
+    }
+}
+
 static void record(struct pctx *p, int status)
 {
     struct met_shard *met = p->w->met;
     const struct met_layout *lay = &p->w->gw->lay;
     if (status < 100 || status > 599)
         status = 599;
-    size_t key = metrics_key(lay, model_idx(p), p->be ? (int)p->be->index : -1);
+    enum met_variant var = p->m && p->m0 && p->m != p->m0 ? VAR_FALLBACK : VAR_PRIMARY;
+    size_t key = metrics_vkey(lay, var, metrics_key(lay, model_idx(p), p->be ? (int)p->be->index : -1));
     met_add(&met->requests[key][status - 100], 1);
     if (!p->m)
         return;
@@ -98,6 +117,10 @@ static void record(struct pctx *p, int status)
     met_observe(&met->duration[key], (now - p->req->t_start_ns) / 1000u);
     if (p->t_first_token)
         met_observe(&met->ttft[key], (p->t_first_token - p->req->t_ready_ns) / 1000u);
+    if (p->t_first_token && p->chunks_out > 1 && p->t_last_token > p->t_first_token)
+        met_observe_in(&met->tpot[key], (p->t_last_token - p->t_first_token) / 1000u / (uint64_t)(p->chunks_out - 1),
+                       met_buckets_tpot, 1e-6);
+    met_observe_in(&met->overhead[p->m0 ? p->m0->index : p->m->index], p->ovh_ns / 1000u, met_buckets_overhead, 1e-6);
     if (p->be && status < 400) {
         int64_t in = p->usage_in, out = p->usage_out;
         if (!p->usage_exact) {
@@ -109,6 +132,7 @@ static void record(struct pctx *p, int status)
         }
         if (in > 0)
             met_add(&met->tokens_in[key], (uint64_t)in);
+        met_observe_in(&met->input_tokens[p->m->index], in > 0 ? (uint64_t)in : 0, met_buckets_tokens, 1.0);
         if (out > 0)
             met_add(&met->tokens_out[key], (uint64_t)out);
         const struct config_model *mc = p->m->cfg;
@@ -155,6 +179,7 @@ static void finish(struct pctx *p, int status)
         queue_unlink(p);
     if (freed)
         ev_defer_post(p->w->loop, &p->w->queue_kick);
+    ovh_end(p);
     record(p, status);
     if (p->sp) {
         shadow_primary_done(p->w, p->sp, status, p->err_kind, p->be ? p->be->cfg->name : NULL,
@@ -233,8 +258,9 @@ static void on_sse_event(void *arg, const char *data, size_t len)
                 out = true;
         if (out) {
             p->chunks_out++;
+            p->t_last_token = mono_ns();
             if (!p->t_first_token)
-                p->t_first_token = mono_ns();
+                p->t_first_token = p->t_last_token;
         }
     }
     read_usage(p, &root);
@@ -299,7 +325,9 @@ static int64_t retry_after_ms(const struct http_hdr *hdrs, size_t n)
 static void up_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_t n, int64_t cl)
 {
     struct pctx *p = ctx;
-    struct http_hdr out[72];
+    ovh_begin(p);
+    struct http_hdr out[73];
+    char ovh[24];
     size_t k = 0;
     uint64_t now = loop_now(p->w->loop);
     p->status = status;
@@ -325,6 +353,7 @@ static void up_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_
             met_add(&p->w->met->retries[p->m0->index], 1);
             p->w->retry_tokens[p->m0->index] -= 1.0;
             schedule_retry(p, same_later ? (uint64_t)ra : 0);
+            ovh_end(p);
             return;
         }
     }
@@ -350,6 +379,7 @@ static void up_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_
             sse_reader_init(&p->sse, on_sse_event, p, 1u << 20);
             p->sse_init = true;
         }
+        ovh_end(p);
         return;
     }
     const char *bn = p->be->cfg->name;
@@ -362,13 +392,20 @@ static void up_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_
         sse_reader_init(&p->sse, on_sse_event, p, 1u << 20);
         p->sse_init = true;
     }
+    /* the gateway's own time on this request so far (doc/observability.md) */
+    int ol = snprintf(ovh, sizeof ovh, "%llu",
+                      (unsigned long long)((p->ovh_ns + (mono_ns() - p->seg_start)) / 1000u));
+    out[k++] = (struct http_hdr){ "x-shade-overhead-us", 19, ovh, (size_t)ol };
     http_start(p->req, status, out, k, cl);
+    ovh_end(p);
 }
 
 static void up_on_body(void *ctx, const char *data, size_t len)
 {
     struct pctx *p = ctx;
+    ovh_begin(p);
     if (p->error_in_stream) {
+        ovh_end(p);
         if (buf_used(&p->capture) + len <= 65536)
             buf_append(&p->capture, data, len);
         return;
@@ -383,6 +420,7 @@ static void up_on_body(void *ctx, const char *data, size_t len)
         p->paused = true;
         up_pause(p->up, true);
     }
+    ovh_end(p);
 }
 
 static int err_status(enum up_err e)
@@ -421,6 +459,7 @@ static void end_committed_with_error(struct pctx *p, int status, const char *cod
 static void up_on_done(void *ctx, enum up_err err)
 {
     struct pctx *p = ctx;
+    ovh_begin(p); /* closed by finish(), or by the retry below */
     struct met_shard *met = p->w->met;
     uint64_t now = loop_now(p->w->loop);
     p->up = NULL;
@@ -702,6 +741,7 @@ static bool backends_have_room(const struct model_rt *m, uint64_t now)
 static void queue_unlink(struct pctx *p)
 {
     struct admit_queue *q = &p->w->queues[p->m0->index];
+    met_observe(&p->w->met->queue_wait[p->m0->index], (loop_now(p->w->loop) - p->queued_at) * 1000u);
     if (p->qprev)
         p->qprev->qnext = p->qnext;
     else
@@ -750,6 +790,7 @@ static void enqueue_or_shed(struct pctx *p)
         shed(p, 0);
         return;
     }
+    ovh_end(p); /* waiting in the queue is not shade's work */
     p->queued = true;
     p->queued_at = loop_now(w->loop);
     p->qnext = NULL;
@@ -828,6 +869,7 @@ void proxy_worker_free(struct worker *w)
 static void start_attempt(struct pctx *p)
 {
     struct worker *w = p->w;
+    ovh_begin(p);
     uint64_t now = loop_now(w->loop);
     int idx = balance_pick(w, p->m, p->tried, now, &p->hint);
     /* pool exhausted: walk the fallback chain of the requested model */
@@ -895,8 +937,11 @@ static void start_attempt(struct pctx *p)
         iov[n++] = (struct iovec){ (void *)r->body, r->body_len };
     }
     p->up = up_start(w->pools[p->be->id], iov, n, &up_cbs, p);
-    if (!p->up)
+    if (!p->up) {
         fail(p, 500, "server_error", NULL, NULL, "out of memory");
+        return;
+    }
+    ovh_end(p); /* now waiting for the upstream */
 }
 
 /* ---------- what the balancer is told ---------- */
@@ -941,6 +986,7 @@ static void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
     p->w = w;
     p->req = r;
     p->ep = ep;
+    p->seg_start = r->t_ready_ns; /* shade's work starts when the request is read */
     struct json_span root;
     struct json_error je;
     if (r->body_len == 0) {
@@ -1129,6 +1175,7 @@ static bool admin_allowed(struct worker *w, http_req *r)
         diff |= (unsigned char)(v[i] ^ key[i]);
     if (!diff)
         return true;
+    met_add(&w->met->admin_auth_failures, 1);
     count_local(w, 401);
     http_respond_error(r, 401, "invalid_request_error", v ? "invalid_admin_key" : "admin_key_required", NULL,
                        v ? "The admin key is not valid." :

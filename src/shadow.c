@@ -139,6 +139,36 @@ static void leg_unlink(struct shadow_leg *leg)
     w->shadow_nlegs--;
 }
 
+/* The leg in the request families, as variant "shadow" or "aa" of the
+ * model that served it: dashboards compare candidates with the primary. */
+static void leg_metrics(struct shadow_leg *leg, const struct shadow_leg_result *res, const char *error, uint64_t now,
+                        int64_t tin, int64_t tout)
+{
+    struct met_shard *met = leg->w->met;
+    const struct met_layout *lay = &leg->w->gw->lay;
+    int code = res->status;
+    if (code < 100 || code > 599)
+        code = !error ? 599
+               : (!strcmp(error, "timeout") || !strcmp(error, "deadline")) ? 504
+               : (!strcmp(error, "aborted") || !strcmp(error, "shutdown")) ? 499
+                                                                          : 502;
+    size_t key = metrics_vkey(lay, leg->kind == LEG_SHADOW ? VAR_SHADOW : VAR_AA,
+                              metrics_key(lay, leg->m->index, leg->be ? (int)leg->be->index : -1));
+    met_add(&met->requests[key][code - 100], 1);
+    met_observe(&met->duration[key], (now - leg->t_start) / 1000u);
+    const struct shadow_answer *a = &res->ans;
+    if (res->streamed && a->t_first_ns) {
+        met_observe(&met->ttft[key], (a->t_first_ns - leg->t_start) / 1000u);
+        if (a->events_out > 1 && a->t_last_ns > a->t_first_ns)
+            met_observe_in(&met->tpot[key], (a->t_last_ns - a->t_first_ns) / 1000u / (uint64_t)(a->events_out - 1),
+                           met_buckets_tpot, 1e-6);
+    }
+    if (!error && leg->be) {
+        met_add(&met->tokens_in[key], (uint64_t)(tin > 0 ? tin : 0));
+        met_add(&met->tokens_out[key], (uint64_t)(tout > 0 ? tout : 0));
+    }
+}
+
 /* The leg is over (any way): fill its result, free it, let go of the pair. */
 static void leg_end(struct shadow_leg *leg, const char *error, int outcome)
 {
@@ -174,6 +204,7 @@ static void leg_end(struct shadow_leg *leg, const char *error, int outcome)
     double usd = ((double)tin * res->price_in + (double)tout * res->price_out) / 1e6;
     atomic_fetch_add_explicit(&sh->budget_micro_usd, (uint64_t)llround(usd * 1e6), memory_order_relaxed);
     count(&sh->legs[leg->kind][outcome]);
+    leg_metrics(leg, res, error, now, tin, tout);
     leg_unlink(leg);
     pair->legs[leg->kind] = NULL;
     if (leg->sse_init)

@@ -66,8 +66,8 @@ def test_stream_bytes_pass_through_unchanged(env):
     assert st == 200
     assert body == payload
     m = metrics(gw)
-    assert m['shade_output_tokens_total{model="demo",backend="b0"}'] == 2
-    assert m['shade_input_tokens_total{model="demo",backend="b0"}'] == 11
+    assert m['shade_output_tokens_total{model="demo",variant="primary",backend="b0"}'] == 2
+    assert m['shade_input_tokens_total{model="demo",variant="primary",backend="b0"}'] == 11
 
 
 def test_model_name_rewritten_rest_byte_for_byte(env):
@@ -171,12 +171,12 @@ def test_models_health_ready_metrics(env):
     post(gw, chat())
     post(gw, chat(stream=True))
     m = metrics(gw)
-    assert m['shade_requests_total{model="demo",backend="b0",code="200"}'] == 2
-    assert m['shade_time_to_first_token_seconds_count{model="demo",backend="b0"}'] == 1
-    assert m['shade_request_duration_seconds_count{model="demo",backend="b0"}'] == 2
-    assert m['shade_output_tokens_total{model="demo",backend="b0"}'] > 0
+    assert m['shade_requests_total{model="demo",variant="primary",backend="b0",code="200",class="2xx"}'] == 2
+    assert m['shade_time_to_first_token_seconds_count{model="demo",variant="primary",backend="b0"}'] == 1
+    assert m['shade_request_duration_seconds_count{model="demo",variant="primary",backend="b0"}'] == 2
+    assert m['shade_output_tokens_total{model="demo",variant="primary",backend="b0"}'] > 0
     # the streamed request had no include_usage: its usage was estimated
-    assert m['shade_usage_estimated_total{model="demo",backend="b0"}'] == 1
+    assert m['shade_usage_estimated_total{model="demo",variant="primary",backend="b0"}'] == 1
     assert m['shade_requests_in_flight{model="demo"}'] == 0
 
 

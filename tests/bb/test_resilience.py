@@ -46,7 +46,7 @@ def test_upstream_dies_mid_stream(env):
     assert not out.endswith(b"0\r\n\r\n"), "a cut stream must not look complete"
     m = metrics(gw)
     assert m['shade_upstream_errors_total{model="demo",backend="b0",kind="closed"}'] == 1
-    assert m['shade_requests_total{model="demo",backend="b0",code="502"}'] == 1
+    assert m['shade_requests_total{model="demo",variant="primary",backend="b0",code="502",class="5xx"}'] == 1
 
 
 def test_client_leaves_mid_stream(env):
@@ -60,10 +60,10 @@ def test_client_leaves_mid_stream(env):
     deadline = time.time() + 5 * SLOW
     while time.time() < deadline:
         m = metrics(gw)
-        if m.get('shade_requests_total{model="demo",backend="b0",code="499"}') == 3:
+        if m.get('shade_requests_total{model="demo",variant="primary",backend="b0",code="499",class="4xx"}') == 3:
             break
         time.sleep(0.05)
-    assert m['shade_requests_total{model="demo",backend="b0",code="499"}'] == 3
+    assert m['shade_requests_total{model="demo",variant="primary",backend="b0",code="499",class="4xx"}'] == 3
     assert m['shade_requests_in_flight{model="demo"}'] == 0
     assert m['shade_backend_in_flight{model="demo",backend="b0"}'] == 0
     assert post(gw, chat())[0] == 200

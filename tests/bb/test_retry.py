@@ -103,7 +103,7 @@ def test_fallback_model(env):
     assert st == 200 and h["x-shade-fallback"] == "small"
     m = metrics(gw)
     assert m['shade_fallbacks_total{model="big",to="small"}'] == 2
-    assert m['shade_requests_total{model="small",backend="small-0",code="200"}'] == 2
+    assert m['shade_requests_total{model="small",variant="fallback",backend="small-0",code="200",class="2xx"}'] == 2
 
 
 def test_first_byte_timeout_retried_only_when_configured(env):
@@ -150,7 +150,7 @@ def test_committed_stream_reports_failure_in_band(env):
     err = json.loads(evs[-1])["error"]
     assert err["code"] == "upstream_timeout", evs
     m = metrics(gw)
-    assert m['shade_requests_total{model="demo",backend="demo-0",code="504"}'] == 1
+    assert m['shade_requests_total{model="demo",variant="primary",backend="demo-0",code="504",class="5xx"}'] == 1
 
 
 def test_backend_killed_under_load(env):
