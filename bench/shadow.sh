@@ -47,7 +47,7 @@
 #   BENCH_PACED_CONNECTIONS connections of the paced runs (default 20)
 #   BENCH_PACED_DURATION    seconds per paced run, after 1 s of warm-up (default 4)
 #   BENCH_SINGLE_DURATION   seconds per one-connection run, after 1 s of
-#                           warm-up (default 3)
+#                           warm-up (default 2)
 #   BENCH_PHASES            which measurements to run (default "load paced single")
 #   BENCH_PIN               CPU placement: auto (default), none or one
 #                           (see "CPU placement" below)
@@ -69,7 +69,7 @@ ROUNDS=${BENCH_ROUNDS:-2}
 RATE=${BENCH_RATE:-2000}
 PCONNS=${BENCH_PACED_CONNECTIONS:-20}
 PDURATION=${BENCH_PACED_DURATION:-4}
-SDURATION=${BENCH_SINGLE_DURATION:-3}
+SDURATION=${BENCH_SINGLE_DURATION:-2}
 PHASES=${BENCH_PHASES:-load paced single}
 WORKERS=${BENCH_WORKERS:-1}
 LIMIT=${BENCH_TIME_LIMIT:-150}
@@ -514,8 +514,9 @@ EOF
 
 # settle CFG : wait until CFG's gateway has no shadow leg in flight and its
 # pair-store queue is empty (the hung shadow's last legs end at their
-# deadline), so that one configuration's leftovers do not run during the
-# next one's measurement and the accounting is final
+# deadline, up to 2 s after its run).  Between runs this is not needed: the
+# hung configuration leaves at most max_concurrent legs, which end quietly
+# during the next run; the accounting and the thread placement wait for it.
 settle() {
     [ "$1" != off ] || return 0
     fg_run $((HUNG_DEADLINE_S + 15)) "$T/settle.out" python3 "$T/settle.py" \
@@ -598,7 +599,6 @@ if has_phase load; then
             run_wrk "$cfg" "$T/chat.lua" "$CONNS" "$DURATION"
             log "  round $r $cfg: $RES"
             echo "LOAD round=$r config=$cfg $RES" >>"$RAW"
-            settle "$cfg"
         done
     done
 fi
@@ -611,11 +611,12 @@ if has_phase paced; then
         run_wrk "$cfg" "$T/chat-paced.lua" "$PCONNS" "$PDURATION"
         log "  $cfg: $RES"
         echo "PACED config=$cfg $RES" >>"$RAW"
-        settle "$cfg"
     done
 fi
 
 if has_phase single; then
+    # idle servers, so that place finds every thread asleep where it waits
+    for cfg in "${CFG_LIST[@]}"; do settle "$cfg"; done
     place "$MODE_SINGLE"
     log "phase 3: one connection (${SDURATION} s after 1 s warm-up; placement $MODE_SINGLE, $MOVED background thread(s) moved to CPU 0)"
     echo "META single_mode=$MODE_SINGLE single_moved=$MOVED" >>"$RAW"
@@ -627,7 +628,6 @@ if has_phase single; then
         run_wrk "$cfg" "$T/chat.lua" 1 "$SDURATION"
         log "  $cfg: $RES"
         echo "SINGLE config=$cfg $RES" >>"$RAW"
-        settle "$cfg"
     done
     place none
 fi

@@ -143,6 +143,7 @@ static int finish_outlier(struct loader *ld, const yaml_node_t *map, void *base)
 static int finish_shadow(struct loader *ld, const yaml_node_t *map, void *base);
 static int check_admin_key_env(struct loader *ld, const struct field *f, const yaml_mark_t *at,
                                void *base);
+static int check_tracing_endpoint(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base);
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const balance_names[] = {
@@ -327,6 +328,29 @@ static const struct section store_section =
     SECTION("shadow_store", "in shadow_store", store_fields, S, NULL, NULL);
 #undef S
 
+#define S struct config_access_log
+static const struct field access_log_fields[] = {
+    STR(S, "path", path, 0, 1, 4096, NULL, NULL),
+    BOOL(S, "prompts", prompts, "false"),
+    SIZE(S, "buffer", buffer_bytes, 0, 16777216, "32KiB"),
+    DUR(S, "flush", flush_ms, "1s"),
+};
+static const struct section access_log_section =
+    SECTION("access_log", "in access_log", access_log_fields, S, NULL, NULL);
+#undef S
+
+#define S struct config_tracing
+static const struct field tracing_fields[] = {
+    STR(S, "endpoint", endpoint, F_TOKEN, 8, 2048, check_tracing_endpoint, NULL),
+    NUM(S, "sample", sample, 0, 1, "1"),
+    STR(S, "service_name", service_name, 0, 1, 128, NULL, "shade"),
+    UINT(S, "queue_size", queue_size, 16, 10000000, "4096"),
+    UINT(S, "batch_size", batch_size, 1, 100000, "512"),
+    DUR(S, "interval", interval_ms, "1s"),
+};
+static const struct section tracing_section = SECTION("tracing", "in tracing", tracing_fields, S, NULL, NULL);
+#undef S
+
 #define S struct config_admin
 static const struct field admin_fields[] = {
     STR(S, "key_env", key_env, F_TOKEN, 1, 256, check_admin_key_env, NULL),
@@ -364,6 +388,8 @@ static const struct field top_fields[] = {
     LIST(S, "shadows", shadows, nshadows, 0, 0, shadow_section),
     MAP(S, "shadow_store", store, store_section),
     MAP(S, "admin", admin, admin_section),
+    MAP(S, "access_log", access_log, access_log_section),
+    MAP(S, "tracing", tracing, tracing_section),
 };
 static const struct section top_section =
     SECTION("configuration", "at top level", top_fields, S, finish_top, NULL);
@@ -805,6 +831,17 @@ static int check_admin_key_env(struct loader *ld, const struct field *f, const y
 {
     struct config_admin *a = base;
     return read_env_field(ld, f, at, a->key_env, &a->key);
+}
+
+/* tracing.endpoint: plain http (OTLP/HTTP); a collector on the host or
+ * next to it.  The host is resolved by the exporter when it starts. */
+static int check_tracing_endpoint(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base)
+{
+    const char *v = *(char **)((char *)base + f->offset);
+    struct showbuf sb;
+    if (strncmp(v, "http://", 7) != 0 || !v[7] || v[7] == '/')
+        return fail(ld, at, "\"endpoint\": must be http://host[:port]/path (got \"%s\")", show(&sb, v, strlen(v)));
+    return 0;
 }
 
 /* an HTTP header name: RFC 9110 token characters only */

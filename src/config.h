@@ -172,6 +172,24 @@ struct config_store {
                                      (also survives power loss, slower) */
 };
 
+/* access_log: one JSON line per request (accesslog.c) */
+struct config_access_log {
+    char *path;                   /* a file, or "stdout"; NULL = no access log */
+    bool prompts;                 /* include the prompt (bounded); default false */
+    uint32_t buffer_bytes;        /* per worker; default 32KiB */
+    uint32_t flush_ms;            /* default 1s */
+};
+
+/* tracing: OpenTelemetry spans over OTLP/HTTP (trace.c) */
+struct config_tracing {
+    char *endpoint;               /* http://host:port/v1/traces; NULL = no export */
+    double sample;                /* ratio of new traces sampled, 0..1; default 1 */
+    char *service_name;           /* default "shade" */
+    uint32_t queue_size;          /* spans waiting for the exporter; default 4096 */
+    uint32_t batch_size;          /* default 512 */
+    uint32_t interval_ms;         /* default 1s */
+};
+
 /* admin: the /admin/ endpoints */
 struct config_admin {
     char *key_env;                /* environment variable holding the admin key */
@@ -202,6 +220,8 @@ struct config {
     size_t nshadows;
     struct config_store store;
     struct config_admin admin;
+    struct config_access_log access_log;
+    struct config_tracing tracing;
 };
 
 /* Load and validate FILE.  On error returns -1 and writes one message of the

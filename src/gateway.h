@@ -43,6 +43,9 @@ struct worker;
 struct shadow_rt;
 struct shadow_leg;
 struct judge;
+struct tracer;
+struct accesslog;
+struct alog_worker;
 
 struct gateway {
     struct config *cfg;
@@ -58,6 +61,8 @@ struct gateway {
     struct shadow_rt *shadows;   /* [nshadows] (shadow.c) */
     size_t nshadows;
     struct judge *judge;         /* the judge thread (judge.c), NULL when no shadow has a judge */
+    struct tracer *tracer;       /* OTLP span exporter (trace.c), NULL when tracing is off */
+    struct accesslog *alog;      /* the access log (accesslog.c), NULL when off */
     char *models_json;           /* GET /v1/models body, built once */
     size_t models_json_len;
 };
@@ -81,6 +86,7 @@ struct worker {
     ev_timer queue_timer;        /* while anything waits: timeouts, capacity freed elsewhere */
     ev_defer queue_kick;         /* capacity freed here: look at the queues */
     uint64_t rng;                /* balance.c's PRNG state (p2c_ewma); 0 = unseeded */
+    struct alog_worker *alog;    /* this worker's access log buffer, NULL when off */
     struct shadow_leg *shadow_legs; /* shadow / A/A legs running on this worker */
     size_t shadow_nlegs;
 };

@@ -18,6 +18,8 @@
  *            new process that fails to start, leaves the old one serving.
  *   SIGUSR2  binary upgrade: exec the binary on disk (same PID, same sockets,
  *            the running serving process kept), then reload as for SIGHUP.
+ *   SIGUSR1  reopen the access log (log rotation): passed on to every
+ *            serving process, each reopens its file.
  *   SIGTERM  close the sockets, SIGTERM the serving process(es), wait, exit.
  *   a serving process that dies unexpectedly is restarted (at most once a
  *            second).
@@ -69,6 +71,7 @@ static void master_signals(sigset_t *set)
     sigaddset(set, SIGINT);
     sigaddset(set, SIGHUP);
     sigaddset(set, SIGUSR2);
+    sigaddset(set, SIGUSR1);
     sigaddset(set, SIGCHLD);
 }
 
@@ -138,9 +141,12 @@ static pid_t spawn(struct master *m)
         snprintf(rfd, sizeof rfd, "%d", 3 + m->nfds);
         setenv("SHADE_LISTEN_FDS", n, 1);
         setenv("SHADE_READY_FD", rfd, 1);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
+        /* a log rotation signal before the serving process has set up its
+         * own handling must not kill it: SIGUSR1 stays blocked (pending) */
+        sigset_t keep;
+        sigemptyset(&keep);
+        sigaddset(&keep, SIGUSR1);
+        sigprocmask(SIG_SETMASK, &keep, NULL);
         execv(m->self, m->argv);
         _exit(127);
     }
@@ -328,6 +334,12 @@ int master_run(const char *config_path, char **argv, struct config *cfg)
             reload(&m);
         } else if (sig == SIGUSR2) {
             upgrade(&m);
+        } else if (sig == SIGUSR1) {
+            /* log rotation: the draining ones write their last lines too */
+            if (m.current > 0)
+                kill(m.current, SIGUSR1);
+            for (int i = 0; i < m.ndraining; i++)
+                kill(m.draining[i], SIGUSR1);
         } else if (sig == SIGCHLD) {
             int status;
             pid_t p;

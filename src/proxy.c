@@ -26,8 +26,10 @@
 #include "buf.h"
 #include "gateway.h"
 #include "health.h"
+#include "accesslog.h"
 #include "json.h"
 #include "shadow.h"
+#include "trace.h"
 #include "sse.h"
 
 #define CAPTURE_MAX (8u * 1024u * 1024u) /* non-streamed bodies kept for usage */
@@ -79,11 +81,144 @@ struct pctx {
     /* gateway overhead: time inside shade's code for this request (ns),
      * counted in segments; seg_start != 0 while a segment is open */
     uint64_t ovh_ns, seg_start;
+    /* tracing: the request span (tc.span_id) in trace tc.trace_id, its
+     * parent from the client's traceparent, the current attempt's span */
+    struct trace_ctx tc;
+    uint8_t parent_span[8];
+    bool has_parent, attempt_open;
+    uint8_t attempt_span[8];
+    uint64_t attempt_unix_ns, start_unix_ns;
 };
 
 static const struct up_handlers up_cbs;
 
 /* ---------- bookkeeping ---------- */
+
+static bool traced(const struct pctx *p)
+{
+    return p->w->gw->tracer && (p->tc.flags & TRACE_FLAG_SAMPLED);
+}
+
+/* The current upstream attempt's span ends (status 0 = no answer). */
+static void attempt_end(struct pctx *p, int status, const char *error)
+{
+    if (!p->attempt_open)
+        return;
+    p->attempt_open = false;
+    if (!traced(p))
+        return;
+    struct span sp;
+    memset(&sp, 0, sizeof sp);
+    memcpy(sp.trace_id, p->tc.trace_id, 16);
+    memcpy(sp.span_id, p->attempt_span, 8);
+    memcpy(sp.parent_span_id, p->tc.span_id, 8);
+    sp.has_parent = true;
+    sp.kind = SPAN_CLIENT;
+    snprintf(sp.name, sizeof sp.name, "upstream %s", p->be ? p->be->cfg->name : "?");
+    sp.start_unix_ns = p->attempt_unix_ns;
+    sp.end_unix_ns = trace_unix_ns();
+    if (p->be) {
+        span_attr_str(&sp, "shade.backend", p->be->cfg->name, strlen(p->be->cfg->name));
+        span_attr_str(&sp, "server.address", p->be->cfg->host, strlen(p->be->cfg->host));
+        span_attr_int(&sp, "server.port", p->be->cfg->port);
+    }
+    span_attr_int(&sp, "shade.attempt", p->attempts);
+    if (status)
+        span_attr_int(&sp, "http.response.status_code", status);
+    if (error)
+        span_attr_str(&sp, "error.type", error, strlen(error));
+    sp.status = error || status >= 500 || status == 429 ? SPAN_STATUS_ERROR : SPAN_STATUS_UNSET;
+    tracer_submit(p->w->gw->tracer, &sp);
+}
+
+static const char *op_name(enum met_endpoint ep)
+{
+    return ep == EP_CHAT ? "chat" : ep == EP_COMPLETIONS ? "text_completion" : "embeddings";
+}
+
+/* The request's own span (SERVER), when the request ends. */
+static void request_span(struct pctx *p, int status, int64_t tin, int64_t tout)
+{
+    if (!traced(p))
+        return;
+    struct span sp;
+    memset(&sp, 0, sizeof sp);
+    memcpy(sp.trace_id, p->tc.trace_id, 16);
+    memcpy(sp.span_id, p->tc.span_id, 8);
+    if (p->has_parent) {
+        memcpy(sp.parent_span_id, p->parent_span, 8);
+        sp.has_parent = true;
+    }
+    sp.kind = SPAN_SERVER;
+    const char *model = p->m0 ? p->m0->cfg->name : "";
+    snprintf(sp.name, sizeof sp.name, "%s %s", op_name(p->ep), model);
+    sp.start_unix_ns = p->start_unix_ns;
+    sp.end_unix_ns = trace_unix_ns();
+    span_attr_str(&sp, "gen_ai.operation.name", op_name(p->ep), strlen(op_name(p->ep)));
+    if (p->m0)
+        span_attr_str(&sp, "gen_ai.request.model", model, strlen(model));
+    if (p->m && p->m != p->m0)
+        span_attr_str(&sp, "shade.fallback", p->m->cfg->name, strlen(p->m->cfg->name));
+    span_attr_int(&sp, "http.response.status_code", status);
+    span_attr_str(&sp, "shade.request_id", p->req->reqid, p->req->reqid_len);
+    if (p->be)
+        span_attr_str(&sp, "shade.backend", p->be->cfg->name, strlen(p->be->cfg->name));
+    span_attr_int(&sp, "shade.attempts", p->attempts);
+    span_attr_bool(&sp, "gen_ai.request.stream", p->stream);
+    if (tin >= 0)
+        span_attr_int(&sp, "gen_ai.usage.input_tokens", tin);
+    if (tout >= 0)
+        span_attr_int(&sp, "gen_ai.usage.output_tokens", tout);
+    if (p->t_first_token)
+        span_attr_double(&sp, "shade.ttft_ms", (double)(p->t_first_token - p->req->t_ready_ns) / 1e6);
+    span_attr_double(&sp, "shade.overhead_us", (double)p->ovh_ns / 1e3);
+    span_attr_int(&sp, "shade.shadowed", p->sp ? 1 : 0);
+    if (p->err_kind)
+        span_attr_str(&sp, "error.type", p->err_kind, strlen(p->err_kind));
+    sp.status = status >= 500 ? SPAN_STATUS_ERROR : SPAN_STATUS_UNSET;
+    tracer_submit(p->w->gw->tracer, &sp);
+}
+
+/* One access log line for an API request. */
+static void access_line(struct pctx *p, int status, int64_t tin, int64_t tout, bool estimated, double cost)
+{
+    struct alog_worker *al = p->w->alog;
+    if (!al)
+        return;
+    http_req *r = p->req;
+    char tid[33];
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        tid[i * 2] = hex[p->tc.trace_id[i] >> 4];
+        tid[i * 2 + 1] = hex[p->tc.trace_id[i] & 15];
+    }
+    tid[32] = '\0';
+    uint64_t now = mono_ns();
+    struct access_record a = {
+        .ts = (double)p->start_unix_ns / 1e9,
+        .request_id = r->reqid, .request_id_len = r->reqid_len,
+        .method = r->method_name, .method_len = r->method_len,
+        .path = r->path, .path_len = r->path_len,
+        .client = r->peer,
+        .model = p->m0 ? p->m0->cfg->name : NULL,
+        .served_model = p->m ? p->m->cfg->name : NULL,
+        .variant = p->m && p->m0 ? (p->m != p->m0 ? "fallback" : "primary") : NULL,
+        .backend = p->be ? p->be->cfg->name : NULL,
+        .status = status,
+        .stream = p->stream,
+        .latency_ms = (double)(now - r->t_start_ns) / 1e6,
+        .ttft_ms = p->t_first_token ? (double)(p->t_first_token - r->t_ready_ns) / 1e6 : -1,
+        .overhead_us = (double)p->ovh_ns / 1e3,
+        .tokens_in = tin, .tokens_out = tout, .tokens_estimated = estimated,
+        .cost_usd = cost,
+        .attempts = p->attempts,
+        .error = p->err_kind,
+        .shadowed = p->sp ? p->sp->npairs : 0,
+        .trace_id = p->tc.flags || p->has_parent || p->w->gw->tracer ? tid : NULL,
+        .prompt = r->body, .prompt_len = r->body_len,
+    };
+    accesslog_write(al, &a);
+}
 
 static int model_idx(const struct pctx *p) { return p->m ? p->m->index : -1; }
 
@@ -102,7 +237,8 @@ static void ovh_end(struct pctx *p)
     }
 }
 
-static void record(struct pctx *p, int status)
+/* Metrics; the usage it settled on goes to *tin.. (unchanged when none). */
+static void record(struct pctx *p, int status, int64_t *tin, int64_t *tout, bool *estimated, double *cost_usd)
 {
     struct met_shard *met = p->w->met;
     const struct met_layout *lay = &p->w->gw->lay;
@@ -140,6 +276,10 @@ static void record(struct pctx *p, int status)
                       (double)(out > 0 ? out : 0) * mc->output_price_per_mtok; /* micro-USD */
         if (cost > 0)
             met_add(&met->cost_micro_usd[p->m->index], (uint64_t)(cost + 0.5));
+        *tin = in;
+        *tout = out;
+        *estimated = !p->usage_exact;
+        *cost_usd = cost / 1e6;
     }
 }
 
@@ -180,7 +320,13 @@ static void finish(struct pctx *p, int status)
     if (freed)
         ev_defer_post(p->w->loop, &p->w->queue_kick);
     ovh_end(p);
-    record(p, status);
+    attempt_end(p, p->up ? 0 : status, p->err_kind);
+    int64_t tin = -1, tout = -1;
+    bool estimated = false;
+    double cost = -1;
+    record(p, status, &tin, &tout, &estimated, &cost);
+    request_span(p, status, tin, tout);
+    access_line(p, status, tin, tout, estimated, cost);
     if (p->sp) {
         shadow_primary_done(p->w, p->sp, status, p->err_kind, p->be ? p->be->cfg->name : NULL,
                             p->m ? p->m->cfg->name : NULL, p->is_sse, p->req->t_ready_ns, p->t_first_token, -1,
@@ -345,6 +491,7 @@ static void up_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_
         if (others || same_later) {
             met_add(&p->w->met->up_errors[p->be->id][status == 429 ? UP_E429 : UP_E5XX], 1);
             backend_report(p->be, status == 429 ? BE_429 : BE_5XX, now);
+            attempt_end(p, status, status == 429 ? "http_429" : "http_5xx");
             up_cancel(p->up);
             p->up = NULL;
             release_backend(p);
@@ -464,6 +611,7 @@ static void up_on_done(void *ctx, enum up_err err)
     uint64_t now = loop_now(p->w->loop);
     p->up = NULL;
     if (err == UP_OK) {
+        attempt_end(p, p->status, NULL);
         backend_report(p->be, p->status == 429 ? BE_429 : p->status >= 500 ? BE_5XX : BE_OK, now);
         if (p->status == 429 || p->status >= 500)
             met_add(&met->up_errors[p->be->id][p->status == 429 ? UP_E429 : UP_E5XX], 1);
@@ -486,6 +634,7 @@ static void up_on_done(void *ctx, enum up_err err)
     }
     met_add(&met->up_errors[p->be->id][err], 1);
     p->err_kind = shadow_err_kind(err);
+    attempt_end(p, p->upstream_fwd ? p->status : 0, p->err_kind);
     bool connect_failure = err == UP_ECONNECT || err == UP_ECONNECT_TIMEOUT || err == UP_ETLS;
     bool race = err == UP_ECLOSED && !p->upstream_fwd && !p->race_retried;
     if (!p->upstream_fwd)
@@ -571,7 +720,7 @@ static bool skip_request_header(const struct http_hdr *h, bool have_key)
     static const struct hname names[] = { HN("host"), HN("connection"), HN("keep-alive"),
                                           HN("proxy-connection"), HN("transfer-encoding"), HN("te"),
                                           HN("trailer"), HN("upgrade"), HN("content-length"), HN("expect"),
-                                          HN("accept-encoding"), HN("x-request-id"),
+                                          HN("accept-encoding"), HN("x-request-id"), HN("traceparent"),
                                           HN("proxy-authorization"), { NULL, 0 } };
     static const struct hname auth[] = { HN("authorization"), { NULL, 0 } };
     return name_in(h, names) || (have_key && name_in(h, auth));
@@ -627,6 +776,13 @@ static void build_head(struct pctx *p, size_t body_len)
     }
     buf_append(b, "x-request-id: ", 14);
     buf_append(b, r->reqid, r->reqid_len);
+    /* the trace goes on: the attempt's span is the upstream's parent */
+    struct trace_ctx up = p->tc;
+    char tp[TRACE_PARENT_LEN + 1];
+    memcpy(up.span_id, p->attempt_span, sizeof up.span_id);
+    trace_format(&up, tp);
+    buf_append(b, "\r\ntraceparent: ", 15);
+    buf_append(b, tp, TRACE_PARENT_LEN);
     buf_append(b, "\r\n\r\n", 4);
 }
 
@@ -896,7 +1052,7 @@ static void start_attempt(struct pctx *p)
          * overload is not doubled by its shadows */
         p->shadow_checked = true;
         if (p->m0->nshadows)
-            p->sp = shadow_mirror(w, p->m0, p->req, p->ep, p->stream, p->hint.est_tokens);
+            p->sp = shadow_mirror(w, p->m0, p->req, p->ep, p->stream, p->hint.est_tokens, &p->tc);
     }
     if (p->m != p->m0 && p->tried == 0)
         met_add(&w->met->fallbacks[(size_t)p->m0->index * w->gw->nmodels + (size_t)p->m->index], 1);
@@ -906,6 +1062,9 @@ static void start_attempt(struct pctx *p)
     }
     p->attempts++;
     p->err_kind = NULL; /* a failure of an earlier attempt is not this one's */
+    trace_new_span_id(&w->rng, p->attempt_span);
+    p->attempt_open = true;
+    p->attempt_unix_ns = traced(p) ? trace_unix_ns() : 0;
     p->be = p->m->backends[idx];
     p->reserved = true;
     p->t_attempt = mono_ns();
@@ -987,6 +1146,20 @@ static void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
     p->req = r;
     p->ep = ep;
     p->seg_start = r->t_ready_ns; /* shade's work starts when the request is read */
+    p->start_unix_ns = trace_unix_ns() - (mono_ns() - r->t_start_ns);
+    /* W3C trace context: continue the client's trace, or start one */
+    const struct http_hdr *tph = http_req_header(r, "traceparent");
+    struct trace_ctx parent;
+    if (tph && trace_parse(tph->value, tph->value_len, &parent) == 0) {
+        memcpy(p->tc.trace_id, parent.trace_id, 16);
+        memcpy(p->parent_span, parent.span_id, 8);
+        p->tc.flags = parent.flags & TRACE_FLAG_SAMPLED; /* parent-based sampling */
+        p->has_parent = true;
+    } else {
+        trace_new_trace_id(&w->rng, p->tc.trace_id);
+        p->tc.flags = trace_ratio_sampled(p->tc.trace_id, w->gw->cfg->tracing.sample) ? TRACE_FLAG_SAMPLED : 0;
+    }
+    trace_new_span_id(&w->rng, p->tc.span_id);
     struct json_span root;
     struct json_error je;
     if (r->body_len == 0) {
@@ -1117,15 +1290,29 @@ static bool path_is(const http_req *r, const char *p)
     return r->path_len == n && memcmp(r->path, p, n) == 0;
 }
 
-static void count_local(struct worker *w, int status)
+/* A response shade made itself (no model): metrics and the access log. */
+static void count_local(struct worker *w, http_req *r, int status)
 {
     size_t key = metrics_key(&w->gw->lay, -1, -1);
     met_add(&w->met->requests[key][status - 100], 1);
+    if (!w->alog)
+        return;
+    struct access_record a = {
+        .ts = (double)(trace_unix_ns() - (mono_ns() - r->t_start_ns)) / 1e9,
+        .request_id = r->reqid, .request_id_len = r->reqid_len,
+        .method = r->method_name, .method_len = r->method_len,
+        .path = r->path, .path_len = r->path_len,
+        .client = r->peer,
+        .status = status,
+        .latency_ms = (double)(mono_ns() - r->t_start_ns) / 1e6,
+        .ttft_ms = -1, .overhead_us = -1, .tokens_in = -1, .tokens_out = -1, .cost_usd = -1,
+    };
+    accesslog_write(w->alog, &a);
 }
 
 static void not_allowed(struct worker *w, http_req *r, const char *allow)
 {
-    count_local(w, 405);
+    count_local(w, r, 405);
     char msg[200];
     snprintf(msg, sizeof msg, "Method %.*s is not allowed on %.*s (allowed: %s).", (int)r->method_len,
              r->method_name, (int)r->path_len, r->path, allow);
@@ -1140,17 +1327,17 @@ static void admin_reload(struct worker *w, http_req *r)
     struct config *cfg = NULL;
     char err[1024];
     if (config_load(w->gw->cfg->path, &cfg, err, sizeof err) < 0) {
-        count_local(w, 400);
+        count_local(w, r, 400);
         http_respond_error(r, 400, "invalid_request_error", "invalid_config", NULL, "%s", err);
         return;
     }
     config_free(cfg);
     if (getppid() <= 1 || kill(getppid(), SIGHUP) < 0) {
-        count_local(w, 500);
+        count_local(w, r, 500);
         http_respond_error(r, 500, "server_error", NULL, NULL, "no master process to reload");
         return;
     }
-    count_local(w, 202);
+    count_local(w, r, 202);
     http_respond(r, 202, "application/json", "{\"status\":\"reloading\"}\n", 23);
 }
 
@@ -1176,7 +1363,7 @@ static bool admin_allowed(struct worker *w, http_req *r)
     if (!diff)
         return true;
     met_add(&w->met->admin_auth_failures, 1);
-    count_local(w, 401);
+    count_local(w, r, 401);
     http_respond_error(r, 401, "invalid_request_error", v ? "invalid_admin_key" : "admin_key_required", NULL,
                        v ? "The admin key is not valid." :
                            "This endpoint needs the admin key (Authorization: Bearer KEY or x-shade-admin-key).");
@@ -1208,20 +1395,20 @@ void proxy_handle(http_req *r, void *arg)
             return;
         }
         if (path_is(r, "/v1/models")) {
-            count_local(w, 200);
+            count_local(w, r, 200);
             respond_models(w, r);
         } else if (path_is(r, "/healthz")) {
-            count_local(w, 200);
+            count_local(w, r, 200);
             http_respond(r, 200, "application/json", "{\"status\":\"ok\"}\n", 16);
         } else if (path_is(r, "/readyz")) {
             bool ok = !atomic_load(&w->gw->draining) && gateway_ready(w->gw, loop_now(w->loop));
-            count_local(w, ok ? 200 : 503);
+            count_local(w, r, ok ? 200 : 503);
             if (ok)
                 http_respond(r, 200, "application/json", "{\"status\":\"ready\"}\n", 19);
             else
                 http_respond(r, 503, "application/json", "{\"status\":\"not ready\"}\n", 23);
         } else {
-            count_local(w, 200);
+            count_local(w, r, 200);
             respond_metrics(w, r);
         }
         return;
@@ -1230,7 +1417,7 @@ void proxy_handle(http_req *r, void *arg)
         return;
     if (r->path_len >= 14 && memcmp(r->path, "/admin/shadows", 14) == 0 &&
         (r->path_len == 14 || r->path[14] == '/')) {
-        count_local(w, shadow_admin(w, r));
+        count_local(w, r, shadow_admin(w, r));
         return;
     }
     if (path_is(r, "/admin/backends")) {
@@ -1240,7 +1427,7 @@ void proxy_handle(http_req *r, void *arg)
         }
         struct buf b = { 0 };
         health_render_admin(w->gw, &b, loop_now(w->loop));
-        count_local(w, 200);
+        count_local(w, r, 200);
         http_respond(r, 200, "application/json", buf_data(&b), buf_used(&b));
         buf_free(&b);
         return;
@@ -1253,7 +1440,7 @@ void proxy_handle(http_req *r, void *arg)
         admin_reload(w, r);
         return;
     }
-    count_local(w, 404);
+    count_local(w, r, 404);
     http_respond_error(r, 404, "invalid_request_error", "unknown_url", NULL, "Invalid URL (%.*s %.*s)",
                        (int)r->method_len, r->method_name, (int)r->path_len, r->path);
 }

@@ -20,7 +20,9 @@
 #include "gateway.h"
 #include "health.h"
 #include "json.h"
+#include "accesslog.h"
 #include "judge.h"
+#include "trace.h"
 #include "log.h"
 #include "recorder.h"
 #include "shadow.h"
@@ -203,6 +205,8 @@ static void worker_free(struct worker *w)
     if (w->httpd)
         httpd_free(w->httpd);
     shadow_worker_cancel_all(w); /* their pairs go to the recorder as they are */
+    accesslog_worker_free(w->alog); /* the last lines, before the loop goes */
+    w->alog = NULL;
     if (w->pools) {
         for (size_t i = 0; i < w->gw->nbackends; i++)
             up_pool_free(w->pools[i]);
@@ -242,7 +246,7 @@ static struct worker *worker_new(struct gateway *gw, int id, int lfd)
     /* different starting points so workers do not all hit backend 0 first */
     for (size_t i = 0; i < gw->nmodels; i++)
         w->rr[i] = (uint32_t)id;
-    w->rng = ((uint64_t)time(NULL) << 16) ^ ((uint64_t)(uintptr_t)w) ^ ((uint64_t)id + 1) * 0x9E3779B97F4A7C15ull;
+    w->rng = trace_rng_seed() ^ ((uint64_t)id + 1) * 0x9E3779B97F4A7C15ull; /* trace ids, samples, p2c */
     for (size_t i = 0; i < gw->nbackends; i++)
         if (!(w->pools[i] = up_pool_new(w->loop, &gw->backends[i])))
             goto fail;
@@ -256,6 +260,8 @@ static struct worker *worker_new(struct gateway *gw, int id, int lfd)
         .keepalive_timeout_ms = s->keepalive_timeout_ms,
         .max_connections = s->max_connections,
     };
+    if (gw->alog && !(w->alog = accesslog_worker_new(gw->alog, w->loop)))
+        goto fail;
     w->httpd = httpd_new(w->loop, &lim, proxy_handle, w);
     if (!w->httpd || ev_async_init(w->loop, &w->wake, wake_cb, w) < 0)
         goto fail;
@@ -276,6 +282,38 @@ static void tell_workers(struct gateway *gw, int cmd)
         atomic_store(&gw->workers[i]->command, cmd);
         ev_async_send(&gw->workers[i]->wake);
     }
+}
+
+/* The access log and the span exporter, when configured. */
+static int start_telemetry(struct gateway *gw, char *err, size_t errlen)
+{
+    const struct config *cfg = gw->cfg;
+    if (cfg->access_log.path) {
+        struct accesslog_opts ao = { .path = cfg->access_log.path, .prompts = cfg->access_log.prompts,
+                                     .buffer_bytes = cfg->access_log.buffer_bytes,
+                                     .flush_ms = cfg->access_log.flush_ms };
+        if (!(gw->alog = accesslog_open(&ao, err, errlen)))
+            return -1;
+    }
+    if (cfg->tracing.endpoint) {
+        struct tracer_opts to = { .endpoint = cfg->tracing.endpoint, .service_name = cfg->tracing.service_name,
+                                  .queue_size = cfg->tracing.queue_size, .batch_size = cfg->tracing.batch_size,
+                                  .interval_ms = cfg->tracing.interval_ms };
+        if (!(gw->tracer = tracer_start(&to, err, errlen)))
+            return -1;
+    }
+    return 0;
+}
+
+/* SIGUSR1: log rotation (the master passes it on). */
+static void reopen_logs(struct gateway *gw)
+{
+    if (!gw->alog)
+        return;
+    if (accesslog_reopen(gw->alog) < 0)
+        log_error("access log %s: cannot reopen: %s", gw->cfg->access_log.path, strerror(errno));
+    else
+        log_info("access log %s reopened", gw->cfg->access_log.path);
 }
 
 /* The judge calls the judge model through this gateway's own listener. */
@@ -324,9 +362,13 @@ int server_run(struct config *cfg)
     }
     /* the pair store's writer (recorder.c), when there are shadows, and the
      * judge (judge.c), when a shadow names a judge model */
-    if (recorder_start(&gw, err, sizeof err) < 0 || start_judge(&gw, err, sizeof err) < 0) {
+    if (recorder_start(&gw, err, sizeof err) < 0 || start_judge(&gw, err, sizeof err) < 0 ||
+        start_telemetry(&gw, err, sizeof err) < 0) {
         log_error("%s", err);
+        judge_stop(gw.judge);
         recorder_stop();
+        tracer_stop(gw.tracer);
+        accesslog_close(gw.alog);
         health_stop();
         gateway_free(&gw);
         return 1;
@@ -343,6 +385,7 @@ int server_run(struct config *cfg)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -405,6 +448,8 @@ int server_run(struct config *cfg)
             break;
         if (sig == SIGHUP)
             log_info("SIGHUP goes to the master process (pid %d), which reloads; ignored here", (int)getppid());
+        if (sig == SIGUSR1)
+            reopen_logs(&gw);
     }
     judge_stop(gw.judge); /* its calls go through the listener that is closing */
     gw.judge = NULL;
@@ -444,6 +489,8 @@ out:
     for (size_t i = 0; i < gw.nworkers; i++)
         worker_free(gw.workers[i]);
     recorder_stop(); /* every pair is in its queue now: write them, close the file */
+    tracer_stop(gw.tracer); /* after the workers: their last spans are queued */
+    accesslog_close(gw.alog);
     free(gw.workers);
     gateway_free(&gw);
     return rc;

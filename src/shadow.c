@@ -51,6 +51,8 @@ struct shadow_leg {
     struct sse_reader sse;
     bool sse_init;
     struct buf capture;            /* a JSON answer, bounded */
+    struct trace_ctx tc;           /* the leg's own trace (linked to the primary's) */
+    uint64_t start_unix_ns;
     struct shadow_leg *next, *prev;/* the worker's live legs */
 };
 
@@ -169,6 +171,39 @@ static void leg_metrics(struct shadow_leg *leg, const struct shadow_leg_result *
     }
 }
 
+/* The leg's span: a trace of its own (a slow candidate must not stretch
+ * the user's trace), linked to the user's request span. */
+static void leg_span(struct shadow_leg *leg, const struct shadow_leg_result *res, const char *error)
+{
+    struct tracer *t = leg->w->gw->tracer;
+    if (!t || !(leg->tc.flags & TRACE_FLAG_SAMPLED))
+        return;
+    struct span sp;
+    memset(&sp, 0, sizeof sp);
+    memcpy(sp.trace_id, leg->tc.trace_id, 16);
+    memcpy(sp.span_id, leg->tc.span_id, 8);
+    sp.kind = SPAN_CLIENT;
+    snprintf(sp.name, sizeof sp.name, "%s %s", leg->kind == LEG_SHADOW ? "shadow" : "aa", leg->sh->cfg->name);
+    sp.start_unix_ns = leg->start_unix_ns;
+    sp.end_unix_ns = trace_unix_ns();
+    span_add_link(&sp, leg->pair->primary_tc.trace_id, leg->pair->primary_tc.span_id);
+    span_attr_str(&sp, "shade.shadow", leg->sh->cfg->name, strlen(leg->sh->cfg->name));
+    span_attr_str(&sp, "shade.leg", shadow_leg_names[leg->kind], strlen(shadow_leg_names[leg->kind]));
+    span_attr_str(&sp, "gen_ai.request.model", leg->m->cfg->name, strlen(leg->m->cfg->name));
+    span_attr_str(&sp, "shade.request_id", leg->pair->reqid, strlen(leg->pair->reqid));
+    if (leg->be)
+        span_attr_str(&sp, "shade.backend", leg->be->cfg->name, strlen(leg->be->cfg->name));
+    if (res->status)
+        span_attr_int(&sp, "http.response.status_code", res->status);
+    if (res->ttft_ms >= 0)
+        span_attr_double(&sp, "shade.ttft_ms", res->ttft_ms);
+    if (error) {
+        span_attr_str(&sp, "error.type", error, strlen(error));
+        sp.status = SPAN_STATUS_ERROR;
+    }
+    tracer_submit(t, &sp);
+}
+
 /* The leg is over (any way): fill its result, free it, let go of the pair. */
 static void leg_end(struct shadow_leg *leg, const char *error, int outcome)
 {
@@ -205,6 +240,7 @@ static void leg_end(struct shadow_leg *leg, const char *error, int outcome)
     atomic_fetch_add_explicit(&sh->budget_micro_usd, (uint64_t)llround(usd * 1e6), memory_order_relaxed);
     count(&sh->legs[leg->kind][outcome]);
     leg_metrics(leg, res, error, now, tin, tout);
+    leg_span(leg, res, error);
     leg_unlink(leg);
     pair->legs[leg->kind] = NULL;
     if (leg->sse_init)
@@ -393,6 +429,10 @@ static void leg_start(struct worker *w, struct shadow_pair *pair, int kind, cons
     leg->m = m;
     leg->hint = *hint;
     leg->t_start = mono_ns();
+    leg->start_unix_ns = trace_unix_ns();
+    trace_new_trace_id(&w->rng, leg->tc.trace_id);
+    trace_new_span_id(&w->rng, leg->tc.span_id);
+    leg->tc.flags = pair->primary_tc.flags; /* traced when the user's request is */
     ev_timer_init(&leg->deadline, leg_deadline_cb, leg);
     leg->next = w->shadow_legs;
     if (w->shadow_legs)
@@ -434,8 +474,10 @@ static void leg_start(struct worker *w, struct shadow_pair *pair, int kind, cons
         buf_append_uint(&head, buf_used(&body));
         if (bc->api_key)
             buf_printf(&head, "\r\nauthorization: Bearer %s", bc->api_key);
-        buf_printf(&head, "\r\nx-request-id: %s\r\nx-shade-shadow: %s\r\n\r\n", pair->reqid,
-                   kind == LEG_SHADOW ? sh->cfg->name : "aa");
+        char tp[TRACE_PARENT_LEN + 1];
+        trace_format(&leg->tc, tp);
+        buf_printf(&head, "\r\nx-request-id: %s\r\nx-shade-shadow: %s\r\ntraceparent: %s\r\n\r\n", pair->reqid,
+                   kind == LEG_SHADOW ? sh->cfg->name : "aa", tp);
         rc = buf_data(&head) ? 0 : -1;
     }
     if (rc == 0) {
@@ -588,7 +630,8 @@ static int admit(struct shadow_rt *sh)
 }
 
 struct shadow_primary *shadow_mirror(struct worker *w, const struct model_rt *m, http_req *r,
-                                     enum met_endpoint ep, bool stream, uint64_t est_tokens)
+                                     enum met_endpoint ep, bool stream, uint64_t est_tokens,
+                                     const struct trace_ctx *primary)
 {
     struct shadow_primary *sp = NULL;
     struct json_span rootv, *root = &rootv;
@@ -629,6 +672,7 @@ struct shadow_primary *shadow_mirror(struct worker *w, const struct model_rt *m,
         pair->refs = 1; /* the primary */
         pair->chat = chat;
         pair->ts = unix_now();
+        pair->primary_tc = *primary;
         snprintf(pair->reqid, sizeof pair->reqid, "%.*s", (int)r->reqid_len, r->reqid);
         sp->pairs[sp->npairs++] = pair;
         struct pick_hint hint = { 0, (uint32_t)est_tokens };

@@ -37,6 +37,7 @@
 #include "httpd.h"
 #include "json.h"
 #include "metrics.h"
+#include "trace.h"
 #include "upstream.h"
 
 struct gateway;
@@ -103,6 +104,7 @@ struct shadow_pair {
     char reqid[132];
     double ts;                       /* unix s */
     bool chat;                       /* chat (else completions) */
+    struct trace_ctx primary_tc;     /* the user's request span: legs link to it */
     char *body;                      /* the client's body, owned */
     size_t body_len;
     struct shadow_leg_result leg[LEG__COUNT];
@@ -124,7 +126,8 @@ const struct shadow_rt *shadow_find(const struct gateway *gw, const char *name, 
 /* proxy.c, decode phase: choose the shadows that mirror this request and
  * start their legs.  Returns NULL when none does. */
 struct shadow_primary *shadow_mirror(struct worker *w, const struct model_rt *m, http_req *r,
-                                     enum met_endpoint ep, bool stream, uint64_t est_tokens);
+                                     enum met_endpoint ep, bool stream, uint64_t est_tokens,
+                                     const struct trace_ctx *primary);
 /* the store's error kind of an upstream failure */
 const char *shadow_err_kind(enum up_err e);
 /* proxy.c: observe the primary's answer beside the stream / at the end */
