@@ -3,7 +3,7 @@
 # Usage: scripts/deps.sh [extra-package ...]
 set -euo pipefail
 pkgs=(gcc make libc6-dev pkg-config libyaml-dev libsqlite3-dev libssl-dev node-llhttp ca-certificates python3 curl
-      clang libclang-rt-14-dev "$@")
+      clang libclang-rt-14-dev prometheus "$@")
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -21,4 +21,20 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# the prometheus package (for promtool and a scrape test) would also start a
+# Prometheus service on :9090; the tests start their own on loopback, so keep
+# packages from starting services while installing (policy-rc.d, exit 101)
+policy=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+fi
+rc=0
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || rc=$?
+[ -n "$policy" ] && $SUDO rm -f "$policy"
+# ... nor at the next boot
+if [ $rc -eq 0 ] && [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
+    $SUDO systemctl disable prometheus >/dev/null 2>&1 || true
+fi
+exit $rc
