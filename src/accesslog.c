@@ -88,14 +88,27 @@ static inline char *put(char *o, const char *s, size_t n)
 }
 #define PUTL(o, lit) put((o), (lit), sizeof(lit) - 1)
 
+static const char digits2[201] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
 static char *put_u64(char *o, uint64_t v)
 {
     char tmp[20];
     size_t i = sizeof tmp;
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
+    while (v >= 100) {
+        unsigned d = (unsigned)(v % 100) * 2;
+        v /= 100;
+        tmp[--i] = digits2[d + 1];
+        tmp[--i] = digits2[d];
+    }
+    if (v >= 10) {
+        tmp[--i] = digits2[v * 2 + 1];
+        tmp[--i] = digits2[v * 2];
+    } else {
+        tmp[--i] = (char)('0' + v);
+    }
     return put(o, tmp + i, sizeof tmp - i);
 }
 
@@ -112,8 +125,9 @@ static const uint64_t pow10_u[] = { 1, 10, 100, 1000, 10000, 100000, 1000000, 10
 
 /* A non-negative finite value with at most dec decimals, trailing zeros
  * trimmed.  Values too large for the fixed-point path use %.17g (valid
- * JSON: "1e+20"). */
-static char *put_fixed(char *o, double v, int dec)
+ * JSON: "1e+20").  Inlined so that dec is a constant and the divisions by
+ * the scale become multiplications. */
+static inline __attribute__((always_inline)) char *put_fixed(char *o, double v, int dec)
 {
     uint64_t scale = pow10_u[dec];
     double x = v * (double)scale + 0.5;
@@ -139,7 +153,7 @@ static char *put_fixed(char *o, double v, int dec)
 }
 
 /* A measurement: null when negative or not finite. */
-static char *put_measure(char *o, double v, int dec)
+static inline __attribute__((always_inline)) char *put_measure(char *o, double v, int dec)
 {
     if (!(v >= 0) || !isfinite(v))
         return PUTL(o, "null");

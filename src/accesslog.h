@@ -38,7 +38,7 @@
  *
  * Line format — one JSON object, keys always present and in this order,
  * null where a value is absent or unknown:
- *   time              "2026-11-21T10:00:00.123Z": UTC, ms, when the request
+ *   time              "2026-11-21T10:00:00.123Z": UTC, to the nearest ms, when the request
  *                     started (record.ts; 0 = now)
  *   request_id        the request's id (the client's X-Request-Id or ours)
  *   method, path      HTTP method and path without the query string
