@@ -228,7 +228,8 @@ static void render_key_counter(const struct gateway *gw, struct buf *o, const ch
     for (size_t k = 0; k < gw->lay.nkeys * VAR__COUNT; k++) {
         struct key_labels kl = key_labels(gw, k);
         uint64_t v = sum_key(gw, off, k);
-        if (!*kl.backend || (k >= gw->lay.nkeys && !v))
+        /* every primary model/backend pair; the rest once counted */
+        if (!v && (!*kl.backend || k >= gw->lay.nkeys))
             continue;
         buf_printf(o, "%s{", name);
         put_key_labels(o, &kl);

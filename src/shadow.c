@@ -154,8 +154,10 @@ static void leg_metrics(struct shadow_leg *leg, const struct shadow_leg_result *
                : (!strcmp(error, "timeout") || !strcmp(error, "deadline")) ? 504
                : (!strcmp(error, "aborted") || !strcmp(error, "shutdown")) ? 499
                                                                           : 502;
+    /* counted under the mirrored model's name (no backend): dashboards and
+     * alerts compare variant="shadow" with variant="primary" per model */
     size_t key = metrics_vkey(lay, leg->kind == LEG_SHADOW ? VAR_SHADOW : VAR_AA,
-                              metrics_key(lay, leg->m->index, leg->be ? (int)leg->be->index : -1));
+                              metrics_key(lay, leg->sh->model->index, -1));
     met_add(&met->requests[key][code - 100], 1);
     met_observe(&met->duration[key], (now - leg->t_start) / 1000u);
     const struct shadow_answer *a = &res->ans;

@@ -83,6 +83,12 @@ def test_pairs_recorded_with_both_answers(env):
         answers[f"req-{i}"] = stream_text(body)
     c = settled(gw, 10)
     assert c["mirrored"] == 10 and c["stored"] == 10 and c["dropped"] == 0, c
+    # the legs in the request families: variants of the mirrored model
+    m = metrics(gw)
+    for v in ("shadow", "aa"):
+        assert m[f'shade_requests_total{{model="demo",variant="{v}",backend="",code="200",class="2xx"}}'] == 10
+        assert m[f'shade_request_duration_seconds_count{{model="demo",variant="{v}",backend=""}}'] == 10
+    assert m['shade_output_tokens_total{model="demo",variant="shadow",backend=""}'] == 200
     stop_gateway(env)
     pairs = db_rows(db, "SELECT id, request_id, shadow, model, endpoint, prompt, length(prompt_hash) FROM pairs")
     assert len(pairs) == 10
