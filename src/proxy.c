@@ -1095,12 +1095,12 @@ static void start_attempt(struct pctx *p)
         iov[n++] = (struct iovec){ buf_data(&p->head), buf_used(&p->head) };
         iov[n++] = (struct iovec){ (void *)r->body, r->body_len };
     }
+    /* the segment ends here: connecting and sending are the kernel's and
+     * the upstream's time, not shade's */
+    ovh_end(p);
     p->up = up_start(w->pools[p->be->id], iov, n, &up_cbs, p);
-    if (!p->up) {
+    if (!p->up)
         fail(p, 500, "server_error", NULL, NULL, "out of memory");
-        return;
-    }
-    ovh_end(p); /* now waiting for the upstream */
 }
 
 /* ---------- what the balancer is told ---------- */
