@@ -61,7 +61,7 @@
 #include "json.h"
 #include "log.h"
 
-#define QUEUE_MAX (1u << 16)    /* spans: about 215 MB of slots */
+#define QUEUE_MAX (1u << 16)    /* spans: about 210 MB of slots */
 #define MAX_ADDRS 4             /* resolved addresses kept */
 #define MAX_RESPONSE (64u << 10) /* response body bytes looked at */
 
@@ -475,7 +475,8 @@ struct tracer {
     socklen_t addrlen[MAX_ADDRS];
     int naddr;
     struct buf body; /* the exporter's */
-    bool warned;     /* a failure was logged; quiet until a success */
+    bool warned;         /* a failure was logged; quiet until a success */
+    bool warned_partial; /* a partial success was logged; quiet until a full one */
     atomic_uint_fast64_t exported, dropped, failed, batches;
 };
 
@@ -682,10 +683,14 @@ static bool export_batch(struct tracer *t, uint64_t deadline)
             rejected = k;
         add(&t->exported, k - rejected);
         add(&t->failed, rejected);
-        if (rejected)
-            log_warn("tracing: the collector at %s rejected %llu of %u spans%s%s", t->endpoint,
-                     (unsigned long long)rejected, k, msg[0] ? ": " : "", msg);
+        if (rejected && !t->warned_partial) {
+            t->warned_partial = true;
+            log_warn("tracing: the collector at %s rejected %llu of %u spans%s%s (not logged again until an "
+                     "export is accepted in full)", t->endpoint, (unsigned long long)rejected, k,
+                     msg[0] ? ": " : "", msg);
+        }
         t->warned = false;
+        t->warned_partial = rejected != 0 && t->warned_partial;
     } else {
         add(&t->failed, k);
         if (!t->warned) {

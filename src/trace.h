@@ -114,7 +114,7 @@ struct tracer_opts {
     const char *endpoint;     /* "http://host[:port][/path]", e.g. http://127.0.0.1:4318/v1/traces;
                                  port defaults to 80, path to "/"; https is refused */
     const char *service_name; /* resource service.name (default "shade") */
-    uint32_t queue_size;      /* spans held for export (default 4096); about 3.3 KB each */
+    uint32_t queue_size;      /* spans held for export (default 4096, at most 65536); 3.2 KB each */
     uint32_t batch_size;      /* spans per POST (default 512, at most queue_size) */
     uint32_t interval_ms;     /* export at least this often when spans wait (default 1000) */
     uint32_t timeout_ms;      /* per export, connect to response (default 5000); also bounds tracer_stop */
