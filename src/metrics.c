@@ -7,7 +7,9 @@
 #include <string.h>
 
 #include "gateway.h"
+#include "accesslog.h"
 #include "health.h"
+#include "trace.h"
 
 const double met_buckets[MET_NBUCKETS] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,  2.5,
                                            5,     10,   20,    30,   60,  120,  300, 600 };
@@ -415,6 +417,24 @@ void metrics_render(const struct gateway *gw, struct buf *o)
                            (unsigned long long)(ok ? LD(hl->hb[b].checks_ok) : LD(hl->hb[b].checks_fail)));
             }
         }
+    }
+    if (gw->tracer) {
+        struct tracer_stats ts;
+        tracer_get_stats(gw->tracer, &ts);
+        buf_printf(o, "# HELP shade_trace_spans_total Spans by what became of them: exported, dropped (queue full), "
+                      "failed (export failed).\n# TYPE shade_trace_spans_total counter\n"
+                      "shade_trace_spans_total{result=\"exported\"} %llu\nshade_trace_spans_total{result=\"dropped\"} %llu\n"
+                      "shade_trace_spans_total{result=\"failed\"} %llu\n",
+                   (unsigned long long)ts.exported, (unsigned long long)ts.dropped, (unsigned long long)ts.failed);
+    }
+    if (gw->alog) {
+        struct accesslog_stats as;
+        accesslog_get_stats(gw->alog, &as);
+        buf_printf(o, "# HELP shade_access_log_lines_total Access log lines written, or dropped (back-pressure, "
+                      "write errors).\n# TYPE shade_access_log_lines_total counter\n"
+                      "shade_access_log_lines_total{result=\"written\"} %llu\n"
+                      "shade_access_log_lines_total{result=\"dropped\"} %llu\n",
+                   (unsigned long long)as.lines, (unsigned long long)as.dropped);
     }
     shadow_metrics_render(gw, o);
 }

@@ -122,6 +122,9 @@ tracing:
     rx.wait(lambda x: x["kind"] == 2 and x["traceId"] not in (tid, t2))
     time.sleep(0.3 * SLOW)
     assert not [x for x in rx.spans if x["traceId"] == t2]
+    st, _, body = request(gw, "GET", "/metrics")
+    assert 'shade_trace_spans_total{result="exported"}' in body.decode()
+    assert 'shade_trace_spans_total{result="dropped"} 0' in body.decode()
     rx.close()
 
 
