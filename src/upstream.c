@@ -36,6 +36,7 @@ struct up_conn {
     ev_defer fail_later;
     struct up_pool *pool;
     struct up_conn *next;     /* idle list */
+    struct up_conn *all_next, *all_prev; /* every live connection of the pool */
     enum up_state state;
     SSL *ssl;
     bool ssl_want_write;      /* an SSL read needs the socket writable */
@@ -59,6 +60,7 @@ struct up_pool {
     struct backend *be;
     struct up_conn *idle;
     size_t nidle;
+    struct up_conn *all;      /* every connection not yet destroyed: the pool owns them */
 };
 
 static llhttp_settings_t up_settings;
@@ -195,6 +197,14 @@ void up_pool_free(struct up_pool *p)
         pool_remove(p, c);
         conn_destroy(c);
     }
+    /* an exchange nobody finished or cancelled (its owner is gone too):
+     * the pool owns every connection, so none outlives it */
+    while (p->all) {
+        struct up_conn *c = p->all;
+        c->h = NULL;
+        c->ctx = NULL;
+        conn_destroy(c);
+    }
     free(p);
 }
 
@@ -317,6 +327,12 @@ static void conn_destroy(struct up_conn *c)
     if (c->state == S_DEAD)
         return;
     c->state = S_DEAD;
+    if (c->all_prev)
+        c->all_prev->all_next = c->all_next;
+    else
+        c->pool->all = c->all_next;
+    if (c->all_next)
+        c->all_next->all_prev = c->all_prev;
     int fd = c->io.fd;
     ev_io_stop(l, &c->io);
     ev_timer_stop(l, &c->timer);
@@ -732,6 +748,10 @@ static struct up_conn *conn_new(struct up_pool *p)
     if (!c)
         return NULL;
     c->pool = p;
+    c->all_next = p->all;
+    if (p->all)
+        p->all->all_prev = c;
+    p->all = c;
     ev_io_init(&c->io, conn_io_cb, c);
     ev_timer_init(&c->timer, exchange_timer_cb, c);
     ev_defer_init(&c->fail_later, fail_later_cb, c);
