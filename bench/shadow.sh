@@ -49,6 +49,7 @@
 #   BENCH_SINGLE_DURATION   seconds per one-connection run, after 1 s of
 #                           warm-up (default 2)
 #   BENCH_PHASES            which measurements to run (default "load paced single")
+#   BENCH_HUNG_CAP          max_concurrent of the hung shadow (default 64)
 #   BENCH_PIN               CPU placement: auto (default), none or one
 #                           (see "CPU placement" below)
 #   BENCH_WORKERS           workers for shade and the simulators (default 1)
@@ -81,7 +82,7 @@ PIN=${BENCH_PIN:-auto}
 SIM_ARGS=(--ttft-ms 0 --tps 0 --max-tokens 16)
 HUNG_ARGS=(--hang-rate 1 --grace-ms 0)
 HUNG_DEADLINE_S=2
-HUNG_CAP=64
+HUNG_CAP=${BENCH_HUNG_CAP:-64}
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -95,7 +96,7 @@ for c in $CONFIGS; do
     *) die "BENCH_CONFIGS: unknown configuration '$c' (off, healthy, hung, aa)" ;;
     esac
 done
-for v in CONNS DURATION WARMUP ROUNDS RATE PCONNS PDURATION SDURATION WORKERS LIMIT; do
+for v in CONNS DURATION WARMUP ROUNDS RATE PCONNS PDURATION SDURATION WORKERS LIMIT HUNG_CAP; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 for p in $PHASES; do

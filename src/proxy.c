@@ -1047,13 +1047,6 @@ static void start_attempt(struct pctx *p)
         no_backend(p, first);
         return;
     }
-    if (!p->shadow_checked) {
-        /* mirrored only once admitted and routed: a request shed under
-         * overload is not doubled by its shadows */
-        p->shadow_checked = true;
-        if (p->m0->nshadows)
-            p->sp = shadow_mirror(w, p->m0, p->req, p->ep, p->stream, p->hint.est_tokens, &p->tc);
-    }
     if (p->m != p->m0 && p->tried == 0)
         met_add(&w->met->fallbacks[(size_t)p->m0->index * w->gw->nmodels + (size_t)p->m->index], 1);
     if (p->attempts == 0 && !p->model_slot) {
@@ -1099,8 +1092,18 @@ static void start_attempt(struct pctx *p)
      * the upstream's time, not shade's */
     ovh_end(p);
     p->up = up_start(w->pools[p->be->id], iov, n, &up_cbs, p);
-    if (!p->up)
+    if (!p->up) {
         fail(p, 500, "server_error", NULL, NULL, "out of memory");
+        return;
+    }
+    if (!p->shadow_checked) {
+        /* mirrored once admitted and routed (a request shed under overload
+         * is not doubled by its shadows), and only after the user's own
+         * request is on its way: the legs' set-up never delays it */
+        p->shadow_checked = true;
+        if (p->m0->nshadows)
+            p->sp = shadow_mirror(w, p->m0, p->req, p->ep, p->stream, p->hint.est_tokens, &p->tc);
+    }
 }
 
 /* ---------- what the balancer is told ---------- */
