@@ -76,6 +76,7 @@ struct pctx {
     /* shadowing: the pairs this request is the primary of (NULL = none) */
     struct shadow_primary *sp;
     bool shadow_checked;          /* mirroring was decided (first attempt) */
+    struct json_span root;        /* the validated body (spans into req->body) */
     enum met_endpoint ep;
     const char *err_kind;         /* store.h error kind of a failure, NULL = by status */
     /* gateway overhead: time inside shade's code for this request (ns),
@@ -1102,7 +1103,7 @@ static void start_attempt(struct pctx *p)
          * request is on its way: the legs' set-up never delays it */
         p->shadow_checked = true;
         if (p->m0->nshadows)
-            p->sp = shadow_mirror(w, p->m0, p->req, p->ep, p->stream, p->hint.est_tokens, &p->tc);
+            p->sp = shadow_mirror(w, p->m0, p->req, &p->root, p->ep, p->stream, p->hint.est_tokens, &p->tc);
     }
 }
 
@@ -1181,6 +1182,7 @@ static void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
         fail(p, 400, "invalid_request_error", NULL, NULL, "The request body must be a JSON object.");
         return;
     }
+    p->root = root;
     /* one pass over the top-level members (a json_get per field would walk
      * the whole messages array each time); the last duplicate wins, as with
      * most JSON parsers upstream */

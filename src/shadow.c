@@ -632,13 +632,12 @@ static int admit(struct shadow_rt *sh)
 }
 
 struct shadow_primary *shadow_mirror(struct worker *w, const struct model_rt *m, http_req *r,
-                                     enum met_endpoint ep, bool stream, uint64_t est_tokens,
-                                     const struct trace_ctx *primary)
+                                     const struct json_span *root, enum met_endpoint ep, bool stream,
+                                     uint64_t est_tokens, const struct trace_ctx *primary)
 {
     struct shadow_primary *sp = NULL;
-    struct json_span rootv, *root = &rootv;
     bool chat = ep == EP_CHAT;
-    bool ok = (ep == EP_CHAT || ep == EP_COMPLETIONS) && json_validate(r->body, r->body_len, root, NULL) == 0;
+    bool ok = ep == EP_CHAT || ep == EP_COMPLETIONS; /* root: the proxy validated the body once */
     for (size_t i = 0; i < m->nshadows; i++) {
         struct shadow_rt *sh = m->shadows[i];
         int skip = ok ? select_request(w, sh, r, root) : SKIP_ENDPOINT;

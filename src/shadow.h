@@ -126,8 +126,8 @@ const struct shadow_rt *shadow_find(const struct gateway *gw, const char *name, 
 /* proxy.c, decode phase: choose the shadows that mirror this request and
  * start their legs.  Returns NULL when none does. */
 struct shadow_primary *shadow_mirror(struct worker *w, const struct model_rt *m, http_req *r,
-                                     enum met_endpoint ep, bool stream, uint64_t est_tokens,
-                                     const struct trace_ctx *primary);
+                                     const struct json_span *root, enum met_endpoint ep, bool stream,
+                                     uint64_t est_tokens, const struct trace_ctx *primary);
 /* the store's error kind of an upstream failure */
 const char *shadow_err_kind(enum up_err e);
 /* proxy.c: observe the primary's answer beside the stream / at the end */
