@@ -107,6 +107,10 @@ static bool may_eject(const struct health_pool *p, const struct backend *be, uin
         else if (o != be)
             others_in++;
     }
+    /* a shadow's own pool serves no user: its last backend may go too, so
+     * legs to a dead candidate end at once instead of piling up */
+    if (be->model->hidden)
+        return true;
     if (others_in == 0)
         return false;          /* the last backend taking traffic stays in */
     return (out + 1) * 100 <= (size_t)pct * p->n;

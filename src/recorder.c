@@ -58,6 +58,7 @@ static struct recorder {
     size_t nredact;
     struct persisted *told;
     double *next_analysis;
+    uint64_t *analysed_at;        /* stored count at the last analysis, +1 (0 = never) */
     sqlite3_stmt *ins_pair, *ins_leg, *ins_cmp, *ins_event, *upd_counter;
 } R;
 
@@ -515,7 +516,12 @@ static void *writer_main(void *arg)
         for (size_t i = 0; i < R.gw->nshadows && !stop; i++) {
             if (R.next_analysis[i] > now)
                 continue;
-            analyse(&R.gw->shadows[i]);
+            /* nothing new since the last analysis: nothing to redo */
+            uint64_t st = atomic_load(&R.gw->shadows[i].stored) + 1;
+            if (R.analysed_at[i] != st) {
+                analyse(&R.gw->shadows[i]);
+                R.analysed_at[i] = st;
+            }
             R.next_analysis[i] = unix_now() + (double)R.gw->shadows[i].cfg->analysis_interval_ms / 1000.0;
         }
         pthread_mutex_lock(&R.lock);
@@ -579,6 +585,7 @@ static void close_all(void)
     free(R.redact);
     free(R.told);
     free(R.next_analysis);
+    free(R.analysed_at);
     pthread_mutex_destroy(&R.lock);
     pthread_cond_destroy(&R.cond);
     memset(&R, 0, sizeof R);
@@ -596,8 +603,9 @@ int recorder_start(struct gateway *gw, char *err, size_t errlen)
     pthread_cond_init(&R.cond, NULL);
     R.told = calloc(gw->nshadows, sizeof *R.told);
     R.next_analysis = calloc(gw->nshadows, sizeof *R.next_analysis);
+    R.analysed_at = calloc(gw->nshadows, sizeof *R.analysed_at);
     R.redact = calloc(cs->nredact ? cs->nredact : 1, sizeof *R.redact);
-    if (!R.told || !R.next_analysis || !R.redact) {
+    if (!R.told || !R.next_analysis || !R.analysed_at || !R.redact) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }

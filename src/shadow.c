@@ -340,7 +340,13 @@ static const struct up_handlers leg_cbs = { leg_on_head, leg_on_body, leg_on_don
 
 static void leg_deadline_cb(loop_t *l, ev_timer *t)
 {
-    leg_end(t->data, "deadline", OUT_DEADLINE);
+    struct shadow_leg *leg = t->data;
+    /* a backend that holds legs to their deadline is timing out: passive
+     * health and outlier ejection take it out, so later legs end at once
+     * (no_backend) instead of each holding a connection to it */
+    if (leg->be)
+        backend_report(leg->be, BE_TIMEOUT, loop_now(l));
+    leg_end(leg, "deadline", OUT_DEADLINE);
 }
 
 /* The leg's body: the client's members minus those the leg sets, then the

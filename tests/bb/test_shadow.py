@@ -506,3 +506,22 @@ def test_primary_retried_then_ok_is_recorded_as_success(env):
     settled(gw, 4)
     stop_gateway(env)
     assert db_rows(db, "SELECT status, error, backend FROM legs WHERE leg = 'primary'") == [(200, None, "p0")] * 4
+
+
+def test_hung_candidate_is_ejected_by_outlier_detection(env):
+    primary = env.sim("--ttft-ms", 0, "--tps", 0)
+    hung = env.sim("--hang-rate", 1)
+    db = os.path.join(env.tmp, "pairs.db")
+    cfg = shadow_config(primary, f"http://127.0.0.1:{hung}", db, "aa_percent: 0\ndeadline: 300ms")
+    cfg = cfg.replace("        name: s0\n", "        name: s0\n        outlier: { consecutive_errors: 2, base_ejection: 30s }\n")
+    gw = env.gateway(cfg)
+    for i in range(2):
+        assert post(gw, chat(f"first {i}"))[0] == 200
+    settled(gw, 2)   # both legs ended by their deadline: the candidate is ejected
+    for i in range(3):
+        assert post(gw, chat(f"then {i}"))[0] == 200
+    settled(gw, 5)
+    stop_gateway(env)
+    errs = [e for e, in db_rows(db, "SELECT error FROM legs WHERE leg = 'shadow' ORDER BY pair_id")]
+    # later legs end at once instead of holding a connection to the hung backend
+    assert errs == ["deadline", "deadline", "no_backend", "no_backend", "no_backend"], errs
