@@ -322,6 +322,7 @@ static const struct field store_fields[] = {
     SIZE(S, "prompt_max_bytes", prompt_max_bytes, 256, 16777216, "32KiB"),
     SIZE(S, "response_max_bytes", response_max_bytes, 256, 16777216, "32KiB"),
     TEXTLIST(S, "redact", redact, nredact, 1024),
+    UINT(S, "retention_days", retention_days, 0, 36500, "0"),
     ENUM(S, "synchronous", synchronous, sync_names, "normal"),
 };
 static const struct section store_section =

@@ -168,6 +168,7 @@ struct config_store {
     uint32_t prompt_max_bytes;    /* default 32KiB */
     uint32_t response_max_bytes;  /* default 32KiB */
     char **redact; size_t nredact;/* POSIX extended regexes, matches become [REDACTED] */
+    uint32_t retention_days;      /* pairs older than this are deleted; 0 = kept forever */
     int synchronous;              /* 0 "normal" (default: survives a crash of shade), 1 "full"
                                      (also survives power loss, slower) */
 };

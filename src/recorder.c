@@ -59,6 +59,7 @@ static struct recorder {
     struct persisted *told;
     double *next_analysis;
     uint64_t *analysed_at;        /* stored count at the last analysis, +1 (0 = never) */
+    double next_prune;            /* retention: when to look for old pairs next */
     sqlite3_stmt *ins_pair, *ins_leg, *ins_cmp, *ins_event, *upd_counter;
 } R;
 
@@ -426,6 +427,52 @@ static void write_batch(struct shadow_pair *pairs, struct rec_event *events)
     }
 }
 
+/* ---------------------------------------------------------------- retention */
+
+/* Delete pairs older than retention_days (with their legs, comparisons and
+ * judgements), a bounded batch per transaction so readers and a second
+ * writer never wait long.  Counters are cumulative and stay. */
+static void prune(void)
+{
+    uint32_t days = R.gw->cfg->store.retention_days;
+    if (!days)
+        return;
+    double cutoff = unix_now() - (double)days * 86400.0;
+    static const char *const sql[] = {
+        "DELETE FROM legs WHERE pair_id IN (SELECT id FROM old)",
+        "DELETE FROM comparisons WHERE pair_id IN (SELECT id FROM old)",
+        "DELETE FROM judgements WHERE pair_id IN (SELECT id FROM old)",
+        "DELETE FROM pairs WHERE id IN (SELECT id FROM old)",
+    };
+    uint64_t total = 0;
+    for (int round = 0; round < 100; round++) {
+        char *msg = NULL;
+        char fill[200];
+        snprintf(fill, sizeof fill,
+                 "CREATE TEMP TABLE IF NOT EXISTS old (id INTEGER PRIMARY KEY); DELETE FROM old; "
+                 "INSERT INTO old SELECT id FROM pairs WHERE ts < %.3f ORDER BY id LIMIT 5000", cutoff);
+        if (sqlite3_exec(R.db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+            return;
+        bool ok = sqlite3_exec(R.db, fill, NULL, NULL, &msg) == SQLITE_OK;
+        int n = ok ? sqlite3_changes(R.db) : 0;
+        for (int i = 0; ok && n > 0 && i < 4; i++)
+            ok = sqlite3_exec(R.db, sql[i], NULL, NULL, &msg) == SQLITE_OK;
+        if (!ok) {
+            log_warn("pair store %s: retention: %s", R.gw->cfg->store.path, msg ? msg : sqlite3_errmsg(R.db));
+            sqlite3_free(msg);
+            sqlite3_exec(R.db, "ROLLBACK", NULL, NULL, NULL);
+            return;
+        }
+        sqlite3_exec(R.db, "COMMIT", NULL, NULL, NULL);
+        total += (uint64_t)n;
+        if (n < 5000)
+            break;
+    }
+    if (total)
+        log_info("pair store %s: %llu pairs older than %u days deleted", R.gw->cfg->store.path,
+                 (unsigned long long)total, days);
+}
+
 /* ---------------------------------------------------------------- analysis */
 
 static void rules_of(const struct config_shadow *c, struct report_rules *r)
@@ -487,7 +534,7 @@ static void *writer_main(void *arg)
 {
     pthread_mutex_lock(&R.lock);
     for (;;) {
-        double now = unix_now(), next = now + 3600;
+        double now = unix_now(), next = R.next_prune;
         for (size_t i = 0; i < R.gw->nshadows; i++)
             if (R.next_analysis[i] < next)
                 next = R.next_analysis[i];
@@ -513,6 +560,10 @@ static void *writer_main(void *arg)
         if (pairs || events)
             write_batch(pairs, events);
         now = unix_now();
+        if (!stop && now >= R.next_prune) {
+            prune();
+            R.next_prune = now + 3600;
+        }
         for (size_t i = 0; i < R.gw->nshadows && !stop; i++) {
             if (R.next_analysis[i] > now)
                 continue;

@@ -525,3 +525,27 @@ def test_hung_candidate_is_ejected_by_outlier_detection(env):
     errs = [e for e, in db_rows(db, "SELECT error FROM legs WHERE leg = 'shadow' ORDER BY pair_id")]
     # later legs end at once instead of holding a connection to the hung backend
     assert errs == ["deadline", "deadline", "no_backend", "no_backend", "no_backend"], errs
+
+
+def test_retention_deletes_old_pairs(env):
+    primary = env.sim("--ttft-ms", 0, "--tps", 0)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0)
+    db = os.path.join(env.tmp, "pairs.db")
+    cfg = shadow_config(primary, f"http://127.0.0.1:{cand}", db, "aa_percent: 100")
+    gw = env.gateway(cfg)
+    for i in range(3):
+        assert post(gw, chat(f"q{i}"))[0] == 200
+    settled(gw, 3)
+    stop_gateway(env)
+    # age two of the three pairs by three days
+    con = sqlite3.connect(db)
+    con.execute("UPDATE pairs SET ts = ts - 3 * 86400 WHERE id IN (SELECT id FROM pairs ORDER BY id LIMIT 2)")
+    con.commit()
+    con.close()
+    env.gateway(cfg + "  retention_days: 1\n")
+    wait_until(lambda: db_rows(db, "SELECT count(*) FROM pairs")[0][0] == 1, what="old pairs deleted")
+    assert db_rows(db, "SELECT count(*) FROM legs") == [(3,)]          # the kept pair's three legs
+    assert db_rows(db, "SELECT count(*) FROM comparisons") == [(2,)]
+    assert db_rows(db, "SELECT count(*) FROM legs WHERE pair_id NOT IN (SELECT id FROM pairs)") == [(0,)]
+    counters = dict(db_rows(db, "SELECT name, value FROM counters WHERE shadow = 'cand'"))
+    assert counters["stored"] == 3   # counters are cumulative: pruning does not rewrite history
