@@ -99,13 +99,18 @@ static void tools_close(struct shadow_answer *a)
 
 void shadow_answer_sse(struct shadow_answer *a, const char *data, size_t len, uint64_t now_ns)
 {
+    struct json_span root;
     if (len == 6 && memcmp(data, "[DONE]", 6) == 0)
         return;
-    struct json_span root, choices, c0, d, v, key;
-    if (json_validate(data, len, &root, NULL) < 0 || root.type != JSON_OBJECT)
-        return;
-    read_usage(a, &root);
-    if (!json_get(&root, "choices", &choices) || choices.type != JSON_ARRAY || !json_index(&choices, 0, &c0) ||
+    if (json_validate(data, len, &root, NULL) == 0 && root.type == JSON_OBJECT)
+        shadow_answer_sse_root(a, &root, now_ns);
+}
+
+void shadow_answer_sse_root(struct shadow_answer *a, const struct json_span *root, uint64_t now_ns)
+{
+    struct json_span choices, c0, d, v, key;
+    read_usage(a, root);
+    if (!json_get(root, "choices", &choices) || choices.type != JSON_ARRAY || !json_index(&choices, 0, &c0) ||
         c0.type != JSON_OBJECT)
         return;
     set_finish(a, &c0);
@@ -172,11 +177,16 @@ void shadow_answer_finish_stream(struct shadow_answer *a)
 
 void shadow_answer_json(struct shadow_answer *a, const char *body, size_t len)
 {
-    struct json_span root, choices, c0, msg, v, key, tc, fn, nm, args;
-    if (json_validate(body, len, &root, NULL) < 0 || root.type != JSON_OBJECT)
-        return;
-    read_usage(a, &root);
-    if (!json_get(&root, "choices", &choices) || choices.type != JSON_ARRAY || !json_index(&choices, 0, &c0) ||
+    struct json_span root;
+    if (json_validate(body, len, &root, NULL) == 0 && root.type == JSON_OBJECT)
+        shadow_answer_json_root(a, &root);
+}
+
+void shadow_answer_json_root(struct shadow_answer *a, const struct json_span *root)
+{
+    struct json_span choices, c0, msg, v, key, tc, fn, nm, args;
+    read_usage(a, root);
+    if (!json_get(root, "choices", &choices) || choices.type != JSON_ARRAY || !json_index(&choices, 0, &c0) ||
         c0.type != JSON_OBJECT)
         return;
     set_finish(a, &c0);

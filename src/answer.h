@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "json.h"
 
 /* One leg's observed answer. */
 struct shadow_answer {
@@ -35,9 +36,12 @@ void shadow_answer_init(struct shadow_answer *a, size_t text_max);
 void shadow_answer_free(struct shadow_answer *a);
 /* one SSE event's data (a chat.completion.chunk or completion chunk) */
 void shadow_answer_sse(struct shadow_answer *a, const char *data, size_t len, uint64_t now_ns);
+/* the same, for an event the caller has already validated (a JSON object) */
+void shadow_answer_sse_root(struct shadow_answer *a, const struct json_span *root, uint64_t now_ns);
 /* after the last event: assemble streamed tool calls into `tools` */
 void shadow_answer_finish_stream(struct shadow_answer *a);
 /* a whole non-streamed JSON response */
 void shadow_answer_json(struct shadow_answer *a, const char *body, size_t len);
+void shadow_answer_json_root(struct shadow_answer *a, const struct json_span *root);
 
 #endif

@@ -16,6 +16,7 @@
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "gateway.h"
 
@@ -47,15 +48,6 @@ static uint64_t mix64(uint64_t x)
     return x;
 }
 
-static uint64_t fnv1a64(const char *s)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
 
 static uint64_t rng_next(struct worker *w)
 {
@@ -168,7 +160,7 @@ int balance_model_init(struct model_rt *m)
     size_t k = 0;
     for (size_t i = 0; i < m->n; i++) {
         const struct config_backend *cb = m->backends[i]->cfg;
-        uint64_t base = cb->name ? fnv1a64(cb->name) : mix64(0x5348414445ull + i);
+        uint64_t base = cb->name ? fnv1a(FNV1A_INIT, cb->name, strlen(cb->name)) : mix64(0x5348414445ull + i);
         uint32_t nv = RING_VNODES * (cb->weight ? cb->weight : 1);
         for (uint32_t v = 0; v < nv; v++) {
             r->pts[k].hash = mix64(base ^ mix64((uint64_t)v + 1));

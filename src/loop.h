@@ -66,6 +66,7 @@ void loop_stop(loop_t *l);
 uint64_t loop_now(loop_t *l);  /* cached monotonic ms, updated each iteration */
 void loop_update_time(loop_t *l);
 uint64_t mono_ns(void);        /* CLOCK_MONOTONIC in ns, not cached */
+double unix_now(void);         /* CLOCK_REALTIME in seconds, not cached */
 uint64_t wall_ms(void);        /* CLOCK_REALTIME in ms */
 /* Cached "Date:" value for the current second (IMF-fixdate, 29 chars). */
 const char *loop_http_date(loop_t *l);

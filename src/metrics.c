@@ -115,7 +115,7 @@ void metrics_shard_free(struct met_shard *s)
 
 /* label values come from the config (validated: no control characters);
  * escape what the exposition format requires anyway */
-static void put_label(struct buf *o, const char *v)
+void metrics_put_label(struct buf *o, const char *v)
 {
     for (const char *p = v; *p; p++) {
         if (*p == '\\' || *p == '"')
@@ -160,11 +160,11 @@ static uint64_t sum_key(const struct gateway *gw, size_t off_in_shard, size_t id
 static void put_key_labels(struct buf *o, const struct key_labels *kl)
 {
     buf_append_str(o, "model=\"");
-    put_label(o, kl->model);
+    metrics_put_label(o, kl->model);
     buf_append_str(o, "\",variant=\"");
     buf_append_str(o, kl->variant);
     buf_append_str(o, "\",backend=\"");
-    put_label(o, kl->backend);
+    metrics_put_label(o, kl->backend);
     buf_append_str(o, "\"");
 }
 
@@ -176,7 +176,7 @@ static void put_hist_labels(struct buf *o, const struct key_labels *kl)
         return;
     }
     buf_append_str(o, "model=\"");
-    put_label(o, kl->model);
+    metrics_put_label(o, kl->model);
     buf_append_str(o, "\"");
 }
 
@@ -255,7 +255,7 @@ static void render_model_series(const struct gateway *gw, struct buf *o, const c
                 v += (double)LD((*(_Atomic uint64_t *const *)shard)[m]);
         }
         buf_printf(o, "%s{model=\"", name);
-        put_label(o, gw->models[m].cfg->name);
+        metrics_put_label(o, gw->models[m].cfg->name);
         if (scale != 1.0)
             buf_printf(o, "\"} %.6f\n", v * scale);
         else
@@ -334,9 +334,9 @@ void metrics_render(const struct gateway *gw, struct buf *o)
             if (!v)
                 continue;
             buf_append_str(o, "shade_fallbacks_total{model=\"");
-            put_label(o, gw->models[m].cfg->name);
+            metrics_put_label(o, gw->models[m].cfg->name);
             buf_append_str(o, "\",to=\"");
-            put_label(o, gw->models[t].cfg->name);
+            metrics_put_label(o, gw->models[t].cfg->name);
             buf_printf(o, "\"} %llu\n", (unsigned long long)v);
         }
     }
@@ -351,7 +351,7 @@ void metrics_render(const struct gateway *gw, struct buf *o)
             for (size_t w = 0; w < gw->nworkers; w++)
                 v += LD(gw->workers[w]->met->shed[m][k]);
             buf_append_str(o, "shade_shed_total{model=\"");
-            put_label(o, gw->models[m].cfg->name);
+            metrics_put_label(o, gw->models[m].cfg->name);
             buf_printf(o, "\",reason=\"%s\"} %llu\n", reasons[k], (unsigned long long)v);
         }
     }
@@ -367,9 +367,9 @@ void metrics_render(const struct gateway *gw, struct buf *o)
             if (!v)
                 continue;
             buf_append_str(o, "shade_upstream_errors_total{model=\"");
-            put_label(o, gw->backends[b].model->name);
+            metrics_put_label(o, gw->backends[b].model->name);
             buf_append_str(o, "\",backend=\"");
-            put_label(o, gw->backends[b].cfg->name);
+            metrics_put_label(o, gw->backends[b].cfg->name);
             buf_printf(o, "\",kind=\"%s\"} %llu\n", up_err_name((enum up_err)e), (unsigned long long)v);
         }
     }
@@ -378,18 +378,18 @@ void metrics_render(const struct gateway *gw, struct buf *o)
     uint64_t now = mono_ns() / 1000000u;
     for (size_t b = 0; b < gw->nbackends; b++) {
         buf_append_str(o, "shade_backend_up{model=\"");
-        put_label(o, gw->backends[b].model->name);
+        metrics_put_label(o, gw->backends[b].model->name);
         buf_append_str(o, "\",backend=\"");
-        put_label(o, gw->backends[b].cfg->name);
+        metrics_put_label(o, gw->backends[b].cfg->name);
         buf_printf(o, "\"} %d\n", backend_is_up(&gw->backends[b], now) ? 1 : 0);
     }
     buf_append_str(o, "# HELP shade_backend_in_flight Requests in flight to a backend.\n"
                       "# TYPE shade_backend_in_flight gauge\n");
     for (size_t b = 0; b < gw->nbackends; b++) {
         buf_append_str(o, "shade_backend_in_flight{model=\"");
-        put_label(o, gw->backends[b].model->name);
+        metrics_put_label(o, gw->backends[b].model->name);
         buf_append_str(o, "\",backend=\"");
-        put_label(o, gw->backends[b].cfg->name);
+        metrics_put_label(o, gw->backends[b].cfg->name);
         buf_printf(o, "\"} %d\n", atomic_load_explicit(&gw->backends[b].inflight, memory_order_relaxed));
     }
     struct health *hl = health_current();
@@ -398,9 +398,9 @@ void metrics_render(const struct gateway *gw, struct buf *o)
                           "# TYPE shade_backend_ejections_total counter\n");
         for (size_t b = 0; b < gw->nbackends; b++) {
             buf_append_str(o, "shade_backend_ejections_total{model=\"");
-            put_label(o, gw->backends[b].model->name);
+            metrics_put_label(o, gw->backends[b].model->name);
             buf_append_str(o, "\",backend=\"");
-            put_label(o, gw->backends[b].cfg->name);
+            metrics_put_label(o, gw->backends[b].cfg->name);
             buf_printf(o, "\"} %llu\n", (unsigned long long)LD(hl->hb[b].ejections_total));
         }
         buf_append_str(o, "# HELP shade_health_checks_total Active health check probes, by result.\n"
@@ -410,9 +410,9 @@ void metrics_render(const struct gateway *gw, struct buf *o)
                 continue;
             for (int ok = 1; ok >= 0; ok--) {
                 buf_append_str(o, "shade_health_checks_total{model=\"");
-                put_label(o, gw->backends[b].model->name);
+                metrics_put_label(o, gw->backends[b].model->name);
                 buf_append_str(o, "\",backend=\"");
-                put_label(o, gw->backends[b].cfg->name);
+                metrics_put_label(o, gw->backends[b].cfg->name);
                 buf_printf(o, "\",result=\"%s\"} %llu\n", ok ? "success" : "failure",
                            (unsigned long long)(ok ? LD(hl->hb[b].checks_ok) : LD(hl->hb[b].checks_fail)));
             }

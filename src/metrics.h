@@ -95,6 +95,9 @@ static inline size_t metrics_vkey(const struct met_layout *lay, enum met_variant
     return (size_t)v * lay->nkeys + key;
 }
 
+/* A label value, escaped as the exposition format requires. */
+void metrics_put_label(struct buf *out, const char *v);
+
 /* Prometheus text exposition of all shards. */
 void metrics_render(const struct gateway *gw, struct buf *out);
 

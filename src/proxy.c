@@ -412,7 +412,7 @@ static void on_sse_event(void *arg, const char *data, size_t len)
     }
     read_usage(p, &root);
     if (p->sp)
-        shadow_primary_sse(p->sp, data, len);
+        shadow_primary_sse(p->sp, &root);
 }
 
 /* ---------- upstream callbacks ---------- */
@@ -623,10 +623,11 @@ static void up_on_done(void *ctx, enum up_err err)
         if (p->is_json && buf_used(&p->capture)) {
             struct json_span root;
             if (json_validate(buf_data(&p->capture), buf_used(&p->capture), &root, NULL) == 0 &&
-                root.type == JSON_OBJECT)
+                root.type == JSON_OBJECT) {
                 read_usage(p, &root);
-            if (p->sp && p->status < 300)
-                shadow_primary_json(p->sp, buf_data(&p->capture), buf_used(&p->capture));
+                if (p->sp && p->status < 300)
+                    shadow_primary_json(p->sp, &root);
+            }
         }
         http_req *r = p->req;
         finish(p, p->status);
@@ -1109,14 +1110,10 @@ static void start_attempt(struct pctx *p)
 
 /* ---------- what the balancer is told ---------- */
 
-static uint64_t fnv1a(const char *s, size_t n)
+static uint64_t affinity_hash(const char *s, size_t n)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 0x100000001b3ull;
-    }
-    return h ? h : 1;
+    uint64_t h = fnv1a(FNV1A_INIT, s, n);
+    return h ? h : 1; /* 0 means "no affinity" */
 }
 
 /* Affinity key: the session header when the model names one and the client
@@ -1131,9 +1128,9 @@ static void compute_hint(struct pctx *p, const struct json_span *prompt, int64_t
         return;
     const struct http_hdr *h = mc->affinity_header ? http_req_header(p->req, mc->affinity_header) : NULL;
     if (h && h->value_len)
-        p->hint.affinity = fnv1a(h->value, h->value_len);
+        p->hint.affinity = affinity_hash(h->value, h->value_len);
     else
-        p->hint.affinity = fnv1a(prompt->p, prompt->len < mc->affinity_prefix_bytes ? prompt->len
+        p->hint.affinity = affinity_hash(prompt->p, prompt->len < mc->affinity_prefix_bytes ? prompt->len
                                                                                        : mc->affinity_prefix_bytes);
 }
 

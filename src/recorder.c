@@ -63,13 +63,6 @@ static struct recorder {
     sqlite3_stmt *ins_pair, *ins_leg, *ins_cmp, *ins_event, *upd_counter;
 } R;
 
-static double unix_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* ---------------------------------------------------------------- workers' side */
 
 void recorder_drop(struct shadow_rt *sh, int reason)
@@ -233,8 +226,8 @@ static int write_leg(int64_t pair_id, int kind, const struct shadow_leg_result *
     bind_double_or_null(st, 11, a->itl_n ? a->itl_sum_ms / (double)a->itl_n : 0, a->itl_n > 0);
     bind_double_or_null(st, 12, a->itl_max_ms, a->itl_n > 0);
     bool exact = a->usage_in >= 0 && a->usage_out >= 0;
-    int64_t tin = a->usage_in >= 0 ? a->usage_in : (int64_t)(prompt_bytes / 4);
-    int64_t tout = a->usage_out >= 0 ? a->usage_out : l->streamed ? a->events_out : (int64_t)(buf_used(&a->text) / 4);
+    int64_t tin, tout;
+    shadow_leg_tokens(l, prompt_bytes, &tin, &tout);
     if (!leg_ok(l) && !exact)
         tin = tout = 0; /* a failed leg's estimate would be invented */
     sqlite3_bind_int64(st, 13, tin);
@@ -330,7 +323,7 @@ static int write_pair(struct shadow_pair *p)
         return -1;
     int64_t id = sqlite3_last_insert_rowid(R.db);
     for (int k = 0; k < LEG__COUNT; k++)
-        if (p->leg[k].present && write_leg(id, k, &p->leg[k], pr.len) < 0)
+        if (p->leg[k].present && write_leg(id, k, &p->leg[k], p->prompt_bytes) < 0)
             return -1;
     if (p->leg[LEG_SHADOW].present && write_cmp(id, "shadow", p, LEG_SHADOW) < 0)
         return -1;

@@ -58,13 +58,6 @@ struct shadow_leg {
 
 #define LEG_CAPTURE_MAX (4u << 20)
 
-static double unix_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void count(_Atomic uint64_t *c) { atomic_fetch_add_explicit(c, 1, memory_order_relaxed); }
 
 static void answer_move(struct shadow_answer *dst, struct shadow_answer *src)
@@ -111,8 +104,10 @@ static void pair_unref(struct shadow_pair *p)
 
 /* ---------------------------------------------------------------- legs */
 
-static void leg_tokens(const struct shadow_leg_result *res, size_t prompt_bytes, int64_t *in, int64_t *out)
+void shadow_leg_tokens(const struct shadow_leg_result *res, size_t prompt_bytes, int64_t *in, int64_t *out)
 {
+    /* the upstream's usage, else estimates: 4 bytes of prompt JSON per
+     * token in, one output event (streams) or 4 bytes of text per token out */
     *in = res->ans.usage_in >= 0 ? res->ans.usage_in : (int64_t)(prompt_bytes / 4);
     *out = res->ans.usage_out >= 0 ? res->ans.usage_out
            : res->streamed         ? res->ans.events_out
@@ -235,7 +230,7 @@ static void leg_end(struct shadow_leg *leg, const char *error, int outcome)
         res->ttft_ms = -1;
     /* the budget pays for what the leg consumed */
     int64_t tin, tout;
-    leg_tokens(res, pair->body_len, &tin, &tout);
+    shadow_leg_tokens(res, pair->prompt_bytes, &tin, &tout);
     budget_window(sh);
     atomic_fetch_add_explicit(&sh->budget_tokens, (uint64_t)(tin + tout), memory_order_relaxed);
     double usd = ((double)tin * res->price_in + (double)tout * res->price_out) / 1e6;
@@ -513,15 +508,6 @@ void shadow_worker_cancel_all(struct worker *w)
 
 /* ---------------------------------------------------------------- selection */
 
-static uint64_t fnv1a(uint64_t h, const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 static uint64_t next_rand(struct worker *w)
 {
     /* xorshift64*, the worker's own state (seeded by server.c) */
@@ -608,7 +594,7 @@ static int select_request(struct worker *w, struct shadow_rt *sh, http_req *r, c
         }
         if (!k && !bearer(r, &k, &kl))
             return SKIP_NO_USER_KEY;
-        uint64_t hv = fnv1a(fnv1a(0xcbf29ce484222325ull, c->name, strlen(c->name)), k, kl);
+        uint64_t hv = fnv1a(fnv1a(FNV1A_INIT, c->name, strlen(c->name)), k, kl);
         if ((double)(hv % 10000) >= c->sample_percent * 100.0)
             return SKIP_SAMPLED_OUT;
         return c->skip_tool_results && has_tool_results(root) ? SKIP_TOOL_RESULTS : SKIP__COUNT;
@@ -675,6 +661,8 @@ struct shadow_primary *shadow_mirror(struct worker *w, const struct model_rt *m,
         }
         memcpy(pair->body, r->body, r->body_len);
         pair->body_len = r->body_len;
+        struct json_span pr;
+        pair->prompt_bytes = json_get(root, chat ? "messages" : "prompt", &pr) ? pr.len : r->body_len;
         pair->sh = sh;
         pair->refs = 1; /* the primary */
         pair->chat = chat;
@@ -703,14 +691,14 @@ struct shadow_primary *shadow_mirror(struct worker *w, const struct model_rt *m,
     return sp;
 }
 
-void shadow_primary_sse(struct shadow_primary *sp, const char *data, size_t len)
+void shadow_primary_sse(struct shadow_primary *sp, const struct json_span *root)
 {
-    shadow_answer_sse(&sp->ans, data, len, mono_ns());
+    shadow_answer_sse_root(&sp->ans, root, mono_ns());
 }
 
-void shadow_primary_json(struct shadow_primary *sp, const char *body, size_t len)
+void shadow_primary_json(struct shadow_primary *sp, const struct json_span *root)
 {
-    shadow_answer_json(&sp->ans, body, len);
+    shadow_answer_json_root(&sp->ans, root);
 }
 
 void shadow_primary_done(struct worker *w, struct shadow_primary *sp, int status, const char *error,

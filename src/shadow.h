@@ -107,6 +107,7 @@ struct shadow_pair {
     struct trace_ctx primary_tc;     /* the user's request span: legs link to it */
     char *body;                      /* the client's body, owned */
     size_t body_len;
+    size_t prompt_bytes;             /* length of its messages / prompt JSON (token estimates) */
     struct shadow_leg_result leg[LEG__COUNT];
 };
 
@@ -131,8 +132,9 @@ struct shadow_primary *shadow_mirror(struct worker *w, const struct model_rt *m,
 /* the store's error kind of an upstream failure */
 const char *shadow_err_kind(enum up_err e);
 /* proxy.c: observe the primary's answer beside the stream / at the end */
-void shadow_primary_sse(struct shadow_primary *sp, const char *data, size_t len);
-void shadow_primary_json(struct shadow_primary *sp, const char *body, size_t len);
+/* (root: the event / body the proxy has already validated) */
+void shadow_primary_sse(struct shadow_primary *sp, const struct json_span *root);
+void shadow_primary_json(struct shadow_primary *sp, const struct json_span *root);
 /* proxy.c, when the user's request ends: hand the primary's result to the
  * pairs and let go of sp.  error = store.h kind or NULL. */
 void shadow_primary_done(struct worker *w, struct shadow_primary *sp, int status, const char *error,
@@ -153,6 +155,9 @@ int shadow_admin(struct worker *w, http_req *r);
 /* /metrics: the shadow families */
 void shadow_metrics_render(const struct gateway *gw, struct buf *o);
 
+/* a leg's tokens in and out: its usage, or estimated (the same rule for the
+ * budget and the pair store) */
+void shadow_leg_tokens(const struct shadow_leg_result *res, size_t prompt_bytes, int64_t *in, int64_t *out);
 /* the pair's memory */
 void shadow_pair_free(struct shadow_pair *p);
 

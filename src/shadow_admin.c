@@ -207,76 +207,62 @@ not_allowed_get:
 
 /* ---------------------------------------------------------------- metrics */
 
-static void label(struct buf *o, const char *v)
+/* One series: NAME{shadow="S"EXTRA} V (EXTRA: more labels, ",k=\"v\"") */
+static void series(struct buf *o, const char *name, const struct shadow_rt *sh, const char *extra, uint64_t v)
 {
-    for (; *v; v++) {
-        if (*v == '\\' || *v == '"')
-            buf_append(o, "\\", 1);
-        buf_append(o, v, 1);
-    }
+    buf_printf(o, "%s{shadow=\"", name);
+    metrics_put_label(o, sh->cfg->name);
+    buf_printf(o, "\"%s} %llu\n", extra, (unsigned long long)v);
+}
+
+static void family(struct buf *o, const char *name, const char *type, const char *help)
+{
+    buf_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 void shadow_metrics_render(const struct gateway *gw, struct buf *o)
 {
+    char ex[96];
     if (!gw->nshadows)
         return;
-    buf_append_str(o, "# HELP shade_shadow_mirrored_total Requests selected for shadowing; each ends as a stored "
-                      "pair or a drop.\n# TYPE shade_shadow_mirrored_total counter\n");
-    for (size_t i = 0; i < gw->nshadows; i++) {
-        buf_append_str(o, "shade_shadow_mirrored_total{shadow=\"");
-        label(o, gw->shadows[i].cfg->name);
-        buf_printf(o, "\"} %llu\n", (unsigned long long)LD(gw->shadows[i].mirrored));
-    }
-    buf_append_str(o, "# HELP shade_shadow_pairs_stored_total Pairs written to the pair store.\n"
-                      "# TYPE shade_shadow_pairs_stored_total counter\n");
-    for (size_t i = 0; i < gw->nshadows; i++) {
-        buf_append_str(o, "shade_shadow_pairs_stored_total{shadow=\"");
-        label(o, gw->shadows[i].cfg->name);
-        buf_printf(o, "\"} %llu\n", (unsigned long long)LD(gw->shadows[i].stored));
-    }
-    buf_append_str(o, "# HELP shade_shadow_dropped_total Mirrored requests that did not become a stored pair, by "
-                      "reason.\n# TYPE shade_shadow_dropped_total counter\n");
+    family(o, "shade_shadow_mirrored_total", "counter",
+           "Requests selected for shadowing; each ends as a stored pair or a drop.");
+    for (size_t i = 0; i < gw->nshadows; i++)
+        series(o, "shade_shadow_mirrored_total", &gw->shadows[i], "", LD(gw->shadows[i].mirrored));
+    family(o, "shade_shadow_pairs_stored_total", "counter", "Pairs written to the pair store.");
+    for (size_t i = 0; i < gw->nshadows; i++)
+        series(o, "shade_shadow_pairs_stored_total", &gw->shadows[i], "", LD(gw->shadows[i].stored));
+    family(o, "shade_shadow_dropped_total", "counter",
+           "Mirrored requests that did not become a stored pair, by reason.");
     for (size_t i = 0; i < gw->nshadows; i++)
         for (int d = 0; d < DROP__COUNT; d++) {
-            buf_append_str(o, "shade_shadow_dropped_total{shadow=\"");
-            label(o, gw->shadows[i].cfg->name);
-            buf_printf(o, "\",reason=\"%s\"} %llu\n", shadow_drop_names[d],
-                       (unsigned long long)LD(gw->shadows[i].dropped[d]));
+            snprintf(ex, sizeof ex, ",reason=\"%s\"", shadow_drop_names[d]);
+            series(o, "shade_shadow_dropped_total", &gw->shadows[i], ex, LD(gw->shadows[i].dropped[d]));
         }
-    buf_append_str(o, "# HELP shade_shadow_skipped_total Requests of a shadowed model not mirrored, by reason.\n"
-                      "# TYPE shade_shadow_skipped_total counter\n");
+    family(o, "shade_shadow_skipped_total", "counter", "Requests of a shadowed model not mirrored, by reason.");
     for (size_t i = 0; i < gw->nshadows; i++)
         for (int k = 0; k < SKIP__COUNT; k++) {
-            buf_append_str(o, "shade_shadow_skipped_total{shadow=\"");
-            label(o, gw->shadows[i].cfg->name);
-            buf_printf(o, "\",reason=\"%s\"} %llu\n", shadow_skip_names[k],
-                       (unsigned long long)LD(gw->shadows[i].skipped[k]));
+            snprintf(ex, sizeof ex, ",reason=\"%s\"", shadow_skip_names[k]);
+            series(o, "shade_shadow_skipped_total", &gw->shadows[i], ex, LD(gw->shadows[i].skipped[k]));
         }
-    buf_append_str(o, "# HELP shade_shadow_legs_total Legs of mirrored requests by leg (primary, shadow, aa) and "
-                      "outcome.\n# TYPE shade_shadow_legs_total counter\n");
+    family(o, "shade_shadow_legs_total", "counter",
+           "Legs of mirrored requests by leg (primary, shadow, aa) and outcome.");
     for (size_t i = 0; i < gw->nshadows; i++)
         for (int l = 0; l < LEG__COUNT; l++)
             for (int k = 0; k < OUT__COUNT; k++) {
-                buf_append_str(o, "shade_shadow_legs_total{shadow=\"");
-                label(o, gw->shadows[i].cfg->name);
-                buf_printf(o, "\",leg=\"%s\",outcome=\"%s\"} %llu\n", shadow_leg_names[l], shadow_outcome_names[k],
-                           (unsigned long long)LD(gw->shadows[i].legs[l][k]));
+                snprintf(ex, sizeof ex, ",leg=\"%s\",outcome=\"%s\"", shadow_leg_names[l], shadow_outcome_names[k]);
+                series(o, "shade_shadow_legs_total", &gw->shadows[i], ex, LD(gw->shadows[i].legs[l][k]));
             }
-    buf_append_str(o, "# HELP shade_shadow_in_flight Shadow and A/A legs in flight.\n"
-                      "# TYPE shade_shadow_in_flight gauge\n");
+    family(o, "shade_shadow_in_flight", "gauge", "Shadow and A/A legs in flight.");
     for (size_t i = 0; i < gw->nshadows; i++) {
-        buf_append_str(o, "shade_shadow_in_flight{shadow=\"");
-        label(o, gw->shadows[i].cfg->name);
-        buf_printf(o, "\"} %d\n", atomic_load(&gw->shadows[i].inflight));
+        int n = atomic_load(&gw->shadows[i].inflight);
+        series(o, "shade_shadow_in_flight", &gw->shadows[i], "", n > 0 ? (uint64_t)n : 0);
     }
-    buf_append_str(o, "# HELP shade_shadow_state Current state of each shadow (1 for the state it is in).\n"
-                      "# TYPE shade_shadow_state gauge\n");
+    family(o, "shade_shadow_state", "gauge", "Current state of each shadow (1 for the state it is in).");
     for (size_t i = 0; i < gw->nshadows; i++)
-        for (int s = 0; s < 3; s++) {
-            buf_append_str(o, "shade_shadow_state{shadow=\"");
-            label(o, gw->shadows[i].cfg->name);
-            buf_printf(o, "\",state=\"%s\"} %d\n", shadow_state_names_rt[s],
-                       atomic_load(&gw->shadows[i].state) == s);
+        for (int st = 0; st < 3; st++) {
+            snprintf(ex, sizeof ex, ",state=\"%s\"", shadow_state_names_rt[st]);
+            series(o, "shade_shadow_state", &gw->shadows[i], ex, atomic_load(&gw->shadows[i].state) == st);
         }
     if (gw->judge) {
         struct judge_stats js;
