@@ -1,6 +1,6 @@
-// srcs: src/httpd.c src/loop.c src/buf.c src/json.c llhttp
+// srcs: src/httpd.c src/h1.c src/loop.c src/buf.c src/json.c
 /* Fuzz the server side of HTTP/1.1: the bytes a client can send, through the
- * real connection code (llhttp + httpd's callbacks, limits, pipelining,
+ * real connection code (h1.c framing, httpd limits, pipelining,
  * error responses), over a socketpair.  The handler answers in three ways
  * (whole, streamed, error) so response paths run after every parse. */
 #include <stdint.h>

@@ -1,4 +1,4 @@
-/* httpd.c — HTTP/1.1 server connections on top of llhttp.
+/* httpd.c — HTTP/1.1 server connections; requests are framed by h1.c.
  *
  * A connection moves through these states:
  *
@@ -6,8 +6,8 @@
  *     ▲                                                          │
  *     └──────────── response ended, next pipelined request ◀─────┘
  *
- * The parser is paused after every complete request, so at most one request
- * per connection is with the handler; later pipelined bytes wait in `in`.
+ * Parsing stops after every complete request, so at most one request per
+ * connection is with the handler; later pipelined bytes wait in `in`.
  * Requests are dispatched and resumed from deferred callbacks, never from
  * inside a parser callback, so a handler may answer synchronously.
  */
@@ -15,7 +15,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <llhttp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
@@ -37,8 +36,6 @@
 
 enum conn_state { C_IDLE, C_HEAD, C_BODY, C_HANDLER, C_LINGER };
 
-struct hoff { uint32_t name_off, name_len, value_off, value_len; };
-
 struct conn {
     ev_io io;
     ev_timer timer;
@@ -46,20 +43,15 @@ struct conn {
     ev_defer flush;      /* coalesce writes made during one event batch */
     struct httpd *srv;
     struct conn *prev, *next;
-    llhttp_t parser;
     enum conn_state state;
     struct buf in, out;
 
     /* request being parsed */
-    struct buf hbuf;          /* method, url and header bytes */
-    uint32_t url_off, url_len, method_off, method_len;
-    struct hoff *hoff;
-    size_t nhoff, caphoff;
-    bool in_value;
+    size_t head_scan;         /* how far h1_head_end has looked */
+    struct buf hbuf;          /* the request head, headers point into it */
+    struct h1_request rq;
+    struct h1_body bd;        /* body framing state */
     struct buf body;
-    const char *exec_base;    /* input of the llhttp_execute call running */
-    int perr;                 /* status of an error found in a callback */
-    const char *perr_msg;
     http_req req;
     struct http_hdr *hdrs;
     size_t caphdrs;
@@ -89,7 +81,6 @@ struct httpd {
     ev_timer accept_retry;    /* listeners paused after EMFILE */
 };
 
-static llhttp_settings_t settings;
 static void conn_close(struct conn *c);
 static void conn_parse(struct conn *c);
 static void conn_flush_now(struct conn *c);
@@ -241,114 +232,7 @@ bool http_hdr_has_token(const struct http_hdr *h, const char *tok)
     return false;
 }
 
-/* ---------- llhttp callbacks: copy pieces into hbuf / body ---------- */
-
-static int fail(struct conn *c, int status, const char *msg)
-{
-    c->perr = status;
-    c->perr_msg = msg;
-    return -1;
-}
-
-static int hbuf_add(struct conn *c, const char *at, size_t len)
-{
-    if (buf_used(&c->hbuf) + len > c->srv->lim.max_header_bytes)
-        return fail(c, 431, "request headers are too large");
-    if (buf_append(&c->hbuf, at, len) < 0)
-        return fail(c, 500, "out of memory");
-    return 0;
-}
-
-static int on_message_begin(llhttp_t *p)
-{
-    struct conn *c = p->data;
-    c->state = C_HEAD;
-    buf_reset(&c->hbuf);
-    buf_reset(&c->body);
-    c->nhoff = 0;
-    c->in_value = false;
-    c->url_off = c->url_len = c->method_off = c->method_len = 0;
-    c->req.nhdrs = 0;
-    c->req.reqid_len = 0;
-    c->req.t_start_ns = mono_ns();
-    ev_timer_start(c->srv->loop, &c->timer, c->srv->lim.header_timeout_ms);
-    return 0;
-}
-
-static int on_method(llhttp_t *p, const char *at, size_t len)
-{
-    struct conn *c = p->data;
-    if (c->method_len == 0)
-        c->method_off = (uint32_t)buf_used(&c->hbuf);
-    c->method_len += (uint32_t)len;
-    return hbuf_add(c, at, len);
-}
-
-static int on_url(llhttp_t *p, const char *at, size_t len)
-{
-    struct conn *c = p->data;
-    if (c->url_len == 0)
-        c->url_off = (uint32_t)buf_used(&c->hbuf);
-    c->url_len += (uint32_t)len;
-    return hbuf_add(c, at, len);
-}
-
-/* RFC 9110 token characters: a header name with anything else (a space, a
- * colon, a control byte) is a request smuggling vector, never a client bug
- * worth tolerating. */
-bool http_is_tchar(unsigned char ch)
-{
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-           (ch && memchr(extra, ch, sizeof extra - 1));
-}
-
-static int on_header_field(llhttp_t *p, const char *at, size_t len)
-{
-    struct conn *c = p->data;
-    for (size_t i = 0; i < len; i++)
-        if (!http_is_tchar((unsigned char)at[i]))
-            return fail(c, 400, "malformed HTTP request: invalid character in a header name");
-    if (c->in_value || c->nhoff == 0) {
-        if (c->nhoff >= c->srv->lim.max_headers)
-            return fail(c, 431, "too many request headers");
-        if (c->nhoff == c->caphoff) {
-            size_t cap = c->caphoff ? c->caphoff * 2 : 16;
-            struct hoff *h = realloc(c->hoff, cap * sizeof *h);
-            if (!h)
-                return fail(c, 500, "out of memory");
-            c->hoff = h;
-            c->caphoff = cap;
-        }
-        c->hoff[c->nhoff++] = (struct hoff){ (uint32_t)buf_used(&c->hbuf), 0, 0, 0 };
-        c->in_value = false;
-    }
-    c->hoff[c->nhoff - 1].name_len += (uint32_t)len;
-    return hbuf_add(c, at, len);
-}
-
-static int on_header_value(llhttp_t *p, const char *at, size_t len)
-{
-    struct conn *c = p->data;
-    /* Obsolete line folding (RFC 9112 5.2): llhttp accepts it and hands the
-     * continuation over as a second piece of the same value.  A value comes
-     * in one piece per llhttp_execute call unless it is split by the end of
-     * the input, so a second piece that does not start the input is a fold:
-     * reject it, as RFC 9112 allows.  (A fold split exactly at the input's
-     * end slips through, harmlessly: the pieces are joined without the line
-     * break, so no fold is ever forwarded upstream.) */
-    if (c->in_value && at != c->exec_base)
-        return fail(c, 400, "malformed HTTP request: folded header line");
-    if (memchr(at, '\n', len) || memchr(at, '\r', len))
-        return fail(c, 400, "malformed HTTP request: line break in a header value");
-    struct hoff *h = &c->hoff[c->nhoff - 1];
-    if (!c->in_value) {
-        h->value_off = (uint32_t)buf_used(&c->hbuf);
-        c->in_value = true;
-    }
-    h->value_len += (uint32_t)len;
-    return hbuf_add(c, at, len);
-}
+/* ---------- request parsing (framing rules in h1.h) ---------- */
 
 static enum http_method_id method_id(const char *m, size_t n)
 {
@@ -363,35 +247,30 @@ static enum http_method_id method_id(const char *m, size_t n)
     return HTTP_M_OTHER;
 }
 
-/* Turn offsets into pointers once hbuf no longer moves. */
-static int build_request(struct conn *c)
+/* The first byte of a request (after empty lines): reset, start the clock. */
+static void begin_message(struct conn *c)
+{
+    c->state = C_HEAD;
+    c->head_scan = 0;
+    buf_reset(&c->hbuf);
+    buf_reset(&c->body);
+    c->req.nhdrs = 0;
+    c->req.reqid_len = 0;
+    c->req.t_start_ns = mono_ns();
+    ev_timer_start(c->srv->loop, &c->timer, c->srv->lim.header_timeout_ms);
+}
+
+/* Fill the request from the parsed head (pointers into hbuf). */
+static void build_request(struct conn *c)
 {
     http_req *r = &c->req;
-    char *base = c->hbuf.p ? buf_data(&c->hbuf) : (char *)"";
-    if (c->nhoff > c->caphdrs) {
-        struct http_hdr *h = realloc(c->hdrs, c->nhoff * sizeof *h);
-        if (!h)
-            return -1;
-        c->hdrs = h;
-        c->caphdrs = c->nhoff;
-    }
-    for (size_t i = 0; i < c->nhoff; i++) {
-        c->hdrs[i].name = base + c->hoff[i].name_off;
-        c->hdrs[i].name_len = c->hoff[i].name_len;
-        c->hdrs[i].value = base + c->hoff[i].value_off;
-        c->hdrs[i].value_len = c->hoff[i].value_len;
-        /* trim trailing whitespace llhttp may leave */
-        while (c->hdrs[i].value_len && (c->hdrs[i].value[c->hdrs[i].value_len - 1] == ' ' ||
-                                        c->hdrs[i].value[c->hdrs[i].value_len - 1] == '\t'))
-            c->hdrs[i].value_len--;
-    }
     r->hdrs = c->hdrs;
-    r->nhdrs = c->nhoff;
-    r->method_name = base + c->method_off;
-    r->method_len = c->method_len;
+    r->nhdrs = c->rq.nhdrs;
+    r->method_name = c->rq.method;
+    r->method_len = c->rq.method_len;
     r->method = method_id(r->method_name, r->method_len);
-    r->url = base + c->url_off;
-    r->url_len = c->url_len;
+    r->url = c->rq.target;
+    r->url_len = c->rq.target_len;
     r->path = r->url;
     r->path_len = r->url_len;
     /* absolute-form ("GET http://host/v1/models"): route on the path part */
@@ -404,70 +283,82 @@ static int build_request(struct conn *c)
     const char *q = memchr(r->path, '?', r->path_len);
     if (q)
         r->path_len = (size_t)(q - r->path);
-    r->http_minor = c->parser.http_minor;
-    return 0;
+    r->http_minor = c->rq.minor;
 }
 
-static int on_headers_complete(llhttp_t *p)
+/* A complete head of hl bytes at the start of `in`: move it to hbuf, parse
+ * it, decide the body's framing.  0, or a status to answer with *msg. */
+static int take_head(struct conn *c, size_t hl, const char **msg)
 {
-    struct conn *c = p->data;
     struct httpd *s = c->srv;
-    if (c->parser.http_major != 1)
-        return fail(c, 505, "only HTTP/1.x is supported");
-    if (build_request(c) < 0)
-        return fail(c, 500, "out of memory");
-    c->keep_alive = llhttp_should_keep_alive(p) && !s->shutting_down;
-    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > s->lim.max_body_bytes)
-        return fail(c, 413, "request body is too large");
+    if (hl > s->lim.max_header_bytes) {
+        *msg = "request headers are too large";
+        return 431;
+    }
+    if (buf_append(&c->hbuf, buf_data(&c->in), hl) < 0) {
+        *msg = "out of memory";
+        return 500;
+    }
+    buf_consume(&c->in, hl);
+    const char *head = buf_data(&c->hbuf);
+    /* every line but the request line and the empty one may be a header */
+    size_t lines = h1_count_lines(head, hl);
+    size_t maxh = lines > 2 ? lines - 2 : 0;
+    if (maxh > s->lim.max_headers)
+        maxh = s->lim.max_headers;
+    if (maxh > c->caphdrs) {
+        struct http_hdr *h = realloc(c->hdrs, maxh * sizeof *h);
+        if (!h) {
+            *msg = "out of memory";
+            return 500;
+        }
+        c->hdrs = h;
+        c->caphdrs = maxh;
+    }
+    int st = h1_parse_request(head, hl, &c->rq, c->hdrs, maxh, msg);
+    if (st)
+        return st;
+    build_request(c);
+    c->keep_alive = c->rq.keep_alive && !s->shutting_down;
+    bool has_body = c->rq.framing != H1_NO_BODY;
+    if (c->rq.framing == H1_LENGTH && c->rq.content_length > s->lim.max_body_bytes) {
+        *msg = "request body is too large";
+        return 413;
+    }
     const struct http_hdr *ex = http_req_header(&c->req, "expect");
     if (ex) {
-        if (!(ex->value_len == 12 && strncasecmp(ex->value, "100-continue", 12) == 0))
-            return fail(c, 417, "unsupported Expect header");
+        if (!(ex->value_len == 12 && strncasecmp(ex->value, "100-continue", 12) == 0)) {
+            *msg = "unsupported Expect header";
+            return 417;
+        }
         /* Only worth it if a body follows; HTTP/1.0 clients do not know 100. */
-        if (c->parser.http_minor >= 1 && ((p->flags & F_CHUNKED) || p->content_length > 0)) {
+        if (c->rq.minor >= 1 && has_body) {
             buf_append_str(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
             queue_flush(c);
         }
     }
-    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0 && p->content_length <= s->lim.max_body_bytes) {
-        if (!buf_reserve(&c->body, (size_t)p->content_length))
-            return fail(c, 413, "request body is too large");
+    if (c->rq.framing == H1_LENGTH && !buf_reserve(&c->body, (size_t)c->rq.content_length)) {
+        *msg = "request body is too large";
+        return 413;
     }
+    h1_body_init(&c->bd, c->rq.framing, c->rq.content_length);
     c->state = C_BODY;
     ev_timer_start(s->loop, &c->timer, s->lim.body_timeout_ms);
     return 0;
 }
 
-static int on_body(llhttp_t *p, const char *at, size_t len)
+static int body_sink(void *arg, const char *at, size_t len, const char **msg)
 {
-    struct conn *c = p->data;
-    if (buf_used(&c->body) + len > c->srv->lim.max_body_bytes)
-        return fail(c, 413, "request body is too large");
-    if (buf_append(&c->body, at, len) < 0)
-        return fail(c, 500, "out of memory");
+    struct conn *c = arg;
+    if (buf_used(&c->body) + len > c->srv->lim.max_body_bytes) {
+        *msg = "request body is too large";
+        return 413;
+    }
+    if (buf_append(&c->body, at, len) < 0) {
+        *msg = "out of memory";
+        return 500;
+    }
     return 0;
-}
-
-static int on_message_complete(llhttp_t *p)
-{
-    struct conn *c = p->data;
-    c->req.body = buf_data(&c->body);
-    c->req.body_len = buf_used(&c->body);
-    c->state = C_HANDLER;
-    return HPE_PAUSED;
-}
-
-__attribute__((constructor)) static void settings_setup(void)
-{
-    llhttp_settings_init(&settings);
-    settings.on_message_begin = on_message_begin;
-    settings.on_method = on_method;
-    settings.on_url = on_url;
-    settings.on_header_field = on_header_field;
-    settings.on_header_value = on_header_value;
-    settings.on_headers_complete = on_headers_complete;
-    settings.on_body = on_body;
-    settings.on_message_complete = on_message_complete;
 }
 
 /* ---------- output ---------- */
@@ -683,7 +574,6 @@ static void conn_free(void *p)
     buf_free(&c->out);
     buf_free(&c->hbuf);
     buf_free(&c->body);
-    free(c->hoff);
     free(c->hdrs);
     free(c);
 }
@@ -765,33 +655,47 @@ static void conn_parse(struct conn *c)
 {
     if (c->closed || c->req_active || c->close_after || c->state == C_LINGER)
         return;
-    size_t avail = buf_used(&c->in);
-    if (avail == 0)
-        return;
-    const char *data = buf_data(&c->in);
-    c->exec_base = data;
-    llhttp_errno_t err = llhttp_execute(&c->parser, data, avail);
-    if (err == HPE_OK) {
-        buf_consume(&c->in, avail);
-        return;
+    int status = 0;
+    const char *msg = NULL;
+    if (c->state == C_IDLE) {
+        /* RFC 9112 2.2: empty lines before a request line are ignored */
+        buf_consume(&c->in, h1_skip_empty_lines(buf_data(&c->in), buf_used(&c->in)));
+        size_t avail = buf_used(&c->in);
+        if (avail == 0 || (avail == 1 && buf_data(&c->in)[0] == '\r'))
+            return;
+        begin_message(c);
     }
-    if (err == HPE_PAUSED) {
-        const char *pos = llhttp_get_error_pos(&c->parser);
-        buf_consume(&c->in, (size_t)(pos - data));
+    if (c->state == C_HEAD) {
+        size_t hl = h1_head_end(buf_data(&c->in), buf_used(&c->in), &c->head_scan);
+        if (hl == 0) {
+            if (buf_used(&c->in) >= c->srv->lim.max_header_bytes) {
+                status = 431;
+                msg = "request headers are too large";
+                goto error;
+            }
+            return;
+        }
+        if ((status = take_head(c, hl, &msg)) != 0)
+            goto error;
+    }
+    if (c->state == C_BODY) {
+        long used = h1_body_feed(&c->bd, buf_data(&c->in), buf_used(&c->in), body_sink, c, &status, &msg);
+        if (used < 0)
+            goto error;
+        buf_consume(&c->in, (size_t)used);
+        if (!c->bd.done)
+            return;
+        c->req.body = buf_data(&c->body);
+        c->req.body_len = buf_used(&c->body);
+        c->state = C_HANDLER;
         dispatch(c);
-        return;
     }
-    /* protocol error or limit hit in a callback */
+    return;
+error:
+    /* protocol error or limit: answer and close; nothing after it is read */
     buf_reset(&c->in);
-    int status = c->perr ? c->perr : 400;
-    const char *msg = c->perr ? c->perr_msg : llhttp_get_error_reason(&c->parser);
-    char m[256];
-    if (!c->perr) {
-        snprintf(m, sizeof m, "malformed HTTP request: %s", msg ? msg : "parse error");
-        msg = m;
-    }
     if (c->state != C_BODY)
-        c->req.nhdrs = 0; /* header pointers are only built once headers complete */
+        c->req.nhdrs = 0; /* header pointers are only built once the head parsed */
     c->req.reqid_len = 0;
     send_error_and_close(c, status, msg);
 }
@@ -809,7 +713,6 @@ static void resume_cb(loop_t *l, ev_defer *d)
     c->state = C_IDLE;
     buf_trim(&c->body, 1u << 20);
     buf_trim(&c->hbuf, 1u << 16);
-    llhttp_resume(&c->parser);
     /* reading may have been paused while the handler worked */
     ev_io_set(l, &c->io, (c->io.mask | EV_READ));
     ev_timer_start(l, &c->timer, s->lim.keepalive_timeout_ms);
@@ -961,8 +864,6 @@ int httpd_adopt(struct httpd *s, int fd, const struct sockaddr_storage *ss)
         inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
         snprintf(c->req.peer, sizeof c->req.peer, "[%s]:%u", ip, ntohs(a->sin6_port));
     }
-    llhttp_init(&c->parser, HTTP_REQUEST, &settings);
-    c->parser.data = c;
     ev_io_init(&c->io, conn_io_cb, c);
     ev_timer_init(&c->timer, timer_cb, c);
     ev_defer_init(&c->resume, resume_cb, c);

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "h1.h"
 #include "loop.h"
 
 struct httpd_limits {
@@ -25,13 +26,6 @@ struct httpd_limits {
     uint32_t body_timeout_ms;      /* between body reads, and send stalls; → 408 */
     uint32_t keepalive_timeout_ms; /* idle between requests; closes silently */
     uint32_t max_connections;      /* per httpd */
-};
-
-struct http_hdr {
-    const char *name;
-    size_t name_len;
-    const char *value;
-    size_t value_len;
 };
 
 enum http_method_id { HTTP_M_OTHER = 0, HTTP_M_GET, HTTP_M_HEAD, HTTP_M_POST, HTTP_M_PUT, HTTP_M_DELETE, HTTP_M_OPTIONS };
@@ -85,8 +79,6 @@ void httpd_free(struct httpd *s);
 /* Case-insensitive header lookup; NULL when absent. */
 const struct http_hdr *http_req_header(const http_req *r, const char *name);
 bool http_hdr_is(const struct http_hdr *h, const char *name);
-/* RFC 9110 token character (header names, methods). */
-bool http_is_tchar(unsigned char ch);
 /* Does a comma-separated header value contain this token (case-insensitive)? */
 bool http_hdr_has_token(const struct http_hdr *h, const char *tok);
 

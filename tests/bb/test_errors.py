@@ -140,3 +140,50 @@ def test_folded_headers_rejected_absolute_form_served(env):
     r = parse_responses(raw(gw, b"POST http://gateway.example/v1/chat/completions?x=1 HTTP/1.1\r\nHost: x\r\n"
                                b"Content-Length: %d\r\n\r\n%s" % (len(b), b)))
     assert r[0][0] == 200, r
+
+
+B60 = b'{"model":"demo","messages":[{"role":"user","content":"hi"}]}'
+POST_CHUNKED = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def test_issue9_framing(env):
+    """The reproductions of issue 9 items 1-5 against the real binary: each
+    answered once, with the right status, and the connection closed; nothing
+    smuggled behind it is ever served."""
+    assert len(B60) == 0x3c
+    s1 = env.sim("--ttft-ms", 0, "--tps", 0)
+    gw = env.gateway(basic_config(s1))
+
+    def one(data, status):
+        out = raw(gw, data)
+        r = parse_responses(out)
+        assert len(r) == 1 and r[0][0] == status, (data, out[:400])
+        assert r[0][1]["connection"] == "close", r[0][1]
+        assert b'"object":"list"' not in out  # the smuggled /v1/models never answered
+        err_of(r[0][2])
+        return err_of(r[0][2])
+
+    # 1. a bare CR inside the head
+    e = one(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\rXGET /v1/models HTTP/1.1\r\nHost: y\r\n\r\n", 400)
+    assert "CR" in e["message"] or "header" in e["message"], e
+    one(b"GET /healthz HTTP/1.1\r\nHost: x\rXGET /v1/models HTTP/1.1\r\nHost: y\r\n\r\n", 400)
+    # 2. chunk data not followed by CRLF
+    e = one(POST_CHUNKED + b"3c\r\n" + B60 + b"XX0\r\n\r\n", 400)
+    assert "CRLF" in e["message"], e
+    # 3. chunk extensions, quoted or not, are accepted
+    for ext in (b";a=1;b=2", b';a="1";b=2', b" ; a = 1 ;flag"):
+        out = raw(gw, POST_CHUNKED + b"3c" + ext + b"\r\n" + B60 + b"\r\n0\r\n\r\n")
+        r = parse_responses(out)
+        assert len(r) == 1 and r[0][0] == 200, (ext, out[:300])
+    # 4. Host: missing in HTTP/1.1, or twice
+    one(b"GET /healthz HTTP/1.1\r\n\r\n", 400)
+    one(b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400)
+    assert parse_responses(raw(gw, b"GET /healthz HTTP/1.0\r\n\r\n"))[0][0] == 200
+    # 5. a transfer coding shade does not decode
+    e = one(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+            b"3c\r\n" + B60 + b"\r\n0\r\n\r\n", 501)
+    assert e["type"] == "server_error" or e["type"] == "invalid_request_error"
+    # pipelined requests with LF-only line ends and empty lines between still work
+    out = raw(gw, b"GET /healthz HTTP/1.1\nHost: x\n\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [r[0] for r in parse_responses(out)] == [200, 200]
+    assert post(gw, chat())[0] == 200
