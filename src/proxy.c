@@ -428,14 +428,57 @@ static bool name_in(const struct http_hdr *h, const struct hname *set)
     return false;
 }
 
-/* response headers that describe the upstream hop, not the response */
-static bool hop_by_hop(const struct http_hdr *h)
+/* Is h's name one of the comma-separated options of a Connection header
+ * (RFC 9110 §7.6.1)?  Length-based, so no name is too long to be matched. */
+static bool conn_option(const struct http_hdr *conn, const struct http_hdr *h)
+{
+    const char *p = conn->value, *e = conn->value + conn->value_len;
+    while (p < e) {
+        while (p < e && (*p == ' ' || *p == '\t' || *p == ','))
+            p++;
+        const char *s = p;
+        while (p < e && *p != ',')
+            p++;
+        const char *t = p;
+        while (t > s && (t[-1] == ' ' || t[-1] == '\t'))
+            t--;
+        if ((size_t)(t - s) == h->name_len && strncasecmp(s, h->name, h->name_len) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Where the message's Connection headers start (n when it has none): most
+ * messages have none, and then nothing below costs more than this scan. */
+static size_t first_connection(const struct http_hdr *hdrs, size_t n)
+{
+    size_t i = 0;
+    while (i < n && !http_hdr_is(&hdrs[i], "connection"))
+        i++;
+    return i;
+}
+
+/* Named in any of the message's Connection headers (a sender may split the
+ * list over several fields; conn = first_connection()): then it belongs to
+ * the hop, not the message. */
+static bool named_in_connection(const struct http_hdr *h, const struct http_hdr *hdrs, size_t n, size_t conn)
+{
+    for (size_t i = conn; i < n; i++)
+        if (http_hdr_is(&hdrs[i], "connection") && conn_option(&hdrs[i], h))
+            return true;
+    return false;
+}
+
+/* response headers that describe the upstream hop, not the response (and
+ * those httpd writes itself for the client's hop) */
+static bool hop_by_hop(const struct http_hdr *h, const struct http_hdr *hdrs, size_t n, size_t conn)
 {
     static const struct hname names[] = { HN("connection"), HN("keep-alive"), HN("transfer-encoding"),
                                           HN("te"), HN("trailer"), HN("upgrade"), HN("proxy-connection"),
-                                          HN("proxy-authenticate"), HN("content-length"), HN("date"),
-                                          HN("server"), HN("x-request-id"), { NULL, 0 } };
-    return name_in(h, names);
+                                          HN("proxy-authenticate"), HN("proxy-authentication-info"),
+                                          HN("content-length"), HN("date"), HN("server"), HN("x-request-id"),
+                                          { NULL, 0 } };
+    return name_in(h, names) || named_in_connection(h, hdrs, n, conn);
 }
 
 static void start_attempt(struct pctx *p);
@@ -507,14 +550,15 @@ static void up_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_
     }
     ev_timer_stop(p->w->loop, &p->ka_timer);
     p->upstream_fwd = true;
+    size_t conn = first_connection(hdrs, n);
     for (size_t i = 0; i < n && k < 68; i++) {
-        if (hop_by_hop(&hdrs[i]))
-            continue;
+        /* the body is what the type says, even if the type is not passed on */
         if (http_hdr_is(&hdrs[i], "content-type")) {
             p->is_sse = hdrs[i].value_len >= 17 && strncasecmp(hdrs[i].value, "text/event-stream", 17) == 0;
             p->is_json = hdrs[i].value_len >= 16 && strncasecmp(hdrs[i].value, "application/json", 16) == 0;
         }
-        out[k++] = hdrs[i];
+        if (!hop_by_hop(&hdrs[i], hdrs, n, conn))
+            out[k++] = hdrs[i];
     }
     if (p->committed) {
         /* the client already has a 200 event-stream head: a stream is
@@ -751,21 +795,12 @@ static void build_head(struct pctx *p, size_t body_len)
     buf_append(b, "\r\ncontent-length: ", 18);
     buf_append_uint(b, body_len);
     buf_append(b, "\r\n", 2);
-    const struct http_hdr *conn_hdr = http_req_header(r, "connection");
+    size_t conn = first_connection(r->hdrs, r->nhdrs);
     for (size_t i = 0; i < r->nhdrs; i++) {
         const struct http_hdr *h = &r->hdrs[i];
-        if (skip_request_header(h, bc->api_key != NULL))
-            continue;
         /* headers named in Connection are hop-by-hop too */
-        if (conn_hdr) {
-            char name[128];
-            if (h->name_len < sizeof name) {
-                memcpy(name, h->name, h->name_len);
-                name[h->name_len] = '\0';
-                if (http_hdr_has_token(conn_hdr, name))
-                    continue;
-            }
-        }
+        if (skip_request_header(h, bc->api_key != NULL) || named_in_connection(h, r->hdrs, r->nhdrs, conn))
+            continue;
         buf_append(b, h->name, h->name_len);
         buf_append(b, ": ", 2);
         buf_append(b, h->value, h->value_len);
