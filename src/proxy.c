@@ -1171,6 +1171,34 @@ static void compute_hint(struct pctx *p, const struct json_span *prompt, int64_t
 
 /* ---------- endpoints ---------- */
 
+/* Top-level members that shade itself reads, here (routing, splicing,
+ * limits, the balancer's estimate), in shadow.c (selection, the legs'
+ * rewrite) and in the pair store (the prompt).  JSON parsers disagree on
+ * duplicates — some keep the first, most the last — so a duplicate of one
+ * of these would let the upstream act on a value the gateway never routed,
+ * limited or billed: such bodies are refused (doc/request-lifecycle.md).
+ * Members shade does not read pass as they are, duplicates included. */
+static const char *const interpreted_keys[] = {
+    "model", "messages", "prompt", "input", "stream", "stream_options", "max_tokens",
+    "max_completion_tokens", "user", "n",
+};
+_Static_assert(sizeof interpreted_keys / sizeof interpreted_keys[0] <= 32, "seen is a 32-bit mask");
+
+/* Mark key as seen when it is one of interpreted_keys; returns its index
+ * when it had been seen before (a duplicate, however it is escaped), else -1. */
+static int interpreted_key(const struct json_span *key, uint32_t *seen)
+{
+    for (size_t i = 0; i < sizeof interpreted_keys / sizeof interpreted_keys[0]; i++) {
+        if (!json_str_eq(key, interpreted_keys[i]))
+            continue;
+        if (*seen & (1u << i))
+            return (int)i;
+        *seen |= 1u << i;
+        return -1;
+    }
+    return -1;
+}
+
 static void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
 {
     struct pctx *p = calloc(1, sizeof *p);
@@ -1216,12 +1244,21 @@ static void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
     }
     p->root = root;
     /* one pass over the top-level members (a json_get per field would walk
-     * the whole messages array each time); the last duplicate wins, as with
-     * most JSON parsers upstream */
+     * the whole messages array each time) */
     const char *need = ep == EP_CHAT ? "messages" : ep == EP_COMPLETIONS ? "prompt" : "input";
     struct json_span key, val, required = { 0 }, stream = { 0 }, max_tok = { 0 };
     size_t it = 0;
+    uint32_t seen = 0;
     while (json_next(&root, &it, &key, &val)) {
+        int dup = interpreted_key(&key, &seen);
+        if (dup >= 0) {
+            char msg[200];
+            snprintf(msg, sizeof msg,
+                     "Duplicate parameter: '%s' appears more than once in the request body; send it once.",
+                     interpreted_keys[dup]);
+            fail(p, 400, "invalid_request_error", "duplicate_parameter", interpreted_keys[dup], msg);
+            return;
+        }
         if (json_str_eq(&key, "model"))
             p->model_val = val;
         else if (json_str_eq(&key, need))

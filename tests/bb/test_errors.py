@@ -140,3 +140,48 @@ def test_folded_headers_rejected_absolute_form_served(env):
     r = parse_responses(raw(gw, b"POST http://gateway.example/v1/chat/completions?x=1 HTTP/1.1\r\nHost: x\r\n"
                                b"Content-Length: %d\r\n\r\n%s" % (len(b), b)))
     assert r[0][0] == 200, r
+
+
+def test_duplicate_interpreted_keys_rejected(env):
+    """A second copy of a member shade reads (however it is escaped) is a
+    400: an upstream that keeps the first copy would otherwise serve a model,
+    a stream mode or a prompt the gateway never routed, limited or billed."""
+    from harness import canned, json_response
+    up = canned(json_response(b'{"ok":true}'))
+    gw = env.gateway(basic_config(up.port, backend_extra="model: upstream-name",
+                                  extra_model="  - name: gpt-4-expensive\n    backends:\n"
+                                              f"      - url: http://127.0.0.1:{up.port}\n"))
+    msgs = '"messages":[{"role":"user","content":"hi"}]'
+    cases = [
+        ('{"model":"gpt-4-expensive","model":"demo",%s}' % msgs, "model"),
+        ('{"model":"gpt-4-expensive",%s,"mod\\u0065l":"demo"}' % msgs, "model"),
+        ('{"model":"demo",%s,"stream":false,"stream":true}' % msgs, "stream"),
+        ('{"model":"demo",%s,%s}' % (msgs, msgs), "messages"),
+        ('{"model":"demo",%s,"user":"a","user":"b"}' % msgs, "user"),
+        ('{"model":"demo",%s,"max_tokens":1,"max_tokens":100000}' % msgs, "max_tokens"),
+        ('{"model":"demo",%s,"n":1,"n":128}' % msgs, "n"),
+        ('{"model":"demo",%s,"stream_options":{},"stream_options":{"include_usage":true}}' % msgs,
+         "stream_options"),
+    ]
+    for body, key in cases:
+        st, _, b = post(gw, body.encode())
+        e = err_of(b)
+        assert st == 400 and e["type"] == "invalid_request_error", (body, st, b)
+        assert e["param"] == key and e["code"] == "duplicate_parameter" and key in e["message"], (body, e)
+    for body, key in (('{"model":"demo","prompt":"a","prompt":"b"}', "prompt"),):
+        st, _, b = post(gw, body.encode(), path="/v1/completions")
+        assert st == 400 and err_of(b)["param"] == key
+    st, _, b = post(gw, b'{"model":"demo","input":"a","input":["b"]}', path="/v1/embeddings")
+    assert st == 400 and err_of(b)["param"] == "input"
+    assert up.requests == [], "a refused body must not reach an upstream"
+    # duplicates below the top level, and of members shade does not read,
+    # are the client's business: forwarded byte for byte, only the routed
+    # model value spliced
+    body = ('{"model":"demo","messages":[{"role":"user","content":"hi","model":"a","model":"b"}],'
+            '"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object",'
+            '"properties":{"model":{"type":"string"},"model":{"type":"integer"}}}}}],'
+            '"temperature":0.1,"temperature":0.2}').encode()
+    st, _, b = post(gw, body)
+    assert st == 200 and b == b'{"ok":true}', b
+    sent = up.requests[-1].partition(b"\r\n\r\n")[2]
+    assert sent == body.replace(b'{"model":"demo"', b'{"model":"upstream-name"', 1), sent
