@@ -574,8 +574,11 @@ static void up_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_
         ovh_end(p);
         return;
     }
-    const char *bn = p->be->cfg->name;
-    out[k++] = (struct http_hdr){ "x-shade-backend", 15, bn, strlen(bn) };
+    if (p->w->gw->cfg->server.expose_backend_header) {
+        /* off by default: a backend's name defaults to its host:port */
+        const char *bn = p->be->cfg->name;
+        out[k++] = (struct http_hdr){ "x-shade-backend", 15, bn, strlen(bn) };
+    }
     if (p->m != p->m0) {
         const char *fm = p->m->cfg->name;
         out[k++] = (struct http_hdr){ "x-shade-fallback", 16, fm, strlen(fm) };
@@ -712,8 +715,10 @@ static void up_on_done(void *ctx, enum up_err err)
             start_attempt(p);
             return;
         }
+        /* the backend's name stays in the log, metrics and traces: it
+         * defaults to host:port, an internal address clients must not see */
         char msg[256];
-        snprintf(msg, sizeof msg, "upstream %s failed: %s", p->be->cfg->name, up_err_name(err));
+        snprintf(msg, sizeof msg, "the upstream request failed: %s", up_err_name(err));
         const char *code = up_err_is_timeout(err) ? "upstream_timeout" : connect_failure ? "upstream_unreachable"
                                                                                         : "upstream_error";
         fail(p, err_status(err), "server_error", code, NULL, msg);

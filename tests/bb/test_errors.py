@@ -185,3 +185,50 @@ def test_duplicate_interpreted_keys_rejected(env):
     assert st == 200 and b == b'{"ok":true}', b
     sent = up.requests[-1].partition(b"\r\n\r\n")[2]
     assert sent == body.replace(b'{"model":"demo"', b'{"model":"upstream-name"', 1), sent
+
+
+def test_backend_addresses_never_reach_clients(env):
+    """Backends named by default (host:port): with the default config no
+    response — success, streamed, 502, 503, 504, an in-band stream error —
+    carries a backend's address in its headers or body.  Logs, metrics and
+    /admin/ keep the names."""
+    from harness import metrics, open_request, read_all
+    live = env.sim("--ttft-ms", 0, "--tps", 0)
+    hang = env.sim("--hang-rate", 1)
+    dead = free_port()
+
+    def model(name, port, extra=""):
+        return (f"  - name: {name}\n{extra}    backends:\n      - url: http://127.0.0.1:{port}\n"
+                "        first_byte_timeout: 300ms\n")
+    cfg = ("server:\n  listen: 127.0.0.1:{PORT}\n  workers: 1\n  log_level: warn\nmodels:\n"
+           + model("demo", live) + model("dead", dead) + model("hung", hang)
+           + model("hung-stream", hang, "    stream_keepalive: 100ms\n"))
+    gw = env.gateway(cfg)
+
+    def clean(st, h, b, want):
+        assert st == want, (st, b)
+        seen = (" ".join(f"{k}: {v}" for k, v in h.items()) + "\n").encode() + b
+        assert b"127.0.0.1" not in seen, seen
+        for port in (live, hang, dead):
+            assert b":%d" % port not in seen, (port, seen)
+        assert "x-shade-backend" not in h
+
+    clean(*post(gw, chat()), 200)
+    clean(*post(gw, chat(stream=True)), 200)
+    st, h, b = post(gw, chat(model="dead"))
+    clean(st, h, b, 502)
+    assert err_of(b)["code"] == "upstream_unreachable"
+    st, h, b = post(gw, chat(model="dead"))
+    clean(st, h, b, 503)
+    assert err_of(b)["code"] == "no_healthy_backend"
+    st, h, b = post(gw, chat(model="hung"))
+    clean(st, h, b, 504)
+    assert err_of(b)["code"] == "upstream_timeout"
+    # a stream committed by keep-alive comments reports the timeout in-band
+    r = parse_responses(read_all(open_request(gw, chat(model="hung-stream", stream=True),
+                                              extra=b"Connection: close\r\n")))
+    clean(r[0][0], r[0][1], r[0][2], 200)
+    assert b"upstream_timeout" in r[0][2], r[0][2]
+    # the operator still sees which backend it was
+    m = metrics(gw)
+    assert m[f'shade_upstream_errors_total{{model="dead",backend="127.0.0.1:{dead}",kind="connect"}}'] >= 1

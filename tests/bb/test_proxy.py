@@ -183,7 +183,7 @@ def test_models_health_ready_metrics(env):
 def test_round_robin_spreads(env):
     a = env.sim("--ttft-ms", 0, "--tps", 0)
     b = env.sim("--ttft-ms", 0, "--tps", 0)
-    gw = env.gateway(basic_config(a, b))
+    gw = env.gateway(basic_config(a, b, server_extra="expose_backend_header: true"))
     seen = {}
     for _ in range(20):
         st, h, _ = post(gw, chat())
