@@ -1178,7 +1178,8 @@ static void compute_hint(struct pctx *p, const struct json_span *prompt, int64_t
 
 /* Top-level members that shade itself reads, here (routing, splicing,
  * limits, the balancer's estimate), in shadow.c (selection, the legs'
- * rewrite) and in the pair store (the prompt).  JSON parsers disagree on
+ * rewrite) and in the pair store (the prompt) — plus "n", which multiplies
+ * what a request costs upstream.  JSON parsers disagree on
  * duplicates — some keep the first, most the last — so a duplicate of one
  * of these would let the upstream act on a value the gateway never routed,
  * limited or billed: such bodies are refused (doc/request-lifecycle.md).
