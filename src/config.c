@@ -378,6 +378,7 @@ static const struct field server_fields[] = {
     DUR(S, "keepalive_timeout", keepalive_timeout_ms, "75s"),
     DUR(S, "shutdown_timeout", shutdown_timeout_ms, "30s"),
     CHOICE(S, "log_level", log_level, log_levels, "info"),
+    BOOL(S, "expose_backend_header", expose_backend_header, "false"),
 };
 static const struct section server_section = SECTION("server", "in server", server_fields, S, NULL, NULL);
 #undef S

@@ -210,6 +210,8 @@ struct config_server {
     uint32_t keepalive_timeout_ms;/* default 75000 */
     uint32_t shutdown_timeout_ms; /* default 30000 */
     char *log_level;              /* "debug" | "info" | "warn" | "error"; default info */
+    bool expose_backend_header;   /* x-shade-backend on responses; default false:
+                                     backend names default to host:port */
 };
 
 struct config {

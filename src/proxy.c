@@ -428,14 +428,57 @@ static bool name_in(const struct http_hdr *h, const struct hname *set)
     return false;
 }
 
-/* response headers that describe the upstream hop, not the response */
-static bool hop_by_hop(const struct http_hdr *h)
+/* Is h's name one of the comma-separated options of a Connection header
+ * (RFC 9110 §7.6.1)?  Length-based, so no name is too long to be matched. */
+static bool conn_option(const struct http_hdr *conn, const struct http_hdr *h)
+{
+    const char *p = conn->value, *e = conn->value + conn->value_len;
+    while (p < e) {
+        while (p < e && (*p == ' ' || *p == '\t' || *p == ','))
+            p++;
+        const char *s = p;
+        while (p < e && *p != ',')
+            p++;
+        const char *t = p;
+        while (t > s && (t[-1] == ' ' || t[-1] == '\t'))
+            t--;
+        if ((size_t)(t - s) == h->name_len && strncasecmp(s, h->name, h->name_len) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Where the message's Connection headers start (n when it has none): most
+ * messages have none, and then nothing below costs more than this scan. */
+static size_t first_connection(const struct http_hdr *hdrs, size_t n)
+{
+    size_t i = 0;
+    while (i < n && !http_hdr_is(&hdrs[i], "connection"))
+        i++;
+    return i;
+}
+
+/* Named in any of the message's Connection headers (a sender may split the
+ * list over several fields; conn = first_connection()): then it belongs to
+ * the hop, not the message. */
+static bool named_in_connection(const struct http_hdr *h, const struct http_hdr *hdrs, size_t n, size_t conn)
+{
+    for (size_t i = conn; i < n; i++)
+        if (http_hdr_is(&hdrs[i], "connection") && conn_option(&hdrs[i], h))
+            return true;
+    return false;
+}
+
+/* response headers that describe the upstream hop, not the response (and
+ * those httpd writes itself for the client's hop) */
+static bool hop_by_hop(const struct http_hdr *h, const struct http_hdr *hdrs, size_t n, size_t conn)
 {
     static const struct hname names[] = { HN("connection"), HN("keep-alive"), HN("transfer-encoding"),
                                           HN("te"), HN("trailer"), HN("upgrade"), HN("proxy-connection"),
-                                          HN("proxy-authenticate"), HN("content-length"), HN("date"),
-                                          HN("server"), HN("x-request-id"), { NULL, 0 } };
-    return name_in(h, names);
+                                          HN("proxy-authenticate"), HN("proxy-authentication-info"),
+                                          HN("content-length"), HN("date"), HN("server"), HN("x-request-id"),
+                                          { NULL, 0 } };
+    return name_in(h, names) || named_in_connection(h, hdrs, n, conn);
 }
 
 static void start_attempt(struct pctx *p);
@@ -507,14 +550,15 @@ static void up_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_
     }
     ev_timer_stop(p->w->loop, &p->ka_timer);
     p->upstream_fwd = true;
+    size_t conn = first_connection(hdrs, n);
     for (size_t i = 0; i < n && k < 68; i++) {
-        if (hop_by_hop(&hdrs[i]))
-            continue;
+        /* the body is what the type says, even if the type is not passed on */
         if (http_hdr_is(&hdrs[i], "content-type")) {
             p->is_sse = hdrs[i].value_len >= 17 && strncasecmp(hdrs[i].value, "text/event-stream", 17) == 0;
             p->is_json = hdrs[i].value_len >= 16 && strncasecmp(hdrs[i].value, "application/json", 16) == 0;
         }
-        out[k++] = hdrs[i];
+        if (!hop_by_hop(&hdrs[i], hdrs, n, conn))
+            out[k++] = hdrs[i];
     }
     if (p->committed) {
         /* the client already has a 200 event-stream head: a stream is
@@ -530,8 +574,11 @@ static void up_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_
         ovh_end(p);
         return;
     }
-    const char *bn = p->be->cfg->name;
-    out[k++] = (struct http_hdr){ "x-shade-backend", 15, bn, strlen(bn) };
+    if (p->w->gw->cfg->server.expose_backend_header) {
+        /* off by default: a backend's name defaults to its host:port */
+        const char *bn = p->be->cfg->name;
+        out[k++] = (struct http_hdr){ "x-shade-backend", 15, bn, strlen(bn) };
+    }
     if (p->m != p->m0) {
         const char *fm = p->m->cfg->name;
         out[k++] = (struct http_hdr){ "x-shade-fallback", 16, fm, strlen(fm) };
@@ -668,8 +715,10 @@ static void up_on_done(void *ctx, enum up_err err)
             start_attempt(p);
             return;
         }
+        /* the backend's name stays in the log, metrics and traces: it
+         * defaults to host:port, an internal address clients must not see */
         char msg[256];
-        snprintf(msg, sizeof msg, "upstream %s failed: %s", p->be->cfg->name, up_err_name(err));
+        snprintf(msg, sizeof msg, "the upstream request failed: %s", up_err_name(err));
         const char *code = up_err_is_timeout(err) ? "upstream_timeout" : connect_failure ? "upstream_unreachable"
                                                                                         : "upstream_error";
         fail(p, err_status(err), "server_error", code, NULL, msg);
@@ -751,21 +800,12 @@ static void build_head(struct pctx *p, size_t body_len)
     buf_append(b, "\r\ncontent-length: ", 18);
     buf_append_uint(b, body_len);
     buf_append(b, "\r\n", 2);
-    const struct http_hdr *conn_hdr = http_req_header(r, "connection");
+    size_t conn = first_connection(r->hdrs, r->nhdrs);
     for (size_t i = 0; i < r->nhdrs; i++) {
         const struct http_hdr *h = &r->hdrs[i];
-        if (skip_request_header(h, bc->api_key != NULL))
-            continue;
         /* headers named in Connection are hop-by-hop too */
-        if (conn_hdr) {
-            char name[128];
-            if (h->name_len < sizeof name) {
-                memcpy(name, h->name, h->name_len);
-                name[h->name_len] = '\0';
-                if (http_hdr_has_token(conn_hdr, name))
-                    continue;
-            }
-        }
+        if (skip_request_header(h, bc->api_key != NULL) || named_in_connection(h, r->hdrs, r->nhdrs, conn))
+            continue;
         buf_append(b, h->name, h->name_len);
         buf_append(b, ": ", 2);
         buf_append(b, h->value, h->value_len);
@@ -1136,6 +1176,35 @@ static void compute_hint(struct pctx *p, const struct json_span *prompt, int64_t
 
 /* ---------- endpoints ---------- */
 
+/* Top-level members that shade itself reads, here (routing, splicing,
+ * limits, the balancer's estimate), in shadow.c (selection, the legs'
+ * rewrite) and in the pair store (the prompt) — plus "n", which multiplies
+ * what a request costs upstream.  JSON parsers disagree on
+ * duplicates — some keep the first, most the last — so a duplicate of one
+ * of these would let the upstream act on a value the gateway never routed,
+ * limited or billed: such bodies are refused (doc/request-lifecycle.md).
+ * Members shade does not read pass as they are, duplicates included. */
+static const char *const interpreted_keys[] = {
+    "model", "messages", "prompt", "input", "stream", "stream_options", "max_tokens",
+    "max_completion_tokens", "user", "n",
+};
+_Static_assert(sizeof interpreted_keys / sizeof interpreted_keys[0] <= 32, "seen is a 32-bit mask");
+
+/* Mark key as seen when it is one of interpreted_keys; returns its index
+ * when it had been seen before (a duplicate, however it is escaped), else -1. */
+static int interpreted_key(const struct json_span *key, uint32_t *seen)
+{
+    for (size_t i = 0; i < sizeof interpreted_keys / sizeof interpreted_keys[0]; i++) {
+        if (!json_str_eq(key, interpreted_keys[i]))
+            continue;
+        if (*seen & (1u << i))
+            return (int)i;
+        *seen |= 1u << i;
+        return -1;
+    }
+    return -1;
+}
+
 static void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
 {
     struct pctx *p = calloc(1, sizeof *p);
@@ -1181,12 +1250,21 @@ static void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
     }
     p->root = root;
     /* one pass over the top-level members (a json_get per field would walk
-     * the whole messages array each time); the last duplicate wins, as with
-     * most JSON parsers upstream */
+     * the whole messages array each time) */
     const char *need = ep == EP_CHAT ? "messages" : ep == EP_COMPLETIONS ? "prompt" : "input";
     struct json_span key, val, required = { 0 }, stream = { 0 }, max_tok = { 0 };
     size_t it = 0;
+    uint32_t seen = 0;
     while (json_next(&root, &it, &key, &val)) {
+        int dup = interpreted_key(&key, &seen);
+        if (dup >= 0) {
+            char msg[200];
+            snprintf(msg, sizeof msg,
+                     "Duplicate parameter: '%s' appears more than once in the request body; send it once.",
+                     interpreted_keys[dup]);
+            fail(p, 400, "invalid_request_error", "duplicate_parameter", interpreted_keys[dup], msg);
+            return;
+        }
         if (json_str_eq(&key, "model"))
             p->model_val = val;
         else if (json_str_eq(&key, need))

@@ -345,7 +345,10 @@ static void leg_deadline_cb(loop_t *l, ev_timer *t)
 }
 
 /* The leg's body: the client's members minus those the leg sets, then the
- * leg's own (model, stream, overrides).  stream: -1 = as the client's. */
+ * leg's own (model, stream, overrides).  stream: -1 = as the client's.
+ * Every copy of a member the leg sets is dropped, so the candidate never
+ * sees two values for one (the proxy already refused bodies repeating a
+ * member it reads, model among them: proxy.c, interpreted_keys). */
 static int build_body(struct buf *out, const char *body, size_t len, const char *model, int stream,
                       const struct config_override *set, size_t nset)
 {

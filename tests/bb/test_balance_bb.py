@@ -1,6 +1,8 @@
 """Black-box tests of the balancing strategies: which backend answered is
-read from the x-shade-backend response header."""
+read from the x-shade-backend response header (turned on in each config)."""
 from harness import basic_config, chat, post
+
+EXPOSE = "expose_backend_header: true"
 
 
 def _sims(env, n=3):
@@ -8,7 +10,7 @@ def _sims(env, n=3):
 
 
 def test_prefix_affinity_session_header_is_sticky(env):
-    gw = env.gateway(basic_config(*_sims(env),
+    gw = env.gateway(basic_config(*_sims(env), server_extra=EXPOSE,
                                   extra_model="    balance: prefix_affinity\n"
                                               "    affinity_header: x-session-id\n"))
     home = {}
@@ -23,7 +25,7 @@ def test_prefix_affinity_session_header_is_sticky(env):
 
 
 def test_prefix_affinity_prompt_prefix_without_header(env):
-    gw = env.gateway(basic_config(*_sims(env),
+    gw = env.gateway(basic_config(*_sims(env), server_extra=EXPOSE,
                                   extra_model="    balance: prefix_affinity\n"
                                               "    affinity_header: x-session-id\n"
                                               "    affinity_prefix_bytes: 64\n"))
@@ -41,7 +43,7 @@ def test_prefix_affinity_prompt_prefix_without_header(env):
 def test_new_strategies_serve_and_spread(env):
     for strat in ("p2c_ewma", "least_tokens"):
         sims = _sims(env)
-        gw = env.gateway(basic_config(*sims, extra_model=f"    balance: {strat}\n"))
+        gw = env.gateway(basic_config(*sims, server_extra=EXPOSE, extra_model=f"    balance: {strat}\n"))
         seen = {}
         for i in range(30):
             st, h, _ = post(gw, chat(f"hello {i}", max_tokens=8))
@@ -55,7 +57,7 @@ def test_new_strategies_serve_and_spread(env):
 def test_prefix_affinity_session_moves_only_when_its_backend_goes(env):
     import signal
     ports = _sims(env)
-    gw = env.gateway(basic_config(*ports, extra_model="    balance: prefix_affinity\n"
+    gw = env.gateway(basic_config(*ports, server_extra=EXPOSE, extra_model="    balance: prefix_affinity\n"
                                                       "    affinity_header: x-session-id\n"))
     hdr = {"x-session-id": "the-session"}
     home = {post(gw, chat("a"), headers=hdr)[1]["x-shade-backend"] for _ in range(5)}

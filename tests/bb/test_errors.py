@@ -187,3 +187,95 @@ def test_issue9_framing(env):
     out = raw(gw, b"GET /healthz HTTP/1.1\nHost: x\n\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert [r[0] for r in parse_responses(out)] == [200, 200]
     assert post(gw, chat())[0] == 200
+
+
+def test_duplicate_interpreted_keys_rejected(env):
+    """A second copy of a member shade reads (however it is escaped) is a
+    400: an upstream that keeps the first copy would otherwise serve a model,
+    a stream mode or a prompt the gateway never routed, limited or billed."""
+    from harness import canned, json_response
+    up = canned(json_response(b'{"ok":true}'))
+    gw = env.gateway(basic_config(up.port, backend_extra="model: upstream-name",
+                                  extra_model="  - name: gpt-4-expensive\n    backends:\n"
+                                              f"      - url: http://127.0.0.1:{up.port}\n"))
+    msgs = '"messages":[{"role":"user","content":"hi"}]'
+    cases = [
+        ('{"model":"gpt-4-expensive","model":"demo",%s}' % msgs, "model"),
+        ('{"model":"gpt-4-expensive",%s,"mod\\u0065l":"demo"}' % msgs, "model"),
+        ('{"model":"demo",%s,"stream":false,"stream":true}' % msgs, "stream"),
+        ('{"model":"demo",%s,%s}' % (msgs, msgs), "messages"),
+        ('{"model":"demo",%s,"user":"a","user":"b"}' % msgs, "user"),
+        ('{"model":"demo",%s,"max_tokens":1,"max_tokens":100000}' % msgs, "max_tokens"),
+        ('{"model":"demo",%s,"n":1,"n":128}' % msgs, "n"),
+        ('{"model":"demo",%s,"stream_options":{},"stream_options":{"include_usage":true}}' % msgs,
+         "stream_options"),
+    ]
+    for body, key in cases:
+        st, _, b = post(gw, body.encode())
+        e = err_of(b)
+        assert st == 400 and e["type"] == "invalid_request_error", (body, st, b)
+        assert e["param"] == key and e["code"] == "duplicate_parameter" and key in e["message"], (body, e)
+    for body, key in (('{"model":"demo","prompt":"a","prompt":"b"}', "prompt"),):
+        st, _, b = post(gw, body.encode(), path="/v1/completions")
+        assert st == 400 and err_of(b)["param"] == key
+    st, _, b = post(gw, b'{"model":"demo","input":"a","input":["b"]}', path="/v1/embeddings")
+    assert st == 400 and err_of(b)["param"] == "input"
+    assert up.requests == [], "a refused body must not reach an upstream"
+    # duplicates below the top level, and of members shade does not read,
+    # are the client's business: forwarded byte for byte, only the routed
+    # model value spliced
+    body = ('{"model":"demo","messages":[{"role":"user","content":"hi","model":"a","model":"b"}],'
+            '"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object",'
+            '"properties":{"model":{"type":"string"},"model":{"type":"integer"}}}}}],'
+            '"temperature":0.1,"temperature":0.2}').encode()
+    st, _, b = post(gw, body)
+    assert st == 200 and b == b'{"ok":true}', b
+    sent = up.requests[-1].partition(b"\r\n\r\n")[2]
+    assert sent == body.replace(b'{"model":"demo"', b'{"model":"upstream-name"', 1), sent
+
+
+def test_backend_addresses_never_reach_clients(env):
+    """Backends named by default (host:port): with the default config no
+    response — success, streamed, 502, 503, 504, an in-band stream error —
+    carries a backend's address in its headers or body.  Logs, metrics and
+    /admin/ keep the names."""
+    from harness import metrics, open_request, read_all
+    live = env.sim("--ttft-ms", 0, "--tps", 0)
+    hang = env.sim("--hang-rate", 1)
+    dead = free_port()
+
+    def model(name, port, extra=""):
+        return (f"  - name: {name}\n{extra}    backends:\n      - url: http://127.0.0.1:{port}\n"
+                "        first_byte_timeout: 300ms\n")
+    cfg = ("server:\n  listen: 127.0.0.1:{PORT}\n  workers: 1\n  log_level: warn\nmodels:\n"
+           + model("demo", live) + model("dead", dead) + model("hung", hang)
+           + model("hung-stream", hang, "    stream_keepalive: 100ms\n"))
+    gw = env.gateway(cfg)
+
+    def clean(st, h, b, want):
+        assert st == want, (st, b)
+        seen = (" ".join(f"{k}: {v}" for k, v in h.items()) + "\n").encode() + b
+        assert b"127.0.0.1" not in seen, seen
+        for port in (live, hang, dead):
+            assert b":%d" % port not in seen, (port, seen)
+        assert "x-shade-backend" not in h
+
+    clean(*post(gw, chat()), 200)
+    clean(*post(gw, chat(stream=True)), 200)
+    st, h, b = post(gw, chat(model="dead"))
+    clean(st, h, b, 502)
+    assert err_of(b)["code"] == "upstream_unreachable"
+    st, h, b = post(gw, chat(model="dead"))
+    clean(st, h, b, 503)
+    assert err_of(b)["code"] == "no_healthy_backend"
+    st, h, b = post(gw, chat(model="hung"))
+    clean(st, h, b, 504)
+    assert err_of(b)["code"] == "upstream_timeout"
+    # a stream committed by keep-alive comments reports the timeout in-band
+    r = parse_responses(read_all(open_request(gw, chat(model="hung-stream", stream=True),
+                                              extra=b"Connection: close\r\n")))
+    clean(r[0][0], r[0][1], r[0][2], 200)
+    assert b"upstream_timeout" in r[0][2], r[0][2]
+    # the operator still sees which backend it was
+    m = metrics(gw)
+    assert m[f'shade_upstream_errors_total{{model="dead",backend="127.0.0.1:{dead}",kind="connect"}}'] >= 1

@@ -89,7 +89,7 @@ CHECK = """health_check:
 def test_failing_health_check_takes_backend_out_and_back(env):
     b0, b1 = FlipUpstream(), FlipUpstream()
     try:
-        gw = env.gateway(basic_config(b0.port, b1.port, backend_extra=CHECK))
+        gw = env.gateway(basic_config(b0.port, b1.port, backend_extra=CHECK, server_extra="expose_backend_header: true"))
         wait_state(gw, "b0", "up")
         seen = {post(gw, chat())[1]["x-shade-backend"] for _ in range(6)}
         assert seen == {"b0", "b1"}
@@ -138,7 +138,7 @@ OUTLIER = """outlier:
 def test_erroring_backend_is_ejected(env):
     bad = env.sim("--ttft-ms", 0, "--tps", 0, "--error-rate", 1)
     good = env.sim("--ttft-ms", 0, "--tps", 0)
-    gw = env.gateway(basic_config(bad, good, backend_extra=OUTLIER.format(pct=50)))
+    gw = env.gateway(basic_config(bad, good, backend_extra=OUTLIER.format(pct=50), server_extra="expose_backend_header: true"))
     for _ in range(12):
         post(gw, chat())
     info = admin(gw)[("demo", "b0")]

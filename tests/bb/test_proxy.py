@@ -183,7 +183,7 @@ def test_models_health_ready_metrics(env):
 def test_round_robin_spreads(env):
     a = env.sim("--ttft-ms", 0, "--tps", 0)
     b = env.sim("--ttft-ms", 0, "--tps", 0)
-    gw = env.gateway(basic_config(a, b))
+    gw = env.gateway(basic_config(a, b, server_extra="expose_backend_header: true"))
     seen = {}
     for _ in range(20):
         st, h, _ = post(gw, chat())
@@ -220,3 +220,55 @@ def test_max_concurrent_gives_503_when_full(env):
     assert st == 503 and json.loads(body)["error"]["code"] == "backend_at_capacity", body
     t.join()
     assert results == [200]
+
+
+def test_hop_by_hop_response_headers_dropped(env):
+    """RFC 9110 §7.6.1: the standard hop-by-hop fields and every field an
+    upstream names in its Connection header(s) describe the upstream's hop;
+    none of them reaches the client, streamed or not."""
+    import http.client
+    hop = (b"Connection: close, X-Hop-Secret\r\nX-Hop-Secret: internal-only\r\n"
+           b"connection: x-hop-two\r\nX-Hop-Two: also-internal\r\n"
+           b"Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\nTE: trailers\r\n"
+           b"Trailer: X-Checksum\r\nProxy-Authenticate: Basic realm=\"internal\"\r\n"
+           b"X-End-To-End: kept\r\n")
+    payload = b'{"ok":true}'
+    plain = canned([b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n%s"
+                    % (len(payload), hop, payload)], close_after=True)
+    ev = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n'
+    streamed = canned([b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"
+                       b"%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (hop, len(ev), ev)], close_after=True)
+    cfg = basic_config(plain.port, extra_model="  - name: streamed\n    backends:\n"
+                                               f"      - url: http://127.0.0.1:{streamed.port}\n")
+    gw = env.gateway(cfg)
+    c = http.client.HTTPConnection("127.0.0.1", gw, timeout=10)
+    for body, want in ((chat(), payload), (chat(model="streamed", stream=True), ev)):
+        for _ in range(2):  # the upstream's "close" is not the client's: same connection again
+            c.request("POST", "/v1/chat/completions", body=json.dumps(body),
+                      headers={"content-type": "application/json"})
+            r = c.getresponse()
+            got = r.read()
+            assert r.status == 200 and got == want, (r.status, got)
+            names = [k.lower() for k, _ in r.getheaders()]
+            values = " ".join(v for _, v in r.getheaders()).lower()
+            for gone in ("x-hop-secret", "x-hop-two", "keep-alive", "proxy-connection", "upgrade", "te",
+                         "trailer", "proxy-authenticate"):
+                assert gone not in names, (gone, r.getheaders())
+            assert "internal" not in values and "x-hop" not in values, r.getheaders()
+            assert r.getheader("x-end-to-end") == "kept"
+            assert not r.will_close
+    c.close()
+
+
+def test_request_headers_named_in_any_connection_header_dropped(env):
+    up = canned(json_response(b'{"ok":true}'))
+    gw = env.gateway(basic_config(up.port))
+    long_name = b"x-" + b"l" * 200  # longer than any fixed name buffer
+    b = json.dumps(chat()).encode()
+    out = raw(gw, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: x-first\r\nX-First: 1\r\n"
+              b"Connection: keep-alive, %s\r\n%s: 2\r\nX-Kept: 3\r\nContent-Length: %d\r\n\r\n%s"
+              % (long_name, long_name, len(b), b))
+    assert parse_responses(out)[0][0] == 200
+    head = up.requests[0].partition(b"\r\n\r\n")[0].lower()
+    assert b"x-first" not in head and long_name not in head, head
+    assert b"x-kept: 3" in head

@@ -31,7 +31,7 @@ def wait_child_change(proc, old, timeout=10):
 def test_ten_reloads_under_load_lose_nothing(env):
     a = env.sim("--ttft-ms", 1, "--tps", 0)
     b = env.sim("--ttft-ms", 1, "--tps", 0)
-    cfg = basic_config(a, b)
+    cfg = basic_config(a, b, server_extra="expose_backend_header: true")
     gw = env.gateway(cfg)
     proc = env.last_gateway
     stop = threading.Event()
@@ -66,14 +66,14 @@ def test_ten_reloads_under_load_lose_nothing(env):
 
 def test_invalid_config_keeps_serving(env):
     s1 = env.sim("--ttft-ms", 0, "--tps", 0)
-    cfg = basic_config(s1)
+    cfg = basic_config(s1, server_extra="expose_backend_header: true")
     gw = env.gateway(cfg)
     proc = env.last_gateway
     child = proc.children()
     write_config(env, gw, cfg + "bogus_key: 1\n")
     st, _, body = request(gw, "POST", "/admin/reload")
     e = json.loads(body)["error"]
-    assert st == 400 and e["code"] == "invalid_config" and ":10:1: unknown key" in e["message"], body
+    assert st == 400 and e["code"] == "invalid_config" and ":11:1: unknown key" in e["message"], body
     os.kill(proc.pid, signal.SIGHUP)
     time.sleep(0.3)
     assert proc.children() == child

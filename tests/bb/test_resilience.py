@@ -13,7 +13,7 @@ from harness import (BIN, SLOW, basic_config, canned, chat, free_port, metrics, 
 def test_dead_backend_retried_elsewhere(env):
     live = env.sim("--ttft-ms", 0, "--tps", 0)
     dead = free_port()
-    gw = env.gateway(basic_config(dead, live))
+    gw = env.gateway(basic_config(dead, live, server_extra="expose_backend_header: true"))
     for _ in range(12):
         st, h, b = post(gw, chat())
         assert st == 200, b

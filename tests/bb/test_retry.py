@@ -8,6 +8,7 @@ from harness import (SLOW, FakeUpstream, chat, free_port, json_response, metrics
 
 
 CLOSE = b"Connection: close\r\n"
+EXPOSE = "  expose_backend_header: true\n"  # tests read x-shade-backend
 
 
 def model_block(name, *ports, extra=""):
@@ -27,7 +28,7 @@ def config(*models, server_extra=""):
 def test_5xx_retried_on_another_backend(env):
     bad = env.sim("--error-rate", 1)
     good = env.sim("--ttft-ms", 0, "--tps", 0)
-    gw = env.gateway(config(model_block("demo", bad, good)))
+    gw = env.gateway(config(model_block("demo", bad, good), server_extra=EXPOSE))
     for _ in range(10):
         st, h, body = post(gw, chat())
         assert st == 200, body
@@ -160,7 +161,7 @@ def test_backend_killed_under_load(env):
     b_port = free_port()
     env.sim("--ttft-ms", 2, "--tps", 0, port=b_port)
     b_proc = env.procs[-1]
-    gw = env.gateway(config(model_block("demo", a, b_port)).replace(
+    gw = env.gateway(config(model_block("demo", a, b_port), server_extra=EXPOSE).replace(
         "    backends:", "    retry: {budget_percent: 100}\n    backends:", 1).replace(
         f"url: http://127.0.0.1:{b_port}\n", f"url: http://127.0.0.1:{b_port}\n        fail_timeout: 500ms\n"))
     codes = []

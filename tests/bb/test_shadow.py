@@ -148,6 +148,41 @@ def test_leg_rewriting_and_headers(env):
     assert req["messages"] == [{"role": "user", "content": "hi"}]
 
 
+def test_duplicate_keys_refused_before_mirroring(env):
+    """A body with two top-level "model" members is refused before any leg
+    starts; a duplicate nested in a message reaches the leg as it was, next
+    to the leg's one top-level model and its overrides."""
+    seen = []
+
+    def respond(req):
+        seen.append(req)
+        return json_response({"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                                           "finish_reason": "stop"}]})
+    up = FakeUpstream(respond)
+    primary = env.sim("--ttft-ms", 0, "--tps", 0)
+    db = os.path.join(env.tmp, "pairs.db")
+    gw = env.gateway(shadow_config(primary, f"http://127.0.0.1:{up.port}", db,
+                                   "upstream_model: cand-v2\naa_percent: 0\nset: { temperature: 0 }"))
+    st, _, body = post(gw, b'{"model":"other","model":"demo","messages":[{"role":"user","content":"hi"}]}')
+    assert st == 400 and json.loads(body)["error"]["param"] == "model", body
+    st, _, body = post(gw, b'{"model":"demo","messages":[{"role":"user","content":"hi"}],'
+                           b'"temperature":0.5,"temperature":0.9}')
+    assert st == 200, body
+    nested = b'{"model":"demo","messages":[{"role":"user","content":"hi","model":"x","model":"y"}]}'
+    st, _, body = post(gw, nested)
+    assert st == 200, body
+    c = settled(gw, 2)
+    assert c["mirrored"] == 2, c
+    assert len(seen) == 2
+    # an overridden member the client sent twice goes to the leg once
+    legs = [r.partition(b"\r\n\r\n")[2] for r in seen]
+    leg = next(b for b in legs if b'"temperature"' in b and b'"x"' not in b)
+    assert leg.count(b'"temperature"') == 1 and leg.count(b'"model"') == 1, leg
+    leg = next(b for b in legs if b'"x"' in b)
+    assert b'{"role":"user","content":"hi","model":"x","model":"y"}' in leg, leg
+    assert leg.count(b'"model":"cand-v2"') == 1 and leg.startswith(b'{"messages"'), leg
+
+
 
 # ---------- isolation: the user's path never waits ----------
 

@@ -242,6 +242,7 @@ before(async () => {
   workers: 1
   shutdown_timeout: 2s
   log_level: warn
+  expose_backend_header: true
 models:
   - name: ${MODEL}
     balance: round_robin

@@ -118,6 +118,7 @@ static void test_defaults(void)
     CHECK_EQ_INT(c->server.keepalive_timeout_ms, 75000);
     CHECK_EQ_INT(c->server.shutdown_timeout_ms, 30000);
     CHECK_EQ_STR(c->server.log_level, "info");
+    CHECK(!c->server.expose_backend_header);
 
     CHECK_EQ_INT(c->nmodels, 1);
     const struct config_model *m = &c->models[0];
@@ -183,6 +184,7 @@ static void test_all_fields(void)
              "  keepalive_timeout: 1h\n"
              "  shutdown_timeout: 5s\n"
              "  log_level: debug\n"
+             "  expose_backend_header: true\n"
              "models:\n"
              "  - name: gpt-4o\n"
              "    balance: weighted\n"
@@ -232,6 +234,7 @@ static void test_all_fields(void)
     CHECK_EQ_INT(c->server.keepalive_timeout_ms, 3600000);
     CHECK_EQ_INT(c->server.shutdown_timeout_ms, 5000);
     CHECK_EQ_STR(c->server.log_level, "debug");
+    CHECK(c->server.expose_backend_header);
 
     CHECK_EQ_INT(c->nmodels, 2);
     const struct config_model *m = &c->models[0];
