@@ -3,7 +3,8 @@
  * whose sizes come from its first bytes, must frame exactly as when fed in
  * one piece (same requests, headers, body bytes, same error), and the
  * decoder must never consume more than it was given.  A parser that could
- * be steered by how TCP splits the bytes is a smuggling primitive. */
+ * be steered by how TCP splits the bytes is a smuggling primitive.  The
+ * same bytes are also parsed as a response head. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,5 +35,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     free(whole);
     free(pieces);
+    /* the same bytes as a backend's response head */
+    size_t scan = 0, hl = h1_head_end(in, n, &scan);
+    if (hl) {
+        struct http_hdr h[16];
+        struct h1_response rs;
+        const char *msg;
+        if (h1_parse_response(in, hl, &rs, h, 16, &msg) == 0) {
+            if (rs.status < 100 || rs.status > 599 || rs.nhdrs > 16)
+                abort();
+            for (size_t i = 0; i < rs.nhdrs; i++)
+                if (h[i].name < in || h[i].value + h[i].value_len > in + hl)
+                    abort();
+        }
+    }
     return 0;
 }

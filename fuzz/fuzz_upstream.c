@@ -1,6 +1,6 @@
-// srcs: src/upstream.c src/health.c src/httpd.c src/json.c src/loop.c src/buf.c src/log.c llhttp -lssl -lcrypto
+// srcs: src/upstream.c src/health.c src/httpd.c src/h1.c src/json.c src/loop.c src/buf.c src/log.c -lssl -lcrypto
 /* Fuzz the upstream client with whatever bytes a backend may answer: the
- * response parser (llhttp in response mode), header collection, chunked and
+ * response parser (h1.c), header collection, chunked and
  * close-delimited bodies, keep-alive decisions and the pool.  The harness
  * is the backend: a loopback listener that answers each exchange with the
  * input (split in two writes at a position taken from the first byte) and

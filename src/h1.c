@@ -351,6 +351,95 @@ int h1_parse_request(const char *head, size_t n, struct h1_request *rq, struct h
     return 0;
 }
 
+/* ---------- responses ---------- */
+
+int h1_parse_response(const char *head, size_t n, struct h1_response *rs, struct http_hdr *hdrs,
+                      size_t max_hdrs, const char **msg)
+{
+    memset(rs, 0, sizeof *rs);
+    const char *p = head, *e = head + n, *ls;
+    size_t ll;
+    if (!next_line(&p, e, &ls, &ll)) {
+        *msg = "incomplete response head";
+        return -1;
+    }
+    /* HTTP/1.x SP 3DIGIT SP reason-phrase (the reason may be empty, and
+     * some servers leave out the space before it) */
+    if (ll < 12 || memcmp(ls, "HTTP/1.", 7) != 0 || ls[7] < '0' || ls[7] > '9' || ls[8] != ' ' ||
+        ls[9] < '1' || ls[9] > '5' || ls[10] < '0' || ls[10] > '9' || ls[11] < '0' || ls[11] > '9' ||
+        (ll > 12 && ls[12] != ' ')) {
+        *msg = "invalid status line";
+        return -1;
+    }
+    for (size_t k = 12; k < ll; k++)
+        if (!IS(ls[k], C_VCHAR)) {
+            *msg = "invalid status line";
+            return -1;
+        }
+    rs->minor = ls[7] - '0';
+    rs->status = (ls[9] - '0') * 100 + (ls[10] - '0') * 10 + (ls[11] - '0');
+    size_t nh = 0;
+    bool cl_seen = false, te_seen = false, conn_close = false, conn_ka = false;
+    struct te_state te = { 0, 0, 0 };
+    while (next_line(&p, e, &ls, &ll) && ll > 0) {
+        if (nh == max_hdrs) {
+            *msg = "too many response headers";
+            return -1;
+        }
+        struct http_hdr *h = &hdrs[nh];
+        if (parse_field(ls, ll, h, msg) != 0)
+            return -1;
+        nh++;
+        if (ci_eq(h->name, h->name_len, "content-length")) {
+            if (content_length(h, &cl_seen, &rs->content_length, msg) != 0)
+                return -1;
+        } else if (ci_eq(h->name, h->name_len, "transfer-encoding")) {
+            te_seen = true;
+            transfer_encoding(h, &te);
+        } else if (ci_eq(h->name, h->name_len, "connection")) {
+            struct list_it it = { h->value, h->value + h->value_len };
+            const char *s;
+            size_t l;
+            while (list_next(&it, &s, &l)) {
+                conn_close |= ci_eq(s, l, "close");
+                conn_ka |= ci_eq(s, l, "keep-alive");
+            }
+        }
+    }
+    if (p != e) {
+        *msg = "incomplete response head";
+        return -1;
+    }
+    rs->nhdrs = nh;
+    rs->keep_alive = rs->minor >= 1 ? !conn_close : (conn_ka && !conn_close);
+    if (rs->status < 200 || rs->status == 204 || rs->status == 304) {
+        rs->framing = H1_NO_BODY;
+    } else if (te_seen && rs->minor >= 1) {
+        if (te.chunked == 1 && te.last_chunked) {
+            rs->framing = H1_CHUNKED;
+        } else if (te.chunked > 1) {
+            *msg = "chunked applied twice";
+            return -1;
+        } else {
+            rs->framing = H1_UNTIL_CLOSE;
+        }
+        /* RFC 9112 6.1: a message with both is never reused */
+        if (cl_seen || rs->framing == H1_UNTIL_CLOSE)
+            rs->keep_alive = false;
+    } else if (cl_seen) {
+        rs->framing = H1_LENGTH;
+        rs->has_content_length = true;
+        if (te_seen) /* HTTP/1.0 with Transfer-Encoding: framing is suspect */
+            rs->keep_alive = false;
+    } else {
+        rs->framing = H1_UNTIL_CLOSE;
+        rs->keep_alive = false;
+    }
+    if (rs->framing == H1_LENGTH && rs->content_length == 0)
+        rs->framing = H1_NO_BODY;
+    return 0;
+}
+
 /* ---------- the body ---------- */
 
 enum {
@@ -398,6 +487,16 @@ long h1_body_feed(struct h1_body *b, const char *p, size_t n, h1_sink sink, void
 {
     if (b->done)
         return 0;
+    if (b->framing == H1_UNTIL_CLOSE) {
+        if (n) {
+            int st = sink(arg, p, n, msg);
+            if (st) {
+                *status = st;
+                return -1;
+            }
+        }
+        return (long)n;
+    }
     if (b->framing == H1_LENGTH) {
         size_t take = n < b->remaining ? n : (size_t)b->remaining;
         if (take) {

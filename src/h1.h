@@ -67,7 +67,7 @@ size_t h1_head_end(const char *p, size_t n, size_t *scanned);
  * is left: it may be the start of the next CRLF). */
 size_t h1_skip_empty_lines(const char *p, size_t n);
 
-enum h1_framing { H1_NO_BODY, H1_LENGTH, H1_CHUNKED };
+enum h1_framing { H1_NO_BODY, H1_LENGTH, H1_CHUNKED, H1_UNTIL_CLOSE };
 
 struct h1_request {
     const char *method; size_t method_len;
@@ -89,6 +89,26 @@ size_t h1_count_lines(const char *head, size_t n);
 int h1_parse_request(const char *head, size_t n, struct h1_request *rq, struct http_hdr *hdrs,
                      size_t max_hdrs, const char **msg);
 
+/* Responses (from backends, to shade's upstream client).  The same line and
+ * field rules as requests; the status line is HTTP/1.x SP 3DIGIT SP reason.
+ * Framing per RFC 9112 6.3: 1xx, 204 and 304 have no body; a final chunked
+ * coding is chunked (with Content-Length too, the connection is not reused);
+ * any other Transfer-Encoding, or neither header, reads until the close. */
+struct h1_response {
+    int status;
+    int minor;
+    size_t nhdrs;
+    enum h1_framing framing;
+    uint64_t content_length;     /* H1_LENGTH */
+    bool has_content_length;
+    bool keep_alive;             /* false for bodies that end at the close */
+};
+
+/* Parse a complete response head in place, as h1_parse_request does.
+ * Returns 0, or -1 with *msg saying why (the response is unusable). */
+int h1_parse_response(const char *head, size_t n, struct h1_response *rs, struct http_hdr *hdrs,
+                      size_t max_hdrs, const char **msg);
+
 /* Body data goes to a sink; a sink returns 0, or an HTTP status to stop
  * with (413 when a limit is passed), setting *msg. */
 typedef int (*h1_sink)(void *arg, const char *data, size_t len, const char **msg);
@@ -106,7 +126,8 @@ struct h1_body {
 void h1_body_init(struct h1_body *b, enum h1_framing f, uint64_t content_length);
 /* Decode from p[0..n).  Returns the bytes consumed (it stops right after the
  * end of the message, so pipelined bytes stay with the caller), or -1 with
- * *status and *msg set (400 for bad framing, or what the sink returned). */
+ * *status and *msg set (400 for bad framing, or what the sink returned).
+ * H1_UNTIL_CLOSE takes everything: the caller ends it at the close. */
 long h1_body_feed(struct h1_body *b, const char *p, size_t n, h1_sink sink, void *arg, int *status,
                   const char **msg);
 

@@ -11,7 +11,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <llhttp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -24,6 +23,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "h1.h"
 #include "health.h"
 
 #define UP_READ_CHUNK 16384
@@ -40,12 +40,10 @@ struct up_conn {
     enum up_state state;
     SSL *ssl;
     bool ssl_want_write;      /* an SSL read needs the socket writable */
-    llhttp_t parser;
     struct buf out;
-    struct buf hbuf;          /* response header bytes */
-    struct { uint32_t no, nl, vo, vl; } hoff[64];
-    size_t nhoff;
-    bool in_value;
+    struct buf hbuf;          /* the response head as it arrives */
+    size_t head_scan;         /* how far h1_head_end has looked into hbuf */
+    struct h1_body bd;        /* body framing (h1.c, as for requests) */
     bool reused, got_bytes, paused, msg_done, keep_alive;
     bool in_start;            /* inside up_start: report failures later */
     enum up_err pending_err;
@@ -63,7 +61,6 @@ struct up_pool {
     struct up_conn *all;      /* every connection not yet destroyed: the pool owns them */
 };
 
-static llhttp_settings_t up_settings;
 static void conn_destroy(struct up_conn *c);
 static void conn_fail(struct up_conn *c, enum up_err e);
 static void conn_io_cb(loop_t *l, ev_io *io, unsigned ev);
@@ -208,107 +205,91 @@ void up_pool_free(struct up_pool *p)
     free(p);
 }
 
-/* ---------- response parser callbacks ---------- */
+/* ---------- response parsing (framing rules in h1.h) ---------- */
 
-static int on_header_field(llhttp_t *ps, const char *at, size_t len)
-{
-    struct up_conn *c = ps->data;
-    /* names are forwarded to the client: only well-formed ones pass */
-    for (size_t i = 0; i < len; i++)
-        if (!http_is_tchar((unsigned char)at[i]))
-            return -1;
-    if (c->in_value || c->nhoff == 0) {
-        if (c->nhoff == sizeof c->hoff / sizeof c->hoff[0])
-            return -1; /* an upstream sending > 64 headers is not a model server */
-        c->hoff[c->nhoff].no = (uint32_t)buf_used(&c->hbuf);
-        c->hoff[c->nhoff].nl = c->hoff[c->nhoff].vo = c->hoff[c->nhoff].vl = 0;
-        c->nhoff++;
-        c->in_value = false;
-    }
-    c->hoff[c->nhoff - 1].nl += (uint32_t)len;
-    if (buf_used(&c->hbuf) + len > 65536)
-        return -1;
-    return buf_append(&c->hbuf, at, len);
-}
+#define UP_MAX_HEAD    65536
+#define UP_MAX_HEADERS 64     /* an upstream sending more is not a model server */
 
-static int on_header_value(llhttp_t *ps, const char *at, size_t len)
+static int body_sink(void *arg, const char *at, size_t len, const char **msg)
 {
-    struct up_conn *c = ps->data;
-    if (!c->in_value) {
-        c->hoff[c->nhoff - 1].vo = (uint32_t)buf_used(&c->hbuf);
-        c->in_value = true;
-    }
-    c->hoff[c->nhoff - 1].vl += (uint32_t)len;
-    if (buf_used(&c->hbuf) + len > 65536)
-        return -1;
-    return buf_append(&c->hbuf, at, len);
-}
-
-static int on_message_begin(llhttp_t *ps)
-{
-    struct up_conn *c = ps->data;
-    c->nhoff = 0;
-    c->in_value = false;
-    buf_reset(&c->hbuf);
-    return 0;
-}
-
-static int on_headers_complete(llhttp_t *ps)
-{
-    struct up_conn *c = ps->data;
-    if (ps->status_code < 100 || ps->status_code > 599)
-        return -1; /* not an HTTP status: a broken or hostile upstream */
-    if (ps->status_code == 101)
-        return -1; /* we never ask to upgrade */
-    if (ps->status_code < 200) {
-        /* interim response (100 Continue): ignore it, the real one follows */
-        return 0;
-    }
-    c->status = ps->status_code;
-    c->state = S_BODY;
-    struct http_hdr hdrs[64];
-    char *base = c->hbuf.p ? buf_data(&c->hbuf) : (char *)"";
-    for (size_t i = 0; i < c->nhoff; i++) {
-        if (c->hoff[i].nl == 0)
-            return -1;
-        hdrs[i].name = base + c->hoff[i].no;
-        hdrs[i].name_len = c->hoff[i].nl;
-        hdrs[i].value = base + c->hoff[i].vo;
-        hdrs[i].value_len = c->hoff[i].vl;
-    }
-    int64_t cl = (ps->flags & F_CONTENT_LENGTH) ? (int64_t)ps->content_length : -1;
-    if (c->h && c->h->on_head)
-        c->h->on_head(c->ctx, c->status, hdrs, c->nhoff, cl);
-    return 0;
-}
-
-static int on_body(llhttp_t *ps, const char *at, size_t len)
-{
-    struct up_conn *c = ps->data;
+    struct up_conn *c = arg;
     if (c->h && c->h->on_body)
         c->h->on_body(c->ctx, at, len);
     return 0;
 }
 
-static int on_message_complete(llhttp_t *ps)
+/* A complete head of hl bytes in hbuf: interim responses are dropped; a
+ * final one is handed to on_head and its body framing set up.  0, or -1
+ * when the response is unusable. */
+static int take_head(struct up_conn *c, size_t hl)
 {
-    struct up_conn *c = ps->data;
-    if (c->state != S_BODY)
-        return 0; /* end of an interim 1xx */
-    c->msg_done = true;
-    c->keep_alive = llhttp_should_keep_alive(ps);
-    return HPE_PAUSED;
+    struct http_hdr hdrs[UP_MAX_HEADERS];
+    struct h1_response rs;
+    const char *msg;
+    if (h1_parse_response(buf_data(&c->hbuf), hl, &rs, hdrs, UP_MAX_HEADERS, &msg) < 0)
+        return -1;
+    if (rs.status == 101)
+        return -1; /* we never ask to upgrade */
+    if (rs.status < 200) {
+        /* interim response (100 Continue): the real one follows */
+        buf_consume(&c->hbuf, hl);
+        c->head_scan = 0;
+        return 0;
+    }
+    c->status = rs.status;
+    c->state = S_BODY;
+    c->keep_alive = rs.keep_alive;
+    h1_body_init(&c->bd, rs.framing, rs.content_length);
+    int64_t cl = rs.framing == H1_NO_BODY ? 0 : rs.framing == H1_LENGTH ? (int64_t)rs.content_length : -1;
+    if (c->h && c->h->on_head)
+        c->h->on_head(c->ctx, c->status, hdrs, rs.nhdrs, cl);
+    return 0;
 }
 
-__attribute__((constructor)) static void up_settings_setup(void)
+/* Parse n response bytes.  0 to read on, 1 when the response is complete
+ * (*extra: bytes followed it), -1 when it is unusable. */
+static int parse_bytes(struct up_conn *c, const char *p, size_t n, bool *extra)
 {
-    llhttp_settings_init(&up_settings);
-    up_settings.on_message_begin = on_message_begin;
-    up_settings.on_header_field = on_header_field;
-    up_settings.on_header_value = on_header_value;
-    up_settings.on_headers_complete = on_headers_complete;
-    up_settings.on_body = on_body;
-    up_settings.on_message_complete = on_message_complete;
+    while (n && c->state != S_DEAD) {
+        if (c->state == S_WAIT_HEAD || c->state == S_SEND) {
+            /* the head is gathered in hbuf (it may come in pieces), then
+             * what follows it in this read is body */
+            size_t before = buf_used(&c->hbuf);
+            size_t take = n < UP_MAX_HEAD + 1 - before ? n : UP_MAX_HEAD + 1 - before;
+            if (buf_append(&c->hbuf, p, take) < 0)
+                return -1;
+            size_t hl = h1_head_end(buf_data(&c->hbuf), buf_used(&c->hbuf), &c->head_scan);
+            if (hl == 0) {
+                if (buf_used(&c->hbuf) > UP_MAX_HEAD)
+                    return -1;
+                return 0;
+            }
+            size_t body_here = buf_used(&c->hbuf) - hl; /* of this read's bytes */
+            c->hbuf.len -= body_here;
+            p += take - body_here;
+            n -= take - body_here;
+            if (take_head(c, hl) < 0)
+                return -1;
+            if (c->state != S_BODY)
+                continue; /* an interim response: the next head follows */
+        }
+        if (c->bd.done)
+            break;
+        int st = 0;
+        const char *msg;
+        long used = h1_body_feed(&c->bd, p, n, body_sink, c, &st, &msg);
+        if (used < 0)
+            return -1;
+        p += used;
+        n -= (size_t)used;
+        if (c->bd.done)
+            break;
+    }
+    if (c->state == S_BODY && c->bd.done) {
+        *extra = n > 0;
+        return 1;
+    }
+    return 0;
 }
 
 /* ---------- connection ---------- */
@@ -608,13 +589,11 @@ static void do_read(struct up_conn *c)
         }
         if (n == 0) {
             /* EOF: ends a close-delimited body, otherwise the response is cut */
-            if (c->state == S_BODY && llhttp_message_needs_eof(&c->parser)) {
-                llhttp_finish(&c->parser);
-                if (c->msg_done) {
-                    c->keep_alive = false;
-                    conn_finish(c, UP_OK);
-                    return;
-                }
+            if (c->state == S_BODY && c->bd.framing == H1_UNTIL_CLOSE) {
+                c->msg_done = true;
+                c->keep_alive = false;
+                conn_finish(c, UP_OK);
+                return;
             }
             conn_fail(c, UP_ECLOSED);
             return;
@@ -622,14 +601,15 @@ static void do_read(struct up_conn *c)
         c->got_bytes = true;
         c->t_last_read = loop_now(c->pool->loop);
         enum up_state before = c->state;
-        llhttp_errno_t err = llhttp_execute(&c->parser, buf, (size_t)n);
+        bool extra = false;
+        int rc = parse_bytes(c, buf, (size_t)n, &extra);
         if (c->state == S_DEAD)
             return;
-        if (err == HPE_PAUSED || c->msg_done) {
+        if (rc > 0) {
+            c->msg_done = true;
             /* bytes after the response on a connection we did not pipeline
              * on mean the server is confused: do not reuse it */
-            const char *pos = llhttp_get_error_pos(&c->parser);
-            if (pos && pos < buf + n)
+            if (extra)
                 c->keep_alive = false;
             /* an early answer (e.g. 413) before our request was fully sent:
              * the connection is mid-request and cannot carry another */
@@ -638,7 +618,7 @@ static void do_read(struct up_conn *c)
             conn_finish(c, UP_OK);
             return;
         }
-        if (err != HPE_OK) {
+        if (rc < 0) {
             conn_fail(c, UP_EPROTO);
             return;
         }
@@ -778,8 +758,8 @@ static void begin_exchange(struct up_conn *c, const struct iovec *iov, int iovcn
             return;
         }
     }
-    llhttp_init(&c->parser, HTTP_RESPONSE, &up_settings);
-    c->parser.data = c;
+    buf_reset(&c->hbuf);
+    c->head_scan = 0;
 }
 
 struct up_conn *up_start(struct up_pool *p, const struct iovec *iov, int iovcnt,

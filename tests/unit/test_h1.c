@@ -242,8 +242,52 @@ static void test_scanning(void)
           !http_is_tchar(0) && !http_is_tchar(0x80));
 }
 
+static int resp(const char *head, struct h1_response *rs)
+{
+    struct http_hdr h[8];
+    const char *msg;
+    size_t scan = 0, n = strlen(head);
+    CHECK_EQ_INT(h1_head_end(head, n, &scan), n);
+    return h1_parse_response(head, n, rs, h, 8, &msg);
+}
+
+static void test_responses(void)
+{
+    struct h1_response rs;
+    CHECK_EQ_INT(resp("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", &rs), 0);
+    CHECK(rs.status == 200 && rs.framing == H1_LENGTH && rs.content_length == 5 && rs.keep_alive);
+    CHECK_EQ_INT(resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", &rs), 0);
+    CHECK(rs.framing == H1_CHUNKED && rs.keep_alive);
+    /* both: chunked wins, the connection is not reused */
+    CHECK_EQ_INT(resp("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", &rs), 0);
+    CHECK(rs.framing == H1_CHUNKED && !rs.keep_alive);
+    CHECK_EQ_INT(resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", &rs), 0);
+    CHECK(rs.framing == H1_UNTIL_CLOSE && !rs.keep_alive);
+    CHECK_EQ_INT(resp("HTTP/1.1 200\r\n\r\n", &rs), 0);
+    CHECK(rs.framing == H1_UNTIL_CLOSE && !rs.keep_alive);
+    CHECK_EQ_INT(resp("HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n", &rs), 0);
+    CHECK(rs.framing == H1_NO_BODY && rs.keep_alive && rs.minor == 0);
+    CHECK_EQ_INT(resp("HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n", &rs), 0);
+    CHECK(rs.framing == H1_NO_BODY);
+    CHECK_EQ_INT(resp("HTTP/1.1 100 Continue\r\n\r\n", &rs), 0);
+    CHECK(rs.status == 100 && rs.framing == H1_NO_BODY);
+    CHECK_EQ_INT(resp("HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 2\r\n\r\n", &rs), 0);
+    CHECK(rs.status == 503 && !rs.keep_alive);
+    /* what a backend cannot get past */
+    CHECK_EQ_INT(resp("HTTP/1.1 200 OK\r\nX: a\rY: b\r\n\r\n", &rs), -1);
+    CHECK_EQ_INT(resp("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", &rs), -1);
+    CHECK_EQ_INT(resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", &rs), -1);
+    CHECK_EQ_INT(resp("HTTP/2 200 OK\r\n\r\n", &rs), -1);
+    CHECK_EQ_INT(resp("HTTP/1.1 600 Nope\r\n\r\n", &rs), -1);
+    CHECK_EQ_INT(resp("HTTP/1.1 20 OK\r\n\r\n", &rs), -1);
+    CHECK_EQ_INT(resp("HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n", &rs), -1);
+    CHECK_EQ_INT(resp("HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n", &rs), -1);
+    CHECK_EQ_INT(resp("ICY 200 OK\r\n\r\n", &rs), -1);
+}
+
 int main(void)
 {
+    test_responses();
     test_basic();
     test_issue9();
     test_head_rules();
