@@ -362,6 +362,26 @@ static void test_refusal(void)
     struct cmp_opts dflt = {NULL, 3};
     CHECK(compare_is_refusal(s, strlen(s), &dflt)); /* NULL list: defaults */
 
+    /* what a match may start with: a space (any whitespace), an apostrophe
+     * (also U+2019), an upper-case letter (either case), any byte */
+    const char *const odd[] = {" no", "'tis", "X", "\xC3\xA9t\xC3\xA9"};
+    struct cmp_opts op = {odd, 1};
+    CHECK(compare_is_refusal("say\t\nNO", 9, &op));
+    CHECK(!compare_is_refusal("no", 2, &op));
+    op.refusal_patterns = odd + 1;
+    s = "\xE2\x80\x99Tis so";
+    CHECK(compare_is_refusal(s, strlen(s), &op));
+    CHECK(compare_is_refusal("'TIS", 4, &op));
+    CHECK(!compare_is_refusal("\xE2\x80tis", 5, &op));
+    op.refusal_patterns = odd + 2;
+    CHECK(compare_is_refusal("a x b", 5, &op));
+    CHECK(compare_is_refusal("aXb", 3, &op));
+    CHECK(!compare_is_refusal("abc", 3, &op));
+    op.refusal_patterns = odd + 3;
+    s = "un \xC3\x89t\xC3\xA9 / \xC3\xA9t\xC3\xA9";
+    CHECK(compare_is_refusal(s, strlen(s), &op));
+    CHECK(!compare_is_refusal(s, strlen(s) - 1, &op));
+
     /* through compare_answers, for each side, with the options */
     struct cmp_answer a = ok("I cannot help with that."), b = ok("Here you go.");
     struct cmp_result r = cmp(a, b);
