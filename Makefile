@@ -106,10 +106,13 @@ bench-shadow: deps
 	@bench/shadow.sh
 
 # the pair-store writer's CPU per pair: comparisons (old DP vs bit-parallel)
-# and SQLite, with 1,500- and 4,000-token answers (doc/benchmarks.md)
+# and SQLite, with 1,500- and 4,000-token answers; then the serving process's
+# CPU per shadowed request end to end (doc/benchmarks.md)
 bench-compare: deps
-	@$(MAKE) --no-print-directory $(B)/bench/compare_bench
+	@$(MAKE) --no-print-directory all $(B)/bench/compare_bench
 	@$(B)/bench/compare_bench $(BENCH_PAIRS)
+	@echo
+	@SHADE_BIN=$(BIN) bench/compare_e2e.py
 
 $(B)/bench/compare_bench: bench/compare_bench.c $(LIB_OBJS) tests/unit/compare_ref.h
 	@mkdir -p $(B)/bench
