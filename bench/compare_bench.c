@@ -485,7 +485,8 @@ int main(int argc, char **argv)
            "compare+store: the writer thread's CPU per stored pair (pairs, legs, comparisons rows);\n"
            "pairs/s: 1 / that, what one core sustains; store/compare: that / compare;\n"
            "old: the same with the old DP instead of the bit-parallel distances (derived:\n"
-           "compare+store - bit-parallel + old DP, all measured above).\n");
+           "compare+store - bit-parallel + old DP, all measured above; the rest of the\n"
+           "path, e.g. the faster refusal scan, is today's).\n");
     printf("wall time per pair of the recorder runs:");
     for (size_t i = 0; i < NCASES; i++) printf(" %s %.3f ms", cases[i].name, fig[i].rec_wall_s * 1e3);
     printf("\n");
