@@ -30,7 +30,7 @@ LIB_OBJS := $(filter-out $(B)/main.o,$(OBJS)) $(B)/llhttp.o $(B)/llhttp_api.o $(
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all deps check check-unit check-bb check-sdk demo bench bench-balance bench-shadow fuzz clean format
+.PHONY: all deps check check-unit check-bb check-sdk demo bench bench-balance bench-shadow bench-compare fuzz clean format
 all: $(BIN)
 
 $(BIN): $(OBJS) $(B)/llhttp.o $(B)/llhttp_api.o $(B)/llhttp_http.o
@@ -104,6 +104,19 @@ bench-balance: deps
 bench-shadow: deps
 	@$(MAKE) --no-print-directory all
 	@bench/shadow.sh
+
+# the pair-store writer's CPU per pair: comparisons (old DP vs bit-parallel)
+# and SQLite, with 1,500- and 4,000-token answers; then the serving process's
+# CPU per shadowed request end to end (doc/benchmarks.md)
+bench-compare: deps
+	@$(MAKE) --no-print-directory all $(B)/bench/compare_bench
+	@$(B)/bench/compare_bench $(BENCH_PAIRS)
+	@echo
+	@SHADE_BIN=$(BIN) bench/compare_e2e.py
+
+$(B)/bench/compare_bench: bench/compare_bench.c $(LIB_OBJS) tests/unit/compare_ref.h
+	@mkdir -p $(B)/bench
+	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(LIB_OBJS) $(LDLIBS)
 
 fuzz:
 	@fuzz/build.sh

@@ -7,9 +7,13 @@
  * the length shows up under ASan.  Beyond "no crash, no leak, no UB" the
  * results are checked for their ranges and for properties that must hold:
  * exact implies identical tokens, the metrics are symmetric, an answer
- * compared with itself is identical, normalising is idempotent, and on
- * short texts edit similarity and ROUGE-L match a plain full-matrix DP. */
+ * compared with itself is identical, normalising is idempotent, on short
+ * texts edit similarity and ROUGE-L match a plain full-matrix DP, and the
+ * bit-parallel distances match the two-row DP they replaced
+ * (compare_ref.h) on a's and b's raw bytes taken as tokens, over a
+ * 256-symbol and a 3-symbol alphabet (many matches, long runs). */
 #include "compare.h"
+#include "../tests/unit/compare_ref.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -75,6 +79,25 @@ static void ref_dp(const uint64_t *a, size_t na, const uint64_t *b, size_t nb, s
         }
     *lev = d[na][nb];
     *lcs = l[na][nb];
+}
+
+/* compare_distances on bytes as tokens (each byte mod k) against the
+ * reference, both orders */
+static void check_bytes(const uint8_t *x, size_t nx, const uint8_t *y, size_t ny, unsigned k)
+{
+    uint64_t *tx = malloc((nx + 1) * sizeof *tx), *ty = malloc((ny + 1) * sizeof *ty);
+    REQUIRE(tx && ty);
+    /* spread over the word so the token map's probes see it too */
+    for (size_t i = 0; i < nx; i++) tx[i] = (uint64_t)(x[i] % k) * 0x0101010101010101ull;
+    for (size_t i = 0; i < ny; i++) ty[i] = (uint64_t)(y[i] % k) * 0x0101010101010101ull;
+    size_t lev, lcs, rlev, rlcs;
+    REQUIRE(compare_ref_dp(tx, nx, ty, ny, &rlev, &rlcs) == 0);
+    REQUIRE(compare_distances(tx, nx, ty, ny, &lev, &lcs) == 0);
+    REQUIRE(lev == rlev && lcs == rlcs);
+    REQUIRE(compare_distances(ty, ny, tx, nx, &lev, &lcs) == 0);
+    REQUIRE(lev == rlev && lcs == rlcs);
+    free(tx);
+    free(ty);
 }
 
 static void check_text(const char *s, size_t n)
@@ -198,6 +221,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
 
+    check_bytes(part[0], len[0], part[1], len[1], 256);
+    check_bytes(part[0], len[0], part[1], len[1], 3);
     check_text(ta, len[0]);
     check_text(tb, len[1]);
     free(pat);

@@ -9,12 +9,14 @@
  *     exact compares two such streams; compare_normalise() writes one out.
  *   - tokens are hashed straight from the text (FNV-1a over the lowercased
  *     bytes) into a capped array per side.
- *   - edit distance and LCS come out of one two-row DP over those arrays,
- *     after the common prefix and suffix are taken off.
+ *   - edit distance and LCS come out of one bit-parallel pass over those
+ *     arrays (64 DP cells per word operation), after the common prefix and
+ *     suffix are taken off.
  *   - JSON shapes and tool-call signatures are 64-bit hashes that combine
  *     object members by addition, so member order does not matter and no
  *     tree has to be built or sorted.
- * The only allocations are the token arrays, the DP rows, decoded tool
+ * The only allocations are the token arrays, the bit-parallel work area
+ * (a token map, match masks and one carry byte per column), decoded tool
  * arguments and (rarely) a long escaped key; each is freed before return.
  */
 #include "compare.h"
@@ -173,66 +175,149 @@ size_t compare_tokens(const char *s, size_t n, uint64_t *out, size_t max)
     return count;
 }
 
-/* Levenshtein distance and LCS length of two token arrays in one pass.
- * Both are unchanged by taking off a common prefix and suffix (the LCS then
- * gains their length), so only the differing middle goes through the DP,
- * with the shorter side as the row.  Returns -1 if memory ran out. */
-static int token_dp(const uint64_t *a, size_t na, const uint64_t *b, size_t nb, size_t *lev,
-                    size_t *lcs)
+/* ------------------------------------------------- edit distance and LCS */
+
+/* Both metrics run bit-parallel over the DP matrix, 64 rows per machine
+ * word, and give exactly the numbers of the plain O(n*m) DP (which the unit
+ * test and the fuzz harness keep as their reference, tests/unit/compare_ref.h):
+ *   - Levenshtein: Myers 1999 as Hyyro formulated it, in its blocked form:
+ *     a block of 64 rows keeps the vertical deltas (+1 / -1 bit vectors Pv,
+ *     Mv) of one column, and passes the horizontal delta of its last row
+ *     (+1, 0, -1) down to the block below at the same column;
+ *   - LCS: Hyyro 2004 (as Allison-Dix / Crochemore et al.), V' = (V + (V &
+ *     M)) | (V & ~M) over the whole column, zeros of V counting the LCS; the
+ *     multi-word addition's carry is what a block passes down.
+ * Since a block only needs what the block above produced in the same
+ * column, the matrix is walked block by block, each over every column,
+ * with one byte per column carrying both metrics' deltas down.  So the
+ * match masks are only ever needed for the current block's 64 tokens: one
+ * word per distinct pattern token, set and cleared per block, instead of a
+ * ceil(m/64)-word vector per distinct token.  Tokens are 64-bit hashes, an
+ * alphabet too large to index: a small open-addressing map gives every
+ * distinct pattern token a dense id, and each text token is looked up once
+ * (a token absent from the pattern gets an id whose mask is always 0). */
+
+#define NO_ID UINT32_MAX
+
+/* carry byte of one column between blocks */
+enum { CARRY_HP = 1, CARRY_HM = 2, CARRY_LCS = 4 };
+
+static size_t popcount64(uint64_t x)
 {
+    size_t n = 0;
+    for (; x; x &= x - 1) n++;
+    return n;
+}
+
+/* Levenshtein distance and LCS length of x[0..nx) (the pattern: rows) and
+ * y[0..ny) (the text: columns), nx, ny >= 1.  Time O(ceil(nx/64) * ny);
+ * memory 36 to 60 bytes per pattern token (the map is a quarter to half
+ * full) and 5 per text token, one block, freed before return.  -1 if memory ran out. */
+static int bit_parallel(const uint64_t *x, size_t nx, const uint64_t *y, size_t ny, size_t *lev,
+                        size_t *lcs)
+{
+    /* at most half full, so a probe ends soon */
+    int bits = 4;
+    while (bits < 62 && ((size_t)1 << bits) < 2 * nx) bits++;
+    size_t slots = (size_t)1 << bits, shift = (size_t)(64 - bits);
+    if (nx > SIZE_MAX / 64 || ny > SIZE_MAX / 64 || slots > SIZE_MAX / 64) return -1;
+    size_t bytes = slots * sizeof(uint64_t) + (nx + 1) * sizeof(uint64_t) +
+                   slots * sizeof(uint32_t) + nx * sizeof(uint32_t) + ny * sizeof(uint32_t) + ny;
+    char *mem = malloc(bytes);
+    if (!mem) return -1;
+    /* 8-byte arrays first, then 4-byte, then bytes: every one aligned */
+    uint64_t *keys = (uint64_t *)mem;         /* slot -> token hash */
+    uint64_t *peq = keys + slots;             /* id -> match mask in the current block */
+    uint32_t *ids = (uint32_t *)(peq + nx + 1); /* slot -> id, NO_ID when empty */
+    uint32_t *px = ids + slots;               /* pattern position -> id */
+    uint32_t *ty = px + nx;                   /* text position -> id (nx: not in the pattern) */
+    uc *carry = (uc *)(ty + ny);
+
+    memset(ids, 0xFF, slots * sizeof *ids);
+    memset(peq, 0, (nx + 1) * sizeof *peq);
+    uint32_t nid = 0;
+    for (size_t i = 0; i < nx; i++) {
+        size_t s = (size_t)(mix64(x[i]) >> shift);
+        while (ids[s] != NO_ID && keys[s] != x[i]) s = (s + 1) & (slots - 1);
+        if (ids[s] == NO_ID) {
+            keys[s] = x[i];
+            ids[s] = nid++;
+        }
+        px[i] = ids[s];
+    }
+    for (size_t j = 0; j < ny; j++) {
+        size_t s = (size_t)(mix64(y[j]) >> shift);
+        while (ids[s] != NO_ID && keys[s] != y[j]) s = (s + 1) & (slots - 1);
+        ty[j] = ids[s] == NO_ID ? (uint32_t)nx : ids[s];
+        /* row 0 of the edit-distance matrix is 0, 1, 2, ...: every
+         * horizontal delta above the first block is +1; no LCS carry */
+        carry[j] = CARRY_HP;
+    }
+
+    size_t zeros = 0;
+    for (size_t base = 0; base < nx; base += 64) {
+        size_t rows = nx - base < 64 ? nx - base : 64;
+        unsigned top = (unsigned)(rows - 1); /* the block's last real row */
+        for (size_t i = 0; i < rows; i++) peq[px[base + i]] |= (uint64_t)1 << i;
+        /* column 0: D[i][0] = i, all vertical deltas +1; LCS row all ones */
+        uint64_t pv = ~(uint64_t)0, mv = 0, v = ~(uint64_t)0;
+        for (size_t j = 0; j < ny; j++) {
+            uint64_t eq = peq[ty[j]];
+            unsigned c = carry[j];
+            uint64_t hpin = c & CARRY_HP, hmin = (c & CARRY_HM) >> 1, cin = (c & CARRY_LCS) >> 2;
+            /* Levenshtein (Myers's advance_block, branch-free: a -1 coming
+             * in acts as a match in row 0) */
+            uint64_t xv = eq | mv, e = eq | hmin;
+            uint64_t xh = (((e & pv) + pv) ^ pv) | e;
+            uint64_t ph = mv | ~(xh | pv), mh = pv & xh;
+            unsigned out = (unsigned)((ph >> top) & 1) | (unsigned)((mh >> top) & 1) << 1;
+            ph = ph << 1 | hpin;
+            mh = mh << 1 | hmin;
+            pv = mh | ~(xv | ph);
+            mv = ph & xv;
+            /* LCS: u is a subset of v, so v - u has no borrow; the sum's
+             * carry out of bit 63 goes to the next block */
+            uint64_t u = v & eq, s = v + u, s2 = s + cin;
+            unsigned cout = (unsigned)(s < v) | (unsigned)(s2 < s);
+            v = s2 | (v - u);
+            carry[j] = (uc)(out | cout << 2);
+        }
+        uint64_t valid = rows == 64 ? ~(uint64_t)0 : ((uint64_t)1 << rows) - 1;
+        zeros += popcount64(~v & valid);
+        for (size_t i = 0; i < rows; i++) peq[px[base + i]] = 0;
+    }
+    /* D[nx][ny] = D[nx][0] + the last row's horizontal deltas */
+    size_t d = nx;
+    for (size_t j = 0; j < ny; j++) {
+        if (carry[j] & CARRY_HP) d++;
+        else if (carry[j] & CARRY_HM) d--;
+    }
+    *lev = d;
+    *lcs = zeros;
+    free(mem);
+    return 0;
+}
+
+int compare_distances(const uint64_t *a, size_t na, const uint64_t *b, size_t nb, size_t *lev,
+                      size_t *lcs)
+{
+    /* Both metrics are unchanged by taking off a common prefix and suffix
+     * (the LCS then gains their length): near-identical answers, the usual
+     * A/A case, cost linear time. */
     size_t pre = 0, suf = 0;
     while (pre < na && pre < nb && a[pre] == b[pre]) pre++;
     while (suf < na - pre && suf < nb - pre && a[na - 1 - suf] == b[nb - 1 - suf]) suf++;
-    /* the middles: a[pre .. pre+ma), b[pre .. pre+mb) */
     size_t ma = na - pre - suf, mb = nb - pre - suf;
+    *lev = ma > mb ? ma : mb;
     *lcs = pre + suf;
-    *lev = 0;
-    if (ma < mb) { /* both metrics are symmetric: make b the shorter side */
-        const uint64_t *t = a;
-        a = b;
-        b = t;
-        size_t m = ma;
-        ma = mb;
-        mb = m;
-    }
-    if (mb == 0) {
-        *lev = ma;
-        return 0;
-    }
-    size_t w = mb + 1;
-    if (w > SIZE_MAX / (4 * sizeof(size_t))) return -1;
-    size_t *rows = malloc(4 * w * sizeof *rows);
-    if (!rows) return -1;
-    /* d*: edit distance rows, l*: LCS rows; p = previous, c = current */
-    size_t *dp = rows, *dc = rows + w, *lp = rows + 2 * w, *lc = rows + 3 * w;
-    for (size_t j = 0; j < w; j++) {
-        dp[j] = j;
-        lp[j] = 0;
-    }
-    const uint64_t *x = a + pre, *y = b + pre;
-    for (size_t i = 1; i <= ma; i++) {
-        uint64_t xi = x[i - 1];
-        dc[0] = i;
-        lc[0] = 0;
-        for (size_t j = 1; j < w; j++) {
-            bool eq = xi == y[j - 1];
-            size_t d = dp[j - 1] + !eq, t = dp[j] + 1;
-            if (t < d) d = t;
-            t = dc[j - 1] + 1;
-            if (t < d) d = t;
-            dc[j] = d;
-            lc[j] = eq ? lp[j - 1] + 1 : lp[j] > lc[j - 1] ? lp[j] : lc[j - 1];
-        }
-        size_t *t = dp;
-        dp = dc;
-        dc = t;
-        t = lp;
-        lp = lc;
-        lc = t;
-    }
-    *lev = dp[mb];
-    *lcs += lp[mb];
-    free(rows);
+    if (ma == 0 || mb == 0) return 0;
+    /* both are symmetric: the pattern is the side with fewer block steps */
+    size_t cost_a = (ma + 63) / 64 * mb, cost_b = (mb + 63) / 64 * ma, l, c;
+    int rc = cost_a <= cost_b ? bit_parallel(a + pre, ma, b + pre, mb, &l, &c)
+                              : bit_parallel(b + pre, mb, a + pre, ma, &l, &c);
+    if (rc != 0) return -1;
+    *lev = l;
+    *lcs += c;
     return 0;
 }
 
@@ -251,14 +336,14 @@ static double rouge_of(size_t lcs, size_t na, size_t nb)
 double compare_edit_sim(const uint64_t *a, size_t na, const uint64_t *b, size_t nb)
 {
     size_t lev, lcs;
-    if (token_dp(a, na, b, nb, &lev, &lcs) != 0) return -1;
+    if (compare_distances(a, na, b, nb, &lev, &lcs) != 0) return -1;
     return edit_sim_of(lev, na, nb);
 }
 
 double compare_rouge_l(const uint64_t *a, size_t na, const uint64_t *b, size_t nb)
 {
     size_t lev, lcs;
-    if (token_dp(a, na, b, nb, &lev, &lcs) != 0) return -1;
+    if (compare_distances(a, na, b, nb, &lev, &lcs) != 0) return -1;
     return rouge_of(lcs, na, nb);
 }
 
@@ -297,12 +382,27 @@ bool compare_is_refusal(const char *s, size_t n, const struct cmp_opts *o)
         pats = o->refusal_patterns;
         npats = o->nrefusal;
     }
-    const uc *p = (const uc *)s, *e = p + n;
+    /* The bytes a match can start with (the union over the patterns, as
+     * match_at tests a pattern's first byte): the scan only tries the
+     * patterns there, instead of every pattern at every byte, which made
+     * this the largest part of comparing two long answers. */
+    bool start[256] = {false}, any = false;
     for (size_t k = 0; k < npats; k++) {
         const uc *pat = (const uc *)pats[k];
         if (!pat || !*pat) continue;
-        for (const uc *q = p; q < e; q++)
-            if (match_at(q, e, pat)) return true;
+        any = true;
+        for (unsigned c = 0; c < 256; c++)
+            if (*pat == ' ' ? is_ws((uc)c) : lower((uc)c) == lower(*pat) || (*pat == '\'' && c == 0xE2))
+                start[c] = true;
+    }
+    if (!any) return false;
+    const uc *p = (const uc *)s, *e = p + n;
+    for (const uc *q = p; q < e; q++) {
+        if (!start[*q]) continue;
+        for (size_t k = 0; k < npats; k++) {
+            const uc *pat = (const uc *)pats[k];
+            if (pat && *pat && match_at(q, e, pat)) return true;
+        }
     }
     return false;
 }
@@ -508,7 +608,7 @@ static int compare_content(const struct cmp_answer *a, const struct cmp_answer *
     if (!tok) return -1;
     size_t na = compare_tokens(ta, la, tok, ca), nb = compare_tokens(tb, lb, tok + ca, cb);
     size_t ka = na < ca ? na : ca, kb = nb < cb ? nb : cb, lev, lcs;
-    int rc = token_dp(tok, ka, tok + ca, kb, &lev, &lcs);
+    int rc = compare_distances(tok, ka, tok + ca, kb, &lev, &lcs);
     free(tok);
     if (rc != 0) return -1;
     r->edit_sim = edit_sim_of(lev, ka, kb);

@@ -26,16 +26,26 @@
  *                "Don't stop." -> don ' t stop.  A token is compared by its
  *                64-bit FNV-1a hash (collisions are ignored).
  *   token cap    edit similarity and ROUGE-L look at the first
- *                COMPARE_MAX_TOKENS tokens of each text only: both are
- *                O(n*m) time, so the cap bounds a comparison to 16M DP
- *                cells (tens of milliseconds).  length_ratio counts all
- *                tokens (linear), exact compares the whole texts (linear).
- *                A common prefix and suffix are stripped before the DP
- *                (exact for both metrics), so near-identical answers, the
- *                usual A/A case, cost linear time.
+ *                COMPARE_MAX_TOKENS (16384) tokens of each text only.  Both
+ *                come out of one bit-parallel pass (Myers/Hyyro for
+ *                Levenshtein, Hyyro's bit-vector LCS) that does 64 cells of
+ *                the n*m matrix per word operation: at most 16384^2/64 = 4M
+ *                word steps, about 10-20 ms on one core, which is less than
+ *                the old DP's 4000 x 4000 = 16M cells took — and 16384
+ *                tokens is all of any prose answer the pair store keeps at
+ *                its default response_max_bytes (32 KiB, some 6,000-8,000
+ *                word tokens), so in practice nothing is cut.  Realistic
+ *                1,500-token answers take about 0.1 ms (bench/compare_bench.c).
+ *                length_ratio counts all tokens (linear), exact compares the
+ *                whole texts (linear).  A common prefix and suffix are
+ *                stripped first (exact for both metrics), so near-identical
+ *                answers, the usual A/A case, cost linear time.
  *   memory       compare_answers allocates two token arrays (8 bytes per
- *                token, capped) and the DP rows (4 rows of the shorter
- *                side), plus a copy of each tool call's arguments; all are
+ *                token, capped: 256 KiB at most) and, for the differing
+ *                middles of m and n tokens (the pattern being the side that
+ *                needs fewer steps), a work area of 36 to 60 bytes per
+ *                pattern token and 5 per text token (under 1 MiB at the
+ *                cap), plus a copy of each tool call's arguments; all are
  *                freed before it returns.
  *
  * Metrics (struct cmp_result)
@@ -84,8 +94,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Tokens of each side fed to the O(n*m) metrics (see "token cap"). */
-#define COMPARE_MAX_TOKENS 4000
+/* Tokens of each side fed to edit similarity and ROUGE-L (see "token cap"). */
+#define COMPARE_MAX_TOKENS 16384
 
 struct cmp_answer {
     bool ok;                 /* leg succeeded (2xx, no error) */
@@ -141,9 +151,16 @@ size_t compare_normalise(const char *s, size_t n, char *out, size_t cap);
  * Returns the total number of tokens, which may exceed max. */
 size_t compare_tokens(const char *s, size_t n, uint64_t *out, size_t max);
 
-/* Metrics on token arrays, O(na*nb) time after the common prefix and suffix
- * are stripped, O(min(na, nb)) memory: callers cap the lengths.  Both return
- * -1 if memory ran out. */
+/* Levenshtein distance and LCS length of two token arrays, exactly as the
+ * plain O(na*nb) DP gives them, in O(ceil(k/64) * l) time after the common
+ * prefix and suffix are stripped (k, l: the two middles' lengths, in the
+ * order that is cheaper) and O(na + nb) memory: callers cap the lengths.
+ * Returns 0, or -1 if memory ran out. */
+int compare_distances(const uint64_t *a, size_t na, const uint64_t *b, size_t nb, size_t *lev,
+                      size_t *lcs);
+
+/* The metrics on token arrays (compare_distances, then the formulas under
+ * "Metrics").  Both return -1 if memory ran out. */
 double compare_edit_sim(const uint64_t *a, size_t na, const uint64_t *b, size_t nb);
 double compare_rouge_l(const uint64_t *a, size_t na, const uint64_t *b, size_t nb);
 

@@ -1,12 +1,15 @@
 /* test_compare.c — answer comparison: normalising, tokens, edit similarity
  * and ROUGE-L against hand-computed values, JSON shapes, tool calls,
- * refusals, status agreement, n/a cases, and the token cap on large texts. */
+ * refusals, status agreement, n/a cases, and the token cap on large texts;
+ * the bit-parallel edit distance and LCS against the plain DP they replaced
+ * (compare_ref.h) on many random and adversarial token arrays. */
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 
 #include "compare.h"
+#include "compare_ref.h"
 #include "unit.h"
 
 #define CHECK_NEAR(x, want) do { double _x = (x), _w = (want); unit_checks++; \
@@ -359,6 +362,26 @@ static void test_refusal(void)
     struct cmp_opts dflt = {NULL, 3};
     CHECK(compare_is_refusal(s, strlen(s), &dflt)); /* NULL list: defaults */
 
+    /* what a match may start with: a space (any whitespace), an apostrophe
+     * (also U+2019), an upper-case letter (either case), any byte */
+    const char *const odd[] = {" no", "'tis", "X", "\xC3\xA9t\xC3\xA9"};
+    struct cmp_opts op = {odd, 1};
+    CHECK(compare_is_refusal("say\t\nNO", 9, &op));
+    CHECK(!compare_is_refusal("no", 2, &op));
+    op.refusal_patterns = odd + 1;
+    s = "\xE2\x80\x99Tis so";
+    CHECK(compare_is_refusal(s, strlen(s), &op));
+    CHECK(compare_is_refusal("'TIS", 4, &op));
+    CHECK(!compare_is_refusal("\xE2\x80tis", 5, &op));
+    op.refusal_patterns = odd + 2;
+    CHECK(compare_is_refusal("a x b", 5, &op));
+    CHECK(compare_is_refusal("aXb", 3, &op));
+    CHECK(!compare_is_refusal("abc", 3, &op));
+    op.refusal_patterns = odd + 3;
+    s = "un \xC3\x89t\xC3\xA9 / \xC3\xA9t\xC3\xA9";
+    CHECK(compare_is_refusal(s, strlen(s), &op));
+    CHECK(!compare_is_refusal(s, strlen(s) - 1, &op));
+
     /* through compare_answers, for each side, with the options */
     struct cmp_answer a = ok("I cannot help with that."), b = ok("Here you go.");
     struct cmp_result r = cmp(a, b);
@@ -425,6 +448,165 @@ static void test_status(void)
     check_all_na(&r);
 }
 
+
+/* ------------------------------------------- bit-parallel vs the plain DP */
+
+static uint64_t rng_state = 0x243F6A8885A308D3ull;
+
+static uint64_t rnd(void)
+{
+    /* xorshift64*: reproducible, no libc state */
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 0x2545F4914F6CDD1Dull;
+}
+
+static size_t rnd_below(size_t n) { return n ? (size_t)(rnd() % n) : 0; }
+
+/* A token from an alphabet of k symbols.  Small numbers are fine as tokens:
+ * only equality matters, but spread them so the token map sees collisions
+ * in its low bits too. */
+static uint64_t sym(size_t v) { return (uint64_t)v << 40 | (uint64_t)v; }
+
+static int dist_failures;
+
+/* compare_distances against the reference on a and b, both orders */
+static void check_dist(const uint64_t *a, size_t na, const uint64_t *b, size_t nb, const char *what)
+{
+    size_t lev, lcs, rlev, rlcs, lev2, lcs2;
+    int rc = compare_distances(a, na, b, nb, &lev, &lcs);
+    int rc2 = compare_distances(b, nb, a, na, &lev2, &lcs2);
+    int rrc = compare_ref_dp(a, na, b, nb, &rlev, &rlcs);
+    unit_checks++;
+    if (rc != 0 || rc2 != 0 || rrc != 0 || lev != rlev || lcs != rlcs || lev2 != rlev ||
+        lcs2 != rlcs) {
+        unit_failures++;
+        if (dist_failures++ < 10)
+            fprintf(stderr, "%s:%d: %s, %zu x %zu tokens: lev %zu/%zu lcs %zu/%zu, reference lev %zu lcs %zu\n",
+                    __FILE__, __LINE__, what, na, nb, lev, lev2, lcs, lcs2, rlev, rlcs);
+    }
+    /* the public metrics are the same formulas on the same integers */
+    size_t m = na > nb ? na : nb;
+    double es = m ? 1.0 - (double)rlev / (double)m : 1.0;
+    double rl = na + nb ? 2.0 * (double)rlcs / ((double)na + (double)nb) : 1.0;
+    CHECK(compare_edit_sim(a, na, b, nb) == es);
+    CHECK(compare_rouge_l(a, na, b, nb) == rl);
+}
+
+/* b = a with about pct% of its tokens edited (substituted, deleted, or a
+ * token inserted), drawn from an alphabet of k; returns b's length */
+static size_t mutate(const uint64_t *a, size_t na, uint64_t *b, size_t cap, unsigned pct, size_t k)
+{
+    size_t nb = 0;
+    for (size_t i = 0; i < na && nb < cap; i++) {
+        if (rnd_below(100) >= pct) {
+            b[nb++] = a[i];
+            continue;
+        }
+        switch (rnd_below(3)) {
+        case 0: b[nb++] = sym(rnd_below(k)); break;             /* substitute */
+        case 1: break;                                           /* delete */
+        default:                                                 /* insert */
+            b[nb++] = sym(rnd_below(k));
+            if (nb < cap) b[nb++] = a[i];
+        }
+    }
+    return nb;
+}
+
+static void test_bit_parallel(void)
+{
+    /* the lengths where blocks begin and end, and long ones */
+    static const size_t lens[] = {0, 1, 2, 3, 31, 63, 64, 65, 127, 128, 129, 191, 192, 193, 300, 1000, 1500};
+    static const size_t alphabets[] = {1, 2, 4, 26, 1000000};
+    enum { NL = sizeof lens / sizeof lens[0], CAP = 4200 };
+    uint64_t *a = malloc(CAP * sizeof *a), *b = malloc(CAP * sizeof *b);
+    if (!a || !b) abort();
+
+    /* every pair of lengths, random over small and large alphabets; the
+     * first and last tokens are made to differ (when both have them) so
+     * that prefix and suffix stripping leave the whole arrays to the
+     * bit-parallel code */
+    for (size_t ai = 0; ai < NL; ai++)
+        for (size_t bi = 0; bi < NL; bi++) {
+            size_t na = lens[ai], nb = lens[bi];
+            if (na * nb > 300 * 1500) continue; /* the long ones below */
+            size_t k = alphabets[rnd_below(sizeof alphabets / sizeof alphabets[0])];
+            for (size_t i = 0; i < na; i++) a[i] = sym(rnd_below(k));
+            for (size_t i = 0; i < nb; i++) b[i] = sym(rnd_below(k));
+            if (na && nb) {
+                a[0] = sym(k + 1);
+                b[0] = sym(k + 2);
+                a[na - 1] = sym(k + 3);
+                b[nb - 1] = sym(k + 4);
+            }
+            check_dist(a, na, b, nb, "random");
+        }
+
+    /* many short random pairs of random lengths, alphabets 1..6 */
+    for (int t = 0; t < 3000; t++) {
+        size_t na = rnd_below(200), nb = rnd_below(200), k = 1 + rnd_below(6);
+        for (size_t i = 0; i < na; i++) a[i] = sym(rnd_below(k));
+        for (size_t i = 0; i < nb; i++) b[i] = sym(rnd_below(k));
+        check_dist(a, na, b, nb, "short random");
+    }
+
+    /* realistic: b is a with 1-40% of tokens edited, 1000-4000 tokens */
+    static const size_t big[] = {1000, 1500, 1500, 2049, 4000};
+    for (size_t t = 0; t < sizeof big / sizeof big[0]; t++) {
+        size_t na = big[t], k = t == 2 ? 3 : 5000;
+        for (size_t i = 0; i < na; i++) a[i] = sym(rnd_below(k));
+        size_t nb = mutate(a, na, b, CAP, 1 + (unsigned)rnd_below(40), k);
+        check_dist(a, na, b, nb, "edited");
+    }
+
+    /* adversarial shapes */
+    size_t n = 1500;
+    for (size_t i = 0; i < n; i++) a[i] = b[i] = sym(7);
+    check_dist(a, n, b, n - 1, "one symbol, lengths differ by 1");
+    check_dist(a, 64, b, 129, "one symbol, 64 x 129");
+    for (size_t i = 0; i < n; i++) {
+        a[i] = sym(i);
+        b[i] = sym(n + i);
+    }
+    check_dist(a, n, b, n, "disjoint");
+    check_dist(a, 65, b, 1000, "disjoint 65 x 1000");
+    for (size_t i = 0; i < n; i++) b[i] = a[n - 1 - i];
+    check_dist(a, n, b, n, "reversed");
+    for (size_t i = 0; i < n; i++) {
+        a[i] = sym(i % 64);
+        b[i] = sym(i % 65);
+    }
+    check_dist(a, n, b, n, "periods 64 and 65");
+    for (size_t i = 0; i < n; i++) {
+        a[i] = sym(i % 2);
+        b[i] = sym((i + 1) % 2);
+    }
+    check_dist(a, n, b, n, "alternating, shifted by one");
+    for (size_t i = 0; i < n; i++) b[i] = sym(i < n / 2 ? 0 : 1);
+    check_dist(a, n, b, n, "alternating vs two runs");
+    /* a rotation: a long common run, far from both ends */
+    for (size_t i = 0; i < n; i++) {
+        a[i] = sym(i);
+        b[i] = sym((i + 100) % n);
+    }
+    check_dist(a, n, b, n, "rotated by 100");
+    /* the same token everywhere but one block boundary */
+    for (size_t i = 0; i < 200; i++) a[i] = b[i] = sym(1);
+    a[63] = sym(2);
+    b[64] = sym(2);
+    check_dist(a, 200, b, 200, "one mark moved across a block boundary");
+    /* a common prefix and suffix around a random middle */
+    for (size_t i = 0; i < n; i++) a[i] = b[i] = sym(rnd_below(4));
+    for (size_t i = 600; i < 900; i++) b[i] = sym(rnd_below(4));
+    check_dist(a, n, b, n, "edited middle");
+    check_dist(a, n, b, n - 300, "edited middle, b shorter");
+    CHECK_EQ_INT(dist_failures, 0);
+    free(a);
+    free(b);
+}
+
 static double now(void)
 {
     struct timespec ts;
@@ -455,19 +637,23 @@ static void test_large(void)
     char *a = words(n, 1), *b = words(n, 1), *c = words(n, 2);
     CHECK_EQ_INT(ntok(a), nw);
 
-    /* one change at the start: within the cap, 1 substitution in 4000 */
+    /* one change at the start: within the cap, 1 substitution in
+     * COMPARE_MAX_TOKENS (nw is well above the cap) */
+    const double cap = COMPARE_MAX_TOKENS;
+    CHECK(nw > COMPARE_MAX_TOKENS + 1000);
     b[1] = b[1] == '0' ? '1' : '0';
     double t0 = now();
     struct cmp_result r = cmp_text(a, b);
     CHECK_EQ_INT(r.exact, 0);
-    CHECK_NEAR(r.edit_sim, 1.0 - 1.0 / 4000.0);   /* 1 - 1/max(4000, 4000) */
-    CHECK_NEAR(r.rouge_l, 3999.0 / 4000.0);       /* LCS 3999: 2*3999/8000 */
+    CHECK_NEAR(r.edit_sim, 1.0 - 1.0 / cap);      /* 1 - 1/max(cap, cap) */
+    CHECK_NEAR(r.rouge_l, (cap - 1.0) / cap);     /* LCS cap-1: 2*(cap-1)/(2*cap) */
     CHECK_NEAR(r.length_ratio, 1.0);              /* uncapped: nw/nw */
 
     /* a change after the cap is invisible to the capped metrics, but the
      * length ratio counts every token */
     b[1] = a[1];
-    b[3 * 5000 + 1] = b[3 * 5000 + 1] == '0' ? '1' : '0';
+    size_t after = 3 * (COMPARE_MAX_TOKENS + 1000) + 1;
+    b[after] = b[after] == '0' ? '1' : '0';
     b[n - 1] = 'x';                               /* a 68267th token */
     r = cmp_text(a, b);
     CHECK_EQ_INT(r.exact, 0);
@@ -475,7 +661,7 @@ static void test_large(void)
     CHECK_NEAR(r.rouge_l, 1.0);
     CHECK_NEAR(r.length_ratio, (double)(nw + 1) / (double)nw);
 
-    /* unrelated texts: the full 4000 x 4000 DP */
+    /* unrelated texts: the whole capped matrix, the worst case */
     r = cmp_text(a, c);
     CHECK(r.edit_sim > 0.0 && r.edit_sim < 1.0);
     CHECK(r.rouge_l > 0.0 && r.rouge_l < 1.0);
@@ -537,6 +723,7 @@ int main(void)
     test_tools();
     test_refusal();
     test_status();
+    test_bit_parallel();
     test_large();
     UNIT_DONE();
 }
