@@ -261,6 +261,62 @@ static void transfer_encoding(const struct http_hdr *h, struct te_state *te)
     }
 }
 
+/* What the field section says about framing and the connection. */
+struct fields_info {
+    size_t hosts;
+    const struct http_hdr *host;   /* the last Host */
+    bool cl_seen, te_seen, conn_close, conn_ka;
+    uint64_t content_length;
+    struct te_state te;
+};
+
+/* Parse the field lines after the start line, up to the empty line that
+ * ends the head: each checked (parse_field), the framing headers read.
+ * 0, 431 (too many for hdrs), or 400 with *msg. */
+static int parse_fields(const char **p, const char *e, struct http_hdr *hdrs, size_t max_hdrs, size_t *nhdrs,
+                        struct fields_info *fi, const char **msg)
+{
+    const char *ls;
+    size_t ll, nh = 0;
+    int st;
+    memset(fi, 0, sizeof *fi);
+    while (next_line(p, e, &ls, &ll) && ll > 0) {
+        if (nh == max_hdrs) {
+            *msg = "too many headers";
+            return 431;
+        }
+        struct http_hdr *h = &hdrs[nh];
+        if ((st = parse_field(ls, ll, h, msg)) != 0)
+            return st;
+        nh++;
+        if (ci_eq(h->name, h->name_len, "host")) {
+            fi->hosts++;
+            fi->host = h;
+        } else if (ci_eq(h->name, h->name_len, "content-length")) {
+            if ((st = content_length(h, &fi->cl_seen, &fi->content_length, msg)) != 0)
+                return st;
+        } else if (ci_eq(h->name, h->name_len, "transfer-encoding")) {
+            fi->te_seen = true;
+            transfer_encoding(h, &fi->te);
+        } else if (ci_eq(h->name, h->name_len, "connection")) {
+            struct list_it it = { h->value, h->value + h->value_len };
+            const char *s;
+            size_t l;
+            while (list_next(&it, &s, &l)) {
+                fi->conn_close |= ci_eq(s, l, "close");
+                fi->conn_ka |= ci_eq(s, l, "keep-alive");
+            }
+        }
+    }
+    if (*p != e) {
+        /* the empty line is not the end of what h1_head_end measured */
+        *msg = "malformed HTTP request: incomplete head";
+        return 400;
+    }
+    *nhdrs = nh;
+    return 0;
+}
+
 int h1_parse_request(const char *head, size_t n, struct h1_request *rq, struct http_hdr *hdrs,
                      size_t max_hdrs, const char **msg)
 {
@@ -275,60 +331,32 @@ int h1_parse_request(const char *head, size_t n, struct h1_request *rq, struct h
     if (st)
         return st;
 
-    size_t nh = 0, hosts = 0;
-    bool cl_seen = false, te_seen = false, conn_close = false, conn_ka = false;
-    struct te_state te = { 0, 0, 0 };
-    while (next_line(&p, e, &ls, &ll) && ll > 0) {
-        if (nh == max_hdrs) {
+    struct fields_info fi;
+    if ((st = parse_fields(&p, e, hdrs, max_hdrs, &rq->nhdrs, &fi, msg)) != 0) {
+        if (st == 431)
             *msg = "too many request headers";
-            return 431;
-        }
-        struct http_hdr *h = &hdrs[nh];
-        if ((st = parse_field(ls, ll, h, msg)) != 0)
-            return st;
-        nh++;
-        if (ci_eq(h->name, h->name_len, "host")) {
-            hosts++;
-            for (size_t k = 0; k < h->value_len; k++)
-                if (!IS(h->value[k], C_HOST)) {
-                    *msg = "malformed HTTP request: invalid Host header";
-                    return 400;
-                }
-        } else if (ci_eq(h->name, h->name_len, "content-length")) {
-            if ((st = content_length(h, &cl_seen, &rq->content_length, msg)) != 0)
-                return st;
-        } else if (ci_eq(h->name, h->name_len, "transfer-encoding")) {
-            te_seen = true;
-            transfer_encoding(h, &te);
-        } else if (ci_eq(h->name, h->name_len, "connection")) {
-            struct list_it it = { h->value, h->value + h->value_len };
-            const char *s;
-            size_t l;
-            while (list_next(&it, &s, &l)) {
-                conn_close |= ci_eq(s, l, "close");
-                conn_ka |= ci_eq(s, l, "keep-alive");
-            }
-        }
+        return st;
     }
-    if (p != e) {
-        /* the empty line is not the end of what h1_head_end measured */
-        *msg = "malformed HTTP request: incomplete head";
-        return 400;
-    }
-    rq->nhdrs = nh;
+    rq->content_length = fi.content_length;
 
     /* RFC 9112 3.2: a 1.1 request without Host, or any with more than one, is a 400 */
-    if (hosts > 1 || (hosts == 0 && rq->minor >= 1)) {
-        *msg = hosts ? "malformed HTTP request: more than one Host header"
-                     : "malformed HTTP request: missing Host header";
+    if (fi.hosts > 1 || (fi.hosts == 0 && rq->minor >= 1)) {
+        *msg = fi.hosts ? "malformed HTTP request: more than one Host header"
+                        : "malformed HTTP request: missing Host header";
         return 400;
     }
-    if (te_seen) {
+    for (size_t k = 0; fi.host && k < fi.host->value_len; k++)
+        if (!IS(fi.host->value[k], C_HOST)) {
+            *msg = "malformed HTTP request: invalid Host header";
+            return 400;
+        }
+    const struct te_state te = fi.te;
+    if (fi.te_seen) {
         if (rq->minor == 0) {
             *msg = "malformed HTTP request: Transfer-Encoding in an HTTP/1.0 request";
             return 400;
         }
-        if (cl_seen) {
+        if (fi.cl_seen) {
             *msg = "malformed HTTP request: both Content-Length and Transfer-Encoding";
             return 400;
         }
@@ -342,12 +370,12 @@ int h1_parse_request(const char *head, size_t n, struct h1_request *rq, struct h
             return 501;
         }
         rq->framing = H1_CHUNKED;
-    } else if (cl_seen) {
+    } else if (fi.cl_seen) {
         rq->framing = rq->content_length ? H1_LENGTH : H1_NO_BODY;
     } else {
         rq->framing = H1_NO_BODY;
     }
-    rq->keep_alive = rq->minor >= 1 ? !conn_close : (conn_ka && !conn_close);
+    rq->keep_alive = rq->minor >= 1 ? !fi.conn_close : (fi.conn_ka && !fi.conn_close);
     return 0;
 }
 
@@ -378,43 +406,15 @@ int h1_parse_response(const char *head, size_t n, struct h1_response *rs, struct
         }
     rs->minor = ls[7] - '0';
     rs->status = (ls[9] - '0') * 100 + (ls[10] - '0') * 10 + (ls[11] - '0');
-    size_t nh = 0;
-    bool cl_seen = false, te_seen = false, conn_close = false, conn_ka = false;
-    struct te_state te = { 0, 0, 0 };
-    while (next_line(&p, e, &ls, &ll) && ll > 0) {
-        if (nh == max_hdrs) {
-            *msg = "too many response headers";
-            return -1;
-        }
-        struct http_hdr *h = &hdrs[nh];
-        if (parse_field(ls, ll, h, msg) != 0)
-            return -1;
-        nh++;
-        if (ci_eq(h->name, h->name_len, "content-length")) {
-            if (content_length(h, &cl_seen, &rs->content_length, msg) != 0)
-                return -1;
-        } else if (ci_eq(h->name, h->name_len, "transfer-encoding")) {
-            te_seen = true;
-            transfer_encoding(h, &te);
-        } else if (ci_eq(h->name, h->name_len, "connection")) {
-            struct list_it it = { h->value, h->value + h->value_len };
-            const char *s;
-            size_t l;
-            while (list_next(&it, &s, &l)) {
-                conn_close |= ci_eq(s, l, "close");
-                conn_ka |= ci_eq(s, l, "keep-alive");
-            }
-        }
-    }
-    if (p != e) {
-        *msg = "incomplete response head";
+    struct fields_info fi;
+    if (parse_fields(&p, e, hdrs, max_hdrs, &rs->nhdrs, &fi, msg) != 0)
         return -1;
-    }
-    rs->nhdrs = nh;
-    rs->keep_alive = rs->minor >= 1 ? !conn_close : (conn_ka && !conn_close);
+    rs->content_length = fi.content_length;
+    const struct te_state te = fi.te;
+    rs->keep_alive = rs->minor >= 1 ? !fi.conn_close : (fi.conn_ka && !fi.conn_close);
     if (rs->status < 200 || rs->status == 204 || rs->status == 304) {
         rs->framing = H1_NO_BODY;
-    } else if (te_seen && rs->minor >= 1) {
+    } else if (fi.te_seen && rs->minor >= 1) {
         if (te.chunked == 1 && te.last_chunked) {
             rs->framing = H1_CHUNKED;
         } else if (te.chunked > 1) {
@@ -424,12 +424,12 @@ int h1_parse_response(const char *head, size_t n, struct h1_response *rs, struct
             rs->framing = H1_UNTIL_CLOSE;
         }
         /* RFC 9112 6.1: a message with both is never reused */
-        if (cl_seen || rs->framing == H1_UNTIL_CLOSE)
+        if (fi.cl_seen || rs->framing == H1_UNTIL_CLOSE)
             rs->keep_alive = false;
-    } else if (cl_seen) {
+    } else if (fi.cl_seen) {
         rs->framing = H1_LENGTH;
         rs->has_content_length = true;
-        if (te_seen) /* HTTP/1.0 with Transfer-Encoding: framing is suspect */
+        if (fi.te_seen) /* HTTP/1.0 with Transfer-Encoding: framing is suspect */
             rs->keep_alive = false;
     } else {
         rs->framing = H1_UNTIL_CLOSE;
@@ -553,6 +553,7 @@ long h1_body_feed(struct h1_body *b, const char *p, size_t n, h1_sink sink, void
             __attribute__((fallthrough)); /* the byte after the size */
         }
         case B_AFTER:
+        after:
             /* chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] ) */
             if (c == ' ' || c == '\t')
                 b->state = B_BWS;
@@ -588,14 +589,8 @@ long h1_body_feed(struct h1_body *b, const char *p, size_t n, h1_sink sink, void
                 b->state = B_EXT_VAL0;
             else if (c == ' ' || c == '\t')
                 b->state = B_BWS_EQ;
-            else if (c == ';')
-                b->state = B_EXT_NAME0;
-            else if (c == '\r')
-                b->state = B_SIZE_LF;
-            else if (c == '\n')
-                goto line_end;
             else
-                BAD("invalid chunk extension");
+                goto after;
             break;
         case B_EXT_VAL0:
             if (c == ' ' || c == '\t')
@@ -610,17 +605,7 @@ long h1_body_feed(struct h1_body *b, const char *p, size_t n, h1_sink sink, void
         case B_EXT_TOKEN:
             if (IS(c, C_TCHAR))
                 break;
-            if (c == ' ' || c == '\t')
-                b->state = B_BWS;
-            else if (c == ';')
-                b->state = B_EXT_NAME0;
-            else if (c == '\r')
-                b->state = B_SIZE_LF;
-            else if (c == '\n')
-                goto line_end;
-            else
-                BAD("invalid chunk extension");
-            break;
+            goto after;
         case B_EXT_QUOTED:
             if (c == '"')
                 b->state = B_AFTER;

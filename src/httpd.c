@@ -213,9 +213,8 @@ const struct http_hdr *http_req_header(const http_req *r, const char *name)
     return NULL;
 }
 
-bool http_hdr_has_token(const struct http_hdr *h, const char *tok)
+bool http_hdr_has_token_n(const struct http_hdr *h, const char *tok, size_t tl)
 {
-    size_t tl = strlen(tok);
     const char *p = h->value, *e = h->value + h->value_len;
     while (p < e) {
         while (p < e && (*p == ' ' || *p == '\t' || *p == ','))
@@ -230,6 +229,11 @@ bool http_hdr_has_token(const struct http_hdr *h, const char *tok)
             return true;
     }
     return false;
+}
+
+bool http_hdr_has_token(const struct http_hdr *h, const char *tok)
+{
+    return http_hdr_has_token_n(h, tok, strlen(tok));
 }
 
 /* ---------- request parsing (framing rules in h1.h) ---------- */

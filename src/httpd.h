@@ -81,6 +81,7 @@ const struct http_hdr *http_req_header(const http_req *r, const char *name);
 bool http_hdr_is(const struct http_hdr *h, const char *name);
 /* Does a comma-separated header value contain this token (case-insensitive)? */
 bool http_hdr_has_token(const struct http_hdr *h, const char *tok);
+bool http_hdr_has_token_n(const struct http_hdr *h, const char *tok, size_t tok_len);
 
 /* Responses.  Extra headers are written as given (names must be valid);
  * httpd adds date, content-length / transfer-encoding, connection and

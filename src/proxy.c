@@ -432,20 +432,7 @@ static bool name_in(const struct http_hdr *h, const struct hname *set)
  * (RFC 9110 §7.6.1)?  Length-based, so no name is too long to be matched. */
 static bool conn_option(const struct http_hdr *conn, const struct http_hdr *h)
 {
-    const char *p = conn->value, *e = conn->value + conn->value_len;
-    while (p < e) {
-        while (p < e && (*p == ' ' || *p == '\t' || *p == ','))
-            p++;
-        const char *s = p;
-        while (p < e && *p != ',')
-            p++;
-        const char *t = p;
-        while (t > s && (t[-1] == ' ' || t[-1] == '\t'))
-            t--;
-        if ((size_t)(t - s) == h->name_len && strncasecmp(s, h->name, h->name_len) == 0)
-            return true;
-    }
-    return false;
+    return http_hdr_has_token_n(conn, h->name, h->name_len);
 }
 
 /* Where the message's Connection headers start (n when it has none): most
