@@ -216,6 +216,10 @@ void shadow_answer_finish_stream(struct shadow_answer *a)
     for (int i = 0; i < a->tc_n; i++)
         tools_add(a, buf_data(&a->tc_name[i]) ? buf_data(&a->tc_name[i]) : "", buf_used(&a->tc_name[i]),
                   buf_data(&a->tc_args[i]) ? buf_data(&a->tc_args[i]) : "", buf_used(&a->tc_args[i]));
+    for (int i = 0; i < 4; i++) { /* assembled: the pieces need not wait for the writer */
+        buf_free(&a->tc_name[i]);
+        buf_free(&a->tc_args[i]);
+    }
     a->tc_n = 0;
     tools_close(a);
 }
