@@ -679,8 +679,9 @@ static void sha256_hex(const char *s, size_t n, char out[65])
 
 /* What the pair keeps of the prompt: the bounded prefix the store can use
  * and the hash of the whole.  The hash is taken here, on the worker (about
- * 2-5 ms per MB of prompt with SHA extensions, beside the body's own JSON
- * validation), so the pair need not keep the whole body for the writer. */
+ * 0.7 ms per MB of prompt on a CPU with SHA extensions, a few ms without —
+ * beside the body's own JSON validation), so that the pair need not keep
+ * the whole body until the writer runs. */
 static int keep_prompt(struct shadow_pair *pair, const struct json_span *pr, size_t max, const char *hash)
 {
     size_t keep = pr->len;
