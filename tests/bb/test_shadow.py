@@ -599,6 +599,25 @@ def test_huge_answers_are_never_spliced(env):
         assert tout == size // 4, (leg, tout)
 
 
+def test_unreadable_answers_are_errors_not_empty_successes(env):
+    # a 2xx answer that is not a JSON object (here HTML, and JSON cut short)
+    # is stored as error protocol, never as 200 with an empty answer
+    html = b"<html>busy</html>"
+    cand = FakeUpstream(lambda req: [b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: %d\r\n\r\n%s"
+                                     % (len(html), html)])
+    cut = b'{"choices":[{"index":0,"message":{"content":"hi'
+    primary = FakeUpstream(lambda req: [b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                                        b"content-length: %d\r\n\r\n%s" % (len(cut), cut)])
+    db = os.path.join(env.tmp, "pairs.db")
+    gw = env.gateway(shadow_config(primary.port, f"http://127.0.0.1:{cand.port}", db, "aa_percent: 0"))
+    st, _, body = post(gw, chat("q"))
+    assert st == 200 and body == cut    # the user gets the upstream's bytes
+    settled(gw, 1)
+    stop_gateway(env)
+    assert db_rows(db, "SELECT leg, status, error FROM legs ORDER BY leg") == \
+        [("primary", 200, "protocol"), ("shadow", 200, "protocol")]
+
+
 def sse_body(events):
     body = b"".join(b"data: " + (e if isinstance(e, bytes) else json.dumps(e).encode()) + b"\n\n" for e in events)
     return b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: %d\r\n\r\n" % len(body), body
