@@ -125,6 +125,14 @@ size_t recorder_queue_depth(void)
     return n;
 }
 
+uint64_t recorder_queue_bytes(void)
+{
+    pthread_mutex_lock(&R.lock);
+    uint64_t n = R.bytes;
+    pthread_mutex_unlock(&R.lock);
+    return n;
+}
+
 /* ---------------------------------------------------------------- text */
 
 /* Replace every match of the redaction patterns with [REDACTED]. */

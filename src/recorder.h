@@ -16,6 +16,7 @@
 #define SHADE_RECORDER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct gateway;
 struct shadow_pair;
@@ -32,7 +33,9 @@ void recorder_submit(struct shadow_pair *p);
 void recorder_drop(struct shadow_rt *sh, int reason);
 /* A state change, written to the events table. */
 void recorder_event(struct shadow_rt *sh, const char *kind, const char *detail);
-/* Pairs waiting for the writer (metrics). */
+/* Pairs waiting for the writer, and the bytes they and the batch being
+ * written hold (metrics, admin). */
 size_t recorder_queue_depth(void);
+uint64_t recorder_queue_bytes(void);
 
 #endif

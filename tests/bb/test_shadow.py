@@ -715,6 +715,9 @@ def test_queue_bytes_bound_drops_are_counted(env):
     assert c["mirrored"] == 6 and c["stored"] == 3 and c["dropped_by_reason"]["queue_full"] == 3, c
     m = metrics(gw)
     assert m['shade_shadow_dropped_total{shadow="cand",reason="queue_full"}'] == 3
+    # all written: nothing held (released just after the batch's commit)
+    wait_until(lambda: metrics(gw)["shade_shadow_recorder_queue_bytes"] == 0, what="queue bytes released")
+    assert json.loads(request(gw, "GET", "/admin/shadows")[2])["recorder_queue_bytes"] == 0
     stop_gateway(env)
     counters = dict(db_rows(db, "SELECT name, value FROM counters WHERE shadow = 'cand'"))
     assert counters["mirrored"] == counters["stored"] + sum(v for k, v in counters.items()
