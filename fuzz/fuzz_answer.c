@@ -2,7 +2,8 @@
 /* Fuzz the answer reader: the first byte picks the mode (a whole JSON
  * response, or SSE event data split at newlines), the rest is what an
  * upstream model sent.  Any bytes must leave a bounded, well-formed answer:
- * text within text_max, tools a JSON array or empty, no crash, no leak. */
+ * text and tools within text_max, tools a JSON array or empty, no crash,
+ * no leak.  A line "!" in SSE mode stands for an event the reader lost. */
 #include <stdint.h>
 #include <string.h>
 
@@ -26,13 +27,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         while (n) {
             const char *nl = memchr(p, '\n', n);
             size_t len = nl ? (size_t)(nl - p) : n;
+            if (len == 1 && p[0] == '!')
+                shadow_answer_gap(&a); /* an event the SSE reader lost */
             shadow_answer_sse(&a, p, len, t += 1000);
             p += len + (nl ? 1 : 0);
             n -= len + (nl ? 1 : 0);
         }
         shadow_answer_finish_stream(&a);
     }
-    if (buf_used(&a.text) > a.text_max)
+    if (buf_used(&a.text) > a.text_max || buf_used(&a.tools) > a.text_max)
         __builtin_trap();
     if (buf_used(&a.tools) && json_validate(buf_data(&a.tools), buf_used(&a.tools), NULL, NULL) < 0)
         __builtin_trap();

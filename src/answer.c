@@ -24,10 +24,12 @@ void shadow_answer_free(struct shadow_answer *a)
     }
 }
 
-/* append a JSON string's decoded content, bounded */
+/* Append a JSON string's decoded content, bounded.  Once *truncated is set
+ * nothing more is appended: the kept text stays a prefix of the whole (a
+ * later piece that happens to fit would splice non-adjacent text). */
 static void append_str(struct buf *b, const struct json_span *s, size_t max, bool *truncated)
 {
-    if (s->type != JSON_STRING)
+    if (s->type != JSON_STRING || (truncated && *truncated))
         return;
     size_t room = max > buf_used(b) ? max - buf_used(b) : 0;
     size_t need = json_str_rawlen(s) + 1;
@@ -73,12 +75,45 @@ static void set_finish(struct shadow_answer *a, const struct json_span *choice)
     }
 }
 
-/* tool calls as the store keeps them: [{"name":..,"arguments":".."}] */
+/* The longest prefix of the escaped JSON string e (quotes included) that
+ * fits in max bytes with its closing quote, never splitting an escape
+ * sequence or a UTF-8 character; returns its new length. */
+static size_t cut_escaped(char *e, size_t len, size_t max)
+{
+    size_t i = 1;
+    while (i + 1 < len) {
+        unsigned char c = (unsigned char)e[i];
+        size_t tok = c == '\\' ? (e[i + 1] == 'u' ? 6 : 2) : c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        if (i + tok + 1 > max)
+            break;
+        i += tok;
+    }
+    e[i] = '"';
+    return i + 1;
+}
+
+/* Tool calls as the store keeps them: [{"name":..,"arguments":".."}], at
+ * most text_max bytes with the closing bracket.  Whole calls only, in
+ * order; the first call that does not fit closes the array — except a first
+ * call too large alone, which keeps its name and a cut of its arguments. */
 static void tools_add(struct shadow_answer *a, const char *name, size_t nlen, const char *args, size_t alen)
 {
+    if (a->tools_full) {
+        a->tools_truncated = true;
+        return;
+    }
     char *en = malloc(nlen * 6 + 3), *ea = malloc(alen * 6 + 3);
     long nl = en ? json_escape(name, nlen, en, nlen * 6 + 3) : -1;
     long al = ea ? json_escape(args, alen, ea, alen * 6 + 3) : -1;
+    if (nl > 0 && al > 0) {
+        /* "[" or ",", {"name":, ,"arguments":, "}", and the final "]" */
+        size_t fixed = 1 + 8 + (size_t)nl + 13 + 1 + 1, used = buf_used(&a->tools);
+        if (used + fixed + (size_t)al > a->text_max) {
+            a->tools_full = true;
+            a->tools_truncated = true;
+            al = used == 0 && fixed + 2 <= a->text_max ? (long)cut_escaped(ea, (size_t)al, a->text_max - fixed) : -1;
+        }
+    }
     if (nl > 0 && al > 0) {
         buf_append(&a->tools, buf_used(&a->tools) ? "," : "[", 1);
         buf_append_str(&a->tools, "{\"name\":");
@@ -130,15 +165,19 @@ void shadow_answer_sse_root(struct shadow_answer *a, const struct json_span *roo
                     continue;
                 if (json_get(&tc, "index", &x))
                     json_to_i64(&x, &idx);
-                if (idx < 0 || idx >= 4)
+                if (idx < 0 || idx >= 4) {
+                    a->tools_truncated = true; /* only the first four calls are kept */
                     continue;
+                }
                 if (idx >= a->tc_n)
                     a->tc_n = (int)idx + 1;
                 if (json_get(&tc, "function", &fn) && fn.type == JSON_OBJECT) {
+                    /* pieces of one call arrive in order: after a cut,
+                     * nothing more of the calls is kept (a prefix, flagged) */
                     if (json_get(&fn, "name", &x))
-                        append_str(&a->tc_name[idx], &x, 256, NULL);
+                        append_str(&a->tc_name[idx], &x, 256, &a->tools_truncated);
                     if (json_get(&fn, "arguments", &x))
-                        append_str(&a->tc_args[idx], &x, 65536, NULL);
+                        append_str(&a->tc_args[idx], &x, 65536, &a->tools_truncated);
                 }
                 out = true;
             }
@@ -165,12 +204,22 @@ void shadow_answer_sse_root(struct shadow_answer *a, const struct json_span *roo
     a->t_last_ns = now_ns;
 }
 
+void shadow_answer_gap(struct shadow_answer *a)
+{
+    a->text_truncated = true;
+    a->tools_truncated = true;
+}
+
 /* Streamed tool calls, assembled from their pieces, into the tools array. */
 void shadow_answer_finish_stream(struct shadow_answer *a)
 {
     for (int i = 0; i < a->tc_n; i++)
         tools_add(a, buf_data(&a->tc_name[i]) ? buf_data(&a->tc_name[i]) : "", buf_used(&a->tc_name[i]),
                   buf_data(&a->tc_args[i]) ? buf_data(&a->tc_args[i]) : "", buf_used(&a->tc_args[i]));
+    for (int i = 0; i < 4; i++) { /* assembled: the pieces need not wait for the writer */
+        buf_free(&a->tc_name[i]);
+        buf_free(&a->tc_args[i]);
+    }
     a->tc_n = 0;
     tools_close(a);
 }
@@ -195,14 +244,17 @@ void shadow_answer_json_root(struct shadow_answer *a, const struct json_span *ro
             append_str(&a->text, &v, a->text_max, &a->text_truncated);
         if (json_get(&msg, "tool_calls", &v) && v.type == JSON_ARRAY) {
             size_t it = 0;
-            while (json_next(&v, &it, &key, &tc)) {
+            while (json_next(&v, &it, &key, &tc) && !a->tools_full) {
                 if (tc.type != JSON_OBJECT || !json_get(&tc, "function", &fn) || fn.type != JSON_OBJECT)
                     continue;
                 struct buf n = { 0 }, ar = { 0 };
+                bool ncut = false, acut = false;
                 if (json_get(&fn, "name", &nm))
-                    append_str(&n, &nm, 256, NULL);
+                    append_str(&n, &nm, 256, &ncut);
                 if (json_get(&fn, "arguments", &args))
-                    append_str(&ar, &args, 65536, NULL);
+                    append_str(&ar, &args, 65536, &acut);
+                if (ncut || acut)
+                    a->tools_truncated = true;
                 tools_add(a, buf_data(&n) ? buf_data(&n) : "", buf_used(&n), buf_data(&ar) ? buf_data(&ar) : "",
                           buf_used(&ar));
                 buf_free(&n);

@@ -319,6 +319,7 @@ static const struct section shadow_section =
 static const struct field store_fields[] = {
     STR(S, "path", path, 0, 1, 4096, NULL, "shade-shadow.db"),
     UINT(S, "queue_size", queue_size, 1, 10000000, "10000"),
+    SIZE(S, "queue_max_bytes", queue_max_bytes, 65536, 1099511627776ull, "256MiB"),
     SIZE(S, "prompt_max_bytes", prompt_max_bytes, 256, 16777216, "32KiB"),
     SIZE(S, "response_max_bytes", response_max_bytes, 256, 16777216, "32KiB"),
     TEXTLIST(S, "redact", redact, nredact, 1024),

@@ -165,6 +165,7 @@ struct config_shadow {
 struct config_store {
     char *path;                   /* default "shade-shadow.db" */
     uint32_t queue_size;          /* pairs waiting for the writer; default 10000 */
+    uint64_t queue_max_bytes;     /* bytes those pairs hold (and the batch being written); default 256MiB */
     uint32_t prompt_max_bytes;    /* default 32KiB */
     uint32_t response_max_bytes;  /* default 32KiB */
     char **redact; size_t nredact;/* POSIX extended regexes, matches become [REDACTED] */

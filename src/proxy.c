@@ -69,6 +69,8 @@ struct pctx {
     struct sse_reader sse;
     bool sse_init;
     struct buf capture;
+    bool capture_over;            /* the body outgrew the capture: dropped, not read */
+    uint64_t body_seen;           /* bytes of a non-streamed body (estimates when over) */
     uint64_t t_first_token, t_last_token;
     int64_t usage_in, usage_out;
     bool usage_exact;
@@ -262,9 +264,10 @@ static void record(struct pctx *p, int status, int64_t *tin, int64_t *tout, bool
         int64_t in = p->usage_in, out = p->usage_out;
         if (!p->usage_exact) {
             /* no usage from upstream: count output chunks (one token each on
-             * vLLM, llama.cpp, OpenAI) and estimate the prompt at 4 bytes/token */
+             * vLLM, llama.cpp, OpenAI) and estimate the prompt at 4 bytes/token;
+             * a body too large to be read: 4 bytes of it per token */
             in = (int64_t)(p->prompt_bytes / 4);
-            out = p->chunks_out;
+            out = p->capture_over ? (int64_t)(p->body_seen / 4) : p->chunks_out;
             met_add(&met->tokens_estimated[key], 1);
         }
         if (in > 0)
@@ -329,6 +332,8 @@ static void finish(struct pctx *p, int status)
     request_span(p, status, tin, tout);
     access_line(p, status, tin, tout, estimated, cost);
     if (p->sp) {
+        if (p->sse_init && p->sse.skipped)
+            shadow_primary_gap(p->sp); /* the stream's last event was lost */
         shadow_primary_done(p->w, p->sp, status, p->err_kind, p->be ? p->be->cfg->name : NULL,
                             p->m ? p->m->cfg->name : NULL, p->is_sse, p->req->t_ready_ns, p->t_first_token, -1,
                             -1, status == 499);
@@ -411,8 +416,11 @@ static void on_sse_event(void *arg, const char *data, size_t len)
         }
     }
     read_usage(p, &root);
-    if (p->sp)
+    if (p->sp) {
+        if (p->sse.skipped) /* an earlier event was lost: the answer ends before it */
+            shadow_primary_gap(p->sp);
         shadow_primary_sse(p->sp, &root);
+    }
 }
 
 /* ---------- upstream callbacks ---------- */
@@ -582,22 +590,38 @@ static void up_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_
     ovh_end(p);
 }
 
+/* Keep a copy of a JSON body to read when it ends.  A body over max is not
+ * read at all: a cut document does not parse, and skipping a piece that does
+ * not fit while keeping later ones would splice bytes that were never
+ * adjacent (and could parse, with a usage that is not the answer's). */
+static void capture_body(struct pctx *p, const char *data, size_t len, size_t max)
+{
+    p->body_seen += len;
+    if (p->capture_over)
+        return;
+    if (buf_used(&p->capture) + len <= max) {
+        buf_append(&p->capture, data, len);
+        return;
+    }
+    p->capture_over = true;
+    buf_free(&p->capture);
+}
+
 static void up_on_body(void *ctx, const char *data, size_t len)
 {
     struct pctx *p = ctx;
     ovh_begin(p);
     if (p->error_in_stream) {
         ovh_end(p);
-        if (buf_used(&p->capture) + len <= 65536)
-            buf_append(&p->capture, data, len);
+        capture_body(p, data, len, 65536);
         return;
     }
     /* forward first, look second: observation never delays the stream */
     http_write(p->req, data, len);
     if (p->is_sse)
         sse_reader_feed(&p->sse, data, len);
-    else if (p->is_json && p->status < 300 && buf_used(&p->capture) + len <= CAPTURE_MAX)
-        buf_append(&p->capture, data, len);
+    else if (p->is_json && p->status < 300)
+        capture_body(p, data, len, CAPTURE_MAX);
     if (!p->paused && http_out_pending(p->req) > HTTP_OUT_HIGH_WATER) {
         p->paused = true;
         up_pause(p->up, true);
@@ -663,6 +687,8 @@ static void up_on_done(void *ctx, enum up_err err)
                     shadow_primary_json(p->sp, &root);
             }
         }
+        if (p->capture_over && p->sp && p->status < 300)
+            shadow_primary_too_large(p->sp, p->body_seen);
         http_req *r = p->req;
         finish(p, p->status);
         http_end(r);
@@ -1094,6 +1120,8 @@ static void start_attempt(struct pctx *p)
     p->status = 0;
     p->is_sse = p->is_json = false;
     buf_reset(&p->capture);
+    p->capture_over = false;
+    p->body_seen = 0;
     http_req *r = p->req;
     struct iovec iov[4];
     int n = 0;

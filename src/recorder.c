@@ -14,7 +14,6 @@
  */
 #include "recorder.h"
 
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <regex.h>
 #include <sqlite3.h>
@@ -52,6 +51,7 @@ static struct recorder {
     pthread_cond_t cond;
     struct shadow_pair *head, *tail;
     size_t n, cap;
+    uint64_t bytes, max_bytes;    /* held by pairs queued or being written, and its bound */
     struct rec_event *events, *events_tail;
     bool stop;
     regex_t *redact;
@@ -72,8 +72,9 @@ void recorder_drop(struct shadow_rt *sh, int reason)
 
 void recorder_submit(struct shadow_pair *p)
 {
+    p->weight = shadow_pair_bytes(p);
     pthread_mutex_lock(&R.lock);
-    if (!R.running || R.stop || R.n >= R.cap) {
+    if (!R.running || R.stop || R.n >= R.cap || R.bytes + p->weight > R.max_bytes) {
         int reason = !R.running || R.stop ? DROP_SHUTDOWN : DROP_QUEUE_FULL;
         pthread_mutex_unlock(&R.lock);
         recorder_drop(p->sh, reason);
@@ -87,6 +88,7 @@ void recorder_submit(struct shadow_pair *p)
         R.head = p;
     R.tail = p;
     R.n++;
+    R.bytes += p->weight;
     pthread_cond_signal(&R.cond);
     pthread_mutex_unlock(&R.lock);
 }
@@ -119,6 +121,14 @@ size_t recorder_queue_depth(void)
 {
     pthread_mutex_lock(&R.lock);
     size_t n = R.n;
+    pthread_mutex_unlock(&R.lock);
+    return n;
+}
+
+uint64_t recorder_queue_bytes(void)
+{
+    pthread_mutex_lock(&R.lock);
+    uint64_t n = R.bytes;
     pthread_mutex_unlock(&R.lock);
     return n;
 }
@@ -174,18 +184,6 @@ static void bind_bounded(sqlite3_stmt *st, int col, const char *s, size_t n, siz
     sqlite3_bind_text(st, col, s ? s : "", (int)n, SQLITE_TRANSIENT);
 }
 
-static void sha256_hex(const char *s, size_t n, char out[65])
-{
-    unsigned char md[32];
-    unsigned int len = 0;
-    if (!EVP_Digest(s, n, md, &len, EVP_sha256(), NULL) || len != 32) {
-        snprintf(out, 65, "unknown");
-        return;
-    }
-    for (int i = 0; i < 32; i++)
-        snprintf(out + i * 2, 3, "%02x", md[i]);
-}
-
 /* ---------------------------------------------------------------- writing */
 
 static bool leg_ok(const struct shadow_leg_result *l) { return !l->error && l->status >= 200 && l->status < 300; }
@@ -228,8 +226,8 @@ static int write_leg(int64_t pair_id, int kind, const struct shadow_leg_result *
     bool exact = a->usage_in >= 0 && a->usage_out >= 0;
     int64_t tin, tout;
     shadow_leg_tokens(l, prompt_bytes, &tin, &tout);
-    if (!leg_ok(l) && !exact)
-        tin = tout = 0; /* a failed leg's estimate would be invented */
+    if (!leg_ok(l) && !exact && !a->too_large)
+        tin = tout = 0; /* a failed leg's estimate would be invented (not a too large one's: it answered) */
     sqlite3_bind_int64(st, 13, tin);
     sqlite3_bind_int64(st, 14, tout);
     sqlite3_bind_int(st, 15, exact);
@@ -237,11 +235,12 @@ static int write_leg(int64_t pair_id, int kind, const struct shadow_leg_result *
     if (a->finish[0])
         sqlite3_bind_text(st, 17, a->finish, -1, SQLITE_TRANSIENT);
     struct buf red = { 0 };
-    bool cut = a->text_truncated;
+    /* the stored answer is not all of it: cut, or not read at all */
+    bool cut = a->text_truncated || a->tools_truncated || a->too_large;
     redact(&red, buf_data(&a->text) ? buf_data(&a->text) : "", buf_used(&a->text));
     bind_bounded(st, 18, buf_data(&red) ? buf_data(&red) : "", buf_used(&red), cs->response_max_bytes, &cut);
     sqlite3_bind_int(st, 19, cut);
-    if (buf_used(&a->tools))
+    if (buf_used(&a->tools)) /* bounded to response_max_bytes by answer.c, whole calls */
         sqlite3_bind_text(st, 20, buf_data(&a->tools), (int)buf_used(&a->tools), SQLITE_TRANSIENT);
     int rc = sqlite3_step(st);
     buf_free(&red);
@@ -288,22 +287,10 @@ static int write_cmp(int64_t pair_id, const char *against, const struct shadow_p
     return sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
 }
 
-/* The request's prompt: its messages (chat) or prompt (completions) JSON. */
-static struct json_span prompt_of(const struct shadow_pair *p)
-{
-    struct json_span root, v = { 0 };
-    if (json_validate(p->body, p->body_len, &root, NULL) == 0 && root.type == JSON_OBJECT)
-        json_get(&root, p->chat ? "messages" : "prompt", &v);
-    return v;
-}
-
 static int write_pair(struct shadow_pair *p)
 {
     sqlite3_stmt *st = R.ins_pair;
     const struct config_store *cs = &R.gw->cfg->store;
-    struct json_span pr = prompt_of(p);
-    char hash[65];
-    sha256_hex(pr.p ? pr.p : "", pr.len, hash);
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     sqlite3_bind_text(st, 1, p->sh->cfg->name, -1, SQLITE_STATIC);
@@ -311,11 +298,13 @@ static int write_pair(struct shadow_pair *p)
     sqlite3_bind_double(st, 3, p->ts);
     sqlite3_bind_text(st, 4, p->sh->model->cfg->name, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 5, p->chat ? "chat" : "completions", -1, SQLITE_STATIC);
+    /* the worker kept prompt_max_bytes + SHADOW_PROMPT_SLACK of the prompt
+     * and hashed the whole (shadow.c keep_prompt) */
     struct buf red = { 0 };
-    bool cut = false;
-    redact(&red, pr.p ? pr.p : "", pr.len);
+    bool cut = p->prompt_cut;
+    redact(&red, p->prompt ? p->prompt : "", p->prompt_len);
     bind_bounded(st, 6, buf_data(&red) ? buf_data(&red) : "", buf_used(&red), cs->prompt_max_bytes, &cut);
-    sqlite3_bind_text(st, 7, hash, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 7, p->prompt_hash, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 8, cut);
     int rc = sqlite3_step(st);
     buf_free(&red);
@@ -408,11 +397,17 @@ static void write_batch(struct shadow_pair *pairs, struct rec_event *events)
                 R.told[i].dropped[d] = atomic_load(&R.gw->shadows[i].dropped[d]);
         }
     }
+    uint64_t freed = 0;
     while (pairs) {
         struct shadow_pair *next = pairs->next;
+        freed += pairs->weight;
         shadow_pair_free(pairs);
         pairs = next;
     }
+    /* the bytes bound covers pairs being written too: released only now */
+    pthread_mutex_lock(&R.lock);
+    R.bytes -= freed;
+    pthread_mutex_unlock(&R.lock);
     while (events) {
         struct rec_event *next = events->next;
         free(events);
@@ -643,6 +638,7 @@ int recorder_start(struct gateway *gw, char *err, size_t errlen)
     memset(&R, 0, sizeof R);
     R.gw = gw;
     R.cap = cs->queue_size;
+    R.max_bytes = cs->queue_max_bytes;
     pthread_mutex_init(&R.lock, NULL);
     pthread_cond_init(&R.cond, NULL);
     R.told = calloc(gw->nshadows, sizeof *R.told);

@@ -3,9 +3,12 @@
  * shadow periodically (report.c) and stops a failing one.
  *
  * Queue policy: workers hand finished pairs to a bounded FIFO
- * (shadow_store.queue_size pairs).  When it is full the new pair is dropped
- * and counted (shade_shadow_dropped_total{reason="queue_full"}): the worker
- * never waits for the disk.  The writer takes everything queued at once and
+ * (shadow_store.queue_size pairs, and shadow_store.queue_max_bytes bytes
+ * held by the pairs queued and by the batch being written — a pair holds a
+ * bounded prompt prefix and bounded answers, never the client's body).
+ * When either bound is reached the new pair is dropped and counted
+ * (shade_shadow_dropped_total{reason="queue_full"}): the worker never waits
+ * for the disk.  The writer takes everything queued at once and
  * writes it in one transaction.  On shutdown it writes what is left, then
  * the counters, then checkpoints the WAL and closes the file.
  */
@@ -13,6 +16,7 @@
 #define SHADE_RECORDER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct gateway;
 struct shadow_pair;
@@ -29,7 +33,9 @@ void recorder_submit(struct shadow_pair *p);
 void recorder_drop(struct shadow_rt *sh, int reason);
 /* A state change, written to the events table. */
 void recorder_event(struct shadow_rt *sh, const char *kind, const char *detail);
-/* Pairs waiting for the writer (metrics). */
+/* Pairs waiting for the writer, and the bytes they and the batch being
+ * written hold (metrics, admin). */
 size_t recorder_queue_depth(void);
+uint64_t recorder_queue_bytes(void);
 
 #endif

@@ -11,6 +11,7 @@
 #include "shadow.h"
 
 #include <math.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,13 +51,13 @@ struct shadow_leg {
     bool is_sse, is_json;
     struct sse_reader sse;
     bool sse_init;
-    struct buf capture;            /* a JSON answer, bounded */
+    struct buf capture;            /* a non-streamed answer, up to SHADOW_LEG_CAPTURE_MAX */
+    bool capture_over;             /* it was larger: capture dropped, nothing more kept */
+    uint64_t body_bytes;           /* of the answer, read so far */
     struct trace_ctx tc;           /* the leg's own trace (linked to the primary's) */
     uint64_t start_unix_ns;
     struct shadow_leg *next, *prev;/* the worker's live legs */
 };
-
-#define LEG_CAPTURE_MAX (4u << 20)
 
 static void count(_Atomic uint64_t *c) { atomic_fetch_add_explicit(c, 1, memory_order_relaxed); }
 
@@ -72,6 +73,10 @@ static void answer_copy(struct shadow_answer *dst, const struct shadow_answer *s
     buf_append(&dst->text, buf_data(&src->text), buf_used(&src->text));
     buf_append(&dst->tools, buf_data(&src->tools), buf_used(&src->tools));
     dst->text_truncated = src->text_truncated;
+    dst->tools_truncated = src->tools_truncated;
+    dst->tools_full = src->tools_full;
+    dst->too_large = src->too_large;
+    dst->body_bytes = src->body_bytes;
     memcpy(dst->finish, src->finish, sizeof dst->finish);
     dst->usage_in = src->usage_in;
     dst->usage_out = src->usage_out;
@@ -91,8 +96,24 @@ void shadow_pair_free(struct shadow_pair *p)
         return;
     for (int i = 0; i < LEG__COUNT; i++)
         shadow_answer_free(&p->leg[i].ans);
-    free(p->body);
+    free(p->prompt);
     free(p);
+}
+
+static size_t answer_bytes(const struct shadow_answer *a)
+{
+    size_t n = a->text.cap + a->tools.cap;
+    for (int i = 0; i < 4; i++)
+        n += a->tc_name[i].cap + a->tc_args[i].cap;
+    return n;
+}
+
+size_t shadow_pair_bytes(const struct shadow_pair *p)
+{
+    size_t n = sizeof *p + p->prompt_len;
+    for (int i = 0; i < LEG__COUNT; i++)
+        n += answer_bytes(&p->leg[i].ans);
+    return n;
 }
 
 static void pair_unref(struct shadow_pair *p)
@@ -107,10 +128,12 @@ static void pair_unref(struct shadow_pair *p)
 void shadow_leg_tokens(const struct shadow_leg_result *res, size_t prompt_bytes, int64_t *in, int64_t *out)
 {
     /* the upstream's usage, else estimates: 4 bytes of prompt JSON per
-     * token in, one output event (streams) or 4 bytes of text per token out */
+     * token in, one output event (streams) or 4 bytes of text per token out;
+     * an answer too large to be read: 4 bytes of it per token (mostly text) */
     *in = res->ans.usage_in >= 0 ? res->ans.usage_in : (int64_t)(prompt_bytes / 4);
     *out = res->ans.usage_out >= 0 ? res->ans.usage_out
            : res->streamed         ? res->ans.events_out
+           : res->ans.too_large    ? (int64_t)(res->ans.body_bytes / 4)
                                    : (int64_t)(buf_used(&res->ans.text) / 4);
 }
 
@@ -218,10 +241,27 @@ static void leg_end(struct shadow_leg *leg, const char *error, int outcome)
         leg->reserved = false;
     }
     atomic_fetch_sub_explicit(&sh->inflight, 1, memory_order_relaxed);
-    if (leg->is_sse)
+    if (leg->is_sse) {
+        if (leg->sse.skipped) /* an event at the very end was lost */
+            shadow_answer_gap(&res->ans);
         shadow_answer_finish_stream(&res->ans);
-    else if (leg->is_json && buf_used(&leg->capture) && leg->status >= 200 && leg->status < 300)
-        shadow_answer_json(&res->ans, buf_data(&leg->capture), buf_used(&leg->capture));
+    } else if (!error && leg->status >= 200 && leg->status < 300) {
+        /* a 2xx answer that cannot be read is not a success with an empty
+         * answer: too large to be read, or not a JSON object (protocol) */
+        struct json_span root;
+        if (leg->capture_over) {
+            res->ans.too_large = true;
+            res->ans.body_bytes = leg->body_bytes;
+            error = "too_large";
+        } else if (json_validate(buf_data(&leg->capture) ? buf_data(&leg->capture) : "", buf_used(&leg->capture),
+                                 &root, NULL) == 0 && root.type == JSON_OBJECT) {
+            shadow_answer_json_root(&res->ans, &root);
+        } else {
+            error = "protocol";
+        }
+        if (error)
+            outcome = OUT_ERROR;
+    }
     res->status = leg->status;
     res->error = error;
     res->latency_ms = (double)(now - leg->t_start) / 1e6;
@@ -250,7 +290,10 @@ static void leg_end(struct shadow_leg *leg, const char *error, int outcome)
 static void leg_on_sse(void *arg, const char *data, size_t len)
 {
     struct shadow_leg *leg = arg;
-    shadow_answer_sse(&leg->pair->leg[leg->kind].ans, data, len, mono_ns());
+    struct shadow_answer *a = &leg->pair->leg[leg->kind].ans;
+    if (leg->sse.skipped) /* an earlier event was lost: keep the prefix before it */
+        shadow_answer_gap(a);
+    shadow_answer_sse(a, data, len, mono_ns());
 }
 
 static void leg_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_t n, int64_t cl)
@@ -275,10 +318,22 @@ static void leg_on_head(void *ctx, int status, const struct http_hdr *hdrs, size
 static void leg_on_body(void *ctx, const char *data, size_t len)
 {
     struct shadow_leg *leg = ctx;
-    if (leg->sse_init)
+    leg->body_bytes += len;
+    if (leg->sse_init) {
         sse_reader_feed(&leg->sse, data, len);
-    else if (buf_used(&leg->capture) + len <= LEG_CAPTURE_MAX)
-        buf_append(&leg->capture, data, len);
+    } else if (!leg->capture_over && leg->status >= 200 && leg->status < 300) {
+        /* A cut JSON document cannot be parsed, and skipping a piece that
+         * does not fit while keeping later ones would splice non-adjacent
+         * bytes: over the bound the capture is dropped and the leg ends as
+         * too_large.  The rest is still read (and discarded) so the latency
+         * is the answer's and the connection can be reused. */
+        if (buf_used(&leg->capture) + len <= SHADOW_LEG_CAPTURE_MAX) {
+            buf_append(&leg->capture, data, len);
+        } else {
+            leg->capture_over = true;
+            buf_free(&leg->capture);
+        }
+    }
 }
 
 const char *shadow_err_kind(enum up_err e)
@@ -405,11 +460,13 @@ static void append_path(struct buf *b, const struct config_backend *bc, const ch
     buf_append_str(b, path);
 }
 
-/* Start one leg of pair on model m (kind LEG_SHADOW or LEG_AA).  The
- * caller has taken the leg's in-flight slot.  Never fails: a leg that
- * cannot start ends at once with its reason. */
+/* Start one leg of pair on model m (kind LEG_SHADOW or LEG_AA), built from
+ * the client's body (only read here: the upstream connection keeps its own
+ * copy while the leg is in flight).  The caller has taken the leg's
+ * in-flight slot.  Never fails: a leg that cannot start ends at once with
+ * its reason. */
 static void leg_start(struct worker *w, struct shadow_pair *pair, int kind, const struct model_rt *m,
-                      int stream, const struct pick_hint *hint)
+                      int stream, const struct pick_hint *hint, const char *cbody, size_t cbody_len)
 {
     struct shadow_rt *sh = pair->sh;
     struct shadow_leg_result *res = &pair->leg[kind];
@@ -468,7 +525,7 @@ static void leg_start(struct worker *w, struct shadow_pair *pair, int kind, cons
     res->upstream_model = um;
     res->streamed = stream == 1;
     struct buf body = { 0 }, head = { 0 };
-    int rc = build_body(&body, pair->body, pair->body_len, um, stream,
+    int rc = build_body(&body, cbody, cbody_len, um, stream,
                         kind == LEG_SHADOW ? sh->cfg->set : NULL, kind == LEG_SHADOW ? sh->cfg->nset : 0);
     if (rc == 0) {
         const struct config_backend *bc = leg->be->cfg;
@@ -611,6 +668,43 @@ static int select_request(struct worker *w, struct shadow_rt *sh, http_req *r, c
     return SKIP__COUNT;
 }
 
+static void sha256_hex(const char *s, size_t n, char out[65])
+{
+    unsigned char md[32];
+    unsigned int len = 0;
+    if (!EVP_Digest(s, n, md, &len, EVP_sha256(), NULL) || len != 32) {
+        snprintf(out, 65, "unknown");
+        return;
+    }
+    for (int i = 0; i < 32; i++)
+        snprintf(out + i * 2, 3, "%02x", md[i]);
+}
+
+/* What the pair keeps of the prompt: the bounded prefix the store can use
+ * and the hash of the whole.  The hash is taken here, on the worker (about
+ * 0.7 ms per MB of prompt on a CPU with SHA extensions, a few ms without —
+ * beside the body's own JSON validation), so that the pair need not keep
+ * the whole body until the writer runs. */
+static int keep_prompt(struct shadow_pair *pair, const struct json_span *pr, size_t max, const char *hash)
+{
+    size_t keep = pr->len;
+    if (keep > (size_t)max + SHADOW_PROMPT_SLACK) {
+        keep = (size_t)max + SHADOW_PROMPT_SLACK;
+        while (keep > 0 && ((unsigned char)pr->p[keep] & 0xC0) == 0x80)
+            keep--; /* never cut a UTF-8 character */
+    }
+    pair->prompt = malloc(keep ? keep : 1);
+    if (!pair->prompt)
+        return -1;
+    if (keep)
+        memcpy(pair->prompt, pr->p, keep);
+    pair->prompt_len = keep;
+    pair->prompt_cut = keep < pr->len;
+    pair->prompt_bytes = pr->len;
+    memcpy(pair->prompt_hash, hash, sizeof pair->prompt_hash);
+    return 0;
+}
+
 /* Over its cap or its hourly budget, a shadow drops the pair. */
 static int admit(struct shadow_rt *sh)
 {
@@ -633,6 +727,10 @@ struct shadow_primary *shadow_mirror(struct worker *w, const struct model_rt *m,
     struct shadow_primary *sp = NULL;
     bool chat = ep == EP_CHAT;
     bool ok = ep == EP_CHAT || ep == EP_COMPLETIONS; /* root: the proxy validated the body once */
+    struct json_span pr = { 0 };
+    char hash[65] = "";
+    if (ok && !json_get(root, chat ? "messages" : "prompt", &pr))
+        memset(&pr, 0, sizeof pr); /* no prompt: stored empty, hashed as "" */
     for (size_t i = 0; i < m->nshadows; i++) {
         struct shadow_rt *sh = m->shadows[i];
         int skip = ok ? select_request(w, sh, r, root) : SKIP_ENDPOINT;
@@ -654,18 +752,17 @@ struct shadow_primary *shadow_mirror(struct worker *w, const struct model_rt *m,
                 sp->chat = chat;
             }
         }
-        if (pair)
-            pair->body = malloc(r->body_len ? r->body_len : 1);
-        if (!pair || !sp || !pair->body || sp->npairs == SHADOWS_PER_REQUEST) {
+        if (pair && !hash[0])
+            sha256_hex(pr.p ? pr.p : "", pr.len, hash); /* once for all the request's pairs */
+        if (!pair || !sp || keep_prompt(pair, &pr, w->gw->cfg->store.prompt_max_bytes, hash) < 0 ||
+            sp->npairs == SHADOWS_PER_REQUEST) {
             atomic_fetch_sub_explicit(&sh->inflight, 1, memory_order_relaxed);
             shadow_pair_free(pair);
             recorder_drop(sh, DROP_NOMEM);
             continue;
         }
-        memcpy(pair->body, r->body, r->body_len);
-        pair->body_len = r->body_len;
-        struct json_span pr;
-        pair->prompt_bytes = json_get(root, chat ? "messages" : "prompt", &pr) ? pr.len : r->body_len;
+        if (!pr.p)
+            pair->prompt_bytes = r->body_len; /* token estimates: the whole body then */
         pair->sh = sh;
         pair->refs = 1; /* the primary */
         pair->chat = chat;
@@ -676,12 +773,12 @@ struct shadow_primary *shadow_mirror(struct worker *w, const struct model_rt *m,
         struct pick_hint hint = { 0, (uint32_t)est_tokens };
         int sstream = sh->cfg->stream == SHADOW_STREAM_ON ? 1 : sh->cfg->stream == SHADOW_STREAM_OFF ? 0
                                                                                                         : stream;
-        leg_start(w, pair, LEG_SHADOW, sh->target, sstream, &hint);
+        leg_start(w, pair, LEG_SHADOW, sh->target, sstream, &hint, r->body, r->body_len);
         /* the noise floor: the same request to the primary again, when
          * there is room under the cap (best effort: never dropped for it) */
         if (sh->cfg->aa_percent > 0 && sampled(w, sh->cfg->aa_percent)) {
             if (atomic_fetch_add_explicit(&sh->inflight, 1, memory_order_relaxed) < (int)sh->cfg->max_concurrent)
-                leg_start(w, pair, LEG_AA, sh->model, -1, &hint);
+                leg_start(w, pair, LEG_AA, sh->model, -1, &hint, r->body, r->body_len);
             else
                 atomic_fetch_sub_explicit(&sh->inflight, 1, memory_order_relaxed);
         }
@@ -701,7 +798,16 @@ void shadow_primary_sse(struct shadow_primary *sp, const struct json_span *root)
 
 void shadow_primary_json(struct shadow_primary *sp, const struct json_span *root)
 {
+    sp->json_read = true;
     shadow_answer_json_root(&sp->ans, root);
+}
+
+void shadow_primary_gap(struct shadow_primary *sp) { shadow_answer_gap(&sp->ans); }
+
+void shadow_primary_too_large(struct shadow_primary *sp, uint64_t bytes)
+{
+    sp->ans.too_large = true;
+    sp->ans.body_bytes = bytes;
 }
 
 void shadow_primary_done(struct worker *w, struct shadow_primary *sp, int status, const char *error,
@@ -722,6 +828,10 @@ void shadow_primary_done(struct worker *w, struct shadow_primary *sp, int status
         res->streamed = streamed;
         res->status = status;
         res->error = error ? error : status_kind(status);
+        /* a 2xx answer the proxy could not read is not a success with an
+         * empty answer (as for the legs, leg_end) */
+        if (!res->error && !streamed)
+            res->error = sp->ans.too_large ? "too_large" : !sp->json_read ? "protocol" : NULL;
         res->backend = backend;
         res->target = target ? target : pm->cfg->name;
         res->price_in = pm->cfg->input_price_per_mtok;

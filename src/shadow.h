@@ -45,6 +45,13 @@ struct worker;
 struct model_rt;
 
 #define SHADOWS_PER_REQUEST 4 /* shadows of one model that may mirror one request */
+/* Redaction runs on the writer over the kept prefix of a prompt: this much
+ * beyond prompt_max_bytes is kept so that a match that starts before the cut
+ * is still seen whole (a secret across the cut is redacted, not half kept). */
+#define SHADOW_PROMPT_SLACK (16u << 10)
+/* The most of a non-streamed shadow / A/A answer read for the pair store; a
+ * larger answer is not parsed and its leg is stored with error too_large. */
+#define SHADOW_LEG_CAPTURE_MAX (4u << 20)
 
 /* why a request of a shadowed model was not mirrored */
 enum shadow_skip {
@@ -105,9 +112,15 @@ struct shadow_pair {
     double ts;                       /* unix s */
     bool chat;                       /* chat (else completions) */
     struct trace_ctx primary_tc;     /* the user's request span: legs link to it */
-    char *body;                      /* the client's body, owned */
-    size_t body_len;
-    size_t prompt_bytes;             /* length of its messages / prompt JSON (token estimates) */
+    /* The prompt (the body's messages / prompt JSON) as far as the store can
+     * use it: the legs are built from the client's body when they start, so
+     * the pair never holds the whole body while it waits for the writer. */
+    char *prompt;                    /* its first prompt_max_bytes + SHADOW_PROMPT_SLACK bytes, owned */
+    size_t prompt_len;
+    bool prompt_cut;                 /* the prompt is longer than what is kept */
+    char prompt_hash[65];            /* SHA-256 hex of the whole unredacted prompt */
+    size_t prompt_bytes;             /* length of the whole prompt (token estimates) */
+    size_t weight;                   /* bytes it holds (recorder's queue bound) */
     struct shadow_leg_result leg[LEG__COUNT];
 };
 
@@ -117,6 +130,7 @@ struct shadow_primary {
     int npairs;
     struct shadow_answer ans;
     bool chat;
+    bool json_read;                  /* a non-streamed answer was parsed */
 };
 
 /* gateway set-up (server.c): shadow runtimes and the model → shadows index */
@@ -135,6 +149,12 @@ const char *shadow_err_kind(enum up_err e);
 /* (root: the event / body the proxy has already validated) */
 void shadow_primary_sse(struct shadow_primary *sp, const struct json_span *root);
 void shadow_primary_json(struct shadow_primary *sp, const struct json_span *root);
+/* an event of the primary's stream was lost (larger than its SSE reader
+ * takes): the answer is kept up to there, flagged truncated */
+void shadow_primary_gap(struct shadow_primary *sp);
+/* the primary's non-streamed answer (bytes long) was larger than the proxy
+ * reads: not parsed; stored with error too_large, tokens estimated */
+void shadow_primary_too_large(struct shadow_primary *sp, uint64_t bytes);
 /* proxy.c, when the user's request ends: hand the primary's result to the
  * pairs and let go of sp.  error = store.h kind or NULL. */
 void shadow_primary_done(struct worker *w, struct shadow_primary *sp, int status, const char *error,
@@ -158,7 +178,8 @@ void shadow_metrics_render(const struct gateway *gw, struct buf *o);
 /* a leg's tokens in and out: its usage, or estimated (the same rule for the
  * budget and the pair store) */
 void shadow_leg_tokens(const struct shadow_leg_result *res, size_t prompt_bytes, int64_t *in, int64_t *out);
-/* the pair's memory */
+/* the pair's memory, and how many bytes of it the pair holds */
 void shadow_pair_free(struct shadow_pair *p);
+size_t shadow_pair_bytes(const struct shadow_pair *p);
 
 #endif

@@ -124,7 +124,8 @@ int shadow_admin(struct worker *w, http_req *r)
                                "Method not allowed on /admin/shadows (allowed: GET, HEAD).");
             return 405;
         }
-        buf_printf(&b, "{\"recorder_queue\":%zu,\"store\":", recorder_queue_depth());
+        buf_printf(&b, "{\"recorder_queue\":%zu,\"recorder_queue_bytes\":%llu,\"store\":", recorder_queue_depth(),
+                   (unsigned long long)recorder_queue_bytes());
         put_json_str(&b, gw->cfg->store.path);
         buf_append_str(&b, ",\"shadows\":[");
         for (size_t i = 0; i < gw->nshadows; i++) {
@@ -276,6 +277,9 @@ void shadow_metrics_render(const struct gateway *gw, struct buf *o)
                    (unsigned long long)js.calls, (unsigned long long)js.judged, (unsigned long long)js.errors);
     }
     buf_printf(o, "# HELP shade_shadow_recorder_queue Pairs waiting for the pair store's writer.\n"
-                  "# TYPE shade_shadow_recorder_queue gauge\nshade_shadow_recorder_queue %zu\n",
-               recorder_queue_depth());
+                  "# TYPE shade_shadow_recorder_queue gauge\nshade_shadow_recorder_queue %zu\n"
+                  "# HELP shade_shadow_recorder_queue_bytes Bytes held by pairs waiting for or being written by the "
+                  "pair store's writer.\n"
+                  "# TYPE shade_shadow_recorder_queue_bytes gauge\nshade_shadow_recorder_queue_bytes %llu\n",
+               recorder_queue_depth(), (unsigned long long)recorder_queue_bytes());
 }

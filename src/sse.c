@@ -77,6 +77,8 @@ static void set_phase(struct sse_reader *r, unsigned ph)
 /* Drop the current event: it is too large (or memory ran out). */
 static void start_skipping(struct sse_reader *r, struct pending *pd)
 {
+    if (!r->skipping)
+        r->skipped++;
     r->skipping = 1;
     r->len = 0;
     pd->on = false;

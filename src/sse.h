@@ -18,6 +18,9 @@ struct sse_reader {
     size_t max;       /* events larger than this are skipped (default 1 MiB) */
     int state;        /* internal */
     int skipping;     /* internal: current event too large */
+    uint64_t skipped; /* events dropped for their size (or memory): an observer
+                         that assembles text across events must not join what
+                         came before such an event with what comes after */
     sse_event_cb cb;
     void *arg;
 };

@@ -16,7 +16,35 @@
  *                idle timeout) | 'deadline' (the shadow deadline ended the
  *                leg) | 'http_5xx' | 'http_429' | 'http_4xx' | 'protocol' |
  *                'closed' (connection closed mid-answer) | 'no_backend' |
- *                'aborted' (client went away / leg cancelled) | 'shutdown'
+ *                'aborted' (client went away / leg cancelled) | 'shutdown' |
+ *                'too_large' (a 2xx non-streamed answer larger than the
+ *                gateway reads for a pair — 4 MiB for shadow / A/A legs,
+ *                SHADOW_LEG_CAPTURE_MAX; 8 MiB for the primary, proxy.c
+ *                CAPTURE_MAX — was not parsed: status kept, response empty,
+ *                response_truncated 1, tokens estimated from its size).
+ *                'protocol' also marks a 2xx non-streamed answer that is not
+ *                a JSON object: an answer that could not be read is never
+ *                stored as a success with an empty response.
+ *   bounds       every stored column is bounded: names (shadow, model,
+ *                target, backend, upstream_model, judge) by the config's
+ *                limits (128 / 256 bytes); request_id 131 bytes; prompt
+ *                prompt_max_bytes (the gateway keeps the first
+ *                prompt_max_bytes + 16 KiB of a prompt, redacts that and cuts
+ *                it: prompt_truncated = 1 whenever the prompt was longer; the
+ *                hash is still of the whole); response and tool_calls
+ *                response_max_bytes each; finish_reason 31 bytes; error,
+ *                leg, endpoint and verdicts are fixed words; events.detail
+ *                255 bytes.
+ *   truncation   what is stored is always a prefix, never a splice: once a
+ *                part of an answer was cut nothing later was appended to it.
+ *                response_truncated = 1 when the stored answer is not all of
+ *                it: text cut, tool calls cut (see tool_calls), an event of
+ *                the stream lost (over 1 MiB, the SSE reader's bound: the
+ *                answer stops before it), or not read at all (too_large).
+ *   tokens       tokens_exact 1: from the upstream's usage.  0: estimated —
+ *                prompt JSON bytes / 4 in; output events (streams), answer
+ *                text bytes / 4, or answer bytes / 4 (too_large) out; 0 for
+ *                other failed legs (an estimate would be invented).
  *   comparisons  one row per (pair, against): 'shadow' compares primary with
  *                shadow, 'aa' compares primary with the A/A leg.  Columns
  *                that do not apply (e.g. json_same when the primary did not
@@ -75,6 +103,10 @@
     "  response TEXT,\n"                 /* answer text, redacted, bounded */             \
     "  response_truncated INTEGER NOT NULL DEFAULT 0,\n"                                  \
     "  tool_calls TEXT,\n"               /* JSON [{\"name\":..,\"arguments\":\"..\"}] */  \
+    /* tool_calls: at most response_max_bytes, whole calls in order (a first  */        \
+    /* call too large alone keeps its name and a cut of its arguments); a     */        \
+    /* call's arguments at most 64 KiB, its name 256 bytes; of a stream, the  */        \
+    /* first four calls.  Any cut sets response_truncated.  Always valid JSON. */        \
     "  PRIMARY KEY (pair_id, leg)\n"                                                      \
     ");\n"                                                                                \
     "CREATE TABLE IF NOT EXISTS comparisons (\n"                                          \

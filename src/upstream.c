@@ -347,6 +347,9 @@ static void conn_release(struct up_conn *c)
     }
     c->state = S_IDLE;
     buf_reset(&c->out);
+    /* an idle connection must not pin the last request's body (megabytes
+     * for a long prompt, per pooled connection) */
+    buf_trim(&c->out, 65536);
     buf_trim(&c->hbuf, 16384);
     ev_io_set(p->loop, &c->io, EV_READ);
     c->timer.cb = idle_timer_cb;
@@ -569,6 +572,10 @@ static void do_send(struct up_conn *c)
         conn_fail(c, c->reused ? UP_ECLOSED : UP_ECONNECT);
         return;
     }
+    /* the request is on the wire: its copy (megabytes for a long prompt)
+     * is not held while the answer is awaited — a slow shadow candidate
+     * would otherwise pin one per leg in flight */
+    buf_trim(&c->out, 65536);
     c->state = S_WAIT_HEAD;
     conn_update_mask(c);
 }

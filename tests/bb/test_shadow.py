@@ -584,3 +584,199 @@ def test_retention_deletes_old_pairs(env):
     assert db_rows(db, "SELECT count(*) FROM legs WHERE pair_id NOT IN (SELECT id FROM pairs)") == [(0,)]
     counters = dict(db_rows(db, "SELECT name, value FROM counters WHERE shadow = 'cand'"))
     assert counters["stored"] == 3   # counters are cumulative: pruning does not rewrite history
+
+
+# ---------- bounded captures (issue 9) ----------
+
+def padded_answer(pad_bytes, content, usage_out):
+    """A non-streamed chat answer whose middle is pad_bytes of padding inside a
+    string: any splice of its reads (head + some pad + tail) is still valid
+    JSON, with a usage that was never checked against the whole answer."""
+    head = b'{"id":"chatcmpl-big","object":"chat.completion","pad":"'
+    tail = ('","choices":[{"index":0,"message":{"role":"assistant","content":%s},"finish_reason":"stop"}],'
+            '"usage":{"prompt_tokens":3,"completion_tokens":%d,"total_tokens":%d}}'
+            % (json.dumps(content), usage_out, usage_out + 3)).encode()
+    total = len(head) + pad_bytes + len(tail)
+    return [b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+            % (total, head), b"a" * pad_bytes, tail], total
+
+
+def test_huge_answers_are_never_spliced(env):
+    # the primary answers 9 MB (over the proxy's 8 MiB capture), the candidate
+    # 5 MB (over the leg's 4 MiB): neither may be stored as a clean success
+    # read from whatever reads happened to fit
+    p_pieces, p_total = padded_answer(9 << 20, "primary answer", 777)
+    s_pieces, s_total = padded_answer(5 << 20, "candidate answer", 555)
+    primary = FakeUpstream(lambda req: p_pieces)
+    cand = FakeUpstream(lambda req: s_pieces)
+    db = os.path.join(env.tmp, "pairs.db")
+    cfg = shadow_config(primary.port, f"http://127.0.0.1:{cand.port}", db, "aa_percent: 0")
+    gw = env.gateway(cfg + "  response_max_bytes: 4KiB\n")
+    for i in range(3):   # the later ones on pooled connections
+        st, _, body = post(gw, chat(f"big {i}"), timeout=60)
+        assert st == 200 and len(body) == p_total, (st, len(body))
+        assert json.loads(body)["usage"]["completion_tokens"] == 777   # the user's bytes are untouched
+    settled(gw, 3)
+    m = metrics(gw)
+    # usage is not read from a body that was not read whole: estimated (4 bytes a token)
+    assert m['shade_usage_estimated_total{model="demo",variant="primary",backend="p0"}'] == 3
+    out = m['shade_output_tokens_total{model="demo",variant="primary",backend="p0"}']
+    assert out == 3 * (p_total // 4), out
+    stop_gateway(env)
+    rows = db_rows(db, "SELECT leg, status, error, response, response_truncated, tokens_out, tokens_exact "
+                       "FROM legs ORDER BY pair_id, leg")
+    assert len(rows) == 6, rows
+    for leg, status, err, resp, cut, tout, exact in rows:
+        assert (status, err, resp or "", cut) != (200, None, "", 0), rows
+        assert status == 200 and err == "too_large" and cut == 1, rows
+        assert exact == 0 and tout not in (555, 777), rows     # never the spliced usage
+        size = p_total if leg == "primary" else s_total
+        assert tout == size // 4, (leg, tout)
+
+
+def test_unreadable_answers_are_errors_not_empty_successes(env):
+    # a 2xx answer that is not a JSON object (here HTML, and JSON cut short)
+    # is stored as error protocol, never as 200 with an empty answer
+    html = b"<html>busy</html>"
+    cand = FakeUpstream(lambda req: [b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: %d\r\n\r\n%s"
+                                     % (len(html), html)])
+    cut = b'{"choices":[{"index":0,"message":{"content":"hi'
+    primary = FakeUpstream(lambda req: [b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                                        b"content-length: %d\r\n\r\n%s" % (len(cut), cut)])
+    db = os.path.join(env.tmp, "pairs.db")
+    gw = env.gateway(shadow_config(primary.port, f"http://127.0.0.1:{cand.port}", db, "aa_percent: 0"))
+    st, _, body = post(gw, chat("q"))
+    assert st == 200 and body == cut    # the user gets the upstream's bytes
+    settled(gw, 1)
+    stop_gateway(env)
+    assert db_rows(db, "SELECT leg, status, error FROM legs ORDER BY leg") == \
+        [("primary", 200, "protocol"), ("shadow", 200, "protocol")]
+
+
+def sse_body(events):
+    body = b"".join(b"data: " + (e if isinstance(e, bytes) else json.dumps(e).encode()) + b"\n\n" for e in events)
+    return b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: %d\r\n\r\n" % len(body), body
+
+
+def chunk(delta, finish=None):
+    return {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+def test_stream_event_too_large_to_read_cuts_the_answer_there(env):
+    # an event over the SSE reader's 1 MiB is lost to the observer: the stored
+    # answer is what came before it, flagged — never "alpha gamma"
+    events = [chunk({"role": "assistant", "content": "alpha "}), chunk({"content": "B" * (1200 << 10)}),
+              chunk({"content": "gamma"}), chunk({}, "stop"),
+              {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [],
+               "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}}, b"[DONE]"]
+    head, body = sse_body(events)
+    primary = FakeUpstream(lambda req: [head, body[:1000], body[1000:]])
+    cand = FakeUpstream(lambda req: [head, body])
+    db = os.path.join(env.tmp, "pairs.db")
+    gw = env.gateway(shadow_config(primary.port, f"http://127.0.0.1:{cand.port}", db, "aa_percent: 0"))
+    st, _, got = post(gw, chat("stream", stream=True), timeout=30)
+    assert st == 200 and stream_text(got) == "alpha " + "B" * (1200 << 10) + "gamma"
+    settled(gw, 1)
+    stop_gateway(env)
+    rows = db_rows(db, "SELECT leg, status, error, response, response_truncated, finish_reason, tokens_out, "
+                       "tokens_exact FROM legs ORDER BY leg")
+    # the usage event is an event of its own, read whole: still exact
+    assert rows == [("primary", 200, None, "alpha ", 1, "stop", 3, 1),
+                    ("shadow", 200, None, "alpha ", 1, "stop", 3, 1)], rows
+
+
+def test_tool_calls_are_bounded(env):
+    # 1000 tool calls of 3 KB each (3 MB) with response_max_bytes 4KiB: whole
+    # calls that fit, flagged; streamed, a first call too large alone keeps
+    # its name and a cut of its arguments, and only four calls are followed
+    args = json.dumps({"text": "x" * 3000})
+    calls = [{"id": f"call_{i}", "type": "function", "function": {"name": f"f{i}", "arguments": args}}
+             for i in range(1000)]
+    whole = {"id": "chatcmpl-t", "object": "chat.completion", "created": 1, "model": "m",
+             "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": calls},
+                          "finish_reason": "tool_calls"}],
+             "usage": {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12}}
+    long_args = json.dumps({"text": 'quote " and é ' * 400})   # about 6 KB, escapes and UTF-8
+    events = [chunk({"role": "assistant", "tool_calls": [{"index": 0, "id": "c0", "type": "function",
+                                                          "function": {"name": "f0", "arguments": ""}}]})]
+    events += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": long_args[i:i + 100]}}]})
+               for i in range(0, len(long_args), 100)]
+    events += [chunk({"tool_calls": [{"index": k, "id": f"c{k}", "type": "function",
+                                      "function": {"name": f"f{k}", "arguments": "{}"}}]}) for k in range(1, 6)]
+    events += [chunk({}, "tool_calls"), b"[DONE]"]
+    s_head, s_body = sse_body(events)
+
+    def answer(req):
+        return [s_head, s_body] if b'"stream": true' in req or b'"stream":true' in req else json_response(whole)
+    primary = FakeUpstream(answer)
+    cand = FakeUpstream(answer)
+    db = os.path.join(env.tmp, "pairs.db")
+    cfg = shadow_config(primary.port, f"http://127.0.0.1:{cand.port}", db, "aa_percent: 0")
+    gw = env.gateway(cfg + "  response_max_bytes: 4KiB\n")
+    assert post(gw, chat("tools"), headers={"x-request-id": "json"}, timeout=30)[0] == 200
+    assert post(gw, chat("tools", stream=True), headers={"x-request-id": "sse"}, timeout=30)[0] == 200
+    settled(gw, 2)
+    stop_gateway(env)
+    rows = db_rows(db, "SELECT p.request_id, l.leg, l.error, l.tool_calls, l.response_truncated "
+                       "FROM legs l JOIN pairs p ON p.id = l.pair_id")
+    assert len(rows) == 4, rows
+    for rid, leg, err, tools, cut in rows:
+        assert err is None and cut == 1, (rid, leg, err, cut)
+        assert len(tools.encode()) <= 4096, (rid, leg, len(tools))
+        got = json.loads(tools)   # never a broken document
+        if rid == "json":
+            assert got == [{"name": "f0", "arguments": args}], got[:2]
+        else:
+            assert [c["name"] for c in got] == ["f0"], got
+            assert long_args.startswith(got[0]["arguments"]) and len(got[0]["arguments"]) > 1000, got
+    assert max(r[0] for r in db_rows(db, "SELECT max(length(CAST(tool_calls AS BLOB))) FROM legs")) <= 4096
+
+
+# ---------- bounded memory while mirroring (issue 9) ----------
+
+def test_queue_bytes_bound_drops_are_counted(env):
+    primary = env.sim("--ttft-ms", 0, "--tps", 0)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0)
+    db = os.path.join(env.tmp, "pairs.db")
+    cfg = shadow_config(primary, f"http://127.0.0.1:{cand}", db, "aa_percent: 0")
+    gw = env.gateway(cfg + "  queue_max_bytes: 64KiB\n  prompt_max_bytes: 1MiB\n")
+    big = "many words " * 30000          # a 330 KB prompt: its pair alone is over the bound
+    for i in range(3):
+        assert post(gw, chat(f"{i} {big}"), timeout=30)[0] == 200
+    for i in range(3):
+        assert post(gw, chat(f"small {i}"))[0] == 200
+    c = settled(gw, 6)
+    assert c["mirrored"] == 6 and c["stored"] == 3 and c["dropped_by_reason"]["queue_full"] == 3, c
+    m = metrics(gw)
+    assert m['shade_shadow_dropped_total{shadow="cand",reason="queue_full"}'] == 3
+    # all written: nothing held (released just after the batch's commit)
+    wait_until(lambda: metrics(gw)["shade_shadow_recorder_queue_bytes"] == 0, what="queue bytes released")
+    assert json.loads(request(gw, "GET", "/admin/shadows")[2])["recorder_queue_bytes"] == 0
+    stop_gateway(env)
+    counters = dict(db_rows(db, "SELECT name, value FROM counters WHERE shadow = 'cand'"))
+    assert counters["mirrored"] == counters["stored"] + sum(v for k, v in counters.items()
+                                                            if k.startswith("dropped_")), counters
+    assert counters["dropped_queue_full"] == 3
+    assert sorted(p for p, in db_rows(db, "SELECT prompt FROM pairs")) == \
+        [json.dumps(chat(f"small {i}")["messages"]) for i in range(3)]
+
+
+def test_large_prompt_keeps_only_a_bounded_prefix(env):
+    # the pair keeps only what the store can use; the hash is still of the
+    # whole unredacted prompt, and a secret across the cut is redacted whole
+    primary = env.sim("--ttft-ms", 0, "--tps", 0)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0)
+    db = os.path.join(env.tmp, "pairs.db")
+    cfg = shadow_config(primary, f"http://127.0.0.1:{cand}", db, "aa_percent: 0")
+    gw = env.gateway(cfg + '  prompt_max_bytes: 1KiB\n  redact: ["card [0-9]{4}-[0-9]{4}"]\n')
+    lead = '[{"role": "user", "content": "'
+    text = "w" * (1024 - len(lead) - 8) + "card 1234-5678 " + "more words " * 200000   # 2.2 MB
+    assert post(gw, chat(text), timeout=30)[0] == 200
+    settled(gw, 1)
+    stop_gateway(env)
+    [(prompt, cut, h)] = db_rows(db, "SELECT prompt, prompt_truncated, prompt_hash FROM pairs")
+    import hashlib
+    assert h == hashlib.sha256(json.dumps(chat(text)["messages"]).encode()).hexdigest()
+    assert cut == 1 and len(prompt.encode()) <= 1024 and prompt.startswith(lead + "www"), prompt[:60]
+    assert "1234" not in prompt, prompt[-40:]

@@ -866,6 +866,7 @@ static void test_shadows(void)
         CHECK_EQ_STR(sh->opt_out_header, "x-shade-no-shadow");
         CHECK(sh->rec_success_min == 0.95 && sh->rec_latency_ratio_max == 1.5);
         CHECK_EQ_INT(c->store.queue_size, 10000);
+        CHECK(c->store.queue_max_bytes == 256ull << 20);
         CHECK_EQ_INT(c->store.response_max_bytes, 32768);
         CHECK_EQ_INT(c->store.nredact, 1);
         config_free(c);
@@ -896,6 +897,15 @@ static void test_shadows(void)
                "12:13: \"sample\": 101 is out of range (0..100)");
     expect_err(SHADOW_BASE "shadows:\n  - name: cand\n    model: demo\n    target: other\n    judge: { model: x }\n",
                "9:5: shadow \"cand\": no judge model named \"x\"");
+    c = load_ok(SHADOW_BASE "shadows:\n  - name: cand\n    model: demo\n    target: other\n"
+                            "shadow_store:\n  queue_max_bytes: 2GiB\n");
+    if (c) {
+        CHECK(c->store.queue_max_bytes == 2ull << 30);
+        config_free(c);
+    }
+    expect_err(SHADOW_BASE "shadows:\n  - name: cand\n    model: demo\n    target: other\n"
+                           "shadow_store:\n  queue_max_bytes: 1KiB\n",
+               "13:20: \"queue_max_bytes\": 1KiB is out of range (64KiB..1024GiB)");
     expect_err(SHADOW_BASE "admin:\n  key_env: SHADE_TEST_SURELY_UNSET_VAR\n",
                "9:12: \"key_env\": environment variable SHADE_TEST_SURELY_UNSET_VAR is not set or empty");
 }

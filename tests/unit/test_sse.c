@@ -14,6 +14,7 @@ struct rec {
     int events;
     int zero_copy;         /* deliveries pointing into the current input */
     const char *in_lo, *in_hi;
+    uint64_t skipped;      /* the reader's count of events too large */
 };
 
 static void rec_put(struct rec *r, const char *p, size_t n)
@@ -67,6 +68,7 @@ static struct rec run_cuts(const char *s, size_t n, size_t max, const size_t *cu
         free(piece);
         at = to;
     }
+    r.skipped = rd.skipped;
     sse_reader_free(&rd);
     return r;
 }
@@ -257,6 +259,16 @@ static void test_large(void)
     /* skipped events with comments and other fields in them */
     const char *s3 = "data: xxxxxxxxxxxxxxxxxxxxxxxxxxxx\n: c\nevent: e\ndata: y\n\ndata: z\n\n";
     check_splits(s3, strlen(s3), 8, "1:z|");
+    /* each skipped event is counted once, however it was split: an observer
+     * joining text across events must know one is missing */
+    const char *s4 = "data: ok\n\ndata: 0123456789abcdefX\ndata: more\n\ndata: z\n\ndata: 0123456789abcdefXY";
+    for (size_t a = 0; a <= strlen(s4); a++) {
+        size_t c2[2] = {a / 2, a};
+        struct rec r = run_cuts(s4, strlen(s4), 16, c2, 2);
+        CHECK_EQ_STR(r.s, "2:ok|1:z|");
+        CHECK_EQ_INT(r.skipped, 2);
+        rec_free(&r);
+    }
 
     /* a 200 KB event arriving in 1000-byte pieces grows the buffer */
     size_t big = 200000;
