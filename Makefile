@@ -18,14 +18,19 @@ endif
 WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
             -Wmissing-prototypes -Wformat=2 -Wvla -Wno-unused-parameter
 CFLAGS   ?= -O2 -g
-ALL_CFLAGS := -std=c17 -D_GNU_SOURCE -DSHADE_VERSION=\"$(VERSION)\" -Isrc -I$(LLHTTP_INC) \
+# src/ has one folder per subsystem (doc/architecture.md); basenames are
+# unique, so every folder is on the include path and objects are flat
+SRC_DIRS := src src/core src/http src/gateway src/shadow src/eval src/obs src/sim
+ALL_CFLAGS := -std=c17 -D_GNU_SOURCE -DSHADE_VERSION=\"$(VERSION)\" $(SRC_DIRS:%=-I%) -I$(LLHTTP_INC) \
             -pthread -fno-strict-aliasing $(WARN) $(CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS   := -pthread -lyaml -lsqlite3 -lssl -lcrypto -lm
 # third-party parser sources are built from the Debian package, never copied in
 LLHTTP_CFLAGS := -std=c17 -O2 -g -I$(LLHTTP_INC) -w $(EXTRA_CFLAGS)
 
-SRCS     := $(wildcard src/*.c)
-OBJS     := $(SRCS:src/%.c=$(B)/%.o)
+SRCS     := $(foreach d,$(SRC_DIRS),$(wildcard $(d)/*.c))
+HDRS     := $(foreach d,$(SRC_DIRS),$(wildcard $(d)/*.h))
+OBJS     := $(patsubst %.c,$(B)/%.o,$(notdir $(SRCS)))
+vpath %.c $(SRC_DIRS)
 LIB_OBJS := $(filter-out $(B)/main.o,$(OBJS)) $(B)/llhttp.o $(B)/llhttp_api.o $(B)/llhttp_http.o
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
@@ -37,7 +42,7 @@ $(BIN): $(OBJS) $(B)/llhttp.o $(B)/llhttp_api.o $(B)/llhttp_http.o
 	@mkdir -p bin
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(B)/%.o: src/%.c $(wildcard src/*.h)
+$(B)/%.o: %.c $(HDRS)
 	@mkdir -p $(B)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
@@ -122,7 +127,7 @@ fuzz:
 	@fuzz/build.sh
 
 format:
-	clang-format -i src/*.c src/*.h
+	clang-format -i $(SRCS) $(HDRS)
 
 clean:
 	rm -rf build bin

@@ -1,7 +1,7 @@
 /* json_bench.c — how long json_validate takes on a realistic ~4 KB chat
  * completion request, plus the lookups the proxy does on every request.
  *
- *   cc -std=c17 -D_GNU_SOURCE -O2 -Isrc bench/json_bench.c src/json.c -o /tmp/json_bench
+ *   cc -std=c17 -D_GNU_SOURCE -O2 -Isrc/core bench/json_bench.c src/core/json.c -o /tmp/json_bench
  *   /tmp/json_bench [ITERATIONS]
  */
 #include "json.h"

@@ -3,7 +3,7 @@
 # as a libFuzzer binary with ASan + UBSan into fuzz/out/<name>.
 #
 # A harness names what it links on its first line:
-#     // srcs: src/json.c src/sse.c llhttp -lyaml
+#     // srcs: src/core/json.c src/core/sse.c llhttp -lyaml
 # src files are compiled with the project's warnings; "llhttp" adds the
 # system llhttp sources ($LLHTTP_SRC/*.c, compiled without warnings); words
 # starting with '-' are passed to the linker.
@@ -16,8 +16,10 @@ LLHTTP_INC=${LLHTTP_INC:-/usr/share/include/llhttp}
 OUT=fuzz/out
 OBJ=$OUT/obj
 
+# every folder of src/ is on the include path, as in the Makefile
+INCS=(-Isrc); for d in src/*/; do INCS+=("-I${d%/}"); done
 SAN=(-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
-BASE=(-std=c17 -D_GNU_SOURCE "-DSHADE_VERSION=\"fuzz\"" -Isrc "-I$LLHTTP_INC" -g -O1 -pthread)
+BASE=(-std=c17 -D_GNU_SOURCE "-DSHADE_VERSION=\"fuzz\"" "${INCS[@]}" "-I$LLHTTP_INC" -g -O1 -pthread)
 WARN=(-Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes
       -Wformat=2 -Wvla -Wno-unused-parameter)
 

@@ -1,4 +1,4 @@
-// srcs: src/answer.c src/json.c src/buf.c
+// srcs: src/shadow/answer.c src/core/json.c src/core/buf.c
 /* Fuzz the answer reader: the first byte picks the mode (a whole JSON
  * response, or SSE event data split at newlines), the rest is what an
  * upstream model sent.  Any bytes must leave a bounded, well-formed answer:

@@ -1,4 +1,4 @@
-// srcs: src/httpd.c src/h1.c src/loop.c src/buf.c src/json.c
+// srcs: src/http/httpd.c src/http/h1.c src/core/loop.c src/core/buf.c src/core/json.c
 /* Fuzz the server side of HTTP/1.1: the bytes a client can send, through the
  * real connection code (h1.c framing, httpd limits, pipelining,
  * error responses), over a socketpair.  The handler answers in three ways

@@ -1,4 +1,4 @@
-// srcs: src/sse.c
+// srcs: src/core/sse.c
 /* fuzz_sse.c — the first byte picks a split position for the rest of the
  * input.  The stream is fed in one piece, in two pieces split there, one
  * byte at a time, and in pieces of varying sizes; every way must give the

@@ -11,7 +11,7 @@ WORSE = "A fox jumps."
 
 
 def judge_prompt(a, b, request="user: Describe a fox."):
-    """The user message judge.c sends (src/judge.c, module comment)."""
+    """The user message judge.c sends (src/eval/judge.c, module comment)."""
     return ("Compare two answers to the same request. Decide which answer is better for the user.\n\n"
             f"[Request]\n{request}\n[Answer A]\n{a}\n[Answer B]\n{b}\n[End]\n\n"
             'Give a one-sentence reason, then end with exactly one line: "VERDICT: A", "VERDICT: B" '

@@ -1,5 +1,5 @@
 """`shade report` against stores built here with Python's sqlite3, using the
-schema text taken from src/store.h itself.  Every dataset is designed so
+schema text taken from src/shadow/store.h itself.  Every dataset is designed so
 that the report's figures can be worked out by hand; the arithmetic is in
 the comments, and the few formulas (Wilson, percentile, z test, binomial
 tail) are written out below so the expected numbers do not come from the
@@ -22,9 +22,9 @@ Z = 1.959964
 
 
 def schema_sql():
-    """The STORE_SCHEMA_SQL macro of src/store.h: its C string literals
+    """The STORE_SCHEMA_SQL macro of src/shadow/store.h: its C string literals
     concatenated (comments skipped, escapes undone)."""
-    with open(os.path.join(ROOT, "src", "store.h")) as f:
+    with open(os.path.join(ROOT, "src", "shadow", "store.h")) as f:
         src = f.read()
     start = src.index("#define STORE_SCHEMA_SQL")
     end = src.index("\n#endif", start)

@@ -1,5 +1,5 @@
 /* compare_ref.h — the reference for compare_distances(): the two-row
- * O(n*m) dynamic program that src/compare.c used before the bit-parallel
+ * O(n*m) dynamic program that src/eval/compare.c used before the bit-parallel
  * algorithms replaced it, kept word for word so that the unit test, the
  * fuzz harness and bench/compare_bench.c can check the new code against it
  * (results must be EXACTLY equal) and measure what it gained.  Not used by
