@@ -80,6 +80,8 @@ check: deps
 	@mkdir -p build; rm -f $(SUMMARY) $(SUMMARY).units
 	@$(MAKE) --no-print-directory all check-unit check-bb check-sdk
 	@$(MAKE) --no-print-directory SAN=1 all check-unit check-bb check-sdk
+	@# benchmark programs are built (not run) so they cannot silently rot
+	@$(MAKE) --no-print-directory $(B)/bench/compare_bench
 	@fuzz/run.sh $(FUZZ_SECONDS) >build/fuzz.log 2>&1 || { tail -40 build/fuzz.log; exit 1; }
 	@tail -1 build/fuzz.log | sed 's/^fuzz\/run.sh: /fuzz: /' >> $(SUMMARY)
 	@echo; echo "== summary"; cat $(SUMMARY)

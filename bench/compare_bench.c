@@ -323,11 +323,16 @@ static struct shadow_pair *make_pair(struct shadow_rt *sh, const struct bench_ca
     snprintf(p->reqid, sizeof p->reqid, "bench-%s-%zu", c->name, i);
     p->ts = unix_now();
     p->chat = true;
-    p->body = malloc(sizeof body);
-    if (!p->body) abort();
-    memcpy(p->body, body, sizeof body);
-    p->body_len = sizeof body - 1;
-    p->prompt_bytes = 250;
+    /* the pair keeps the prompt (the messages array), as shadow.c does */
+    const char *m = strchr(body, '[');
+    const char *e = strrchr(body, ']');
+    p->prompt_len = (size_t)(e + 1 - m);
+    p->prompt = malloc(p->prompt_len + 1);
+    if (!p->prompt) abort();
+    memcpy(p->prompt, m, p->prompt_len);
+    p->prompt[p->prompt_len] = '\0';
+    memset(p->prompt_hash, 'a', 64);
+    p->prompt_bytes = p->prompt_len;
     static const char *const names[] = {"primary", "candidate"};
     for (int k = 0; k < 2; k++) {
         struct shadow_leg_result *l = &p->leg[k];
