@@ -1,16 +1,18 @@
-/* proxy.c — the request pipeline of the gateway.
+/* proxy.c — the request core of the gateway.
  *
- * Phases, in order (doc/architecture.md has the table):
- *
- *   route     path + method → endpoint (API, health, metrics, models)
- *   parse     validate the JSON body once; find model, stream, usage flags
- *   [auth, limits, guard, cache — later modules plug in here]
+ *   decode    validate the JSON body once; find model, stream, usage flags
+ *   phases    the modules' request phases (pipeline.c: auth, limit, guard,
+ *             cache, route — table order in modules.c), possibly waiting
+ *   admit     the model's max_in_flight, or its queue
  *   select    public model → pool → backend (balance.c), in-flight reserved
  *   proxy     build the upstream request (body forwarded byte for byte, only
  *             the model value spliced when the backend names it differently),
- *             stream the response back as it arrives
- *   observe   beside the stream: TTFT, token usage, status
- *   record    metrics, release the backend slot
+ *             stream the response back as it arrives; modules' on_sent once
+ *             the first attempt is on the wire
+ *   observe   beside the stream: TTFT, token usage, status; each event or
+ *             the JSON body parsed once, to the modules' on_event
+ *   finish    release the backend slot, settle one outcome, the modules'
+ *             on_finish exactly once (metrics, span, access log, shadow)
  *
  * A request that fails before any byte reached the client may be retried on
  * another backend of the pool; after that, failures end the response.
