@@ -59,10 +59,11 @@ static void srv_read(struct srv *s, int c)
             if (!p)
                 continue;
             head = (size_t)(p + 4 - buf_data(&in));
-            buf_append(&in, "", 1); /* for strcasestr; not counted below */
-            in.len--;
-            const char *cl = strcasestr(buf_data(&in), "\r\ncontent-length:");
-            need = head + (cl && cl < p ? strtoul(cl + 17, NULL, 10) : 0);
+            /* the head as a string (the buffer may move: offsets from here on) */
+            char *h = strndup(buf_data(&in), head);
+            const char *cl = h ? strcasestr(h, "\r\ncontent-length:") : NULL;
+            need = head + (cl ? strtoul(cl + 17, NULL, 10) : 0);
+            free(h);
         }
         if (buf_used(&in) >= need)
             break;
