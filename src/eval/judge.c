@@ -73,6 +73,7 @@
 #include "hclient.h"
 #include "json.h"
 #include "log.h"
+#include "rand.h"
 
 #define JUDGE_MAX_SECTION   (64u << 10) /* bytes of request / answer shown to the judge */
 #define JUDGE_MAX_RESPONSE  (4u << 20)  /* judge's HTTP response body */
@@ -131,11 +132,7 @@ __attribute__((format(printf, 2, 3))) static void warn_once(struct judge *j, con
 
 bool judge_sampled(int64_t pair_id, double sample)
 {
-    uint64_t z = (uint64_t)pair_id + 0x9e3779b97f4a7c15ull; /* splitmix64's finaliser */
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * 0x1.0p-53 < sample;
+    return (double)(rnd_splitmix64((uint64_t)pair_id) >> 11) * 0x1.0p-53 < sample;
 }
 
 static bool is_alnum(unsigned char c)

@@ -55,6 +55,7 @@
 #include "hclient.h"
 #include "json.h"
 #include "log.h"
+#include "rand.h"
 
 #define QUEUE_MAX (1u << 16)    /* spans: about 210 MB of slots */
 #define MAX_RESPONSE (64u << 10) /* response body bytes looked at */
@@ -134,16 +135,6 @@ void trace_format(const struct trace_ctx *c, char out[TRACE_PARENT_LEN + 1])
     *w = '\0';
 }
 
-static uint64_t xorshift(uint64_t *s)
-{
-    uint64_t x = *s ? *s : 0x9E3779B97F4A7C15ull;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545F4914F6CDD1Dull; /* odd multiplier, x != 0: never 0 */
-}
-
 static void put_be64(uint8_t *p, uint64_t v)
 {
     for (int i = 7; i >= 0; i--, v >>= 8)
@@ -153,15 +144,15 @@ static void put_be64(uint8_t *p, uint64_t v)
 void trace_new_trace_id(uint64_t *rng, uint8_t out[16])
 {
     do {
-        put_be64(out, xorshift(rng));
-        put_be64(out + 8, xorshift(rng));
+        put_be64(out, rnd_xorshift64s(rng));
+        put_be64(out + 8, rnd_xorshift64s(rng));
     } while (all_zero(out, 16));
 }
 
 void trace_new_span_id(uint64_t *rng, uint8_t out[8])
 {
     do
-        put_be64(out, xorshift(rng));
+        put_be64(out, rnd_xorshift64s(rng));
     while (all_zero(out, 8));
 }
 
@@ -173,11 +164,8 @@ uint64_t trace_rng_seed(void)
         clock_gettime(CLOCK_REALTIME, &ts);
         v = (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 32 ^ (uint64_t)getpid() << 16 ^ (uint64_t)(uintptr_t)&v;
     }
-    v += 0x9E3779B97F4A7C15ull; /* splitmix64's finaliser spreads a weak fallback */
-    v = (v ^ (v >> 30)) * 0xBF58476D1CE4E5B9ull;
-    v = (v ^ (v >> 27)) * 0x94D049BB133111EBull;
-    v ^= v >> 31;
-    return v ? v : 0x9E3779B97F4A7C15ull;
+    v = rnd_splitmix64(v); /* spreads a weak fallback */
+    return v ? v : RND_GOLDEN;
 }
 
 bool trace_ratio_sampled(const uint8_t trace_id[16], double ratio)
