@@ -152,7 +152,8 @@ static enum hc_err call(const char *reply, size_t piece, bool hang, size_t max, 
 
 static bool body_is(const struct hc_response *r, const char *s)
 {
-    return buf_used(&r->body) == strlen(s) && memcmp(buf_data(&r->body), s, strlen(s)) == 0;
+    size_t n = strlen(s);
+    return buf_used(&r->body) == n && (n == 0 || memcmp(buf_data(&r->body), s, n) == 0);
 }
 
 /* The reply whole, in 7-byte pieces and byte by byte: the same outcome. */
