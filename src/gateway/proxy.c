@@ -28,8 +28,8 @@
 #include "health.h"
 #include "accesslog.h"
 #include "json.h"
-#include "rand.h"
 #include "shadow.h"
+#include "rand.h"
 #include "trace.h"
 #include "sse.h"
 

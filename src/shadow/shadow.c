@@ -22,8 +22,8 @@
 #include "gateway.h"
 #include "health.h"
 #include "log.h"
-#include "rand.h"
 #include "recorder.h"
+#include "rand.h"
 #include "sse.h"
 
 const char *const shadow_skip_names[SKIP__COUNT] = {
