@@ -98,18 +98,6 @@ void gateway_free(struct gateway *gw);
 const struct model_rt *gateway_find_model(const struct gateway *gw, const char *name, size_t len);
 bool gateway_ready(const struct gateway *gw, uint64_t now_ms);
 
-/* FNV-1a, 64 bits: h = FNV1A_INIT to start, or a previous result to chain. */
-#define FNV1A_INIT 0xcbf29ce484222325ull
-static inline uint64_t fnv1a(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *s = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 /* What the request tells the balancer, computed once by the proxy. */
 struct pick_hint {
     uint64_t affinity;    /* hash of the session header or of the prompt prefix
