@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "balance.h"
+
 #include "gateway.h"
 
 /* Peak-EWMA decay time constant (Finagle / linkerd use 10 s too). */
