@@ -1,20 +1,23 @@
-/* proxy.c — the request pipeline of the gateway.
+/* proxy.c — the request core of the gateway.
  *
- * Phases, in order (doc/architecture.md has the table):
- *
- *   route     path + method → endpoint (API, health, metrics, models)
- *   parse     validate the JSON body once; find model, stream, usage flags
- *   [auth, limits, guard, cache — later modules plug in here]
+ *   decode    validate the JSON body once; find model, stream, usage flags
+ *   phases    the modules' request phases (pipeline.c: auth, limit, guard,
+ *             cache, route — table order in modules.c), possibly waiting
+ *   admit     the model's max_in_flight, or its queue
  *   select    public model → pool → backend (balance.c), in-flight reserved
  *   proxy     build the upstream request (body forwarded byte for byte, only
  *             the model value spliced when the backend names it differently),
- *             stream the response back as it arrives
- *   observe   beside the stream: TTFT, token usage, status
- *   record    metrics, release the backend slot
+ *             stream the response back as it arrives; modules' on_sent once
+ *             the first attempt is on the wire
+ *   observe   beside the stream: TTFT, token usage, status; each event or
+ *             the JSON body parsed once, to the modules' on_event
+ *   finish    release the backend slot, settle one outcome, the modules'
+ *             on_finish exactly once (metrics, span, access log, shadow)
  *
  * A request that fails before any byte reached the client may be retried on
  * another backend of the pool; after that, failures end the response.
  */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +33,7 @@
 #include "gateway.h"
 #include "accesslog.h"
 #include "json.h"
+#include "module.h"
 #include "shadow.h"
 #include "trace.h"
 #include "sse.h"
@@ -37,21 +41,16 @@
 #define CAPTURE_MAX (8u * 1024u * 1024u) /* non-streamed bodies kept for usage */
 
 struct pctx {
-    struct worker *w;
-    http_req *req;
-    const struct model_rt *m;
-    bool stream;                  /* the client asked for an event stream */
+    struct pl_req pl;             /* what modules see (module.h); first member */
     struct json_span model_val;   /* the "model" value in the client's body */
-    size_t prompt_bytes;
     struct pick_hint hint;        /* what the balancer needs to know */
     uint64_t t_attempt;           /* when the current attempt started (ns) */
     struct backend *be;           /* current/last backend, NULL before selection */
     bool reserved;                /* holds an in-flight slot on be */
     struct up_conn *up;
-    uint64_t tried;               /* backends of p->m tried by this request */
+    uint64_t tried;               /* backends of p->pl.m tried by this request */
     int attempts;                 /* upstream attempts so far, all models */
     bool race_retried;
-    const struct model_rt *m0;    /* the model the client asked for */
     size_t fallback_pos;          /* next entry of m0's fallback chain */
     ev_timer retry_timer;         /* next attempt (Retry-After, or at once) */
     ev_timer ka_timer;            /* SSE keep-alive comments before the first byte */
@@ -72,28 +71,21 @@ struct pctx {
     bool sse_init;
     struct buf capture;
     bool capture_over;            /* the body outgrew the capture: dropped, not read */
+    bool body_too_large;          /* ... and the answer completed: a 2xx too large to read */
     uint64_t body_seen;           /* bytes of a non-streamed body (estimates when over) */
     uint64_t t_first_token, t_last_token;
     int64_t usage_in, usage_out;
     bool usage_exact;
     int64_t chunks_out;
-    /* shadowing: the pairs this request is the primary of (NULL = none) */
-    struct shadow_primary *sp;
-    bool shadow_checked;          /* mirroring was decided (first attempt) */
-    struct json_span root;        /* the validated body (spans into req->body) */
-    enum met_endpoint ep;
     const char *err_kind;         /* store.h error kind of a failure, NULL = by status */
-    /* gateway overhead: time inside shade's code for this request (ns),
-     * counted in segments; seg_start != 0 while a segment is open */
-    uint64_t ovh_ns, seg_start;
-    /* tracing: the request span (tc.span_id) in trace tc.trace_id, its
-     * parent from the client's traceparent, the current attempt's span */
-    struct trace_ctx tc;
-    uint8_t parent_span[8];
-    bool has_parent, attempt_open;
+    /* tracing: the current attempt's span (the request's is mod_trace's) */
+    bool attempt_open;
     uint8_t attempt_span[8];
-    uint64_t attempt_unix_ns, start_unix_ns;
+    uint64_t attempt_unix_ns;
 };
+
+/* the engine over modules.c's table, built once (proxy_engine_init) */
+static struct pl_engine engine;
 
 static const struct up_handlers up_cbs;
 
@@ -101,7 +93,7 @@ static const struct up_handlers up_cbs;
 
 static bool traced(const struct pctx *p)
 {
-    return p->w->gw->tracer && (p->tc.flags & TRACE_FLAG_SAMPLED);
+    return p->pl.w->gw->tracer && (p->pl.tc.flags & TRACE_FLAG_SAMPLED);
 }
 
 /* The current upstream attempt's span ends (status 0 = no answer). */
@@ -114,9 +106,9 @@ static void attempt_end(struct pctx *p, int status, const char *error)
         return;
     struct span sp;
     memset(&sp, 0, sizeof sp);
-    memcpy(sp.trace_id, p->tc.trace_id, 16);
+    memcpy(sp.trace_id, p->pl.tc.trace_id, 16);
     memcpy(sp.span_id, p->attempt_span, 8);
-    memcpy(sp.parent_span_id, p->tc.span_id, 8);
+    memcpy(sp.parent_span_id, p->pl.tc.span_id, 8);
     sp.has_parent = true;
     sp.kind = SPAN_CLIENT;
     snprintf(sp.name, sizeof sp.name, "upstream %s", p->be ? p->be->cfg->name : "?");
@@ -133,160 +125,51 @@ static void attempt_end(struct pctx *p, int status, const char *error)
     if (error)
         span_attr_str(&sp, "error.type", error, strlen(error));
     sp.status = error || status >= 500 || status == 429 ? SPAN_STATUS_ERROR : SPAN_STATUS_UNSET;
-    tracer_submit(p->w->gw->tracer, &sp);
+    tracer_submit(p->pl.w->gw->tracer, &sp);
 }
 
-static const char *op_name(enum met_endpoint ep)
-{
-    return ep == EP_CHAT ? "chat" : ep == EP_COMPLETIONS ? "text_completion" : "embeddings";
-}
-
-/* The request's own span (SERVER), when the request ends. */
-static void request_span(struct pctx *p, int status, int64_t tin, int64_t tout)
-{
-    if (!traced(p))
-        return;
-    struct span sp;
-    memset(&sp, 0, sizeof sp);
-    memcpy(sp.trace_id, p->tc.trace_id, 16);
-    memcpy(sp.span_id, p->tc.span_id, 8);
-    if (p->has_parent) {
-        memcpy(sp.parent_span_id, p->parent_span, 8);
-        sp.has_parent = true;
-    }
-    sp.kind = SPAN_SERVER;
-    const char *model = p->m0 ? p->m0->cfg->name : "";
-    snprintf(sp.name, sizeof sp.name, "%s %s", op_name(p->ep), model);
-    sp.start_unix_ns = p->start_unix_ns;
-    sp.end_unix_ns = trace_unix_ns();
-    span_attr_str(&sp, "gen_ai.operation.name", op_name(p->ep), strlen(op_name(p->ep)));
-    if (p->m0)
-        span_attr_str(&sp, "gen_ai.request.model", model, strlen(model));
-    if (p->m && p->m != p->m0)
-        span_attr_str(&sp, "shade.fallback", p->m->cfg->name, strlen(p->m->cfg->name));
-    span_attr_int(&sp, "http.response.status_code", status);
-    span_attr_str(&sp, "shade.request_id", p->req->reqid, p->req->reqid_len);
-    if (p->be)
-        span_attr_str(&sp, "shade.backend", p->be->cfg->name, strlen(p->be->cfg->name));
-    span_attr_int(&sp, "shade.attempts", p->attempts);
-    span_attr_bool(&sp, "gen_ai.request.stream", p->stream);
-    if (tin >= 0)
-        span_attr_int(&sp, "gen_ai.usage.input_tokens", tin);
-    if (tout >= 0)
-        span_attr_int(&sp, "gen_ai.usage.output_tokens", tout);
-    if (p->t_first_token)
-        span_attr_double(&sp, "shade.ttft_ms", (double)(p->t_first_token - p->req->t_ready_ns) / 1e6);
-    span_attr_double(&sp, "shade.overhead_us", (double)p->ovh_ns / 1e3);
-    span_attr_int(&sp, "shade.shadowed", p->sp ? 1 : 0);
-    if (p->err_kind)
-        span_attr_str(&sp, "error.type", p->err_kind, strlen(p->err_kind));
-    sp.status = status >= 500 ? SPAN_STATUS_ERROR : SPAN_STATUS_UNSET;
-    tracer_submit(p->w->gw->tracer, &sp);
-}
-
-/* One access log line for an API request. */
-static void access_line(struct pctx *p, int status, int64_t tin, int64_t tout, bool estimated, double cost)
-{
-    struct alog_worker *al = p->w->alog;
-    if (!al)
-        return;
-    http_req *r = p->req;
-    char tid[33];
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < 16; i++) {
-        tid[i * 2] = hex[p->tc.trace_id[i] >> 4];
-        tid[i * 2 + 1] = hex[p->tc.trace_id[i] & 15];
-    }
-    tid[32] = '\0';
-    uint64_t now = mono_ns();
-    struct access_record a = {
-        .ts = (double)p->start_unix_ns / 1e9,
-        .request_id = r->reqid, .request_id_len = r->reqid_len,
-        .method = r->method_name, .method_len = r->method_len,
-        .path = r->path, .path_len = r->path_len,
-        .client = r->peer,
-        .model = p->m0 ? p->m0->cfg->name : NULL,
-        .served_model = p->m ? p->m->cfg->name : NULL,
-        .variant = p->m && p->m0 ? (p->m != p->m0 ? "fallback" : "primary") : NULL,
-        .backend = p->be ? p->be->cfg->name : NULL,
-        .status = status,
-        .stream = p->stream,
-        .latency_ms = (double)(now - r->t_start_ns) / 1e6,
-        .ttft_ms = p->t_first_token ? (double)(p->t_first_token - r->t_ready_ns) / 1e6 : -1,
-        .overhead_us = (double)p->ovh_ns / 1e3,
-        .tokens_in = tin, .tokens_out = tout, .tokens_estimated = estimated,
-        .cost_usd = cost,
-        .attempts = p->attempts,
-        .error = p->err_kind,
-        .shadowed = p->sp ? p->sp->npairs : 0,
-        .trace_id = p->tc.flags || p->has_parent || p->w->gw->tracer ? tid : NULL,
-        .prompt = r->body, .prompt_len = r->body_len,
-    };
-    accesslog_write(al, &a);
-}
-
-static int model_idx(const struct pctx *p) { return p->m ? p->m->index : -1; }
 
 /* Overhead segments: shade's own work on the request, between waits. */
-static void ovh_begin(struct pctx *p)
-{
-    if (!p->seg_start)
-        p->seg_start = mono_ns();
-}
+static void ovh_begin(struct pctx *p) { pl_ovh_begin(&p->pl); }
+static void ovh_end(struct pctx *p) { pl_ovh_end(&p->pl); }
 
-static void ovh_end(struct pctx *p)
+/* The outcome every module reads at finish: the usage settled once.  No
+ * usage from upstream: count output chunks (one token each on vLLM,
+ * llama.cpp, OpenAI) and estimate the prompt at 4 bytes/token; a body too
+ * large to be read: 4 bytes of it per token. */
+static void settle(struct pctx *p, int status, struct pl_outcome *o)
 {
-    if (p->seg_start) {
-        p->ovh_ns += mono_ns() - p->seg_start;
-        p->seg_start = 0;
-    }
-}
-
-/* Metrics; the usage it settled on goes to *tin.. (unchanged when none). */
-static void record(struct pctx *p, int status, int64_t *tin, int64_t *tout, bool *estimated, double *cost_usd)
-{
-    struct met_shard *met = p->w->met;
-    const struct met_layout *lay = &p->w->gw->lay;
-    if (status < 100 || status > 599)
-        status = 599;
-    enum met_variant var = p->m && p->m0 && p->m != p->m0 ? VAR_FALLBACK : VAR_PRIMARY;
-    size_t key = metrics_vkey(lay, var, metrics_key(lay, model_idx(p), p->be ? (int)p->be->index : -1));
-    met_add(&met->requests[key][status - 100], 1);
-    if (!p->m)
+    *o = (struct pl_outcome){
+        .status = status,
+        .err_kind = p->err_kind,
+        .aborted = status == 499,
+        .be = p->be,
+        .attempts = p->attempts,
+        .is_sse = p->is_sse,
+        .t_first_token = p->t_first_token,
+        .t_last_token = p->t_last_token,
+        .chunks_out = p->chunks_out,
+        .tokens_in = -1,
+        .tokens_out = -1,
+        .cost_usd = -1,
+        .answer_gap = p->sse_init && p->sse.skipped,
+        .body_too_large = p->body_too_large,
+        .body_bytes = p->body_seen,
+    };
+    if (!p->pl.m || !p->be || status < 100 || status >= 400)
         return;
-    uint64_t now = mono_ns();
-    met_observe(&met->duration[key], (now - p->req->t_start_ns) / 1000u);
-    if (p->t_first_token)
-        met_observe(&met->ttft[key], (p->t_first_token - p->req->t_ready_ns) / 1000u);
-    if (p->t_first_token && p->chunks_out > 1 && p->t_last_token > p->t_first_token)
-        met_observe_in(&met->tpot[key], (p->t_last_token - p->t_first_token) / 1000u / (uint64_t)(p->chunks_out - 1),
-                       met_buckets_tpot, 1e-6);
-    met_observe_in(&met->overhead[p->m0 ? p->m0->index : p->m->index], p->ovh_ns / 1000u, met_buckets_overhead, 1e-6);
-    if (p->be && status < 400) {
-        int64_t in = p->usage_in, out = p->usage_out;
-        if (!p->usage_exact) {
-            /* no usage from upstream: count output chunks (one token each on
-             * vLLM, llama.cpp, OpenAI) and estimate the prompt at 4 bytes/token;
-             * a body too large to be read: 4 bytes of it per token */
-            in = (int64_t)(p->prompt_bytes / 4);
-            out = p->capture_over ? (int64_t)(p->body_seen / 4) : p->chunks_out;
-            met_add(&met->tokens_estimated[key], 1);
-        }
-        if (in > 0)
-            met_add(&met->tokens_in[key], (uint64_t)in);
-        met_observe_in(&met->input_tokens[p->m->index], in > 0 ? (uint64_t)in : 0, met_buckets_tokens, 1.0);
-        if (out > 0)
-            met_add(&met->tokens_out[key], (uint64_t)out);
-        const struct config_model *mc = p->m->cfg;
-        double cost = (double)(in > 0 ? in : 0) * mc->input_price_per_mtok +
-                      (double)(out > 0 ? out : 0) * mc->output_price_per_mtok; /* micro-USD */
-        if (cost > 0)
-            met_add(&met->cost_micro_usd[p->m->index], (uint64_t)(cost + 0.5));
-        *tin = in;
-        *tout = out;
-        *estimated = !p->usage_exact;
-        *cost_usd = cost / 1e6;
+    int64_t in = p->usage_in, out = p->usage_out;
+    if (!p->usage_exact) {
+        in = (int64_t)(p->pl.prompt_bytes / 4);
+        out = p->capture_over ? (int64_t)(p->body_seen / 4) : p->chunks_out;
     }
+    const struct config_model *mc = p->pl.m->cfg;
+    double cost = (double)(in > 0 ? in : 0) * mc->input_price_per_mtok +
+                  (double)(out > 0 ? out : 0) * mc->output_price_per_mtok; /* micro-USD */
+    o->tokens_in = in;
+    o->tokens_out = out;
+    o->tokens_estimated = !p->usage_exact;
+    o->cost_usd = cost / 1e6;
 }
 
 static void release_backend(struct pctx *p)
@@ -299,10 +182,10 @@ static void release_backend(struct pctx *p)
 
 static void pctx_free(struct pctx *p)
 {
-    ev_timer_stop(p->w->loop, &p->retry_timer);
-    ev_timer_stop(p->w->loop, &p->ka_timer);
-    if (p->m0)
-        met_gauge_add(&p->w->met->inflight[p->m0->index], -1);
+    ev_timer_stop(p->pl.w->loop, &p->retry_timer);
+    ev_timer_stop(p->pl.w->loop, &p->ka_timer);
+    if (p->pl.m0)
+        met_gauge_add(&p->pl.w->met->inflight[p->pl.m0->index], -1);
     buf_free(&p->head);
     buf_free(&p->capture);
     if (p->sse_init)
@@ -318,32 +201,21 @@ static void finish(struct pctx *p, int status)
     bool freed = p->reserved || p->model_slot;
     release_backend(p);
     if (p->model_slot) {
-        atomic_fetch_sub_explicit(&((struct model_rt *)p->m0)->inflight, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&((struct model_rt *)p->pl.m0)->inflight, 1, memory_order_relaxed);
         p->model_slot = false;
     }
     if (p->queued)
         queue_unlink(p);
     if (freed)
-        ev_defer_post(p->w->loop, &p->w->queue_kick);
+        ev_defer_post(p->pl.w->loop, &p->pl.w->queue_kick);
     ovh_end(p);
     attempt_end(p, p->up ? 0 : status, p->err_kind);
-    int64_t tin = -1, tout = -1;
-    bool estimated = false;
-    double cost = -1;
-    record(p, status, &tin, &tout, &estimated, &cost);
-    request_span(p, status, tin, tout);
-    access_line(p, status, tin, tout, estimated, cost);
-    if (p->sp) {
-        if (p->sse_init && p->sse.skipped)
-            shadow_primary_gap(p->sp); /* the stream's last event was lost */
-        shadow_primary_done(p->w, p->sp, status, p->err_kind, p->be ? p->be->cfg->name : NULL,
-                            p->m ? p->m->cfg->name : NULL, p->is_sse, p->req->t_ready_ns, p->t_first_token, -1,
-                            -1, status == 499);
-        p->sp = NULL;
-    }
-    p->req->ctx = NULL;
-    p->req->on_abort = NULL;
-    p->req->on_drain = NULL;
+    struct pl_outcome o;
+    settle(p, status, &o);
+    pl_finish(&p->pl, &o);
+    p->pl.http->ctx = NULL;
+    p->pl.http->on_abort = NULL;
+    p->pl.http->on_drain = NULL;
     pctx_free(p);
 }
 
@@ -358,7 +230,7 @@ static void fail(struct pctx *p, int status, const char *type, const char *code,
         end_committed_with_error(p, status, code, msg);
         return;
     }
-    http_req *r = p->req;
+    http_req *r = p->pl.http;
     finish(p, status);
     http_respond_error(r, status, type, code, param, "%s", msg);
 }
@@ -418,10 +290,9 @@ static void on_sse_event(void *arg, const char *data, size_t len)
         }
     }
     read_usage(p, &root);
-    if (p->sp) {
-        if (p->sse.skipped) /* an earlier event was lost: the answer ends before it */
-            shadow_primary_gap(p->sp);
-        shadow_primary_sse(p->sp, &root);
+    if (pl_wants_events(&engine)) {
+        struct pl_event ev = { .root = &root, .status = p->status, .gap = p->sse.skipped > 0 };
+        pl_event(&p->pl, &ev);
     }
 }
 
@@ -484,7 +355,7 @@ static void schedule_retry(struct pctx *p, uint64_t delay_ms);
 
 static bool retryable_status(const struct pctx *p, int status)
 {
-    const struct config_model *mc = p->m->cfg;
+    const struct config_model *mc = p->pl.m->cfg;
     return (status == 429 && mc->retry_on_429) || (status >= 500 && mc->retry_on_5xx);
 }
 
@@ -516,7 +387,7 @@ static void up_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_
     struct http_hdr out[73];
     char ovh[24];
     size_t k = 0;
-    uint64_t now = loop_now(p->w->loop);
+    uint64_t now = loop_now(p->pl.w->loop);
     p->status = status;
     balance_observe(p->be, (mono_ns() - p->t_attempt) / 1000u, now);
     if (retryable_status(p, status)) {
@@ -526,11 +397,11 @@ static void up_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_
          * pause longer than retry_after_max is not waited for at all. */
         int64_t ra = retry_after_ms(hdrs, n);
         bool others = retry_possible(p, true);
-        bool same_later = !others && ra >= 0 && (uint64_t)ra <= p->m->cfg->retry_after_max_ms &&
-                          (uint32_t)p->attempts < p->m0->cfg->retry_attempts &&
-                          p->w->retry_tokens[p->m0->index] >= 1.0;
+        bool same_later = !others && ra >= 0 && (uint64_t)ra <= p->pl.m->cfg->retry_after_max_ms &&
+                          (uint32_t)p->attempts < p->pl.m0->cfg->retry_attempts &&
+                          p->pl.w->retry_tokens[p->pl.m0->index] >= 1.0;
         if (others || same_later) {
-            met_add(&p->w->met->up_errors[p->be->id][status == 429 ? UP_E429 : UP_E5XX], 1);
+            met_add(&p->pl.w->met->up_errors[p->be->id][status == 429 ? UP_E429 : UP_E5XX], 1);
             backend_report(p->be, status == 429 ? BE_429 : BE_5XX, now);
             attempt_end(p, status, status == 429 ? "http_429" : "http_5xx");
             up_cancel(p->up);
@@ -538,14 +409,14 @@ static void up_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_
             release_backend(p);
             if (same_later)
                 p->tried &= ~(1ull << p->be->index);
-            met_add(&p->w->met->retries[p->m0->index], 1);
-            p->w->retry_tokens[p->m0->index] -= 1.0;
+            met_add(&p->pl.w->met->retries[p->pl.m0->index], 1);
+            p->pl.w->retry_tokens[p->pl.m0->index] -= 1.0;
             schedule_retry(p, same_later ? (uint64_t)ra : 0);
             ovh_end(p);
             return;
         }
     }
-    ev_timer_stop(p->w->loop, &p->ka_timer);
+    ev_timer_stop(p->pl.w->loop, &p->ka_timer);
     p->upstream_fwd = true;
     size_t conn = first_connection(hdrs, n);
     for (size_t i = 0; i < n && k < 68; i++) {
@@ -571,13 +442,13 @@ static void up_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_
         ovh_end(p);
         return;
     }
-    if (p->w->gw->cfg->server.expose_backend_header) {
+    if (p->pl.w->gw->cfg->server.expose_backend_header) {
         /* off by default: a backend's name defaults to its host:port */
         const char *bn = p->be->cfg->name;
         out[k++] = (struct http_hdr){ "x-shade-backend", 15, bn, strlen(bn) };
     }
-    if (p->m != p->m0) {
-        const char *fm = p->m->cfg->name;
+    if (p->pl.m != p->pl.m0) {
+        const char *fm = p->pl.m->cfg->name;
         out[k++] = (struct http_hdr){ "x-shade-fallback", 16, fm, strlen(fm) };
     }
     if (p->is_sse) {
@@ -586,9 +457,9 @@ static void up_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_
     }
     /* the gateway's own time on this request so far (doc/observability.md) */
     int ol = snprintf(ovh, sizeof ovh, "%llu",
-                      (unsigned long long)((p->ovh_ns + (mono_ns() - p->seg_start)) / 1000u));
+                      (unsigned long long)((p->pl.ovh_ns + (mono_ns() - p->pl.seg_start)) / 1000u));
     out[k++] = (struct http_hdr){ "x-shade-overhead-us", 19, ovh, (size_t)ol };
-    http_start(p->req, status, out, k, cl);
+    http_start(p->pl.http, status, out, k, cl);
     ovh_end(p);
 }
 
@@ -619,12 +490,12 @@ static void up_on_body(void *ctx, const char *data, size_t len)
         return;
     }
     /* forward first, look second: observation never delays the stream */
-    http_write(p->req, data, len);
+    http_write(p->pl.http, data, len);
     if (p->is_sse)
         sse_reader_feed(&p->sse, data, len);
     else if (p->is_json && p->status < 300)
         capture_body(p, data, len, CAPTURE_MAX);
-    if (!p->paused && http_out_pending(p->req) > HTTP_OUT_HIGH_WATER) {
+    if (!p->paused && http_out_pending(p->pl.http) > HTTP_OUT_HIGH_WATER) {
         p->paused = true;
         up_pause(p->up, true);
     }
@@ -650,7 +521,7 @@ static void write_error_event(http_req *r, const char *json, size_t n)
  * in-band error and a proper end of stream. */
 static void end_committed_with_error(struct pctx *p, int status, const char *code, const char *msg)
 {
-    http_req *r = p->req;
+    http_req *r = p->pl.http;
     struct json_span root, e;
     if (buf_used(&p->capture) && json_validate(buf_data(&p->capture), buf_used(&p->capture), &root, NULL) == 0 &&
         root.type == JSON_OBJECT && json_get(&root, "error", &e)) {
@@ -668,8 +539,8 @@ static void up_on_done(void *ctx, enum up_err err)
 {
     struct pctx *p = ctx;
     ovh_begin(p); /* closed by finish(), or by the retry below */
-    struct met_shard *met = p->w->met;
-    uint64_t now = loop_now(p->w->loop);
+    struct met_shard *met = p->pl.w->met;
+    uint64_t now = loop_now(p->pl.w->loop);
     p->up = NULL;
     if (err == UP_OK) {
         attempt_end(p, p->status, NULL);
@@ -685,13 +556,12 @@ static void up_on_done(void *ctx, enum up_err err)
             if (json_validate(buf_data(&p->capture), buf_used(&p->capture), &root, NULL) == 0 &&
                 root.type == JSON_OBJECT) {
                 read_usage(p, &root);
-                if (p->sp && p->status < 300)
-                    shadow_primary_json(p->sp, &root);
+                struct pl_event ev = { .root = &root, .status = p->status, .is_body = true };
+                pl_event(&p->pl, &ev);
             }
         }
-        if (p->capture_over && p->sp && p->status < 300)
-            shadow_primary_too_large(p->sp, p->body_seen);
-        http_req *r = p->req;
+        p->body_too_large = p->capture_over && p->status < 300;
+        http_req *r = p->pl.http;
         finish(p, p->status);
         http_end(r);
         return;
@@ -711,7 +581,7 @@ static void up_on_done(void *ctx, enum up_err err)
             /* a kept-alive connection closed under us before answering:
              * the request never ran there; try again on a fresh one */
             p->race_retried = true;
-            met_add(&met->retries[p->m0->index], 1);
+            met_add(&met->retries[p->pl.m0->index], 1);
             release_backend(p);
             p->tried &= ~(1ull << p->be->index);
             start_attempt(p);
@@ -720,13 +590,13 @@ static void up_on_done(void *ctx, enum up_err err)
         /* connection failures cost the backend nothing: outside the budget;
          * a timeout (when enabled) or a connection that broke before the
          * answer (a server going away: treated like a 5xx) is budgeted */
-        bool budgeted_retry = (err == UP_EFIRSTBYTE_TIMEOUT && p->m->cfg->retry_on_timeout) ||
-                              ((err == UP_ECLOSED || err == UP_EPROTO) && p->m->cfg->retry_on_5xx);
+        bool budgeted_retry = (err == UP_EFIRSTBYTE_TIMEOUT && p->pl.m->cfg->retry_on_timeout) ||
+                              ((err == UP_ECLOSED || err == UP_EPROTO) && p->pl.m->cfg->retry_on_5xx);
         if ((connect_failure && retry_possible(p, false)) || (budgeted_retry && retry_possible(p, true))) {
             release_backend(p);
-            met_add(&met->retries[p->m0->index], 1);
+            met_add(&met->retries[p->pl.m0->index], 1);
             if (budgeted_retry)
-                p->w->retry_tokens[p->m0->index] -= 1.0;
+                p->pl.w->retry_tokens[p->pl.m0->index] -= 1.0;
             start_attempt(p);
             return;
         }
@@ -741,7 +611,7 @@ static void up_on_done(void *ctx, enum up_err err)
     }
     /* mid-response: tell an SSE client in-band, then cut the response so
      * that an HTTP client sees it was truncated */
-    http_req *r = p->req;
+    http_req *r = p->pl.http;
     if (p->is_sse) {
         char body[512];
         size_t n = http_error_json(body, sizeof body, "server_error",
@@ -794,7 +664,7 @@ static bool skip_request_header(const struct http_hdr *h, bool have_key)
 
 static void build_head(struct pctx *p, size_t body_len)
 {
-    http_req *r = p->req;
+    http_req *r = p->pl.http;
     const struct config_backend *bc = p->be->cfg;
     struct buf *b = &p->head;
     buf_reset(b);
@@ -834,7 +704,7 @@ static void build_head(struct pctx *p, size_t body_len)
     buf_append(b, "x-request-id: ", 14);
     buf_append(b, r->reqid, r->reqid_len);
     /* the trace goes on: the attempt's span is the upstream's parent */
-    struct trace_ctx up = p->tc;
+    struct trace_ctx up = p->pl.tc;
     char tp[TRACE_PARENT_LEN + 1];
     memcpy(up.span_id, p->attempt_span, sizeof up.span_id);
     trace_format(&up, tp);
@@ -848,20 +718,20 @@ static void build_head(struct pctx *p, size_t body_len)
  * model further down its fallback chain? */
 static bool retry_possible(struct pctx *p, bool budgeted)
 {
-    const struct config_model *mc = p->m0->cfg;
+    const struct config_model *mc = p->pl.m0->cfg;
     if ((uint32_t)p->attempts >= mc->retry_attempts)
         return false;
-    uint64_t now = loop_now(p->w->loop);
+    uint64_t now = loop_now(p->pl.w->loop);
     bool candidate = false;
-    for (size_t i = 0; i < p->m->n && !candidate; i++)
-        candidate = !(p->tried & (1ull << i)) && backend_is_up(p->m->backends[i], now);
-    for (size_t f = p->fallback_pos; f < p->m0->nfallbacks && !candidate; f++) {
-        const struct model_rt *fm = p->m0->fallbacks[f];
+    for (size_t i = 0; i < p->pl.m->n && !candidate; i++)
+        candidate = !(p->tried & (1ull << i)) && backend_is_up(p->pl.m->backends[i], now);
+    for (size_t f = p->fallback_pos; f < p->pl.m0->nfallbacks && !candidate; f++) {
+        const struct model_rt *fm = p->pl.m0->fallbacks[f];
         for (size_t i = 0; i < fm->n && !candidate; i++)
             candidate = backend_is_up(fm->backends[i], now);
     }
-    if (candidate && budgeted && p->w->retry_tokens[p->m0->index] < 1.0) {
-        met_add(&p->w->met->retries_denied[p->m0->index], 1);
+    if (candidate && budgeted && p->pl.w->retry_tokens[p->pl.m0->index] < 1.0) {
+        met_add(&p->pl.w->met->retries_denied[p->pl.m0->index], 1);
         return false;
     }
     return candidate;
@@ -875,7 +745,7 @@ static void retry_timer_cb(loop_t *l, ev_timer *t)
 static void schedule_retry(struct pctx *p, uint64_t delay_ms)
 {
     /* never from inside the upstream's callbacks: a timer, even for "now" */
-    ev_timer_start(p->w->loop, &p->retry_timer, delay_ms);
+    ev_timer_start(p->pl.w->loop, &p->retry_timer, delay_ms);
 }
 
 static void ka_timer_cb(loop_t *l, ev_timer *t)
@@ -890,10 +760,10 @@ static void ka_timer_cb(loop_t *l, ev_timer *t)
         static const struct http_hdr h[] = { { "content-type", 12, "text/event-stream", 17 },
                                              { "cache-control", 13, "no-cache", 8 } };
         p->committed = true;
-        http_start(p->req, 200, h, 2, -1);
+        http_start(p->pl.http, 200, h, 2, -1);
     }
-    http_write(p->req, ": keep-alive\n\n", 14);
-    ev_timer_start(l, t, p->m0->cfg->stream_keepalive_ms);
+    http_write(p->pl.http, ": keep-alive\n\n", 14);
+    ev_timer_start(l, t, p->pl.m0->cfg->stream_keepalive_ms);
 }
 
 static void no_backend(struct pctx *p, int idx)
@@ -904,12 +774,12 @@ static void no_backend(struct pctx *p, int idx)
     if (p->attempts > 0) {
         status = 502;
         code = "upstream_unreachable";
-        snprintf(msg, sizeof msg, "no backend of model '%s' could be reached", p->m0->cfg->name);
+        snprintf(msg, sizeof msg, "no backend of model '%s' could be reached", p->pl.m0->cfg->name);
     } else if (idx == -2) {
         code = "backend_at_capacity";
-        snprintf(msg, sizeof msg, "every backend of model '%s' is at its concurrency limit", p->m0->cfg->name);
+        snprintf(msg, sizeof msg, "every backend of model '%s' is at its concurrency limit", p->pl.m0->cfg->name);
     } else {
-        snprintf(msg, sizeof msg, "no healthy backend for model '%s'", p->m0->cfg->name);
+        snprintf(msg, sizeof msg, "no healthy backend for model '%s'", p->pl.m0->cfg->name);
     }
     fail(p, status, "server_error", code, NULL, msg);
 }
@@ -953,8 +823,8 @@ static bool backends_have_room(const struct model_rt *m, uint64_t now)
 
 static void queue_unlink(struct pctx *p)
 {
-    struct admit_queue *q = &p->w->queues[p->m0->index];
-    met_observe(&p->w->met->queue_wait[p->m0->index], (loop_now(p->w->loop) - p->queued_at) * 1000u);
+    struct admit_queue *q = &p->pl.w->queues[p->pl.m0->index];
+    met_observe(&p->pl.w->met->queue_wait[p->pl.m0->index], (loop_now(p->pl.w->loop) - p->queued_at) * 1000u);
     if (p->qprev)
         p->qprev->qnext = p->qnext;
     else
@@ -966,13 +836,13 @@ static void queue_unlink(struct pctx *p)
     p->qnext = p->qprev = NULL;
     p->queued = false;
     q->n--;
-    met_gauge_add(&p->w->met->queue_depth[p->m0->index], -1);
+    met_gauge_add(&p->pl.w->met->queue_depth[p->pl.m0->index], -1);
 }
 
 static void shed(struct pctx *p, int reason)
 {
-    const struct config_model *mc = p->m0->cfg;
-    http_req *r = p->req;
+    const struct config_model *mc = p->pl.m0->cfg;
+    http_req *r = p->pl.http;
     int status = (int)mc->queue_shed_status;
     char body[400], ra[24];
     size_t n = http_error_json(body, sizeof body, status == 429 ? "rate_limit_error" : "server_error",
@@ -982,7 +852,7 @@ static void shed(struct pctx *p, int reason)
     /* come back after about one queue timeout */
     int ral = snprintf(ra, sizeof ra, "%u", (mc->queue_timeout_ms + 999) / 1000);
     struct http_hdr h[2] = { { "content-type", 12, "application/json", 16 }, { "retry-after", 11, ra, (size_t)ral } };
-    met_add(&p->w->met->shed[p->m0->index][reason], 1);
+    met_add(&p->pl.w->met->shed[p->pl.m0->index][reason], 1);
     if (p->committed) {
         /* keep-alive comments already went out while it waited */
         end_committed_with_error(p, status, reason ? "queue_timeout" : "queue_full",
@@ -997,9 +867,9 @@ static void shed(struct pctx *p, int reason)
 
 static void enqueue_or_shed(struct pctx *p)
 {
-    struct worker *w = p->w;
-    struct admit_queue *q = &w->queues[p->m0->index];
-    if (q->n >= p->m0->cfg->queue_size) {
+    struct worker *w = p->pl.w;
+    struct admit_queue *q = &w->queues[p->pl.m0->index];
+    if (q->n >= p->pl.m0->cfg->queue_size) {
         shed(p, 0);
         return;
     }
@@ -1014,7 +884,7 @@ static void enqueue_or_shed(struct pctx *p)
         q->head[p->prio] = p;
     q->tail[p->prio] = p;
     q->n++;
-    met_gauge_add(&w->met->queue_depth[p->m0->index], 1);
+    met_gauge_add(&w->met->queue_depth[p->pl.m0->index], 1);
     if (!ev_timer_active(&w->queue_timer))
         ev_timer_start(w->loop, &w->queue_timer, 10);
 }
@@ -1062,8 +932,37 @@ static void queue_kick_cb(loop_t *l, ev_defer *d)
     queue_run(d->data);
 }
 
+/* ---------- the engine's view of the core ---------- */
+
+static void admit(struct pctx *p);
+
+static void core_proceed(struct pl_req *q) { admit((struct pctx *)q); }
+
+static void core_answered(struct pl_req *q)
+{
+    /* the module wrote the whole response itself */
+    finish((struct pctx *)q, q->http->status);
+}
+
+static void core_failed(struct pl_req *q)
+{
+    fail((struct pctx *)q, q->error.status, q->error.type, q->error.code, q->error.param, q->error.message);
+}
+
+static const struct pl_core core_ops = { core_proceed, core_answered, core_failed };
+static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
+static int engine_rc;
+
+static void engine_setup(void)
+{
+    engine_rc = pl_engine_init(&engine, pl_modules, pl_nmodules, &core_ops, sizeof(struct pctx));
+}
+
 int proxy_worker_init(struct worker *w)
 {
+    pthread_once(&engine_once, engine_setup);
+    if (engine_rc < 0)
+        return -1;
     w->queues = calloc(w->gw->nmodels ? w->gw->nmodels : 1, sizeof *w->queues);
     if (!w->queues)
         return -1;
@@ -1081,20 +980,20 @@ void proxy_worker_free(struct worker *w)
 
 static void start_attempt(struct pctx *p)
 {
-    struct worker *w = p->w;
+    struct worker *w = p->pl.w;
     ovh_begin(p);
     uint64_t now = loop_now(w->loop);
-    int idx = balance_pick(w, p->m, p->tried, now, &p->hint);
+    int idx = balance_pick(w, p->pl.m, p->tried, now, &p->hint);
     /* pool exhausted: walk the fallback chain of the requested model */
     int first = idx;
-    while (idx < 0 && p->fallback_pos < p->m0->nfallbacks) {
-        p->m = p->m0->fallbacks[p->fallback_pos++];
+    while (idx < 0 && p->fallback_pos < p->pl.m0->nfallbacks) {
+        p->pl.m = p->pl.m0->fallbacks[p->fallback_pos++];
         p->tried = 0;
-        idx = balance_pick(w, p->m, p->tried, now, &p->hint);
+        idx = balance_pick(w, p->pl.m, p->tried, now, &p->hint);
     }
     if (idx < 0) {
-        if (first == -2 && p->attempts == 0 && !p->committed && p->m0->cfg->queue_size) {
-            p->m = p->m0;
+        if (first == -2 && p->attempts == 0 && !p->committed && p->pl.m0->cfg->queue_size) {
+            p->pl.m = p->pl.m0;
             p->tried = 0;
             p->fallback_pos = 0;
             enqueue_or_shed(p);
@@ -1104,18 +1003,18 @@ static void start_attempt(struct pctx *p)
         no_backend(p, first);
         return;
     }
-    if (p->m != p->m0 && p->tried == 0)
-        met_add(&w->met->fallbacks[(size_t)p->m0->index * w->gw->nmodels + (size_t)p->m->index], 1);
+    if (p->pl.m != p->pl.m0 && p->tried == 0)
+        met_add(&w->met->fallbacks[(size_t)p->pl.m0->index * w->gw->nmodels + (size_t)p->pl.m->index], 1);
     if (p->attempts == 0 && !p->model_slot) {
         p->model_slot = true;
-        atomic_fetch_add_explicit(&((struct model_rt *)p->m0)->inflight, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&((struct model_rt *)p->pl.m0)->inflight, 1, memory_order_relaxed);
     }
     p->attempts++;
     p->err_kind = NULL; /* a failure of an earlier attempt is not this one's */
     trace_new_span_id(&w->rng, p->attempt_span);
     p->attempt_open = true;
     p->attempt_unix_ns = traced(p) ? trace_unix_ns() : 0;
-    p->be = p->m->backends[idx];
+    p->be = p->pl.m->backends[idx];
     p->reserved = true;
     p->t_attempt = mono_ns();
     p->tried |= 1ull << idx;
@@ -1124,12 +1023,12 @@ static void start_attempt(struct pctx *p)
     buf_reset(&p->capture);
     p->capture_over = false;
     p->body_seen = 0;
-    http_req *r = p->req;
+    http_req *r = p->pl.http;
     struct iovec iov[4];
     int n = 0;
     /* the upstream's model name: the backend's own, or the public name of
      * the model serving the request (differs from the body's on fallback) */
-    const char *um = p->be->cfg->model ? p->be->cfg->model : p->m != p->m0 ? p->m->cfg->name : NULL;
+    const char *um = p->be->cfg->model ? p->be->cfg->model : p->pl.m != p->pl.m0 ? p->pl.m->cfg->name : NULL;
     char esc[600];
     long el = -1;
     if (um && p->model_val.p)
@@ -1155,14 +1054,9 @@ static void start_attempt(struct pctx *p)
         fail(p, 500, "server_error", NULL, NULL, "out of memory");
         return;
     }
-    if (!p->shadow_checked) {
-        /* mirrored once admitted and routed (a request shed under overload
-         * is not doubled by its shadows), and only after the user's own
-         * request is on its way: the legs' set-up never delays it */
-        p->shadow_checked = true;
-        if (p->m0->nshadows)
-            p->sp = shadow_mirror(w, p->m0, p->req, &p->root, p->ep, p->stream, p->hint.est_tokens, &p->tc);
-    }
+    /* modules that act once the user's own request is on its way (the
+     * shadow legs: their set-up never delays it) */
+    pl_sent(&p->pl);
 }
 
 /* ---------- what the balancer is told ---------- */
@@ -1179,11 +1073,11 @@ static uint64_t affinity_hash(const char *s, size_t n)
  * KV cache is.  Token estimate: prompt bytes / 4 plus the requested output. */
 static void compute_hint(struct pctx *p, const struct json_span *prompt, int64_t max_tokens)
 {
-    const struct config_model *mc = p->m->cfg;
+    const struct config_model *mc = p->pl.m->cfg;
     p->hint.est_tokens = (uint32_t)(prompt->len / 4 + (size_t)(max_tokens >= 0 ? max_tokens : 256));
     if (mc->balance != BALANCE_PREFIX_AFFINITY)
         return;
-    const struct http_hdr *h = mc->affinity_header ? http_req_header(p->req, mc->affinity_header) : NULL;
+    const struct http_hdr *h = mc->affinity_header ? http_req_header(p->pl.http, mc->affinity_header) : NULL;
     if (h && h->value_len)
         p->hint.affinity = affinity_hash(h->value, h->value_len);
     else
@@ -1224,29 +1118,29 @@ static int interpreted_key(const struct json_span *key, uint32_t *seen)
 
 void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
 {
-    struct pctx *p = calloc(1, sizeof *p);
+    struct pctx *p = (struct pctx *)pl_req_alloc(&engine);
     if (!p) {
         http_respond_error(r, 500, "server_error", NULL, NULL, "out of memory");
         return;
     }
-    p->w = w;
-    p->req = r;
-    p->ep = ep;
-    p->seg_start = r->t_ready_ns; /* shade's work starts when the request is read */
-    p->start_unix_ns = trace_unix_ns() - (mono_ns() - r->t_start_ns);
+    p->pl.w = w;
+    p->pl.http = r;
+    p->pl.ep = ep;
+    p->pl.seg_start = r->t_ready_ns; /* shade's work starts when the request is read */
+    p->pl.start_unix_ns = trace_unix_ns() - (mono_ns() - r->t_start_ns);
     /* W3C trace context: continue the client's trace, or start one */
     const struct http_hdr *tph = http_req_header(r, "traceparent");
     struct trace_ctx parent;
     if (tph && trace_parse(tph->value, tph->value_len, &parent) == 0) {
-        memcpy(p->tc.trace_id, parent.trace_id, 16);
-        memcpy(p->parent_span, parent.span_id, 8);
-        p->tc.flags = parent.flags & TRACE_FLAG_SAMPLED; /* parent-based sampling */
-        p->has_parent = true;
+        memcpy(p->pl.tc.trace_id, parent.trace_id, 16);
+        memcpy(p->pl.parent_span, parent.span_id, 8);
+        p->pl.tc.flags = parent.flags & TRACE_FLAG_SAMPLED; /* parent-based sampling */
+        p->pl.has_parent = true;
     } else {
-        trace_new_trace_id(&w->rng, p->tc.trace_id);
-        p->tc.flags = trace_ratio_sampled(p->tc.trace_id, w->gw->cfg->tracing.sample) ? TRACE_FLAG_SAMPLED : 0;
+        trace_new_trace_id(&w->rng, p->pl.tc.trace_id);
+        p->pl.tc.flags = trace_ratio_sampled(p->pl.tc.trace_id, w->gw->cfg->tracing.sample) ? TRACE_FLAG_SAMPLED : 0;
     }
-    trace_new_span_id(&w->rng, p->tc.span_id);
+    trace_new_span_id(&w->rng, p->pl.tc.span_id);
     struct json_span root;
     struct json_error je;
     if (r->body_len == 0) {
@@ -1265,7 +1159,7 @@ void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
         fail(p, 400, "invalid_request_error", NULL, NULL, "The request body must be a JSON object.");
         return;
     }
-    p->root = root;
+    p->pl.root = root;
     /* one pass over the top-level members (a json_get per field would walk
      * the whole messages array each time) */
     const char *need = ep == EP_CHAT ? "messages" : ep == EP_COMPLETIONS ? "prompt" : "input";
@@ -1307,7 +1201,7 @@ void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
         fail(p, 400, "invalid_request_error", "missing_required_parameter", need, msg);
         return;
     }
-    p->prompt_bytes = required.len;
+    p->pl.prompt_bytes = required.len;
     if (ep == EP_CHAT && required.type != JSON_ARRAY) {
         fail(p, 400, "invalid_request_error", "invalid_type", "messages",
              "Invalid type for 'messages': expected an array.");
@@ -1319,15 +1213,15 @@ void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
                  "Invalid type for 'stream': expected a boolean.");
             return;
         }
-        p->stream = stream.type == JSON_TRUE;
+        p->pl.stream = stream.type == JSON_TRUE;
     }
     int64_t max_tokens = -1;
     if (max_tok.p && json_to_i64(&max_tok, &max_tokens) && max_tokens < 0)
         max_tokens = -1;
     char name[512];
     long nl = json_str_unescape(&p->model_val, name, sizeof name);
-    p->m = nl < 0 ? NULL : gateway_find_model(w->gw, name, (size_t)nl);
-    if (!p->m) {
+    p->pl.m = nl < 0 ? NULL : gateway_find_model(w->gw, name, (size_t)nl);
+    if (!p->pl.m) {
         char msg[700];
         snprintf(msg, sizeof msg, "The model `%s` does not exist or you do not have access to it.",
                  nl < 0 ? "(too long)" : name);
@@ -1335,19 +1229,20 @@ void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
         return;
     }
     compute_hint(p, &required, max_tokens);
-    p->m0 = p->m;
-    met_gauge_add(&w->met->inflight[p->m->index], 1);
+    p->pl.est_tokens = p->hint.est_tokens;
+    p->pl.m0 = p->pl.m;
+    met_gauge_add(&w->met->inflight[p->pl.m->index], 1);
     /* every request pays into its model's retry budget */
-    double *tok = &w->retry_tokens[p->m->index];
-    *tok += p->m->cfg->retry_budget_percent / 100.0;
+    double *tok = &w->retry_tokens[p->pl.m->index];
+    *tok += p->pl.m->cfg->retry_budget_percent / 100.0;
     if (*tok > RETRY_TOKENS_MAX)
         *tok = RETRY_TOKENS_MAX;
     ev_timer_init(&p->retry_timer, retry_timer_cb, p);
     ev_timer_init(&p->ka_timer, ka_timer_cb, p);
-    if (p->stream && p->m->cfg->stream_keepalive_ms)
-        ev_timer_start(w->loop, &p->ka_timer, p->m->cfg->stream_keepalive_ms);
-    if (p->m->cfg->queue_priority_header) {
-        const struct http_hdr *ph = http_req_header(r, p->m->cfg->queue_priority_header);
+    if (p->pl.stream && p->pl.m->cfg->stream_keepalive_ms)
+        ev_timer_start(w->loop, &p->ka_timer, p->pl.m->cfg->stream_keepalive_ms);
+    if (p->pl.m->cfg->queue_priority_header) {
+        const struct http_hdr *ph = http_req_header(r, p->pl.m->cfg->queue_priority_header);
         if (ph && ph->value_len == 1 && ph->value[0] >= '0' && ph->value[0] <= '9')
             p->prio = ph->value[0] - '0';
         else
@@ -1356,9 +1251,17 @@ void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
     r->ctx = p;
     r->on_abort = on_client_abort;
     r->on_drain = on_client_drain;
-    if (!model_has_room(p->m)) {
+    /* the request phases of the modules (auth, limits, guard, cache, route),
+     * then admit() — now, or after a phase waited */
+    pl_run(&p->pl);
+}
+
+/* Admission: a slot of the model's max_in_flight, or the queue, or 503. */
+static void admit(struct pctx *p)
+{
+    if (!model_has_room(p->pl.m)) {
         /* the model is at max_in_flight: wait (or be shed) before any pick */
-        if (p->m->cfg->queue_size)
+        if (p->pl.m->cfg->queue_size)
             enqueue_or_shed(p);
         else
             fail(p, 503, "server_error", "model_at_capacity", NULL,

@@ -22,6 +22,7 @@
 #include "balance.h"
 #include "gateway.h"
 #include "log.h"
+#include "module.h"
 #include "recorder.h"
 #include "sse.h"
 
@@ -871,3 +872,60 @@ void shadow_gateway_free(struct gateway *gw)
     gw->shadows = NULL;
     gw->nshadows = 0;
 }
+
+/* ---------- the shadow module (modules.c) ---------- */
+
+struct shadow_req {
+    struct shadow_primary *sp;   /* the pairs this request is the primary of */
+};
+
+/* Mirrored once admitted and routed (a request shed under overload is not
+ * doubled by its shadows), and only after the user's own request is on its
+ * way: the legs' set-up never delays it. */
+static void shadow_on_sent(struct pl_req *q, void *ctx)
+{
+    struct shadow_req *s = ctx;
+    if (!q->m0->nshadows)
+        return;
+    s->sp = shadow_mirror(q->w, q->m0, q->http, &q->root, q->ep, q->stream, q->est_tokens, &q->tc);
+    q->mirrored = s->sp ? s->sp->npairs : 0;
+}
+
+static void shadow_on_event(struct pl_req *q, void *ctx, const struct pl_event *ev)
+{
+    struct shadow_req *s = ctx;
+    if (!s->sp)
+        return;
+    if (ev->is_body) {
+        if (ev->status < 300)
+            shadow_primary_json(s->sp, ev->root);
+        return;
+    }
+    if (ev->gap) /* an earlier event was lost: the answer ends before it */
+        shadow_primary_gap(s->sp);
+    shadow_primary_sse(s->sp, ev->root);
+}
+
+static void shadow_on_finish(struct pl_req *q, void *ctx, const struct pl_outcome *o)
+{
+    struct shadow_req *s = ctx;
+    if (!s->sp)
+        return;
+    if (o->body_too_large)
+        shadow_primary_too_large(s->sp, o->body_bytes);
+    if (o->answer_gap)
+        shadow_primary_gap(s->sp); /* the stream's last event was lost */
+    shadow_primary_done(q->w, s->sp, o->status, o->err_kind, o->be ? o->be->cfg->name : NULL,
+                        q->m ? q->m->cfg->name : NULL, o->is_sse, q->http->t_ready_ns, o->t_first_token, -1, -1,
+                        o->aborted);
+    s->sp = NULL;
+}
+
+const struct pl_module mod_shadow = {
+    .name = "shadow",
+    .phase = PH_NONE,
+    .ctx_size = sizeof(struct shadow_req),
+    .on_sent = shadow_on_sent,
+    .on_event = shadow_on_event,
+    .on_finish = shadow_on_finish,
+};

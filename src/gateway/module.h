@@ -1,0 +1,173 @@
+/* module.h — what a feature module is, and the engine that runs a request
+ * through the table of modules (pipeline.c; the table is in modules.c).
+ *
+ * A module is a descriptor with optional hooks: a NULL hook costs nothing
+ * (the engine keeps, per hook, the list of modules that have it).  The
+ * request path calls the engine at fixed points, and the engine calls the
+ * modules in the order of the table:
+ *
+ *   decode (proxy.c: the body validated once, model found)
+ *     └─ phases, in enum pl_phase order; within a phase, table order
+ *        on_request → PL_NEXT      next module
+ *                     PL_DONE      the module answered the client itself
+ *                     PL_WAIT      it waits for I/O; it calls pl_resume()
+ *                     PL_ERROR     it set q->error; the core answers it
+ *   admission, balancing, upstream attempts (proxy.c)
+ *     ├─ on_sent     once, when the first attempt is on the wire
+ *     ├─ on_event    each SSE event, or the JSON body, parsed once
+ *   finish (proxy.c computes one struct pl_outcome)
+ *     └─ on_finish   exactly once per request, on every path: answered,
+ *                    failed, shed, or the client gone (also while a phase
+ *                    waits: outcome->aborted, and the waiting module must
+ *                    cancel its I/O and never call pl_resume afterwards)
+ *
+ * Per-request state: a module declares ctx_size; the engine lays all of
+ * them out after the core's own request struct, so a request is ONE
+ * allocation (pl_req_alloc), zeroed, and pl_ctx() finds a module's part.
+ */
+#ifndef SHADE_MODULE_H
+#define SHADE_MODULE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "httpd.h"
+#include "json.h"
+#include "metrics.h"
+#include "trace.h"
+
+struct worker;
+struct model_rt;
+struct backend;
+
+/* Request phases after decoding.  The order of this enum, then the order of
+ * the table in modules.c, is the policy: a key is known before its limits
+ * are checked, limits are charged before a cache may answer. */
+enum pl_phase { PH_AUTH, PH_LIMIT, PH_GUARD, PH_CACHE, PH_ROUTE, PH__COUNT, PH_NONE = PH__COUNT };
+
+enum pl_rc { PL_NEXT, PL_DONE, PL_WAIT, PL_ERROR };
+
+/* The request as modules see it.  The core (proxy.c) embeds it as the first
+ * member of its own per-request struct and keeps it current. */
+struct pl_req {
+    const struct pl_engine *eng;
+    struct worker *w;
+    http_req *http;
+    enum met_endpoint ep;
+    const struct model_rt *m0;         /* the model the client asked for */
+    const struct model_rt *m;          /* the model serving it (a fallback after m0) */
+    struct json_span root;             /* the validated body */
+    bool stream;
+    size_t prompt_bytes;
+    int64_t est_tokens;                /* prompt + requested output, estimated */
+    struct trace_ctx tc;               /* the request's trace context */
+    uint8_t parent_span[8];            /* the client's traceparent, when has_parent */
+    bool has_parent;
+    uint64_t start_unix_ns;            /* first byte of the request, wall clock */
+    int mirrored;                      /* pairs this request is the primary of (shadow) */
+    /* gateway overhead: time in shade's code, in segments; a wait ends one */
+    uint64_t ovh_ns, seg_start;
+    /* a phase's error, answered by the core (PL_ERROR) */
+    struct { int status; const char *type, *code, *param; char message[256]; } error;
+    /* engine state */
+    uint8_t phase, next;               /* where the phases are; next module index in it */
+    bool waiting, finished, sent;
+};
+
+/* One SSE event, or the whole JSON body of a non-streamed answer. */
+struct pl_event {
+    const struct json_span *root;
+    int status;                        /* the upstream's */
+    bool is_body;                      /* the JSON body (else an SSE event) */
+    bool gap;                          /* an earlier event was too large to read: lost */
+};
+
+/* What happened to the request, computed once at finish. */
+struct pl_outcome {
+    int status;                        /* sent to the client (499: it left first) */
+    const char *err_kind;              /* store.h error kind, NULL = by status */
+    bool aborted;                      /* the client left before the end */
+    const struct backend *be;          /* last backend, NULL if none was picked */
+    int attempts;
+    bool is_sse;
+    uint64_t t_first_token;            /* mono ns, 0 = none */
+    uint64_t t_last_token;
+    int64_t chunks_out;                /* SSE events that carried output */
+    int64_t tokens_in, tokens_out;     /* -1 = not settled (failures) */
+    bool tokens_estimated;
+    double cost_usd;                   /* -1 = not settled */
+    bool answer_gap;                   /* the last SSE event was too large to read */
+    bool body_too_large;               /* a 2xx JSON body over the capture bound */
+    uint64_t body_bytes;               /* its size, for estimates */
+};
+
+struct pl_module {
+    const char *name;
+    enum pl_phase phase;               /* PH_NONE: no on_request */
+    size_t ctx_size;                   /* per-request state, zeroed */
+    enum pl_rc (*on_request)(struct pl_req *q, void *ctx);
+    void (*on_sent)(struct pl_req *q, void *ctx);
+    void (*on_event)(struct pl_req *q, void *ctx, const struct pl_event *ev);
+    void (*on_finish)(struct pl_req *q, void *ctx, const struct pl_outcome *o);
+};
+
+/* What the engine asks of the core that embeds it. */
+struct pl_core {
+    void (*proceed)(struct pl_req *q);              /* every phase passed */
+    void (*answered)(struct pl_req *q);             /* a module answered (PL_DONE) */
+    void (*failed)(struct pl_req *q);               /* PL_ERROR: answer q->error */
+};
+
+#define PL_MAX_MODULES 32
+
+struct pl_engine {
+    const struct pl_module *const *mods;
+    size_t n;
+    const struct pl_core *core;
+    size_t core_size;                  /* the core's struct, rounded up */
+    size_t ctx_off[PL_MAX_MODULES];    /* from the start of the allocation */
+    size_t total;                      /* bytes per request */
+    /* per phase and per hook: the modules that have it, in table order */
+    uint8_t phase_mods[PH__COUNT][PL_MAX_MODULES];
+    uint8_t nphase[PH__COUNT];
+    uint8_t sent_mods[PL_MAX_MODULES], nsent;
+    uint8_t event_mods[PL_MAX_MODULES], nevent;
+    uint8_t finish_mods[PL_MAX_MODULES], nfinish;
+};
+
+/* Build an engine over a table (done once per gateway).  core_size is the
+ * size of the core's request struct, which starts with a struct pl_req.
+ * Returns 0, or -1 when the table has more than PL_MAX_MODULES rows. */
+int pl_engine_init(struct pl_engine *e, const struct pl_module *const *mods, size_t n, const struct pl_core *core,
+                   size_t core_size);
+/* One zeroed allocation: the core's struct and every module's ctx. */
+struct pl_req *pl_req_alloc(const struct pl_engine *e);
+void *pl_ctx(struct pl_req *q, size_t module_index);
+/* Does the engine have a module with this hook (so the core can skip work
+ * that only feeds it)? */
+static inline bool pl_wants_events(const struct pl_engine *e) { return e->nevent > 0; }
+
+/* Run the phases from the first; ends in core->proceed, ->answered or
+ * ->failed, now or after waits. */
+void pl_run(struct pl_req *q);
+/* A waiting module is ready: rc as on_request would have returned it. */
+void pl_resume(struct pl_req *q, enum pl_rc rc);
+/* Set q->error for PL_ERROR (an OpenAI error object: type, code, param). */
+void pl_set_error(struct pl_req *q, int status, const char *type, const char *code, const char *param,
+                  const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+void pl_sent(struct pl_req *q);
+void pl_event(struct pl_req *q, const struct pl_event *ev);
+/* Exactly once: later calls do nothing.  The core frees the request after. */
+void pl_finish(struct pl_req *q, const struct pl_outcome *o);
+
+/* Overhead segments (shade's own work on the request, between waits). */
+void pl_ovh_begin(struct pl_req *q);
+void pl_ovh_end(struct pl_req *q);
+
+/* modules.c: the gateway's table and its engine set-up */
+extern const struct pl_module *const pl_modules[];
+extern const size_t pl_nmodules;
+
+#endif

@@ -1,0 +1,23 @@
+/* modules.c — THE table of modules.  A feature is one file with a
+ * `const struct pl_module` and a row here; nothing else in the core knows
+ * it exists (doc/modules.md).
+ *
+ * The order of the rows is the policy.  Within a phase, modules run top to
+ * bottom (keys before limits, limits before the cache: a cached answer
+ * still counts against a key).  At finish, observers run top to bottom
+ * too: metrics first (cheapest, never blocks), then the request span and
+ * the access line, which read the same outcome, then shadowing, which hands
+ * the primary's answer to the pair store.
+ */
+#include "module.h"
+
+extern const struct pl_module mod_metrics, mod_trace, mod_accesslog, mod_shadow;
+
+const struct pl_module *const pl_modules[] = {
+    /* request phases: auth, limits, guard, cache, route — none yet */
+    &mod_metrics,
+    &mod_trace,
+    &mod_accesslog,
+    &mod_shadow,
+};
+const size_t pl_nmodules = sizeof pl_modules / sizeof pl_modules[0];

@@ -1,0 +1,156 @@
+/* pipeline.c — the engine that runs a request through the table of modules
+ * (module.h explains the hooks; modules.c holds the table). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loop.h"
+#include "module.h"
+
+#define ALIGN16(x) (((x) + 15u) & ~(size_t)15u)
+
+int pl_engine_init(struct pl_engine *e, const struct pl_module *const *mods, size_t n, const struct pl_core *core,
+                   size_t core_size)
+{
+    memset(e, 0, sizeof *e);
+    if (n > PL_MAX_MODULES)
+        return -1;
+    e->mods = mods;
+    e->n = n;
+    e->core = core;
+    e->core_size = ALIGN16(core_size);
+    size_t off = e->core_size;
+    for (size_t i = 0; i < n; i++) {
+        const struct pl_module *m = mods[i];
+        e->ctx_off[i] = off;
+        off += ALIGN16(m->ctx_size);
+        if (m->on_request && m->phase < PH__COUNT)
+            e->phase_mods[m->phase][e->nphase[m->phase]++] = (uint8_t)i;
+        if (m->on_sent)
+            e->sent_mods[e->nsent++] = (uint8_t)i;
+        if (m->on_event)
+            e->event_mods[e->nevent++] = (uint8_t)i;
+        if (m->on_finish)
+            e->finish_mods[e->nfinish++] = (uint8_t)i;
+    }
+    e->total = off;
+    return 0;
+}
+
+struct pl_req *pl_req_alloc(const struct pl_engine *e)
+{
+    struct pl_req *q = calloc(1, e->total);
+    if (q)
+        q->eng = e;
+    return q;
+}
+
+void *pl_ctx(struct pl_req *q, size_t i) { return (char *)q + q->eng->ctx_off[i]; }
+
+void pl_ovh_begin(struct pl_req *q)
+{
+    if (!q->seg_start)
+        q->seg_start = mono_ns();
+}
+
+void pl_ovh_end(struct pl_req *q)
+{
+    if (q->seg_start) {
+        q->ovh_ns += mono_ns() - q->seg_start;
+        q->seg_start = 0;
+    }
+}
+
+void pl_set_error(struct pl_req *q, int status, const char *type, const char *code, const char *param,
+                  const char *fmt, ...)
+{
+    q->error.status = status;
+    q->error.type = type;
+    q->error.code = code;
+    q->error.param = param;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(q->error.message, sizeof q->error.message, fmt, ap);
+    va_end(ap);
+}
+
+/* Act on a module's answer; true when the phases go on. */
+static bool settle(struct pl_req *q, enum pl_rc rc)
+{
+    const struct pl_core *core = q->eng->core;
+    switch (rc) {
+    case PL_NEXT:
+        return true;
+    case PL_WAIT:
+        /* the wait is the I/O's time, not shade's */
+        q->waiting = true;
+        pl_ovh_end(q);
+        return false;
+    case PL_DONE:
+        core->answered(q);
+        return false;
+    case PL_ERROR:
+    default:
+        if (!q->error.status)
+            pl_set_error(q, 500, "server_error", NULL, NULL, "internal error in a request phase");
+        core->failed(q);
+        return false;
+    }
+}
+
+void pl_run(struct pl_req *q)
+{
+    const struct pl_engine *e = q->eng;
+    while (q->phase < PH__COUNT) {
+        while (q->next < e->nphase[q->phase]) {
+            size_t i = e->phase_mods[q->phase][q->next++];
+            if (!settle(q, e->mods[i]->on_request(q, pl_ctx(q, i))))
+                return;
+        }
+        q->phase++;
+        q->next = 0;
+    }
+    e->core->proceed(q);
+}
+
+void pl_resume(struct pl_req *q, enum pl_rc rc)
+{
+    /* a module that was told of the end (on_finish) must not resume; the
+     * engine cannot check that after the request is freed, so this guards
+     * only a resume that comes while the request still exists */
+    if (!q->waiting || q->finished)
+        return;
+    q->waiting = false;
+    pl_ovh_begin(q);
+    if (settle(q, rc))
+        pl_run(q);
+}
+
+void pl_sent(struct pl_req *q)
+{
+    if (q->sent || q->finished)
+        return;
+    q->sent = true;
+    const struct pl_engine *e = q->eng;
+    for (size_t k = 0; k < e->nsent; k++)
+        e->mods[e->sent_mods[k]]->on_sent(q, pl_ctx(q, e->sent_mods[k]));
+}
+
+void pl_event(struct pl_req *q, const struct pl_event *ev)
+{
+    const struct pl_engine *e = q->eng;
+    for (size_t k = 0; k < e->nevent; k++)
+        e->mods[e->event_mods[k]]->on_event(q, pl_ctx(q, e->event_mods[k]), ev);
+}
+
+void pl_finish(struct pl_req *q, const struct pl_outcome *o)
+{
+    if (q->finished)
+        return;
+    q->finished = true;
+    q->waiting = false;
+    const struct pl_engine *e = q->eng;
+    for (size_t k = 0; k < e->nfinish; k++)
+        e->mods[e->finish_mods[k]]->on_finish(q, pl_ctx(q, e->finish_mods[k]), o);
+}

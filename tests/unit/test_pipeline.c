@@ -1,0 +1,249 @@
+/* test_pipeline.c — the module engine (pipeline.c) with fake modules: hook
+ * order by phase then table order, pass / answered / wait-and-resume /
+ * error, a client leaving while a phase waits, finish exactly once, one
+ * zeroed allocation with every module's context. */
+#include "module.h"
+#include "unit.h"
+
+static char trace_log[1024];
+
+static void note(const char *s)
+{
+    strncat(trace_log, s, sizeof trace_log - strlen(trace_log) - 1);
+    strncat(trace_log, " ", sizeof trace_log - strlen(trace_log) - 1);
+}
+
+/* the core embedding the engine */
+struct fake_req {
+    struct pl_req pl;
+    int answered, proceeded, failed;
+};
+
+static void core_proceed(struct pl_req *q) { ((struct fake_req *)q)->proceeded++; note("PROCEED"); }
+static void core_answered(struct pl_req *q) { ((struct fake_req *)q)->answered++; note("ANSWERED"); }
+static void core_failed(struct pl_req *q)
+{
+    ((struct fake_req *)q)->failed++;
+    char b[64];
+    snprintf(b, sizeof b, "FAILED:%d:%s", q->error.status, q->error.code ? q->error.code : "-");
+    note(b);
+}
+static const struct pl_core core = { core_proceed, core_answered, core_failed };
+
+/* what each fake module answers, set per test */
+static enum pl_rc rc_auth, rc_limit, rc_cache;
+
+struct mctx { int requests, sent, events, finished, aborted; uint64_t canary; };
+
+#define FAKE(name, ph, rcvar)                                                                   \
+    static enum pl_rc name##_req(struct pl_req *q, void *ctx)                                   \
+    {                                                                                           \
+        struct mctx *c = ctx;                                                                   \
+        c->requests++;                                                                          \
+        note(#name);                                                                            \
+        if ((rcvar) == PL_ERROR)                                                                \
+            pl_set_error(q, 429, "rate_limit_error", #name, NULL, "%s says no", #name);        \
+        return rcvar;                                                                           \
+    }                                                                                           \
+    static void name##_sent(struct pl_req *q, void *ctx) { ((struct mctx *)ctx)->sent++; note(#name ".sent"); } \
+    static void name##_event(struct pl_req *q, void *ctx, const struct pl_event *ev)            \
+    {                                                                                           \
+        ((struct mctx *)ctx)->events++;                                                         \
+        note(#name ".event");                                                                   \
+    }                                                                                           \
+    static void name##_finish(struct pl_req *q, void *ctx, const struct pl_outcome *o)          \
+    {                                                                                           \
+        struct mctx *c = ctx;                                                                   \
+        c->finished++;                                                                          \
+        c->aborted += o->aborted;                                                               \
+        note(#name ".finish");                                                                  \
+    }                                                                                           \
+    static const struct pl_module name = { #name, ph, sizeof(struct mctx), name##_req, name##_sent, \
+                                           name##_event, name##_finish };
+
+/* declared in table order below, phases deliberately out of order */
+FAKE(cache, PH_CACHE, rc_cache)
+FAKE(auth, PH_AUTH, rc_auth)
+FAKE(limit, PH_LIMIT, rc_limit)
+
+/* an observer with no request hook, no context */
+static void obs_finish(struct pl_req *q, void *ctx, const struct pl_outcome *o) { note("obs.finish"); }
+static const struct pl_module observer = { .name = "obs", .phase = PH_NONE, .on_finish = obs_finish };
+
+/* fails without saying why */
+static enum pl_rc bare_req(struct pl_req *q, void *ctx) { return PL_ERROR; }
+static const struct pl_module bare = { .name = "bare", .phase = PH_GUARD, .on_request = bare_req };
+
+static const struct pl_module *const table[] = { &cache, &observer, &auth, &limit };
+static struct pl_engine eng;
+
+static struct fake_req *new_req(void)
+{
+    trace_log[0] = '\0';
+    struct fake_req *r = (struct fake_req *)pl_req_alloc(&eng);
+    CHECK(r != NULL);
+    return r;
+}
+
+static struct mctx *ctx_of(struct fake_req *r, size_t i) { return pl_ctx(&r->pl, i); }
+
+static void finish(struct fake_req *r, int status)
+{
+    struct pl_outcome o = { .status = status, .aborted = status == 499, .tokens_in = -1, .tokens_out = -1,
+                            .cost_usd = -1 };
+    pl_finish(&r->pl, &o);
+}
+
+static void test_layout(void)
+{
+    CHECK_EQ_INT(pl_engine_init(&eng, table, 4, &core, sizeof(struct fake_req)), 0);
+    /* per-hook lists keep only modules that have the hook, in table order */
+    CHECK_EQ_INT(eng.nphase[PH_AUTH], 1);
+    CHECK_EQ_INT(eng.nphase[PH_GUARD], 0);
+    CHECK_EQ_INT(eng.nsent, 3);
+    CHECK_EQ_INT(eng.nfinish, 4);
+    CHECK_EQ_INT(eng.finish_mods[1], 1);
+    /* contexts: after the core struct, aligned, disjoint, zeroed */
+    struct fake_req *r = new_req();
+    char *base = (char *)r;
+    CHECK((char *)pl_ctx(&r->pl, 0) >= base + sizeof *r);
+    CHECK((size_t)((char *)pl_ctx(&r->pl, 0) - base) % 16 == 0);
+    CHECK((char *)pl_ctx(&r->pl, 2) >= (char *)pl_ctx(&r->pl, 0) + sizeof(struct mctx));
+    CHECK((char *)pl_ctx(&r->pl, 3) + sizeof(struct mctx) <= base + eng.total);
+    CHECK(ctx_of(r, 3)->canary == 0 && ctx_of(r, 0)->requests == 0);
+    free(r);
+    const struct pl_module *many[PL_MAX_MODULES + 1];
+    for (size_t i = 0; i <= PL_MAX_MODULES; i++)
+        many[i] = &observer;
+    struct pl_engine big;
+    CHECK_EQ_INT(pl_engine_init(&big, many, PL_MAX_MODULES + 1, &core, 8), -1);
+}
+
+static void test_all_pass(void)
+{
+    rc_auth = rc_limit = rc_cache = PL_NEXT;
+    struct fake_req *r = new_req();
+    pl_run(&r->pl);
+    /* phase order, not table order: auth, limit, cache */
+    CHECK_EQ_STR(trace_log, "auth limit cache PROCEED ");
+    CHECK_EQ_INT(r->proceeded, 1);
+    trace_log[0] = '\0';
+    pl_sent(&r->pl);
+    pl_sent(&r->pl); /* once */
+    struct json_span root = { 0 };
+    struct pl_event ev = { .root = &root };
+    pl_event(&r->pl, &ev);
+    finish(r, 200);
+    finish(r, 200); /* exactly once */
+    CHECK_EQ_STR(trace_log, "cache.sent auth.sent limit.sent cache.event auth.event limit.event "
+                            "cache.finish obs.finish auth.finish limit.finish ");
+    for (size_t i = 0; i < 4; i++)
+        if (i != 1)
+            CHECK(ctx_of(r, i)->finished == 1 && ctx_of(r, i)->sent == 1 && ctx_of(r, i)->aborted == 0);
+    /* after finish nothing more is delivered */
+    trace_log[0] = '\0';
+    pl_sent(&r->pl);
+    CHECK_EQ_STR(trace_log, "");
+    free(r);
+}
+
+static void test_answered_and_error(void)
+{
+    /* the cache answers: later phases and admission never run */
+    rc_auth = rc_limit = PL_NEXT;
+    rc_cache = PL_DONE;
+    struct fake_req *r = new_req();
+    pl_run(&r->pl);
+    CHECK_EQ_STR(trace_log, "auth limit cache ANSWERED ");
+    CHECK(r->proceeded == 0 && r->answered == 1);
+    finish(r, 200);
+    CHECK(ctx_of(r, 0)->finished == 1 && ctx_of(r, 0)->sent == 0);
+    free(r);
+    /* limits refuse: the core answers the module's error */
+    rc_limit = PL_ERROR;
+    r = new_req();
+    pl_run(&r->pl);
+    CHECK_EQ_STR(trace_log, "auth limit FAILED:429:limit ");
+    CHECK_EQ_STR(r->pl.error.message, "limit says no");
+    CHECK(ctx_of(r, 0)->requests == 0);
+    free(r);
+    /* an error without a status becomes a 500 */
+    struct pl_engine e2;
+    static const struct pl_module *const t2[] = { &bare };
+    CHECK_EQ_INT(pl_engine_init(&e2, t2, 1, &core, sizeof(struct fake_req)), 0);
+    trace_log[0] = '\0';
+    r = (struct fake_req *)pl_req_alloc(&e2);
+    pl_run(&r->pl);
+    CHECK_EQ_STR(trace_log, "FAILED:500:- ");
+    free(r);
+}
+
+/* limit waits (say, a Redis round trip); resumed with each outcome */
+static void test_wait_resume(void)
+{
+    rc_auth = rc_cache = PL_NEXT;
+    rc_limit = PL_WAIT;
+    struct fake_req *r = new_req();
+    r->pl.seg_start = mono_ns();
+    pl_run(&r->pl);
+    CHECK_EQ_STR(trace_log, "auth limit ");
+    CHECK(r->pl.waiting && r->proceeded == 0);
+    CHECK(r->pl.seg_start == 0); /* the wait is not counted as shade's overhead */
+    pl_resume(&r->pl, PL_NEXT);
+    CHECK_EQ_STR(trace_log, "auth limit cache PROCEED ");
+    CHECK(!r->pl.waiting && r->pl.seg_start != 0);
+    pl_resume(&r->pl, PL_NEXT); /* not waiting: ignored */
+    CHECK_EQ_INT(r->proceeded, 1);
+    finish(r, 200);
+    free(r);
+    /* resumed with an error */
+    r = new_req();
+    pl_run(&r->pl);
+    pl_set_error(&r->pl, 503, "server_error", "limit_store_down", NULL, "down");
+    pl_resume(&r->pl, PL_ERROR);
+    CHECK_EQ_STR(trace_log, "auth limit FAILED:503:limit_store_down ");
+    free(r);
+    /* resumed with an answer */
+    r = new_req();
+    pl_run(&r->pl);
+    pl_resume(&r->pl, PL_DONE);
+    CHECK_EQ_STR(trace_log, "auth limit ANSWERED ");
+    free(r);
+    /* waits twice in a row (two modules) */
+    rc_cache = PL_WAIT;
+    r = new_req();
+    pl_run(&r->pl);
+    pl_resume(&r->pl, PL_NEXT);
+    CHECK_EQ_STR(trace_log, "auth limit cache ");
+    pl_resume(&r->pl, PL_NEXT);
+    CHECK_EQ_STR(trace_log, "auth limit cache PROCEED ");
+    free(r);
+}
+
+static void test_abort_while_waiting(void)
+{
+    rc_auth = rc_cache = PL_NEXT;
+    rc_limit = PL_WAIT;
+    struct fake_req *r = new_req();
+    pl_run(&r->pl);
+    /* the client leaves: the core finishes with 499 */
+    finish(r, 499);
+    CHECK(ctx_of(r, 3)->finished == 1 && ctx_of(r, 3)->aborted == 1); /* the waiting module is told */
+    CHECK(ctx_of(r, 2)->finished == 1 && ctx_of(r, 0)->finished == 1);
+    /* a late resume (before the core frees) runs nothing */
+    trace_log[0] = '\0';
+    pl_resume(&r->pl, PL_NEXT);
+    CHECK_EQ_STR(trace_log, "");
+    CHECK(r->proceeded == 0);
+    free(r);
+}
+
+int main(void)
+{
+    test_layout();
+    test_all_pass();
+    test_answered_and_error();
+    test_wait_resume();
+    test_abort_while_waiting();
+    UNIT_DONE();
+}
