@@ -1,8 +1,6 @@
 # shade — build, test, demo, bench.  `make` builds bin/shade; `make check` runs
 # every test (normal build, then ASan+UBSan build); `make demo` runs the demo.
 CC       ?= cc
-LLHTTP_SRC ?= /usr/share/llhttp
-LLHTTP_INC ?= /usr/share/include/llhttp
 VERSION  := 0.1.0
 
 # BUILD selects the flavour: build/ (release) or build/asan (sanitizers)
@@ -21,40 +19,28 @@ CFLAGS   ?= -O2 -g
 # src/ has one folder per subsystem (doc/architecture.md); basenames are
 # unique, so every folder is on the include path and objects are flat
 SRC_DIRS := src src/core src/http src/gateway src/shadow src/eval src/obs src/sim
-ALL_CFLAGS := -std=c17 -D_GNU_SOURCE -DSHADE_VERSION=\"$(VERSION)\" $(SRC_DIRS:%=-I%) -I$(LLHTTP_INC) \
+ALL_CFLAGS := -std=c17 -D_GNU_SOURCE -DSHADE_VERSION=\"$(VERSION)\" $(SRC_DIRS:%=-I%) \
             -pthread -fno-strict-aliasing $(WARN) $(CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS   := -pthread -lyaml -lsqlite3 -lssl -lcrypto -lm
-# third-party parser sources are built from the Debian package, never copied in
-LLHTTP_CFLAGS := -std=c17 -O2 -g -I$(LLHTTP_INC) -w $(EXTRA_CFLAGS)
 
 SRCS     := $(foreach d,$(SRC_DIRS),$(wildcard $(d)/*.c))
 HDRS     := $(foreach d,$(SRC_DIRS),$(wildcard $(d)/*.h))
 OBJS     := $(patsubst %.c,$(B)/%.o,$(notdir $(SRCS)))
 vpath %.c $(SRC_DIRS)
-LIB_OBJS := $(filter-out $(B)/main.o,$(OBJS)) $(B)/llhttp.o $(B)/llhttp_api.o $(B)/llhttp_http.o
+LIB_OBJS := $(filter-out $(B)/main.o,$(OBJS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
 .PHONY: all deps check check-depgraph check-unit check-bb check-sdk demo bench bench-balance bench-shadow bench-compare fuzz clean format
 all: $(BIN)
 
-$(BIN): $(OBJS) $(B)/llhttp.o $(B)/llhttp_api.o $(B)/llhttp_http.o
+$(BIN): $(OBJS)
 	@mkdir -p bin
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(B)/%.o: %.c $(HDRS)
 	@mkdir -p $(B)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
-
-$(B)/llhttp.o: $(LLHTTP_SRC)/llhttp.c
-	@mkdir -p $(B)
-	$(CC) $(LLHTTP_CFLAGS) -c -o $@ $<
-$(B)/llhttp_api.o: $(LLHTTP_SRC)/api.c
-	@mkdir -p $(B)
-	$(CC) $(LLHTTP_CFLAGS) -c -o $@ $<
-$(B)/llhttp_http.o: $(LLHTTP_SRC)/http.c
-	@mkdir -p $(B)
-	$(CC) $(LLHTTP_CFLAGS) -c -o $@ $<
 
 $(B)/tests/%: tests/unit/%.c $(LIB_OBJS) tests/unit/unit.h
 	@mkdir -p $(B)/tests

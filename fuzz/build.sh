@@ -3,23 +3,20 @@
 # as a libFuzzer binary with ASan + UBSan into fuzz/out/<name>.
 #
 # A harness names what it links on its first line:
-#     // srcs: src/core/json.c src/core/sse.c llhttp -lyaml
-# src files are compiled with the project's warnings; "llhttp" adds the
-# system llhttp sources ($LLHTTP_SRC/*.c, compiled without warnings); words
-# starting with '-' are passed to the linker.
+#     // srcs: src/core/json.c src/core/sse.c -lyaml
+# src files are compiled with the project's warnings; words starting with
+# '-' are passed to the linker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CC=${FUZZ_CC:-clang}
-LLHTTP_SRC=${LLHTTP_SRC:-/usr/share/llhttp}
-LLHTTP_INC=${LLHTTP_INC:-/usr/share/include/llhttp}
 OUT=fuzz/out
 OBJ=$OUT/obj
 
 # every folder of src/ is on the include path, as in the Makefile
 INCS=(-Isrc); for d in src/*/; do INCS+=("-I${d%/}"); done
 SAN=(-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
-BASE=(-std=c17 -D_GNU_SOURCE "-DSHADE_VERSION=\"fuzz\"" "${INCS[@]}" "-I$LLHTTP_INC" -g -O1 -pthread)
+BASE=(-std=c17 -D_GNU_SOURCE "-DSHADE_VERSION=\"fuzz\"" "${INCS[@]}" -g -O1 -pthread)
 WARN=(-Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes
       -Wformat=2 -Wvla -Wno-unused-parameter)
 
@@ -61,8 +58,6 @@ for h in "${harnesses[@]}"; do
     objs=() libs=()
     for w in $srcs; do
         case $w in
-        llhttp)
-            for f in "$LLHTTP_SRC"/*.c; do compile "$f" -w; objs+=("$obj"); done ;;
         -*)
             libs+=("$w") ;;
         *.c)

@@ -1,4 +1,4 @@
-// srcs: src/obs/trace.c src/core/buf.c src/core/json.c src/core/log.c llhttp
+// srcs: src/obs/trace.c src/http/hclient.c src/http/h1.c src/core/buf.c src/core/json.c src/core/log.c
 /* fuzz_traceparent.c — trace_parse against a reference written from the
  * W3C Trace Context text with string functions; whatever parses formats to
  * a version-00 value that parses again to the same context (and, for

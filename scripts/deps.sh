@@ -2,7 +2,7 @@
 # Install what shade needs to build and test, from Debian's packages, when missing.
 # Usage: scripts/deps.sh [extra-package ...]
 set -euo pipefail
-pkgs=(gcc make libc6-dev pkg-config libyaml-dev libsqlite3-dev libssl-dev node-llhttp ca-certificates python3 curl
+pkgs=(gcc make libc6-dev pkg-config libyaml-dev libsqlite3-dev libssl-dev ca-certificates python3 curl
       clang libclang-rt-14-dev prometheus "$@")
 missing=()
 for p in "${pkgs[@]}"; do

@@ -22,6 +22,7 @@
 #include "compare.h"
 
 #include "json.h"
+#include "rand.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -41,9 +42,6 @@ static const char *const default_refusals[] = {
     "as an ai language model",
 };
 
-#define FNV_OFFSET 14695981039346656037ull
-#define FNV_PRIME 1099511628211ull
-
 /* ------------------------------------------------------------ characters */
 
 static inline bool is_ws(uc c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
@@ -62,27 +60,8 @@ static inline bool is_word(uc c)
            c == '_' || c >= 0x80;
 }
 
-static uint64_t fnv1a(const void *p, size_t n)
-{
-    const uc *s = p;
-    uint64_t h = FNV_OFFSET;
-    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * FNV_PRIME;
-    return h;
-}
-
-/* splitmix64's finaliser */
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 27;
-    x *= 0x94D049BB133111EBull;
-    x ^= x >> 31;
-    return x;
-}
-
 /* an order-sensitive combination of a tag or hash with another hash */
-static uint64_t mix2(uint64_t a, uint64_t b) { return mix64(a * 0x9E3779B97F4A7C15ull ^ mix64(b)); }
+static uint64_t mix2(uint64_t a, uint64_t b) { return rnd_mix64(a * RND_GOLDEN ^ rnd_mix64(b)); }
 
 static bool str_eq_null(const char *a, const char *b)
 {
@@ -163,11 +142,11 @@ size_t compare_tokens(const char *s, size_t n, uint64_t *out, size_t max)
             p++;
             continue;
         }
-        uint64_t h = FNV_OFFSET;
+        uint64_t h = RND_FNV1A64_INIT;
         if (is_word(*p)) {
-            for (; p < e && is_word(*p); p++) h = (h ^ lower(*p)) * FNV_PRIME;
+            for (; p < e && is_word(*p); p++) h = rnd_fnv1a64_byte(h, lower(*p));
         } else {
-            h = (h ^ *p++) * FNV_PRIME;
+            h = rnd_fnv1a64_byte(h, *p++);
         }
         if (count < max) out[count] = h;
         count++;
@@ -237,7 +216,7 @@ static int bit_parallel(const uint64_t *x, size_t nx, const uint64_t *y, size_t 
     memset(peq, 0, (nx + 1) * sizeof *peq);
     uint32_t nid = 0;
     for (size_t i = 0; i < nx; i++) {
-        size_t s = (size_t)(mix64(x[i]) >> shift);
+        size_t s = (size_t)(rnd_mix64(x[i]) >> shift);
         while (ids[s] != NO_ID && keys[s] != x[i]) s = (s + 1) & (slots - 1);
         if (ids[s] == NO_ID) {
             keys[s] = x[i];
@@ -246,7 +225,7 @@ static int bit_parallel(const uint64_t *x, size_t nx, const uint64_t *y, size_t 
         px[i] = ids[s];
     }
     for (size_t j = 0; j < ny; j++) {
-        size_t s = (size_t)(mix64(y[j]) >> shift);
+        size_t s = (size_t)(rnd_mix64(y[j]) >> shift);
         while (ids[s] != NO_ID && keys[s] != y[j]) s = (s + 1) & (slots - 1);
         ty[j] = ids[s] == NO_ID ? (uint32_t)nx : ids[s];
         /* row 0 of the edit-distance matrix is 0, 1, 2, ...: every
@@ -416,13 +395,13 @@ static int str_hash(const struct json_span *v, uint64_t *out)
     const char *p = v->p + 1;
     size_t n = v->len - 2;
     if (!memchr(p, '\\', n)) {
-        *out = fnv1a(p, n);
+        *out = rnd_fnv1a64(RND_FNV1A64_INIT, p, n);
         return 0;
     }
     char small[256], *buf = n < sizeof small ? small : malloc(n + 1);
     if (!buf) return -1;
     long k = json_str_unescape(v, buf, n + 1); /* escapes only shrink */
-    *out = fnv1a(buf, k > 0 ? (size_t)k : 0);
+    *out = rnd_fnv1a64(RND_FNV1A64_INIT, buf, k > 0 ? (size_t)k : 0);
     if (buf != small) free(buf);
     return 0;
 }
@@ -463,14 +442,14 @@ static int shape(const struct json_span *v, uint64_t *out)
     struct json_span key, val;
     uint64_t h;
     switch (v->type) {
-    case JSON_NULL: *out = mix64(SH_NULL); return 0;
+    case JSON_NULL: *out = rnd_mix64(SH_NULL); return 0;
     case JSON_FALSE:
-    case JSON_TRUE: *out = mix64(SH_BOOL); return 0;
-    case JSON_NUMBER: *out = mix64(SH_NUMBER); return 0;
-    case JSON_STRING: *out = mix64(SH_STRING); return 0;
+    case JSON_TRUE: *out = rnd_mix64(SH_BOOL); return 0;
+    case JSON_NUMBER: *out = rnd_mix64(SH_NUMBER); return 0;
+    case JSON_STRING: *out = rnd_mix64(SH_STRING); return 0;
     case JSON_ARRAY:
         if (!json_next(v, &it, &key, &val)) {
-            *out = mix64(SH_ARRAY_EMPTY);
+            *out = rnd_mix64(SH_ARRAY_EMPTY);
             return 0;
         }
         if (shape(&val, &h) != 0) return -1;
@@ -496,7 +475,7 @@ enum tools_state { TOOLS_NONE, TOOLS_OK, TOOLS_BAD };
 struct tools {
     enum tools_state state;
     size_t n;      /* calls */
-    uint64_t sum;  /* sum of mix64(call signature): a multiset hash */
+    uint64_t sum;  /* sum of rnd_mix64(call signature): a multiset hash */
 };
 
 /* The order-insensitive hash of an object's key set. */
@@ -507,7 +486,7 @@ static int key_set(const struct json_span *obj, uint64_t *out)
     uint64_t sum = 0, kh;
     while (json_next(obj, &it, &key, &val)) {
         if (str_hash(&key, &kh) != 0) return -1;
-        sum += mix64(kh);
+        sum += rnd_mix64(kh);
     }
     *out = mix2(SH_KEYS, sum);
     return 0;
@@ -571,7 +550,7 @@ static int tools_sig(const char *s, size_t n, struct tools *t)
         if (str_hash(&name, &nh) != 0) return -1;
         if (args_keys(&args, has_args, &kh, &badargs) != 0) return -1;
         if (badargs) goto bad;
-        t->sum += mix64(mix2(nh, kh));
+        t->sum += rnd_mix64(mix2(nh, kh));
         t->n++;
     }
     t->state = t->n ? TOOLS_OK : TOOLS_NONE;

@@ -1,8 +1,8 @@
 /* judge.c — the LLM judge worker (judge.h).
  *
  * One thread, off the hot path, with its own SQLite connection to the pair
- * store and a small blocking HTTP/1.1 client (Connection: close, one call
- * at a time).  Each round (every interval_ms) it takes, shadow after shadow
+ * store, calling the judge model with the blocking client of hclient.c
+ * (Connection: close, one call at a time).  Each round (every interval_ms) it takes, shadow after shadow
  * (starting with the next one each round), the oldest eligible pairs not
  * yet judged, max_per_round in all, and asks the judge model about each
  * twice (order1: A = primary, B = shadow; order2: swapped), then writes one
@@ -26,8 +26,8 @@
  * verdict line records 'invalid'.  Either makes the outcome 'error'.
  *
  * Stopping.  judge_stop sets a flag and signals an eventfd that every wait
- * polls (between rounds, connect, send, receive, and SQLite's busy
- * handler), so a call in progress is dropped at once; a pair cut short gets
+ * polls (between rounds, SQLite's busy handler, and hclient's connect,
+ * send and receive as the call's cancel fd), so a call in progress is dropped at once; a pair cut short gets
  * no row.
  *
  * The prompt (user message; a system message precedes it):
@@ -55,8 +55,6 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <llhttp.h>
-#include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -68,13 +66,14 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "buf.h"
+#include "hclient.h"
 #include "json.h"
 #include "log.h"
+#include "rand.h"
 
 #define JUDGE_MAX_SECTION   (64u << 10) /* bytes of request / answer shown to the judge */
 #define JUDGE_MAX_RESPONSE  (4u << 20)  /* judge's HTTP response body */
@@ -92,6 +91,7 @@ struct judge {
     char *db_path;
     char *host;                       /* numeric or name, no brackets */
     char port[8];
+    char *authority;                  /* the Host header: host:port, [v6]:port */
     struct shadow_rt *shadows;
     size_t nshadows, next_shadow;
     uint32_t interval_ms, timeout_ms, max_per_round;
@@ -109,13 +109,6 @@ struct cand {
     int64_t id;
     char *prompt, *primary, *shadow;
 };
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static bool stopping(struct judge *j) { return atomic_load_explicit(&j->stopping, memory_order_relaxed); }
 
@@ -139,11 +132,7 @@ __attribute__((format(printf, 2, 3))) static void warn_once(struct judge *j, con
 
 bool judge_sampled(int64_t pair_id, double sample)
 {
-    uint64_t z = (uint64_t)pair_id + 0x9e3779b97f4a7c15ull; /* splitmix64's finaliser */
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * 0x1.0p-53 < sample;
+    return (double)(rnd_splitmix64((uint64_t)pair_id) >> 11) * 0x1.0p-53 < sample;
 }
 
 static bool is_alnum(unsigned char c)
@@ -195,24 +184,22 @@ const char *judge_outcome(const char *order1, const char *order2)
 
 /* ---------- waiting (every wait can be cut by judge_stop) ---------- */
 
-/* 1: fd ready; 0: deadline passed; -1: stopping or poll failed */
-static int wait_fd(struct judge *j, int fd, short ev, uint64_t deadline)
+/* Sleep for ms, or less when judge_stop runs: false when stopping (or poll
+ * failed).  The HTTP calls wait in hclient.c on the same eventfd. */
+static bool nap(struct judge *j, uint64_t ms)
 {
+    uint64_t deadline = hc_now_ms() + ms;
     for (;;) {
         if (stopping(j))
-            return -1;
-        uint64_t now = now_ms();
+            return false;
+        uint64_t now = hc_now_ms();
         if (now >= deadline)
-            return 0;
-        struct pollfd p[2] = { { j->stop_fd, POLLIN, 0 }, { fd, ev, 0 } };
+            return true;
+        struct pollfd p = { j->stop_fd, POLLIN, 0 };
         uint64_t left = deadline - now;
-        int rc = poll(p, fd >= 0 ? 2 : 1, left > INT_MAX ? INT_MAX : (int)left);
-        if (rc < 0 && errno != EINTR)
-            return -1;
-        if (rc > 0 && p[0].revents)
-            return -1;
-        if (rc > 0 && p[1].revents)
-            return 1;
+        int rc = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+        if ((rc < 0 && errno != EINTR) || rc > 0)
+            return false;
     }
 }
 
@@ -221,156 +208,34 @@ static int busy_cb(void *arg, int count)
     struct judge *j = arg;
     if (count >= BUSY_STEPS)
         return 0;
-    return wait_fd(j, -1, 0, now_ms() + BUSY_STEP_MS) == 0; /* 0 when stopping: give up */
+    return nap(j, BUSY_STEP_MS); /* 0 when stopping: give up */
 }
 
-/* ---------- a small blocking HTTP/1.1 client ---------- */
+/* ---------- the call (hclient.c) ---------- */
 
 enum call_rc { CALL_OK, CALL_UNAVAILABLE, CALL_FAILED, CALL_STOPPED };
 
-struct http_resp {
-    int status;
-    bool complete;
-    struct buf body;
-};
-
-static int on_headers_complete(llhttp_t *p)
-{
-    struct http_resp *r = p->data;
-    r->status = p->status_code;
-    return 0;
-}
-
-static int on_body(llhttp_t *p, const char *at, size_t len)
-{
-    struct http_resp *r = p->data;
-    if (r->status < 200)
-        return 0;
-    if (buf_used(&r->body) + len > JUDGE_MAX_RESPONSE)
-        return -1; /* not a judge's verdict: the call fails */
-    return buf_append(&r->body, at, len);
-}
-
-static int on_message_complete(llhttp_t *p)
-{
-    struct http_resp *r = p->data;
-    if (r->status < 200)
-        return 0; /* an interim 100 Continue: the real answer follows */
-    r->complete = true;
-    return HPE_PAUSED;
-}
-
-static int send_all(struct judge *j, int fd, const char *p, size_t n, uint64_t deadline)
-{
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w > 0) {
-            p += w;
-            n -= (size_t)w;
-        } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-            int rc = wait_fd(j, fd, POLLOUT, deadline);
-            if (rc <= 0)
-                return rc < 0 ? -1 : 0;
-        } else {
-            return 0;
-        }
-    }
-    return 1;
-}
-
-/* Connect to the first address that answers.  fd, or -1 unreachable, -2 stopped. */
-static int connect_to(struct judge *j, uint64_t deadline)
-{
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
-    struct addrinfo *ai = NULL;
-    if (getaddrinfo(j->host, j->port, &hints, &ai) != 0)
-        return -1;
-    int fd = -1;
-    for (struct addrinfo *a = ai; a && fd < 0; a = a->ai_next) {
-        fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            continue;
-        int err = 0;
-        socklen_t el = sizeof err;
-        if (connect(fd, a->ai_addr, a->ai_addrlen) < 0) {
-            int rc = errno == EINPROGRESS ? wait_fd(j, fd, POLLOUT, deadline) : 0;
-            if (rc < 0) {
-                close(fd);
-                freeaddrinfo(ai);
-                return -2;
-            }
-            if (rc == 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err != 0) {
-                close(fd);
-                fd = -1;
-            }
-        }
-    }
-    freeaddrinfo(ai);
-    return fd;
-}
-
-/* POST body to path; the response is in *r when CALL_OK (any status). */
+/* POST body to path; the response is in *r when CALL_OK (any status).  The
+ * name is resolved for every call, as the listener's address may change
+ * meaning (a name) between rounds. */
 static enum call_rc http_post(struct judge *j, const char *path, const char *extra_hdrs, const struct buf *body,
-                              struct http_resp *r)
+                              struct hc_response *r)
 {
-    uint64_t deadline = now_ms() + j->timeout_ms;
-    int fd = connect_to(j, deadline);
-    if (fd < 0)
-        return fd == -2 ? CALL_STOPPED : CALL_UNAVAILABLE;
-    struct buf req = { 0 };
-    bool v6 = strchr(j->host, ':') != NULL;
-    int rc = buf_printf(&req,
-                        "POST %s HTTP/1.1\r\nHost: %s%s%s:%s\r\nContent-Type: application/json\r\n"
-                        "Content-Length: %zu\r\nConnection: close\r\n%s\r\n",
-                        path, v6 ? "[" : "", j->host, v6 ? "]" : "", j->port, buf_used(body), extra_hdrs);
-    if (rc == 0)
-        rc = buf_append(&req, buf_data(body), buf_used(body));
-    int sent = rc == 0 ? send_all(j, fd, buf_data(&req), buf_used(&req), deadline) : 0;
-    buf_free(&req);
-    if (sent <= 0) {
-        close(fd);
-        return sent < 0 ? CALL_STOPPED : CALL_FAILED;
+    struct hc_addrs addrs;
+    const char *why;
+    if (hc_resolve(j->host, j->port, &addrs, &why) < 0)
+        return CALL_UNAVAILABLE;
+    struct hc_request rq = { .addrs = &addrs, .method = "POST", .path = path, .authority = j->authority,
+                             .headers = extra_hdrs, .content_type = "application/json",
+                             .body = buf_data(body), .body_len = buf_used(body),
+                             .deadline_ms = hc_now_ms() + j->timeout_ms, .max_response = JUDGE_MAX_RESPONSE,
+                             .cancel_fd = j->stop_fd };
+    switch (hc_call(&rq, r)) {
+    case HC_OK: return CALL_OK;
+    case HC_ECONNECT: return CALL_UNAVAILABLE;
+    case HC_ESTOPPED: return CALL_STOPPED;
+    default: return CALL_FAILED; /* timed out, cut, not HTTP, too large */
     }
-
-    llhttp_settings_t set;
-    llhttp_settings_init(&set);
-    set.on_headers_complete = on_headers_complete;
-    set.on_body = on_body;
-    set.on_message_complete = on_message_complete;
-    llhttp_t parser;
-    llhttp_init(&parser, HTTP_RESPONSE, &set);
-    parser.data = r;
-    enum call_rc out = CALL_FAILED;
-    char chunk[16384];
-    for (;;) {
-        ssize_t n = recv(fd, chunk, sizeof chunk, 0);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-            int w = wait_fd(j, fd, POLLIN, deadline);
-            if (w <= 0) {
-                out = w < 0 ? CALL_STOPPED : CALL_FAILED; /* stopped, or timed out */
-                break;
-            }
-            continue;
-        }
-        if (n <= 0) {
-            /* EOF ends a close-delimited body (on_message_complete runs,
-             * and pauses); otherwise the answer was cut */
-            if (n == 0)
-                llhttp_finish(&parser);
-            if (n == 0 && r->complete)
-                out = CALL_OK;
-            break;
-        }
-        llhttp_errno_t e = llhttp_execute(&parser, chunk, (size_t)n);
-        if (r->complete) {
-            out = CALL_OK;
-            break;
-        }
-        if (e != HPE_OK)
-            break;
-    }
-    close(fd);
-    return out;
 }
 
 /* ---------- the prompt ---------- */
@@ -536,7 +401,7 @@ static enum call_rc ask(struct judge *j, const struct shadow_rt *s, const struct
     char hdrs[96];
     snprintf(hdrs, sizeof hdrs, "x-shade-no-shadow: 1\r\nx-request-id: shade-judge-%lld-%d\r\n",
              (long long)c->id, order);
-    struct http_resp r = { 0 };
+    struct hc_response r = { 0 };
     bump(&j->calls);
     enum call_rc rc = http_post(j, "/v1/chat/completions", hdrs, &body, &r);
     buf_free(&body);
@@ -748,7 +613,7 @@ static void *judge_main(void *arg)
             }
             j->next_shadow = (j->next_shadow + 1) % j->nshadows; /* no shadow starves the others */
         }
-        wait_fd(j, -1, 0, now_ms() + j->interval_ms);
+        nap(j, j->interval_ms);
     }
     if (!cands)
         log_error("judge: out of memory");
@@ -766,6 +631,7 @@ static void free_judge(struct judge *j)
     free(j->shadows);
     free(j->db_path);
     free(j->host);
+    free(j->authority);
     if (j->stop_fd >= 0)
         close(j->stop_fd);
     free(j);
@@ -807,13 +673,16 @@ struct judge *judge_start(const struct judge_opts *o, char *err, size_t errlen)
     j->host = strndup(h, hl);
     j->db_path = strdup(o->db_path);
     snprintf(j->port, sizeof j->port, "%d", o->port);
+    bool v6 = j->host && strchr(j->host, ':') != NULL;
+    if (j->host && asprintf(&j->authority, "%s%s%s:%s", v6 ? "[" : "", j->host, v6 ? "]" : "", j->port) < 0)
+        j->authority = NULL;
     j->interval_ms = o->interval_ms ? o->interval_ms : 1000;
     j->timeout_ms = o->timeout_ms ? o->timeout_ms : 60000;
     j->max_per_round = o->max_per_round ? o->max_per_round : 20;
     if (j->max_per_round > JUDGE_MAX_PER_ROUND)
         j->max_per_round = JUDGE_MAX_PER_ROUND;
     j->shadows = calloc(o->nshadows, sizeof *j->shadows);
-    bool ok = j->host && j->db_path && j->shadows;
+    bool ok = j->host && j->authority && j->db_path && j->shadows;
     for (size_t i = 0; ok && i < o->nshadows; i++) {
         j->nshadows++;
         j->shadows[i].shadow = strdup(o->shadows[i].shadow);

@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rand.h"
+
 /* ------------------------------------------------------------ intervals */
 
 void stats_wilson(double k, double n, double z, double *lo, double *hi)
@@ -219,18 +221,10 @@ uint64_t stats_sign_n_needed(double share, double alpha)
 
 /* ------------------------------------------------------------------- rng */
 
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 void stats_rng_seed(struct stats_rng *r, uint64_t seed)
 {
     for (int i = 0; i < 4; i++)
-        r->s[i] = splitmix64(&seed);
+        r->s[i] = rnd_splitmix64_next(&seed);
 }
 
 static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }

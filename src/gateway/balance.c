@@ -21,6 +21,7 @@
 #include "balance.h"
 
 #include "gateway.h"
+#include "rand.h"
 
 /* Peak-EWMA decay time constant (Finagle / linkerd use 10 s too). */
 #define EWMA_TAU_MS 10000.0
@@ -39,29 +40,13 @@ struct balance_ring {
 
 /* ------------------------------------------------------------ helpers */
 
-static uint64_t mix64(uint64_t x)
-{
-    /* splitmix64's finaliser: a good 64-bit bijective scrambler */
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    x ^= x >> 31;
-    return x;
-}
-
 
 static uint64_t rng_next(struct worker *w)
 {
-    /* xorshift64*; the state is per worker, so no sharing */
-    uint64_t x = w->rng;
-    if (!x)
-        x = 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)w;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    w->rng = x;
-    return x * 0x2545F4914F6CDD1Dull;
+    /* the state is per worker, so no sharing; unseeded, each worker starts apart */
+    if (!w->rng)
+        w->rng = RND_GOLDEN ^ (uint64_t)(uintptr_t)w;
+    return rnd_xorshift64s(&w->rng);
 }
 
 static int popcount64(uint64_t x)
@@ -162,10 +147,10 @@ int balance_model_init(struct model_rt *m)
     size_t k = 0;
     for (size_t i = 0; i < m->n; i++) {
         const struct config_backend *cb = m->backends[i]->cfg;
-        uint64_t base = cb->name ? fnv1a(FNV1A_INIT, cb->name, strlen(cb->name)) : mix64(0x5348414445ull + i);
+        uint64_t base = cb->name ? rnd_fnv1a64(RND_FNV1A64_INIT, cb->name, strlen(cb->name)) : rnd_mix64(0x5348414445ull + i);
         uint32_t nv = RING_VNODES * (cb->weight ? cb->weight : 1);
         for (uint32_t v = 0; v < nv; v++) {
-            r->pts[k].hash = mix64(base ^ mix64((uint64_t)v + 1));
+            r->pts[k].hash = rnd_mix64(base ^ rnd_mix64((uint64_t)v + 1));
             r->pts[k].backend = (uint32_t)i;
             k++;
         }
@@ -211,7 +196,7 @@ static int pick_affinity(const struct model_rt *m, uint64_t eligible, uint64_t c
     uint64_t bound = (uint64_t)ceil(lf * (double)(total + 1) / (double)popcount64(eligible));
     uint64_t seen = 0;
     int first = -1;
-    size_t at = ring_find(r, mix64(key));
+    size_t at = ring_find(r, rnd_mix64(key));
     for (size_t k = 0; k < r->n && (seen & cand) != cand; k++) {
         uint32_t b = r->pts[(at + k) % r->n].backend;
         if (!(cand & (1ull << b)) || (seen & (1ull << b)))

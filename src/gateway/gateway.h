@@ -100,16 +100,4 @@ const struct model_rt *gateway_find_model(const struct gateway *gw, const char *
 /* every visible model has a backend that is up (GET /readyz) */
 bool gateway_ready(const struct gateway *gw, uint64_t now_ms);
 
-/* FNV-1a, 64 bits: h = FNV1A_INIT to start, or a previous result to chain. */
-#define FNV1A_INIT 0xcbf29ce484222325ull
-static inline uint64_t fnv1a(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *s = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 #endif

@@ -35,6 +35,7 @@
 #include "json.h"
 #include "module.h"
 #include "shadow.h"
+#include "rand.h"
 #include "trace.h"
 #include "sse.h"
 
@@ -1063,7 +1064,7 @@ static void start_attempt(struct pctx *p)
 
 static uint64_t affinity_hash(const char *s, size_t n)
 {
-    uint64_t h = fnv1a(FNV1A_INIT, s, n);
+    uint64_t h = rnd_fnv1a64(RND_FNV1A64_INIT, s, n);
     return h ? h : 1; /* 0 means "no affinity" */
 }
 

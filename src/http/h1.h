@@ -89,7 +89,8 @@ size_t h1_count_lines(const char *head, size_t n);
 int h1_parse_request(const char *head, size_t n, struct h1_request *rq, struct http_hdr *hdrs,
                      size_t max_hdrs, const char **msg);
 
-/* Responses (from backends, to shade's upstream client).  The same line and
+/* Responses (from backends to shade's upstream client, and to the blocking
+ * client of background threads, hclient.c).  The same line and
  * field rules as requests; the status line is HTTP/1.x SP 3DIGIT SP reason.
  * Framing per RFC 9112 6.3: 1xx, 204 and 304 have no body; a final chunked
  * coding is chunked (with Content-Length too, the connection is not reused);

@@ -28,6 +28,7 @@
 
 #include "buf.h"
 #include "json.h"
+#include "rand.h"
 
 #define READ_CHUNK       16384
 #define MAX_PIPELINE_BUF (1024u * 1024u) /* stop reading ahead past this */
@@ -160,14 +161,6 @@ size_t http_error_json(char *out, size_t cap, const char *type, const char *code
 
 /* ---------- request ids ---------- */
 
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static bool reqid_ok(const char *v, size_t n)
 {
     if (n == 0 || n > 128)
@@ -189,7 +182,7 @@ static void set_reqid(struct conn *c)
         r->reqid_len = h->value_len;
     } else {
         static const char hex[] = "0123456789abcdef";
-        uint64_t v[2] = { splitmix64(&c->srv->rid_state), splitmix64(&c->srv->rid_state) };
+        uint64_t v[2] = { rnd_splitmix64_next(&c->srv->rid_state), rnd_splitmix64_next(&c->srv->rid_state) };
         for (int i = 0; i < 32; i++)
             r->reqid[i] = hex[(v[i / 16] >> (60 - 4 * (i % 16))) & 0xf];
         r->reqid_len = 32;

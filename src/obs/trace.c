@@ -28,8 +28,8 @@
  * socket, every wait a poll() bounded by the export's deadline (timeout_ms
  * from its start).  Any 2xx is success; an OTLP partialSuccess in the body
  * moves its rejectedSpans from exported to failed.  The response is read
- * with llhttp until it is complete, the peer closes or the deadline passes;
- * once the status line and headers are in, the status decides.
+ * by hclient.c until it is complete, the peer closes or the deadline
+ * passes; once the status line and headers are in, the status decides.
  *
  * Stopping.  tracer_stop sets a flag and a deadline (now + timeout_ms); the
  * exporter finishes the export in flight (its own deadline is earlier),
@@ -40,12 +40,7 @@
  */
 #include "trace.h"
 
-#include <errno.h>
-#include <limits.h>
-#include <llhttp.h>
 #include <math.h>
-#include <netdb.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -54,15 +49,15 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "hclient.h"
 #include "json.h"
 #include "log.h"
+#include "rand.h"
 
 #define QUEUE_MAX (1u << 16)    /* spans: about 210 MB of slots */
-#define MAX_ADDRS 4             /* resolved addresses kept */
 #define MAX_RESPONSE (64u << 10) /* response body bytes looked at */
 
 /* ------------------------------------------------------------ trace context */
@@ -140,16 +135,6 @@ void trace_format(const struct trace_ctx *c, char out[TRACE_PARENT_LEN + 1])
     *w = '\0';
 }
 
-static uint64_t xorshift(uint64_t *s)
-{
-    uint64_t x = *s ? *s : 0x9E3779B97F4A7C15ull;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545F4914F6CDD1Dull; /* odd multiplier, x != 0: never 0 */
-}
-
 static void put_be64(uint8_t *p, uint64_t v)
 {
     for (int i = 7; i >= 0; i--, v >>= 8)
@@ -159,15 +144,15 @@ static void put_be64(uint8_t *p, uint64_t v)
 void trace_new_trace_id(uint64_t *rng, uint8_t out[16])
 {
     do {
-        put_be64(out, xorshift(rng));
-        put_be64(out + 8, xorshift(rng));
+        put_be64(out, rnd_xorshift64s(rng));
+        put_be64(out + 8, rnd_xorshift64s(rng));
     } while (all_zero(out, 16));
 }
 
 void trace_new_span_id(uint64_t *rng, uint8_t out[8])
 {
     do
-        put_be64(out, xorshift(rng));
+        put_be64(out, rnd_xorshift64s(rng));
     while (all_zero(out, 8));
 }
 
@@ -179,11 +164,8 @@ uint64_t trace_rng_seed(void)
         clock_gettime(CLOCK_REALTIME, &ts);
         v = (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 32 ^ (uint64_t)getpid() << 16 ^ (uint64_t)(uintptr_t)&v;
     }
-    v += 0x9E3779B97F4A7C15ull; /* splitmix64's finaliser spreads a weak fallback */
-    v = (v ^ (v >> 30)) * 0xBF58476D1CE4E5B9ull;
-    v = (v ^ (v >> 27)) * 0x94D049BB133111EBull;
-    v ^= v >> 31;
-    return v ? v : 0x9E3779B97F4A7C15ull;
+    v = rnd_splitmix64(v); /* spreads a weak fallback */
+    return v ? v : RND_GOLDEN;
 }
 
 bool trace_ratio_sampled(const uint8_t trace_id[16], double ratio)
@@ -471,158 +453,30 @@ struct tracer {
     uint64_t stop_deadline;    /* under lock, ms */
     uint32_t batch, interval_ms, timeout_ms;
     char *service, *endpoint, *authority, *path;
-    struct sockaddr_storage addr[MAX_ADDRS];
-    socklen_t addrlen[MAX_ADDRS];
-    int naddr;
+    struct hc_addrs addrs; /* resolved once, at start */
     struct buf body; /* the exporter's */
     bool warned;         /* a failure was logged; quiet until a success */
     bool warned_partial; /* a partial success was logged; quiet until a full one */
     atomic_uint_fast64_t exported, dropped, failed, batches;
 };
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void add(atomic_uint_fast64_t *c, uint64_t n) { atomic_fetch_add_explicit(c, n, memory_order_relaxed); }
 
-/* ---------- a small blocking HTTP/1.1 client ---------- */
+/* ---------- the POST (hclient.c) ---------- */
 
-/* 1: ready; 0: deadline passed or poll failed */
-static int wait_fd(int fd, short ev, uint64_t deadline)
+/* POST the body; fills r (status 0: no final answer) and returns a reason
+ * on failure or NULL.  Once the status line and headers are in, the status
+ * decides: a body cut short or longer than MAX_RESPONSE is only not looked
+ * at for a partial success. */
+static const char *post(struct tracer *t, const struct buf *body, uint64_t deadline, struct hc_response *r)
 {
-    for (;;) {
-        uint64_t now = now_ms();
-        if (now >= deadline)
-            return 0;
-        struct pollfd p = { fd, ev, 0 };
-        uint64_t left = deadline - now;
-        int rc = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
-        if (rc < 0 && errno != EINTR)
-            return 0;
-        if (rc > 0)
-            return 1;
-    }
-}
-
-static int connect_any(const struct tracer *t, uint64_t deadline)
-{
-    for (int i = 0; i < t->naddr; i++) {
-        const struct sockaddr *sa = (const struct sockaddr *)&t->addr[i];
-        int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            continue;
-        int err = 0;
-        socklen_t el = sizeof err;
-        if (connect(fd, sa, t->addrlen[i]) == 0 ||
-            (errno == EINPROGRESS && wait_fd(fd, POLLOUT, deadline) &&
-             getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 && err == 0))
-            return fd;
-        close(fd);
-    }
-    return -1;
-}
-
-static int send_all(int fd, const char *p, size_t n, int flags, uint64_t deadline)
-{
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL | flags);
-        if (w > 0) {
-            p += w;
-            n -= (size_t)w;
-        } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-            if (!wait_fd(fd, POLLOUT, deadline))
-                return -1;
-        } else {
-            return -1;
-        }
-    }
-    return 0;
-}
-
-struct resp {
-    int status; /* 0 until the headers are in */
-    bool complete;
-    struct buf body;
-};
-
-static int on_headers_complete(llhttp_t *p)
-{
-    struct resp *r = p->data;
-    if (p->status_code >= 200)
-        r->status = p->status_code; /* not an interim 1xx */
-    return 0;
-}
-
-static int on_body(llhttp_t *p, const char *at, size_t len)
-{
-    struct resp *r = p->data;
-    if (r->status && buf_used(&r->body) + len <= MAX_RESPONSE)
-        buf_append(&r->body, at, len); /* a longer body is not looked at */
-    return 0;
-}
-
-static int on_message_complete(llhttp_t *p)
-{
-    struct resp *r = p->data;
-    if (!r->status)
-        return 0; /* 100 Continue: the real answer follows */
-    r->complete = true;
-    return HPE_PAUSED;
-}
-
-/* POST the body; fills r (status 0: no answer) and returns a reason on failure or NULL */
-static const char *post(struct tracer *t, const struct buf *body, uint64_t deadline, struct resp *r)
-{
-    int fd = connect_any(t, deadline);
-    if (fd < 0)
-        return "cannot connect";
-    char head[1024];
-    int hn = snprintf(head, sizeof head,
-                      "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                      "Content-Length: %zu\r\nUser-Agent: shade/" SHADE_VERSION "\r\nConnection: close\r\n\r\n",
-                      t->path, t->authority, buf_used(body));
-    if (hn < 0 || (size_t)hn >= sizeof head ||
-        send_all(fd, head, (size_t)hn, MSG_MORE, deadline) < 0 ||
-        send_all(fd, buf_data(body), buf_used(body), 0, deadline) < 0) {
-        close(fd);
-        return "cannot send the request";
-    }
-    llhttp_settings_t set;
-    llhttp_settings_init(&set);
-    set.on_headers_complete = on_headers_complete;
-    set.on_body = on_body;
-    set.on_message_complete = on_message_complete;
-    llhttp_t parser;
-    llhttp_init(&parser, HTTP_RESPONSE, &set);
-    parser.data = r;
-    char chunk[4096];
-    const char *why = NULL;
-    while (!r->complete) {
-        ssize_t n = recv(fd, chunk, sizeof chunk, 0);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-            if (!wait_fd(fd, POLLIN, deadline)) {
-                why = "timed out";
-                break;
-            }
-            continue;
-        }
-        if (n <= 0) {
-            if (n == 0)
-                llhttp_finish(&parser); /* ends a close-delimited body */
-            why = "connection closed";
-            break;
-        }
-        if (llhttp_execute(&parser, chunk, (size_t)n) != HPE_OK && !r->complete) {
-            why = "bad HTTP response";
-            break;
-        }
-    }
-    close(fd);
-    return r->status ? NULL : why; /* once the headers are in, the status decides */
+    struct hc_request rq = { .addrs = &t->addrs, .method = "POST", .path = t->path, .authority = t->authority,
+                             .headers = "User-Agent: shade/" SHADE_VERSION "\r\n",
+                             .content_type = "application/json", .body = buf_data(body),
+                             .body_len = buf_used(body), .deadline_ms = deadline, .max_response = MAX_RESPONSE,
+                             .cancel_fd = -1 };
+    enum hc_err e = hc_call(&rq, r);
+    return r->status ? NULL : hc_err_str(e);
 }
 
 /* rejectedSpans of an OTLP partialSuccess ({"partialSuccess":{"rejectedSpans":"2",...}}) */
@@ -668,7 +522,7 @@ static bool export_batch(struct tracer *t, uint64_t deadline)
     t->count -= k;
     pthread_mutex_unlock(&t->lock);
 
-    struct resp r = { 0 };
+    struct hc_response r = { 0 };
     const char *why = "out of memory";
     char msg[256] = "";
     uint64_t rejected = 0;
@@ -718,14 +572,14 @@ static void *exporter_main(void *arg)
 {
     struct tracer *t = arg;
     pthread_mutex_lock(&t->lock);
-    uint64_t next = now_ms() + t->interval_ms; /* the next export by time */
+    uint64_t next = hc_now_ms() + t->interval_ms; /* the next export by time */
     bool backoff = false;                       /* the last export failed: wait for `next` */
     while (!t->stop) {
-        uint64_t now = now_ms();
+        uint64_t now = hc_now_ms();
         if (t->count > 0 && (now >= next || (!backoff && t->count >= t->batch))) {
             backoff = !export_batch(t, now + t->timeout_ms);
             if (backoff || t->count < t->batch)
-                next = now_ms() + t->interval_ms;
+                next = hc_now_ms() + t->interval_ms;
             continue;
         }
         if (now >= next)
@@ -733,7 +587,7 @@ static void *exporter_main(void *arg)
         wait_until(t, next);
     }
     /* stopping: what is queued, until a failure or the deadline */
-    while (t->count > 0 && now_ms() < t->stop_deadline && export_batch(t, t->stop_deadline))
+    while (t->count > 0 && hc_now_ms() < t->stop_deadline && export_batch(t, t->stop_deadline))
         ;
     add(&t->failed, t->count);
     t->count = 0;
@@ -831,21 +685,12 @@ struct tracer *tracer_start(const struct tracer_opts *o, char *err, size_t errle
         free_tracer(t);
         return NULL;
     }
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
-    struct addrinfo *ai = NULL;
-    int gai = getaddrinfo(host, port, &hints, &ai);
-    if (gai != 0) {
-        snprintf(err, errlen, "tracing: endpoint %s: cannot resolve %s: %s", o->endpoint, host, gai_strerror(gai));
+    const char *why;
+    if (hc_resolve(host, port, &t->addrs, &why) < 0) {
+        snprintf(err, errlen, "tracing: endpoint %s: cannot resolve %s: %s", o->endpoint, host, why);
         free_tracer(t);
         return NULL;
     }
-    for (struct addrinfo *p = ai; p && t->naddr < MAX_ADDRS; p = p->ai_next) {
-        if (p->ai_addrlen > sizeof t->addr[0])
-            continue;
-        memcpy(&t->addr[t->naddr], p->ai_addr, p->ai_addrlen);
-        t->addrlen[t->naddr++] = p->ai_addrlen;
-    }
-    freeaddrinfo(ai);
 
     t->cap = o->queue_size ? o->queue_size : 4096;
     t->batch = o->batch_size ? o->batch_size : 512;
@@ -856,8 +701,8 @@ struct tracer *tracer_start(const struct tracer_opts *o, char *err, size_t errle
     t->ring = calloc(t->cap, sizeof *t->ring);
     t->service = strdup(o->service_name && *o->service_name ? o->service_name : "shade");
     t->endpoint = strdup(o->endpoint);
-    if (!t->ring || !t->service || !t->endpoint || t->naddr == 0) {
-        snprintf(err, errlen, "tracing: %s", t->naddr ? "out of memory" : "no usable address for the endpoint");
+    if (!t->ring || !t->service || !t->endpoint) {
+        snprintf(err, errlen, "tracing: out of memory");
         free_tracer(t);
         return NULL;
     }
@@ -910,7 +755,7 @@ void tracer_stop_stats(struct tracer *t, struct tracer_stats *final)
         return;
     pthread_mutex_lock(&t->lock);
     t->stop = true;
-    t->stop_deadline = now_ms() + t->timeout_ms;
+    t->stop_deadline = hc_now_ms() + t->timeout_ms;
     pthread_cond_signal(&t->cond);
     pthread_mutex_unlock(&t->lock);
     pthread_join(t->thread, NULL);

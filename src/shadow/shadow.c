@@ -24,6 +24,7 @@
 #include "log.h"
 #include "module.h"
 #include "recorder.h"
+#include "rand.h"
 #include "sse.h"
 
 struct shadow_leg {
@@ -523,13 +524,7 @@ void shadow_worker_cancel_all(struct worker *w)
 
 static uint64_t next_rand(struct worker *w)
 {
-    /* xorshift64*, the worker's own state (seeded by server.c) */
-    uint64_t x = w->rng ? w->rng : 0x9E3779B97F4A7C15ull;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    w->rng = x;
-    return x * 0x2545F4914F6CDD1Dull;
+    return rnd_xorshift64s(&w->rng); /* the worker's own state (seeded by server.c) */
 }
 
 static bool sampled(struct worker *w, double percent)
@@ -607,7 +602,7 @@ static int select_request(struct worker *w, struct shadow_rt *sh, http_req *r, c
         }
         if (!k && !bearer(r, &k, &kl))
             return SKIP_NO_USER_KEY;
-        uint64_t hv = fnv1a(fnv1a(FNV1A_INIT, c->name, strlen(c->name)), k, kl);
+        uint64_t hv = rnd_fnv1a64(rnd_fnv1a64(RND_FNV1A64_INIT, c->name, strlen(c->name)), k, kl);
         if ((double)(hv % 10000) >= c->sample_percent * 100.0)
             return SKIP_SAMPLED_OUT;
         return c->skip_tool_results && has_tool_results(root) ? SKIP_TOOL_RESULTS : SKIP__COUNT;

@@ -41,6 +41,7 @@
 #include "httpd.h"
 #include "json.h"
 #include "loop.h"
+#include "rand.h"
 #include "sim_text.h"
 
 #define MAX_OUTPUT_TOKENS   1000000u
@@ -154,7 +155,7 @@ static void make_id(struct worker *w, char *out)
     uint64_t x = 0;
     for (int i = 0; i < 29; i++) {
         if (i % 10 == 0)
-            x = sim_mix64(w->id_state++);
+            x = rnd_splitmix64(w->id_state++);
         out[i] = alpha[x % 62];
         x /= 62;
     }
@@ -367,7 +368,7 @@ static void stream_emit(struct job *j)
         j->next_tok++;
         double step = j->interval_us;
         if (step > 0 && cfg.tps_jitter > 0)
-            step *= 1.0 + cfg.tps_jitter * (2.0 * sim_unit(sim_mix64(j->rng++)) - 1.0);
+            step *= 1.0 + cfg.tps_jitter * (2.0 * sim_unit(rnd_splitmix64(j->rng++)) - 1.0);
         j->due_us += step;
     }
     if (j->next_tok == j->text.n) {
@@ -543,7 +544,7 @@ enum fault { F_NONE, F_ERROR, F_RATE_LIMIT, F_HANG };
 
 static enum fault draw_fault(uint64_t n)
 {
-    double u = sim_unit(sim_mix64(cfg.seed ^ sim_mix64(n ^ 0xfa17fa17fa17fa17ull)));
+    double u = sim_unit(rnd_splitmix64(cfg.seed ^ rnd_splitmix64(n ^ 0xfa17fa17fa17fa17ull)));
     double e = cfg.error_rate, rl = e + cfg.rate_limit_rate, h = rl + cfg.hang_rate;
     if (u < e)
         return F_ERROR;
@@ -585,7 +586,7 @@ static double ttft_us(uint64_t n)
 {
     double t = (double)cfg.ttft_ms * 1000.0;
     if (cfg.ttft_jitter_ms) {
-        double u = sim_unit(sim_mix64(cfg.seed ^ sim_mix64(n ^ 0x7777777777777777ull)));
+        double u = sim_unit(rnd_splitmix64(cfg.seed ^ rnd_splitmix64(n ^ 0x7777777777777777ull)));
         t += (2.0 * u - 1.0) * (double)cfg.ttft_jitter_ms * 1000.0;
     }
     return t < 0 ? 0 : t;
@@ -745,7 +746,7 @@ static void handle_generate(struct worker *w, http_req *r, enum job_kind kind)
     }
     struct sim_text t = {
         .hash = sim_hash(q.prompt, q.prompt_len, cfg.seed),
-        .nonce = sim_mix64(cfg.seed ^ sim_mix64(n ^ 0x5eed5eed5eed5eedull)),
+        .nonce = rnd_splitmix64(cfg.seed ^ rnd_splitmix64(n ^ 0x5eed5eed5eed5eedull)),
         .vary = cfg.vary_word,
         .natural = fixed ? fixed_tokens(fixed) : (uint32_t)cfg.max_tokens,
     };
@@ -758,7 +759,7 @@ static void handle_generate(struct worker *w, http_req *r, enum job_kind kind)
     uint64_t created = now_unix();
     double first_us = ttft_us(n);
     double interval = cfg.tps > 0 ? 1e6 / cfg.tps : 0;
-    uint64_t rng = sim_mix64(cfg.seed ^ sim_mix64(n ^ 0x3141592653589793ull));
+    uint64_t rng = rnd_splitmix64(cfg.seed ^ rnd_splitmix64(n ^ 0x3141592653589793ull));
 
     struct buf *b = &w->scratch;
     buf_reset(b);
@@ -846,7 +847,7 @@ static void handle_generate(struct worker *w, http_req *r, enum job_kind kind)
     if (interval > 0) {
         double gen = interval * t.n;
         if (cfg.tps_jitter > 0)
-            gen *= 1.0 + cfg.tps_jitter * (2.0 * sim_unit(sim_mix64(rng)) - 1.0);
+            gen *= 1.0 + cfg.tps_jitter * (2.0 * sim_unit(rnd_splitmix64(rng)) - 1.0);
         total += gen;
     }
     respond_after(w, r, buf_data(b), buf_used(b), total);
@@ -1470,7 +1471,7 @@ int sim_main(int argc, char **argv)
         char err[256];
         w->idx = (int)i;
         w->lfd = -1;
-        w->id_state = sim_mix64(mono_ns() ^ ((uint64_t)getpid() << 32) ^ (i * 0x9e3779b97f4a7c15ull));
+        w->id_state = rnd_splitmix64(mono_ns() ^ ((uint64_t)getpid() << 32) ^ (i * RND_GOLDEN));
         w->lfd = open_listener((struct sockaddr *)&ss, sl, err, sizeof err);
         if (w->lfd < 0) {
             fprintf(stderr, "shade sim: cannot listen on %s: %s\n", cfg.listen, err);

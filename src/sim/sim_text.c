@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rand.h"
+
 const char *const sim_words[] = {
     "the", "of", "and", "to", "in", "is", "you", "that", "it", "he",
     "was", "for", "on", "are", "as", "with", "his", "they", "at", "be",
@@ -31,25 +33,11 @@ const char *const sim_words[] = {
 };
 const size_t sim_nwords = sizeof sim_words / sizeof sim_words[0];
 
-uint64_t sim_mix64(uint64_t z)
-{
-    z += 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 double sim_unit(uint64_t x) { return (double)(x >> 11) * 0x1.0p-53; }
 
 uint64_t sim_hash(const void *p, size_t n, uint64_t seed)
 {
-    const unsigned char *s = p;
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= 0x100000001b3ull;
-    }
-    return sim_mix64(h ^ sim_mix64(seed));
+    return rnd_splitmix64(rnd_fnv1a64(RND_FNV1A64_INIT, p, n) ^ rnd_splitmix64(seed));
 }
 
 /* independent streams of per-position values */
@@ -64,27 +52,27 @@ static bool sentence_break(const struct sim_text *t, uint32_t i)
     /* about one word in nine ends a sentence, never the last two */
     if (i + 2 >= t->natural)
         return false;
-    return sim_mix64(t->hash ^ ((uint64_t)i * K_BREAK)) % 9 == 0;
+    return rnd_splitmix64(t->hash ^ ((uint64_t)i * K_BREAK)) % 9 == 0;
 }
 
 size_t sim_token(const struct sim_text *t, uint32_t i, char *out) { return sim_token_garbled(t, 0, i, out); }
 
 size_t sim_token_garbled(const struct sim_text *t, double garble, uint32_t i, char *out)
 {
-    size_t w = (size_t)(sim_mix64(t->hash + (uint64_t)i * K_WORD) % sim_nwords);
+    size_t w = (size_t)(rnd_splitmix64(t->hash + (uint64_t)i * K_WORD) % sim_nwords);
     if (t->vary > 0) {
-        uint64_t v = sim_mix64(t->nonce ^ ((uint64_t)i * K_VARY));
+        uint64_t v = rnd_splitmix64(t->nonce ^ ((uint64_t)i * K_VARY));
         if (sim_unit(v) < t->vary) {
-            size_t shift = 1 + (size_t)(sim_mix64(v ^ K_ALT) % (sim_nwords - 1));
+            size_t shift = 1 + (size_t)(rnd_splitmix64(v ^ K_ALT) % (sim_nwords - 1));
             w = (w + shift) % sim_nwords;
         }
     }
     if (garble > 0) {
         /* --quality: a word not kept becomes a filler, the same for every
          * call with this prompt (hash-based, not nonce-based) */
-        uint64_t g = sim_mix64(t->hash ^ ((uint64_t)i * K_GARB));
+        uint64_t g = rnd_splitmix64(t->hash ^ ((uint64_t)i * K_GARB));
         if (sim_unit(g) < garble)
-            w = (size_t)(sim_mix64(g ^ K_ALT) % SIM_FILLERS);
+            w = (size_t)(rnd_splitmix64(g ^ K_ALT) % SIM_FILLERS);
     }
     const char *word = sim_words[w];
     size_t len = strlen(word);
@@ -144,10 +132,10 @@ size_t sim_distinct_words(const char *s, size_t n)
             i++;
             continue;
         }
-        uint64_t x = 0xcbf29ce484222325ull;
+        uint64_t x = RND_FNV1A64_INIT;
         for (; i < n && word_byte((unsigned char)s[i]); i++) {
             unsigned char c = (unsigned char)s[i];
-            x = (x ^ (c >= 'A' && c <= 'Z' ? c + 32u : c)) * 0x100000001b3ull;
+            x = rnd_fnv1a64_byte(x, (unsigned char)(c >= 'A' && c <= 'Z' ? c + 32u : c));
         }
         h[nw++] = x;
     }
@@ -233,7 +221,7 @@ void sim_embed(uint64_t hash, float *out, size_t dim)
 {
     double sum = 0;
     for (size_t k = 0; k < dim; k++) {
-        double v = sim_unit(sim_mix64(hash ^ ((uint64_t)(k + 1) * K_WORD))) * 2.0 - 1.0;
+        double v = sim_unit(rnd_splitmix64(hash ^ ((uint64_t)(k + 1) * K_WORD))) * 2.0 - 1.0;
         out[k] = (float)v;
         sum += (double)out[k] * (double)out[k];
     }

@@ -13,8 +13,6 @@
 extern const char *const sim_words[];
 extern const size_t sim_nwords;
 
-/* splitmix64's finaliser: a good 64-bit mixer. */
-uint64_t sim_mix64(uint64_t x);
 /* Uniform double in [0, 1) from 64 random bits. */
 double sim_unit(uint64_t x);
 /* FNV-1a over the bytes, then mixed with the seed. */

@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "sim_text.h"
+#include "rand.h"
 #include "unit.h"
 
 static struct sim_text text_for(const char *prompt, uint64_t seed, uint32_t natural, uint32_t n)
@@ -198,7 +199,7 @@ static void test_unit_range(void)
     /* rough uniformity of the fault draw */
     int below = 0;
     for (uint64_t i = 0; i < 10000; i++)
-        below += sim_unit(sim_mix64(i)) < 0.3;
+        below += sim_unit(rnd_splitmix64(i)) < 0.3;
     CHECK(below > 2800 && below < 3200);
 }
 
