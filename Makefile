@@ -31,7 +31,7 @@ LIB_OBJS := $(filter-out $(B)/main.o,$(OBJS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all deps check check-unit check-bb check-sdk demo bench bench-balance bench-shadow bench-compare fuzz clean format
+.PHONY: all deps check check-depgraph check-unit check-bb check-sdk demo bench bench-balance bench-shadow bench-compare fuzz clean format
 all: $(BIN)
 
 $(BIN): $(OBJS)
@@ -58,12 +58,18 @@ check-unit: $(UNIT_BINS)
 	@mkdir -p build; n=$$(grep -c ', 0 failed' $(SUMMARY).units); c=$$(awk '{s+=$$2} END {print s}' $(SUMMARY).units); \
 	  echo "unit ($(notdir $(BIN))): $$n programs, $$c checks, 0 failed" >> $(SUMMARY); rm -f $(SUMMARY).units
 
+# the module graph of src/ must stay a DAG: no two modules include each
+# other, directly or around a loop (doc/architecture.md)
+check-depgraph:
+	@mkdir -p build; scripts/depgraph.py --summary $(SUMMARY)
+
 check-bb: $(BIN)
 	@mkdir -p build; SHADE_BIN=$(BIN) SHADE_SUMMARY=$(SUMMARY) python3 tests/bb/run.py
 
 # the whole suite: release build, then again under ASan + UBSan
 check: deps
 	@mkdir -p build; rm -f $(SUMMARY) $(SUMMARY).units
+	@$(MAKE) --no-print-directory check-depgraph
 	@$(MAKE) --no-print-directory all check-unit check-bb check-sdk
 	@$(MAKE) --no-print-directory SAN=1 all check-unit check-bb check-sdk
 	@# benchmark programs are built (not run) so they cannot silently rot

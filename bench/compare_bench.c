@@ -44,6 +44,7 @@
 #include "gateway.h"
 #include "log.h"
 #include "recorder.h"
+#include "server.h"
 #include "shadow.h"
 
 /* ------------------------------------------------------------ clocks */

@@ -1,4 +1,4 @@
-// srcs: src/http/upstream.c src/gateway/health.c src/http/httpd.c src/http/h1.c src/core/json.c src/core/loop.c src/core/buf.c src/core/log.c -lssl -lcrypto
+// srcs: src/http/upstream.c src/http/httpd.c src/http/h1.c src/core/json.c src/core/loop.c src/core/buf.c src/core/log.c -lssl -lcrypto
 /* Fuzz the upstream client with whatever bytes a backend may answer: the
  * response parser (h1.c), header collection, chunked and
  * close-delimited bodies, keep-alive decisions and the pool.  The harness

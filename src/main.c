@@ -4,8 +4,9 @@
 #include <string.h>
 
 #include "config.h"
-#include "gateway.h"
+#include "master.h"
 #include "report.h"
+#include "server.h"
 #include "sim.h"
 
 static const char usage_main[] =

@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "balance.h"
+
 #include "gateway.h"
 #include "rand.h"
 

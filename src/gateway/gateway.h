@@ -1,4 +1,6 @@
-/* gateway.h — the running gateway: config, backends, workers.
+/* gateway.h — the running gateway: config, backends, workers — the runtime
+ * types every module of the serving process shares, and lookups over them
+ * (gateway.c).  Set-up is server.h; each module's API is in its own header.
  *
  * Threads: the main thread loads the config, binds, starts one worker per
  * core and then only waits for signals.  Each worker owns an epoll loop, its
@@ -93,45 +95,9 @@ struct worker {
 
 enum { WORKER_RUN = 0, WORKER_DRAIN, WORKER_STOP };
 
-int gateway_init(struct gateway *gw, struct config *cfg, char *err, size_t errlen);
-void gateway_free(struct gateway *gw);
+/* gateway.c: the model a client may name (not a shadow's hidden pool), or NULL */
 const struct model_rt *gateway_find_model(const struct gateway *gw, const char *name, size_t len);
+/* every visible model has a backend that is up (GET /readyz) */
 bool gateway_ready(const struct gateway *gw, uint64_t now_ms);
-
-/* What the request tells the balancer, computed once by the proxy. */
-struct pick_hint {
-    uint64_t affinity;    /* hash of the session header or of the prompt prefix
-                             (first system/user content); 0 = none */
-    uint32_t est_tokens;  /* prompt bytes / 4 + max_tokens (or a default of 256) */
-};
-
-/* balance.c: choose a backend of model m that is up, not in `tried`, and
- * under its concurrency cap; reserves an in-flight slot on it (and the
- * hint's tokens).  Returns the backend's index in the model, -1 when none is
- * up, -2 when all that are up are at capacity. */
-int balance_pick(struct worker *w, const struct model_rt *m, uint64_t tried, uint64_t now_ms,
-                 const struct pick_hint *hint);
-/* balance.c: build / free model m's prefix_affinity ring (no-op for other
- * strategies).  Called once at start-up, before any worker runs. */
-int balance_model_init(struct model_rt *m);
-void balance_model_free(struct model_rt *m);
-/* Give back what balance_pick reserved. */
-void balance_release(struct backend *be, const struct pick_hint *hint);
-/* Feed the latency model: time from sending the request to the response
- * head (or to the failure), in µs. */
-void balance_observe(struct backend *be, uint64_t latency_us, uint64_t now_ms);
-
-/* proxy.c: the request handler installed on every worker's httpd. */
-void proxy_handle(http_req *r, void *arg);
-/* proxy.c: per-worker admission queues (server.c sets them up). */
-int proxy_worker_init(struct worker *w);
-void proxy_worker_free(struct worker *w);
-
-/* server.c: the serving process (listening sockets inherited from the
- * master through SHADE_LISTEN_FDS, readiness reported on SHADE_READY_FD) */
-int server_run(struct config *cfg);
-/* master.c: `shade serve` — owns the sockets, starts and replaces serving
- * processes (SIGHUP reload, SIGUSR2 binary upgrade). */
-int master_run(const char *config_path, char **argv, struct config *cfg);
 
 #endif

@@ -25,7 +25,17 @@
 
 static _Atomic(struct health *) g_health;
 
-void health_install(struct health *h) { atomic_store(&g_health, h); }
+/* backend_report's hook: the outcome goes to whichever instance is installed */
+static void report_to_current(struct backend *be, enum be_outcome o, uint64_t now_ms)
+{
+    health_report(health_current(), be, o, now_ms);
+}
+
+void health_install(struct health *h)
+{
+    atomic_store(&g_health, h);
+    backend_on_outcome(report_to_current);
+}
 struct health *health_current(void) { return atomic_load_explicit(&g_health, memory_order_acquire); }
 
 /* ---------- state ---------- */

@@ -77,7 +77,8 @@ void health_report(struct health *h, struct backend *be, enum be_outcome o, uint
 /* The active-check state machine: one probe's result. */
 void health_check_result(struct health *h, struct backend *be, bool ok, int status, uint64_t now_ms);
 
-/* The process's instance, used by backend_report, /metrics and /admin. */
+/* The process's instance, used by /metrics and /admin; installing one also
+ * hooks it into backend_report (backend_on_outcome). */
 void health_install(struct health *h);
 struct health *health_current(void);
 

@@ -38,7 +38,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gateway.h"
+#include "master.h"
+
+#include "config.h"
 #include "log.h"
 
 #define MAX_LISTENERS 256

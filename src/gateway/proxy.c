@@ -26,9 +26,11 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "proxy.h"
+
+#include "balance.h"
 #include "buf.h"
 #include "gateway.h"
-#include "health.h"
 #include "accesslog.h"
 #include "json.h"
 #include "module.h"
@@ -1115,7 +1117,7 @@ static int interpreted_key(const struct json_span *key, uint32_t *seen)
     return -1;
 }
 
-static void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
+void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
 {
     struct pctx *p = (struct pctx *)pl_req_alloc(&engine);
     if (!p) {
@@ -1268,178 +1270,4 @@ static void admit(struct pctx *p)
         return;
     }
     start_attempt(p);
-}
-
-static void respond_models(struct worker *w, http_req *r)
-{
-    http_respond(r, 200, "application/json", w->gw->models_json, w->gw->models_json_len);
-}
-
-static void respond_metrics(struct worker *w, http_req *r)
-{
-    struct buf b = { 0 };
-    metrics_render(w->gw, &b);
-    http_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", buf_data(&b), buf_used(&b));
-    buf_free(&b);
-}
-
-static bool path_is(const http_req *r, const char *p)
-{
-    size_t n = strlen(p);
-    return r->path_len == n && memcmp(r->path, p, n) == 0;
-}
-
-/* A response shade made itself (no model): metrics and the access log. */
-static void count_local(struct worker *w, http_req *r, int status)
-{
-    size_t key = metrics_key(&w->gw->lay, -1, -1);
-    met_add(&w->met->requests[key][status - 100], 1);
-    if (!w->alog)
-        return;
-    struct access_record a = {
-        .ts = (double)(trace_unix_ns() - (mono_ns() - r->t_start_ns)) / 1e9,
-        .request_id = r->reqid, .request_id_len = r->reqid_len,
-        .method = r->method_name, .method_len = r->method_len,
-        .path = r->path, .path_len = r->path_len,
-        .client = r->peer,
-        .status = status,
-        .latency_ms = (double)(mono_ns() - r->t_start_ns) / 1e6,
-        .ttft_ms = -1, .overhead_us = -1, .tokens_in = -1, .tokens_out = -1, .cost_usd = -1,
-    };
-    accesslog_write(w->alog, &a);
-}
-
-static void not_allowed(struct worker *w, http_req *r, const char *allow)
-{
-    count_local(w, r, 405);
-    char msg[200];
-    snprintf(msg, sizeof msg, "Method %.*s is not allowed on %.*s (allowed: %s).", (int)r->method_len,
-             r->method_name, (int)r->path_len, r->path, allow);
-    http_respond_error(r, 405, "invalid_request_error", "method_not_allowed", NULL, "%s", msg);
-}
-
-/* POST /admin/reload: check the file now, so the caller learns of an error
- * (this reads the file and resolves host names on the worker's loop: an
- * admin action, not a request path), then ask the master to reload. */
-static void admin_reload(struct worker *w, http_req *r)
-{
-    struct config *cfg = NULL;
-    char err[1024];
-    if (config_load(w->gw->cfg->path, &cfg, err, sizeof err) < 0) {
-        count_local(w, r, 400);
-        http_respond_error(r, 400, "invalid_request_error", "invalid_config", NULL, "%s", err);
-        return;
-    }
-    config_free(cfg);
-    if (getppid() <= 1 || kill(getppid(), SIGHUP) < 0) {
-        count_local(w, r, 500);
-        http_respond_error(r, 500, "server_error", NULL, NULL, "no master process to reload");
-        return;
-    }
-    count_local(w, r, 202);
-    http_respond(r, 202, "application/json", "{\"status\":\"reloading\"}\n", 23);
-}
-
-/* With admin.key_env set, /admin/ needs the key: "Authorization: Bearer
- * KEY" or "x-shade-admin-key: KEY" (compared in constant time). */
-static bool admin_allowed(struct worker *w, http_req *r)
-{
-    const char *key = w->gw->cfg->admin.key;
-    if (!key)
-        return true;
-    const struct http_hdr *h = http_req_header(r, "x-shade-admin-key");
-    const char *v = h ? h->value : NULL;
-    size_t vl = h ? h->value_len : 0;
-    if (!h && (h = http_req_header(r, "authorization")) && h->value_len > 7 &&
-        strncasecmp(h->value, "bearer ", 7) == 0) {
-        v = h->value + 7;
-        vl = h->value_len - 7;
-    }
-    size_t kl = strlen(key);
-    unsigned char diff = v && vl == kl ? 0 : 1;
-    for (size_t i = 0; v && i < kl && vl == kl; i++)
-        diff |= (unsigned char)(v[i] ^ key[i]);
-    if (!diff)
-        return true;
-    met_add(&w->met->admin_auth_failures, 1);
-    count_local(w, r, 401);
-    http_respond_error(r, 401, "invalid_request_error", v ? "invalid_admin_key" : "admin_key_required", NULL,
-                       v ? "The admin key is not valid." :
-                           "This endpoint needs the admin key (Authorization: Bearer KEY or x-shade-admin-key).");
-    return false;
-}
-
-void proxy_handle(http_req *r, void *arg)
-{
-    struct worker *w = arg;
-    static const struct { const char *path; enum met_endpoint ep; } api[] = {
-        { "/v1/chat/completions", EP_CHAT },
-        { "/v1/completions", EP_COMPLETIONS },
-        { "/v1/embeddings", EP_EMBEDDINGS },
-    };
-    for (size_t i = 0; i < sizeof api / sizeof api[0]; i++) {
-        if (!path_is(r, api[i].path))
-            continue;
-        if (r->method != HTTP_M_POST) {
-            not_allowed(w, r, "POST");
-            return;
-        }
-        api_request(w, r, api[i].ep);
-        return;
-    }
-    bool get = r->method == HTTP_M_GET || r->method == HTTP_M_HEAD;
-    if (path_is(r, "/v1/models") || path_is(r, "/healthz") || path_is(r, "/readyz") || path_is(r, "/metrics")) {
-        if (!get) {
-            not_allowed(w, r, "GET, HEAD");
-            return;
-        }
-        if (path_is(r, "/v1/models")) {
-            count_local(w, r, 200);
-            respond_models(w, r);
-        } else if (path_is(r, "/healthz")) {
-            count_local(w, r, 200);
-            http_respond(r, 200, "application/json", "{\"status\":\"ok\"}\n", 16);
-        } else if (path_is(r, "/readyz")) {
-            bool ok = !atomic_load(&w->gw->draining) && gateway_ready(w->gw, loop_now(w->loop));
-            count_local(w, r, ok ? 200 : 503);
-            if (ok)
-                http_respond(r, 200, "application/json", "{\"status\":\"ready\"}\n", 19);
-            else
-                http_respond(r, 503, "application/json", "{\"status\":\"not ready\"}\n", 23);
-        } else {
-            count_local(w, r, 200);
-            respond_metrics(w, r);
-        }
-        return;
-    }
-    if (r->path_len >= 7 && memcmp(r->path, "/admin/", 7) == 0 && !admin_allowed(w, r))
-        return;
-    if (r->path_len >= 14 && memcmp(r->path, "/admin/shadows", 14) == 0 &&
-        (r->path_len == 14 || r->path[14] == '/')) {
-        count_local(w, r, shadow_admin(w, r));
-        return;
-    }
-    if (path_is(r, "/admin/backends")) {
-        if (!get) {
-            not_allowed(w, r, "GET, HEAD");
-            return;
-        }
-        struct buf b = { 0 };
-        health_render_admin(w->gw, &b, loop_now(w->loop));
-        count_local(w, r, 200);
-        http_respond(r, 200, "application/json", buf_data(&b), buf_used(&b));
-        buf_free(&b);
-        return;
-    }
-    if (path_is(r, "/admin/reload")) {
-        if (r->method != HTTP_M_POST) {
-            not_allowed(w, r, "POST");
-            return;
-        }
-        admin_reload(w, r);
-        return;
-    }
-    count_local(w, r, 404);
-    http_respond_error(r, 404, "invalid_request_error", "unknown_url", NULL, "Invalid URL (%.*s %.*s)",
-                       (int)r->method_len, r->method_name, (int)r->path_len, r->path);
 }

@@ -17,6 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "server.h"
+
+#include "balance.h"
 #include "gateway.h"
 #include "health.h"
 #include "json.h"
@@ -24,32 +27,12 @@
 #include "judge.h"
 #include "trace.h"
 #include "log.h"
+#include "proxy.h"
 #include "recorder.h"
+#include "router.h"
 #include "shadow.h"
 
 /* ---------- gateway ---------- */
-
-const struct model_rt *gateway_find_model(const struct gateway *gw, const char *name, size_t len)
-{
-    for (size_t i = 0; i < gw->nmodels; i++) {
-        const char *n = gw->models[i].cfg->name;
-        if (!gw->models[i].cfg->hidden && strlen(n) == len && memcmp(n, name, len) == 0)
-            return &gw->models[i];
-    }
-    return NULL;
-}
-
-bool gateway_ready(const struct gateway *gw, uint64_t now_ms)
-{
-    for (size_t i = 0; i < gw->nmodels; i++) {
-        bool any = gw->models[i].cfg->hidden; /* a shadow's pool never makes the gateway unready */
-        for (size_t b = 0; b < gw->models[i].n && !any; b++)
-            any = backend_is_up(gw->models[i].backends[b], now_ms);
-        if (!any)
-            return false;
-    }
-    return true;
-}
 
 static int build_models_json(struct gateway *gw)
 {
@@ -139,7 +122,7 @@ int gateway_init(struct gateway *gw, struct config *cfg, char *err, size_t errle
             m->fallbacks[m->nfallbacks++] = fm;
         }
     }
-    if (metrics_layout_init(&gw->lay, gw) < 0 || build_models_json(gw) < 0)
+    if (metrics_layout_init(&gw->lay, cfg) < 0 || build_models_json(gw) < 0)
         goto nomem;
     return shadow_gateway_init(gw, err, errlen);
 nomem:
@@ -262,7 +245,7 @@ static struct worker *worker_new(struct gateway *gw, int id, int lfd)
     };
     if (gw->alog && !(w->alog = accesslog_worker_new(gw->alog, w->loop)))
         goto fail;
-    w->httpd = httpd_new(w->loop, &lim, proxy_handle, w);
+    w->httpd = httpd_new(w->loop, &lim, route_handle, w);
     if (!w->httpd || ev_async_init(w->loop, &w->wake, wake_cb, w) < 0)
         goto fail;
     ev_timer_init(&w->drain_timer, drain_check_cb, w);

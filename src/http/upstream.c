@@ -24,7 +24,6 @@
 
 #include "buf.h"
 #include "h1.h"
-#include "health.h"
 
 #define UP_READ_CHUNK 16384
 
@@ -99,16 +98,23 @@ bool up_err_is_timeout(enum up_err e)
 bool backend_is_up(struct backend *be, uint64_t now_ms)
 {
     /* down_until: max_fails marking and outlier ejection; check_ok: the
-     * active check's verdict (health.c), HEALTH_CHECK_DOWN = -1 */
+     * active check's verdict (health.c: negative = failing) */
     return atomic_load_explicit(&be->down_until, memory_order_relaxed) <= now_ms &&
            atomic_load_explicit(&be->check_ok, memory_order_relaxed) >= 0;
 }
 
+static _Atomic(backend_outcome_fn) outcome_hook;
+
+void backend_on_outcome(backend_outcome_fn fn) { atomic_store(&outcome_hook, fn); }
+
 void backend_report(struct backend *be, enum be_outcome o, uint64_t now_ms)
 {
-    /* passive outlier ejection (health.c), when configured */
-    if (be->cfg->outlier.enabled)
-        health_report(health_current(), be, o, now_ms);
+    /* passive outlier ejection (health.c's hook), when configured */
+    if (be->cfg->outlier.enabled) {
+        backend_outcome_fn fn = atomic_load_explicit(&outcome_hook, memory_order_acquire);
+        if (fn)
+            fn(be, o, now_ms);
+    }
     if (o != BE_CONNECT_FAIL) {
         /* only connection failures count towards marking a backend down */
         if (atomic_load_explicit(&be->fails, memory_order_relaxed))

@@ -58,6 +58,11 @@ enum be_outcome {
     BE_429,            /* answered 429 */
 };
 void backend_report(struct backend *be, enum be_outcome o, uint64_t now_ms);
+/* What else hears of each outcome of a backend with outlier detection on:
+ * health.c registers its ejection logic here at start-up, so the client
+ * below it never calls up into health policy.  NULL: nobody. */
+typedef void (*backend_outcome_fn)(struct backend *be, enum be_outcome o, uint64_t now_ms);
+void backend_on_outcome(backend_outcome_fn fn);
 
 enum up_err {
     UP_OK = 0,

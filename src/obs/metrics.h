@@ -14,7 +14,7 @@
 
 #include "buf.h"
 
-struct gateway;
+struct config;
 
 #define MET_NBUCKETS 17   /* + Inf */
 /* bucket bounds, in the family's unit (seconds, or tokens) */
@@ -80,7 +80,8 @@ struct met_layout {
     size_t *key_base;   /* [nmodels] */
 };
 
-int metrics_layout_init(struct met_layout *lay, const struct gateway *gw);
+/* from the config: every model, hidden ones included, in config order */
+int metrics_layout_init(struct met_layout *lay, const struct config *cfg);
 void metrics_layout_free(struct met_layout *lay);
 struct met_shard *metrics_shard_new(const struct met_layout *lay);
 void metrics_shard_free(struct met_shard *s);
@@ -97,8 +98,5 @@ static inline size_t metrics_vkey(const struct met_layout *lay, enum met_variant
 
 /* A label value, escaped as the exposition format requires. */
 void metrics_put_label(struct buf *out, const char *v);
-
-/* Prometheus text exposition of all shards. */
-void metrics_render(const struct gateway *gw, struct buf *out);
 
 #endif

@@ -26,7 +26,7 @@
 #include "gateway.h"
 #include "log.h"
 #include "report.h"
-#include "shadow.h"
+#include "pair.h"
 #include "store.h"
 
 struct rec_event {
@@ -116,6 +116,21 @@ void recorder_event(struct shadow_rt *sh, const char *kind, const char *detail)
     pthread_cond_signal(&R.cond);
     pthread_mutex_unlock(&R.lock);
 }
+
+void recorder_set_state(struct shadow_rt *sh, int state, const char *kind, const char *why)
+{
+    int old = atomic_exchange(&sh->state, state);
+    pthread_mutex_lock(&sh->lock);
+    snprintf(sh->reason, sizeof sh->reason, "%s", why ? why : "");
+    pthread_mutex_unlock(&sh->lock);
+    if (old == state)
+        return;
+    log_info("shadow %s: %s -> %s (%s)", sh->cfg->name, shadow_state_names_rt[old], shadow_state_names_rt[state],
+             why ? why : "");
+    static const char *const kinds[] = { "start", "pause", "stop" };
+    recorder_event(sh, kind ? kind : kinds[state], why);
+}
+
 
 size_t recorder_queue_depth(void)
 {
@@ -491,7 +506,7 @@ static void analyse(struct shadow_rt *sh)
         char why[200];
         snprintf(why, sizeof why, "auto-stop: shadow success rate %.1f%% over the last %llu pairs is below %.1f%%",
                  100.0 * (double)k / (double)n, (unsigned long long)n, 100.0 * c->autostop_success_min);
-        shadow_set_state(sh, SHADOW_STOPPED, "auto_stop", why);
+        recorder_set_state(sh, SHADOW_STOPPED, "auto_stop", why);
     }
     struct report_rules rules;
     rules_of(c, &rules);

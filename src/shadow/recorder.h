@@ -33,6 +33,11 @@ void recorder_submit(struct shadow_pair *p);
 void recorder_drop(struct shadow_rt *sh, int reason);
 /* A state change, written to the events table. */
 void recorder_event(struct shadow_rt *sh, const char *kind, const char *detail);
+/* Change a shadow's state (admin API, auto-stop): logged, and recorded as
+ * an event of `kind` (NULL: "start" | "pause" | "stop" after the new state).
+ * Here, beside the events table and the state restored at start, so that
+ * the writer's auto-stop needs nothing of the worker side (shadow.c). */
+void recorder_set_state(struct shadow_rt *sh, int state, const char *kind, const char *why);
 /* Pairs waiting for the writer, and the bytes they and the batch being
  * written hold (metrics, admin). */
 size_t recorder_queue_depth(void);

@@ -13,8 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "shadow_admin.h"
+
 #include "gateway.h"
 #include "judge.h"
+#include "metrics.h"
 #include "recorder.h"
 #include "shadow.h"
 
@@ -191,7 +194,7 @@ int shadow_admin(struct worker *w, http_req *r)
                                "Method not allowed here (allowed: POST).");
             return 405;
         }
-        shadow_set_state(sh, s, NULL, "admin API");
+        recorder_set_state(sh, s, NULL, "admin API");
         render_one(&b, sh, false);
         buf_append_str(&b, "\n");
         return respond_buf(r, 200, "application/json", &b);

@@ -279,3 +279,40 @@ def test_backend_addresses_never_reach_clients(env):
     # the operator still sees which backend it was
     m = metrics(gw)
     assert m[f'shade_upstream_errors_total{{model="dead",backend="127.0.0.1:{dead}",kind="connect"}}'] >= 1
+
+
+def test_route_table_edges(env):
+    """The route table (router.c): exact paths, prefixes on a segment
+    boundary, the admin key before the method on every /admin/ path (even
+    one that does not exist), 405 naming the allowed methods, the query
+    string ignored, HEAD where GET is allowed."""
+    import os
+    from harness import metrics
+    os.environ["SHADE_TEST_ROUTE_KEY"] = "k"
+    s1 = env.sim("--ttft-ms", 0, "--tps", 0)
+    gw = env.gateway(basic_config(s1) + "admin:\n  key_env: SHADE_TEST_ROUTE_KEY\n")
+    key = {"x-shade-admin-key": "k"}
+    for path in ("/healthz/", "/v1/models/", "/v1/chat/completionsX", "/admin", "/ADMIN/backends", "/"):
+        st, _, b = request(gw, "GET", path)
+        assert st == 404 and err_of(b)["code"] == "unknown_url", (path, st, b)
+    for path in ("/admin/", "/admin/x", "/admin/shadowsX", "/admin/backends/"):
+        st, _, b = request(gw, "GET", path)
+        assert st == 401 and err_of(b)["code"] == "admin_key_required", (path, st, b)
+        assert request(gw, "GET", path, headers=key)[0] == 404, path
+    st, _, b = request(gw, "DELETE", "/admin/backends", headers={"authorization": "Bearer wrong"})
+    assert st == 401 and err_of(b)["code"] == "invalid_admin_key"
+    st, _, b = request(gw, "DELETE", "/admin/backends", headers=key)
+    e = err_of(b)
+    assert st == 405 and e["code"] == "method_not_allowed"
+    assert e["message"] == "Method DELETE is not allowed on /admin/backends (allowed: GET, HEAD).", e
+    st, _, b = request(gw, "GET", "/admin/reload", headers=key)
+    assert st == 405 and err_of(b)["message"].endswith("(allowed: POST).")
+    st, _, b = request(gw, "PUT", "/v1/embeddings")
+    assert st == 405 and err_of(b)["message"] == "Method PUT is not allowed on /v1/embeddings (allowed: POST)."
+    assert request(gw, "GET", "/healthz?probe=1")[0] == 200
+    assert request(gw, "HEAD", "/readyz")[0] == 200
+    assert request(gw, "GET", "/admin/shadows/", headers=key)[0] == 200
+    assert request(gw, "GET", "/admin/shadows/nope", headers=key)[0] == 404
+    m = metrics(gw)
+    assert m["shade_admin_auth_failures_total"] == 5
+    assert m['shade_requests_total{model="",variant="primary",backend="",code="401",class="4xx"}'] == 5

@@ -2,6 +2,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "balance.h"
 #include "gateway.h"
 #include "unit.h"
 
