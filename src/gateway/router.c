@@ -197,7 +197,13 @@ static void not_allowed(struct worker *w, http_req *r, unsigned methods)
     char msg[200];
     snprintf(msg, sizeof msg, "Method %.*s is not allowed on %.*s (allowed: %s).", (int)r->method_len,
              r->method_name, (int)r->path_len, r->path, allow);
-    http_respond_error(r, 405, "invalid_request_error", "method_not_allowed", NULL, "%s", msg);
+    /* RFC 9110 15.5.6: a 405 names the methods the resource supports */
+    char body[1024];
+    size_t n = http_error_json(body, sizeof body, "invalid_request_error", "method_not_allowed", NULL, msg);
+    struct http_hdr h[2] = { { "content-type", 12, "application/json", 16 }, { "allow", 5, allow, strlen(allow) } };
+    http_start(r, 405, h, 2, (int64_t)n);
+    http_write(r, body, n);
+    http_end(r);
 }
 
 /* With admin.key_env set, /admin/ needs the key: "Authorization: Bearer

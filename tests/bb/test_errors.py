@@ -301,13 +301,15 @@ def test_route_table_edges(env):
         assert request(gw, "GET", path, headers=key)[0] == 404, path
     st, _, b = request(gw, "DELETE", "/admin/backends", headers={"authorization": "Bearer wrong"})
     assert st == 401 and err_of(b)["code"] == "invalid_admin_key"
-    st, _, b = request(gw, "DELETE", "/admin/backends", headers=key)
+    st, h, b = request(gw, "DELETE", "/admin/backends", headers=key)
     e = err_of(b)
     assert st == 405 and e["code"] == "method_not_allowed"
+    assert h["allow"] == "GET, HEAD", h  # RFC 9110 15.5.6
     assert e["message"] == "Method DELETE is not allowed on /admin/backends (allowed: GET, HEAD).", e
     st, _, b = request(gw, "GET", "/admin/reload", headers=key)
     assert st == 405 and err_of(b)["message"].endswith("(allowed: POST).")
-    st, _, b = request(gw, "PUT", "/v1/embeddings")
+    st, h, b = request(gw, "PUT", "/v1/embeddings")
+    assert h["allow"] == "POST"
     assert st == 405 and err_of(b)["message"] == "Method PUT is not allowed on /v1/embeddings (allowed: POST)."
     assert request(gw, "GET", "/healthz?probe=1")[0] == 200
     assert request(gw, "HEAD", "/readyz")[0] == 200
