@@ -89,8 +89,8 @@ struct worker {
     ev_defer queue_kick;         /* capacity freed here: look at the queues */
     uint64_t rng;                /* balance.c's PRNG state (p2c_ewma); 0 = unseeded */
     struct alog_worker *alog;    /* this worker's access log buffer, NULL when off */
-    struct shadow_leg *shadow_legs; /* shadow / A/A legs running on this worker */
-    size_t shadow_nlegs;
+    struct side_call *side_calls; /* side calls running on this worker (side.c): shadow legs, ... */
+    size_t side_ncalls;
 };
 
 enum { WORKER_RUN = 0, WORKER_DRAIN, WORKER_STOP };

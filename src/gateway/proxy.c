@@ -669,21 +669,9 @@ static void build_head(struct pctx *p, size_t body_len)
     const struct config_backend *bc = p->be->cfg;
     struct buf *b = &p->head;
     buf_reset(b);
-    /* base_path "/v1" + "/v1/chat/completions" must not double the /v1 */
-    const char *path = r->path; /* origin-form, query included */
-    size_t plen = (size_t)(r->url + r->url_len - r->path);
-    size_t bl = strlen(bc->base_path);
-    if (bl >= 3 && memcmp(bc->base_path + bl - 3, "/v1", 3) == 0 && plen >= 3 && memcmp(path, "/v1", 3) == 0) {
-        path += 3;
-        plen -= 3;
-    }
-    buf_append(b, r->method_name, r->method_len);
-    buf_append(b, " ", 1);
-    buf_append(b, bc->base_path, bl);
-    buf_append(b, path, plen);
-    buf_append(b, " HTTP/1.1\r\nhost: ", 17);
-    buf_append_str(b, p->be->host_header);
-    buf_append(b, "\r\ncontent-length: ", 18);
+    /* origin-form, query included */
+    up_head_begin(b, p->be, r->method_name, r->method_len, r->path, (size_t)(r->url + r->url_len - r->path));
+    buf_append(b, "content-length: ", 16);
     buf_append_uint(b, body_len);
     buf_append(b, "\r\n", 2);
     size_t conn = first_connection(r->hdrs, r->nhdrs);
@@ -692,16 +680,9 @@ static void build_head(struct pctx *p, size_t body_len)
         /* headers named in Connection are hop-by-hop too */
         if (skip_request_header(h, bc->api_key != NULL) || named_in_connection(h, r->hdrs, r->nhdrs, conn))
             continue;
-        buf_append(b, h->name, h->name_len);
-        buf_append(b, ": ", 2);
-        buf_append(b, h->value, h->value_len);
-        buf_append(b, "\r\n", 2);
+        up_head_header(b, h->name, h->name_len, h->value, h->value_len);
     }
-    if (bc->api_key) {
-        buf_append(b, "authorization: Bearer ", 22);
-        buf_append_str(b, bc->api_key);
-        buf_append(b, "\r\n", 2);
-    }
+    up_head_auth(b, p->be);
     buf_append(b, "x-request-id: ", 14);
     buf_append(b, r->reqid, r->reqid_len);
     /* the trace goes on: the attempt's span is the upstream's parent */

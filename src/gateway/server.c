@@ -31,6 +31,7 @@
 #include "recorder.h"
 #include "router.h"
 #include "shadow.h"
+#include "side.h"
 
 /* ---------- gateway ---------- */
 
@@ -151,8 +152,9 @@ void gateway_free(struct gateway *gw)
 static void drain_check_cb(loop_t *l, ev_timer *t)
 {
     struct worker *w = t->data;
-    /* shadow legs end by their deadline (or are cut at shutdown_timeout) */
-    if (httpd_connections(w->httpd) == 0 && shadow_worker_legs(w) == 0) {
+    /* side calls (shadow legs) end by their deadline (or are cut at
+     * shutdown_timeout) */
+    if (httpd_connections(w->httpd) == 0 && side_count(w) == 0) {
         loop_stop(l);
         return;
     }
@@ -169,7 +171,7 @@ static void wake_cb(loop_t *l, ev_async *a)
     } else if (cmd == WORKER_STOP) {
         httpd_shutdown(w->httpd);
         httpd_close_all(w->httpd);
-        shadow_worker_cancel_all(w);
+        side_cancel_all(w);
         loop_stop(l);
     }
 }
@@ -187,7 +189,7 @@ static void worker_free(struct worker *w)
         return;
     if (w->httpd)
         httpd_free(w->httpd);
-    shadow_worker_cancel_all(w); /* their pairs go to the recorder as they are */
+    side_cancel_all(w); /* shadow legs: their pairs go to the recorder as they are */
     accesslog_worker_free(w->alog); /* the last lines, before the loop goes */
     w->alog = NULL;
     if (w->pools) {

@@ -856,3 +856,41 @@ void up_pause(struct up_conn *c, bool paused)
 
 bool up_reused(const struct up_conn *c) { return c->reused; }
 bool up_got_bytes(const struct up_conn *c) { return c->got_bytes; }
+
+/* ---------- request heads ---------- */
+
+void up_head_begin(struct buf *b, const struct backend *be, const char *method, size_t method_len, const char *path,
+                   size_t path_len)
+{
+    const char *base = be->cfg->base_path;
+    size_t bl = strlen(base);
+    /* base_path "/v1" + "/v1/chat/completions" must not double the /v1 */
+    if (bl >= 3 && memcmp(base + bl - 3, "/v1", 3) == 0 && path_len >= 3 && memcmp(path, "/v1", 3) == 0) {
+        path += 3;
+        path_len -= 3;
+    }
+    buf_append(b, method, method_len);
+    buf_append(b, " ", 1);
+    buf_append(b, base, bl);
+    buf_append(b, path, path_len);
+    buf_append(b, " HTTP/1.1\r\nhost: ", 17);
+    buf_append_str(b, be->host_header);
+    buf_append(b, "\r\n", 2);
+}
+
+void up_head_header(struct buf *b, const char *name, size_t name_len, const char *value, size_t value_len)
+{
+    buf_append(b, name, name_len);
+    buf_append(b, ": ", 2);
+    buf_append(b, value, value_len);
+    buf_append(b, "\r\n", 2);
+}
+
+void up_head_auth(struct buf *b, const struct backend *be)
+{
+    if (!be->cfg->api_key)
+        return;
+    buf_append(b, "authorization: Bearer ", 22);
+    buf_append_str(b, be->cfg->api_key);
+    buf_append(b, "\r\n", 2);
+}

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "buf.h"
 #include "config.h"
 #include "httpd.h"
 #include "loop.h"
@@ -111,5 +112,16 @@ void up_pause(struct up_conn *c, bool paused);
  * classic keep-alive race and is safe to retry.) */
 bool up_reused(const struct up_conn *c);
 bool up_got_bytes(const struct up_conn *c);
+
+/* The one upstream request head builder, shared by the proxy's attempts and
+ * side calls, so both join base_path and authenticate the same way.  A head
+ * is up_head_begin, then any up_head_header / up_head_auth, then "\r\n". */
+/* "METHOD base_path+path HTTP/1.1\r\nhost: ...\r\n" (a base_path ending
+ * in /v1 and a path starting with /v1 do not double it) */
+void up_head_begin(struct buf *b, const struct backend *be, const char *method, size_t method_len, const char *path,
+                   size_t path_len);
+void up_head_header(struct buf *b, const char *name, size_t name_len, const char *value, size_t value_len);
+/* "authorization: Bearer <key>\r\n" when the backend has an api_key */
+void up_head_auth(struct buf *b, const struct backend *be);
 
 #endif

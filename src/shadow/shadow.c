@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/uio.h>
 #include <time.h>
 
 #include "balance.h"
@@ -25,30 +24,25 @@
 #include "module.h"
 #include "recorder.h"
 #include "rand.h"
-#include "sse.h"
+#include "side.h"
 
+/* A leg is a side call (side.c owns the exchange) plus what is shadow's:
+ * the pair it belongs to, its answer (captured into the pair), its metrics
+ * and span. */
 struct shadow_leg {
     struct worker *w;
     struct shadow_pair *pair;
     int kind;                      /* LEG_SHADOW or LEG_AA */
     struct shadow_rt *sh;
     const struct model_rt *m;
-    struct backend *be;
-    struct pick_hint hint;
-    bool reserved;
-    struct up_conn *up;
-    ev_timer deadline;
+    struct backend *be;            /* once picked */
+    struct side_call *call;        /* NULL until side_start returned it */
+    int stream;                    /* -1: as the client's body */
+    const char *cbody;             /* the client's body, only during leg_start */
+    size_t cbody_len;
     uint64_t t_start;
-    int status;
-    bool is_sse, is_json;
-    struct sse_reader sse;
-    bool sse_init;
-    struct buf capture;            /* a non-streamed answer, up to SHADOW_LEG_CAPTURE_MAX */
-    bool capture_over;             /* it was larger: capture dropped, nothing more kept */
-    uint64_t body_bytes;           /* of the answer, read so far */
     struct trace_ctx tc;           /* the leg's own trace (linked to the primary's) */
     uint64_t start_unix_ns;
-    struct shadow_leg *next, *prev;/* the worker's live legs */
 };
 
 static void count(_Atomic uint64_t *c) { atomic_fetch_add_explicit(c, 1, memory_order_relaxed); }
@@ -99,18 +93,6 @@ static void budget_window(struct shadow_rt *sh)
         atomic_store(&sh->budget_tokens, 0);
         atomic_store(&sh->budget_micro_usd, 0);
     }
-}
-
-static void leg_unlink(struct shadow_leg *leg)
-{
-    struct worker *w = leg->w;
-    if (leg->prev)
-        leg->prev->next = leg->next;
-    else
-        w->shadow_legs = leg->next;
-    if (leg->next)
-        leg->next->prev = leg->prev;
-    w->shadow_nlegs--;
 }
 
 /* The leg in the request families, as variant "shadow" or "aa" of the
@@ -179,36 +161,27 @@ static void leg_span(struct shadow_leg *leg, const struct shadow_leg_result *res
 }
 
 /* The leg is over (any way): fill its result, free it, let go of the pair. */
-static void leg_end(struct shadow_leg *leg, const char *error, int outcome)
+static void leg_end(struct shadow_leg *leg, const struct side_result *r, const char *error, int outcome)
 {
     struct shadow_pair *pair = leg->pair;
     struct shadow_leg_result *res = &pair->leg[leg->kind];
     struct shadow_rt *sh = leg->sh;
-    uint64_t now = mono_ns();
-    ev_timer_stop(leg->w->loop, &leg->deadline);
-    if (leg->up) {
-        up_cancel(leg->up);
-        leg->up = NULL;
-    }
-    if (leg->reserved) {
-        balance_release(leg->be, &leg->hint);
-        leg->reserved = false;
-    }
+    uint64_t now = r->t_end_ns;
     atomic_fetch_sub_explicit(&sh->inflight, 1, memory_order_relaxed);
-    if (leg->is_sse) {
-        if (leg->sse.skipped) /* an event at the very end was lost */
+    if (r->sse) {
+        if (r->sse_skipped) /* an event at the very end was lost */
             shadow_answer_gap(&res->ans);
         shadow_answer_finish_stream(&res->ans);
-    } else if (!error && leg->status >= 200 && leg->status < 300) {
+    } else if (!error && r->status >= 200 && r->status < 300) {
         /* a 2xx answer that cannot be read is not a success with an empty
          * answer: too large to be read, or not a JSON object (protocol) */
         struct json_span root;
-        if (leg->capture_over) {
+        if (r->too_large) {
             res->ans.too_large = true;
-            res->ans.body_bytes = leg->body_bytes;
+            res->ans.body_bytes = r->body_bytes;
             error = "too_large";
-        } else if (json_validate(buf_data(&leg->capture) ? buf_data(&leg->capture) : "", buf_used(&leg->capture),
-                                 &root, NULL) == 0 && root.type == JSON_OBJECT) {
+        } else if (json_validate(r->body ? r->body : "", r->body_len, &root, NULL) == 0 &&
+                   root.type == JSON_OBJECT) {
             shadow_answer_json_root(&res->ans, &root);
         } else {
             error = "protocol";
@@ -216,7 +189,7 @@ static void leg_end(struct shadow_leg *leg, const char *error, int outcome)
         if (error)
             outcome = OUT_ERROR;
     }
-    res->status = leg->status;
+    res->status = r->status;
     res->error = error;
     res->latency_ms = (double)(now - leg->t_start) / 1e6;
     res->ttft_ms = res->ans.t_first_ns ? (double)(res->ans.t_first_ns - leg->t_start) / 1e6 : -1;
@@ -232,62 +205,18 @@ static void leg_end(struct shadow_leg *leg, const char *error, int outcome)
     count(&sh->legs[leg->kind][outcome]);
     leg_metrics(leg, res, error, now, tin, tout);
     leg_span(leg, res, error);
-    leg_unlink(leg);
     pair->legs[leg->kind] = NULL;
-    if (leg->sse_init)
-        sse_reader_free(&leg->sse);
-    buf_free(&leg->capture);
     free(leg);
     pair_unref(pair);
 }
 
-static void leg_on_sse(void *arg, const char *data, size_t len)
+static void leg_on_event(void *arg, const char *data, size_t len, bool gap)
 {
     struct shadow_leg *leg = arg;
     struct shadow_answer *a = &leg->pair->leg[leg->kind].ans;
-    if (leg->sse.skipped) /* an earlier event was lost: keep the prefix before it */
+    if (gap) /* an earlier event was lost: keep the prefix before it */
         shadow_answer_gap(a);
     shadow_answer_sse(a, data, len, mono_ns());
-}
-
-static void leg_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_t n, int64_t cl)
-{
-    struct shadow_leg *leg = ctx;
-    leg->status = status;
-    for (size_t i = 0; i < n; i++) {
-        if (!http_hdr_is(&hdrs[i], "content-type"))
-            continue;
-        leg->is_sse = hdrs[i].value_len >= 17 && strncasecmp(hdrs[i].value, "text/event-stream", 17) == 0;
-        leg->is_json = hdrs[i].value_len >= 16 && strncasecmp(hdrs[i].value, "application/json", 16) == 0;
-    }
-    if (leg->is_sse && status >= 200 && status < 300) {
-        sse_reader_init(&leg->sse, leg_on_sse, leg, 1u << 20);
-        leg->sse_init = true;
-    } else {
-        leg->is_sse = false;
-    }
-    balance_observe(leg->be, (mono_ns() - leg->t_start) / 1000u, loop_now(leg->w->loop));
-}
-
-static void leg_on_body(void *ctx, const char *data, size_t len)
-{
-    struct shadow_leg *leg = ctx;
-    leg->body_bytes += len;
-    if (leg->sse_init) {
-        sse_reader_feed(&leg->sse, data, len);
-    } else if (!leg->capture_over && leg->status >= 200 && leg->status < 300) {
-        /* A cut JSON document cannot be parsed, and skipping a piece that
-         * does not fit while keeping later ones would splice non-adjacent
-         * bytes: over the bound the capture is dropped and the leg ends as
-         * too_large.  The rest is still read (and discarded) so the latency
-         * is the answer's and the connection can be reused. */
-        if (buf_used(&leg->capture) + len <= SHADOW_LEG_CAPTURE_MAX) {
-            buf_append(&leg->capture, data, len);
-        } else {
-            leg->capture_over = true;
-            buf_free(&leg->capture);
-        }
-    }
 }
 
 const char *shadow_err_kind(enum up_err e)
@@ -323,34 +252,28 @@ static const char *status_kind(int status)
     return "protocol";
 }
 
-static void leg_on_done(void *ctx, enum up_err err)
+/* How the exchange ended, in the store's error kinds and the legs' outcomes. */
+static void leg_on_end(void *arg, const struct side_result *r)
 {
-    struct shadow_leg *leg = ctx;
-    uint64_t now = loop_now(leg->w->loop);
-    leg->up = NULL;
-    if (err == UP_OK) {
-        backend_report(leg->be, leg->status == 429 ? BE_429 : leg->status >= 500 ? BE_5XX : BE_OK, now);
-        const char *k = status_kind(leg->status);
-        leg_end(leg, k, k ? OUT_ERROR : OUT_OK);
-        return;
+    struct shadow_leg *leg = arg;
+    const char *k = NULL;
+    int outcome = OUT_ERROR;
+    switch (r->end) {
+    case SIDE_DONE:
+        k = status_kind(r->status);
+        outcome = k ? OUT_ERROR : OUT_OK;
+        break;
+    case SIDE_FAILED:
+        k = shadow_err_kind(r->err);
+        outcome = up_err_is_timeout(r->err) ? OUT_TIMEOUT : OUT_ERROR;
+        break;
+    case SIDE_DEADLINE: k = "deadline", outcome = OUT_DEADLINE; break;
+    case SIDE_NO_BACKEND: k = "no_backend"; break;
+    case SIDE_NOMEM: k = "aborted"; break;
+    case SIDE_CANCELLED: k = "aborted", outcome = OUT_CANCELLED; break;
+    case SIDE_SHUTDOWN: k = "shutdown", outcome = OUT_CANCELLED; break;
     }
-    bool connect = err == UP_ECONNECT || err == UP_ECONNECT_TIMEOUT || err == UP_ETLS;
-    backend_report(leg->be, connect ? BE_CONNECT_FAIL : up_err_is_timeout(err) ? BE_TIMEOUT : BE_5XX, now);
-    met_add(&leg->w->met->up_errors[leg->be->id][err], 1);
-    leg_end(leg, shadow_err_kind(err), up_err_is_timeout(err) ? OUT_TIMEOUT : OUT_ERROR);
-}
-
-static const struct up_handlers leg_cbs = { leg_on_head, leg_on_body, leg_on_done };
-
-static void leg_deadline_cb(loop_t *l, ev_timer *t)
-{
-    struct shadow_leg *leg = t->data;
-    /* a backend that holds legs to their deadline is timing out: passive
-     * health and outlier ejection take it out, so later legs end at once
-     * (no_backend) instead of each holding a connection to it */
-    if (leg->be)
-        backend_report(leg->be, BE_TIMEOUT, loop_now(l));
-    leg_end(leg, "deadline", OUT_DEADLINE);
+    leg_end(leg, r, k, outcome);
 }
 
 /* The leg's body: the client's members minus those the leg sets, then the
@@ -404,15 +327,37 @@ static int build_body(struct buf *out, const char *body, size_t len, const char 
     return buf_data(out) ? 0 : -1;
 }
 
-/* base_path "/v1" + "/v1/chat/completions" must not double the /v1 */
-static void append_path(struct buf *b, const struct config_backend *bc, const char *path)
+/* The backend is picked: the leg's body for it.  The model name upstream:
+ * the shadow's upstream_model, else the backend's own, else the target's
+ * public name (an inline pool keeps the client's); the A/A leg the
+ * backend's own. */
+static int leg_on_pick(void *arg, const struct backend *be, struct buf *body)
 {
-    size_t bl = strlen(bc->base_path);
-    if (bl >= 3 && memcmp(bc->base_path + bl - 3, "/v1", 3) == 0 && strncmp(path, "/v1", 3) == 0)
-        path += 3;
-    buf_append(b, bc->base_path, bl);
-    buf_append_str(b, path);
+    struct shadow_leg *leg = arg;
+    struct shadow_rt *sh = leg->sh;
+    struct shadow_leg_result *res = &leg->pair->leg[leg->kind];
+    const char *um = NULL;
+    leg->be = (struct backend *)be;
+    res->backend = be->cfg->name;
+    if (leg->kind == LEG_SHADOW)
+        um = sh->cfg->upstream_model ? sh->cfg->upstream_model
+             : be->cfg->model        ? be->cfg->model
+             : leg->m->cfg->hidden   ? NULL
+                                     : leg->m->cfg->name;
+    else
+        um = be->cfg->model;
+    res->upstream_model = um;
+    res->streamed = leg->stream == 1;
+    bool own = leg->kind == LEG_SHADOW;
+    return build_body(body, leg->cbody, leg->cbody_len, um, leg->stream, own ? sh->cfg->set : NULL,
+                      own ? sh->cfg->nset : 0);
 }
+
+static const struct side_ops leg_ops = {
+    .on_pick = leg_on_pick,
+    .on_event = leg_on_event,
+    .on_end = leg_on_end,
+};
 
 /* Start one leg of pair on model m (kind LEG_SHADOW or LEG_AA), built from
  * the client's body (only read here: the upstream connection keeps its own
@@ -444,80 +389,37 @@ static void leg_start(struct worker *w, struct shadow_pair *pair, int kind, cons
     leg->kind = kind;
     leg->sh = sh;
     leg->m = m;
-    leg->hint = *hint;
+    leg->stream = stream;
+    leg->cbody = cbody;
+    leg->cbody_len = cbody_len;
     leg->t_start = mono_ns();
     leg->start_unix_ns = trace_unix_ns();
     trace_new_trace_id(&w->rng, leg->tc.trace_id);
     trace_new_span_id(&w->rng, leg->tc.span_id);
     leg->tc.flags = pair->primary_tc.flags; /* traced when the user's request is */
-    ev_timer_init(&leg->deadline, leg_deadline_cb, leg);
-    leg->next = w->shadow_legs;
-    if (w->shadow_legs)
-        w->shadow_legs->prev = leg;
-    w->shadow_legs = leg;
-    w->shadow_nlegs++;
 
-    int idx = balance_pick(w, m, 0, loop_now(w->loop), &leg->hint);
-    if (idx < 0) {
-        leg_end(leg, "no_backend", OUT_ERROR);
-        return;
+    char tp[TRACE_PARENT_LEN + 1];
+    trace_format(&leg->tc, tp);
+    const char *tag = kind == LEG_SHADOW ? sh->cfg->name : "aa";
+    const struct http_hdr hdrs[] = {
+        { "x-request-id", 12, pair->reqid, strlen(pair->reqid) },
+        { "x-shade-shadow", 14, tag, strlen(tag) },
+        { "traceparent", 11, tp, TRACE_PARENT_LEN },
+    };
+    struct side_request rq = {
+        .path = pair->chat ? "/v1/chat/completions" : "/v1/completions",
+        .hdrs = hdrs,
+        .nhdrs = sizeof hdrs / sizeof hdrs[0],
+        .hint = *hint,
+        .deadline_ms = sh->cfg->deadline_ms,
+        .capture_max = SHADOW_LEG_CAPTURE_MAX,
+    };
+    /* NULL: the leg has ended already (and is freed) */
+    struct side_call *c = side_start(w, m, &rq, &leg_ops, leg);
+    if (c) {
+        leg->call = c;
+        leg->cbody = NULL; /* the client's body may go before the leg ends */
     }
-    leg->be = m->backends[idx];
-    leg->reserved = true;
-    res->backend = leg->be->cfg->name;
-    /* the model name upstream: the shadow's upstream_model, else the
-     * backend's own, else the target's public name (an inline pool keeps
-     * the client's) */
-    const char *um = NULL;
-    if (kind == LEG_SHADOW)
-        um = sh->cfg->upstream_model ? sh->cfg->upstream_model
-             : leg->be->cfg->model   ? leg->be->cfg->model
-             : m->cfg->hidden        ? NULL
-                                     : m->cfg->name;
-    else
-        um = leg->be->cfg->model;
-    res->upstream_model = um;
-    res->streamed = stream == 1;
-    struct buf body = { 0 }, head = { 0 };
-    int rc = build_body(&body, cbody, cbody_len, um, stream,
-                        kind == LEG_SHADOW ? sh->cfg->set : NULL, kind == LEG_SHADOW ? sh->cfg->nset : 0);
-    if (rc == 0) {
-        const struct config_backend *bc = leg->be->cfg;
-        buf_append_str(&head, "POST ");
-        append_path(&head, bc, pair->chat ? "/v1/chat/completions" : "/v1/completions");
-        buf_append_str(&head, " HTTP/1.1\r\nhost: ");
-        buf_append_str(&head, leg->be->host_header);
-        buf_append_str(&head, "\r\ncontent-type: application/json\r\ncontent-length: ");
-        buf_append_uint(&head, buf_used(&body));
-        if (bc->api_key)
-            buf_printf(&head, "\r\nauthorization: Bearer %s", bc->api_key);
-        char tp[TRACE_PARENT_LEN + 1];
-        trace_format(&leg->tc, tp);
-        buf_printf(&head, "\r\nx-request-id: %s\r\nx-shade-shadow: %s\r\ntraceparent: %s\r\n\r\n", pair->reqid,
-                   kind == LEG_SHADOW ? sh->cfg->name : "aa", tp);
-        rc = buf_data(&head) ? 0 : -1;
-    }
-    if (rc == 0) {
-        struct iovec iov[2] = { { buf_data(&head), buf_used(&head) }, { buf_data(&body), buf_used(&body) } };
-        leg->up = up_start(w->pools[leg->be->id], iov, 2, &leg_cbs, leg);
-    }
-    if (head.p)
-        explicit_bzero(head.p, head.cap); /* may hold the backend's key */
-    buf_free(&head);
-    buf_free(&body);
-    if (!leg->up) {
-        leg_end(leg, "aborted", OUT_ERROR);
-        return;
-    }
-    ev_timer_start(w->loop, &leg->deadline, sh->cfg->deadline_ms);
-}
-
-size_t shadow_worker_legs(const struct worker *w) { return w->shadow_nlegs; }
-
-void shadow_worker_cancel_all(struct worker *w)
-{
-    while (w->shadow_legs)
-        leg_end(w->shadow_legs, "shutdown", OUT_CANCELLED);
 }
 
 /* ---------------------------------------------------------------- selection */
@@ -795,7 +697,7 @@ void shadow_primary_done(struct worker *w, struct shadow_primary *sp, int status
             pair->refs++; /* the pair outlives the cancellations below */
             for (int k = LEG_SHADOW; k < LEG__COUNT; k++)
                 if (pair->legs[k])
-                    leg_end(pair->legs[k], "aborted", OUT_CANCELLED);
+                    side_cancel(pair->legs[k]->call); /* ends as "aborted" */
             pair->refs--;
         }
         pair_unref(pair);

@@ -80,8 +80,4 @@ void shadow_primary_done(struct worker *w, struct shadow_primary *sp, int status
                          const char *backend, const char *target, bool streamed, uint64_t t_start_ns,
                          uint64_t t_first_ns, int64_t usage_in, int64_t usage_out, bool client_gone);
 
-/* worker life (server.c): legs alive on this worker; cancel them all */
-size_t shadow_worker_legs(const struct worker *w);
-void shadow_worker_cancel_all(struct worker *w);
-
 #endif
