@@ -42,7 +42,7 @@ $(B)/%.o: %.c $(HDRS)
 	@mkdir -p $(B)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-$(B)/tests/%: tests/unit/%.c $(LIB_OBJS) tests/unit/unit.h
+$(B)/tests/%: tests/unit/%.c $(LIB_OBJS) tests/unit/unit.h tests/unit/loopback.h
 	@mkdir -p $(B)/tests
 	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(LIB_OBJS) $(LDLIBS)
 

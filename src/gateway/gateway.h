@@ -43,7 +43,7 @@ struct model_rt {
 
 struct worker;
 struct shadow_rt;
-struct shadow_leg;
+struct side_call;
 struct judge;
 struct tracer;
 struct accesslog;

@@ -4,6 +4,7 @@
  * a chosen size, then closes or keeps the connection open.
  */
 #include "hclient.h"
+#include "loopback.h"
 #include "unit.h"
 
 #include <arpa/inet.h>
@@ -78,13 +79,8 @@ static void srv_read(struct srv *s, int c)
 static void *srv_main(void *arg)
 {
     struct srv *s = arg;
-    while (!atomic_load(&s->stop)) {
-        struct pollfd p = { s->lfd, POLLIN, 0 };
-        if (poll(&p, 1, 10) <= 0)
-            continue;
-        int c = accept(s->lfd, NULL, NULL);
-        if (c < 0)
-            continue;
+    int c;
+    while ((c = loopback_accept(s->lfd, &s->stop)) >= 0) {
         pthread_mutex_lock(&s->mu);
         struct script sc = s->next;
         pthread_mutex_unlock(&s->mu);
@@ -99,12 +95,8 @@ static void *srv_main(void *arg)
                 sleep_ms(1);
         }
         /* hang: until the client closes (it is the client's deadline that ends this) */
-        while (sc.hang && !atomic_load(&s->stop)) {
-            struct pollfd q = { c, POLLIN, 0 };
-            char tmp[512];
-            if (poll(&q, 1, 10) > 0 && recv(c, tmp, sizeof tmp, 0) <= 0)
-                break;
-        }
+        if (sc.hang)
+            loopback_hold(c, &s->stop);
         close(c);
     }
     return NULL;
@@ -114,14 +106,8 @@ static bool srv_start(struct srv *s)
 {
     memset(s, 0, sizeof *s);
     pthread_mutex_init(&s->mu, NULL);
-    s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t l = sizeof a;
-    if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&a, sizeof a) < 0 || listen(s->lfd, 16) < 0 ||
-        getsockname(s->lfd, (struct sockaddr *)&a, &l) < 0)
-        return false;
-    s->port = ntohs(a.sin_port);
-    return pthread_create(&s->th, NULL, srv_main, s) == 0;
+    s->lfd = loopback_listen(&s->port);
+    return s->lfd >= 0 && pthread_create(&s->th, NULL, srv_main, s) == 0;
 }
 
 static void srv_stop(struct srv *s)

@@ -27,6 +27,7 @@
 #include "json.h"
 #include "judge.h"
 #include "log.h"
+#include "loopback.h"
 #include "sim_text.h"
 #include "store.h"
 #include "unit.h"
@@ -611,13 +612,8 @@ struct fake {
 static void *fake_main(void *arg)
 {
     struct fake *f = arg;
-    while (!atomic_load(&f->stop)) {
-        struct pollfd p = { f->lfd, POLLIN, 0 };
-        if (poll(&p, 1, 20) <= 0)
-            continue;
-        int c = accept(f->lfd, NULL, NULL);
-        if (c < 0)
-            continue;
+    int c;
+    while ((c = loopback_accept(f->lfd, &f->stop)) >= 0) {
         char buf[sizeof f->req];
         size_t n = 0;
         for (;;) {
@@ -650,14 +646,8 @@ static bool fake_start(struct fake *f)
 {
     memset(f, 0, sizeof *f);
     pthread_mutex_init(&f->mu, NULL);
-    f->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t l = sizeof a;
-    if (f->lfd < 0 || bind(f->lfd, (struct sockaddr *)&a, sizeof a) < 0 || listen(f->lfd, 16) < 0 ||
-        getsockname(f->lfd, (struct sockaddr *)&a, &l) < 0)
-        return false;
-    f->port = ntohs(a.sin_port);
-    return pthread_create(&f->th, NULL, fake_main, f) == 0;
+    f->lfd = loopback_listen(&f->port);
+    return f->lfd >= 0 && pthread_create(&f->th, NULL, fake_main, f) == 0;
 }
 
 static void fake_stop(struct fake *f)

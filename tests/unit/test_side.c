@@ -13,8 +13,6 @@
  * backend and no backend — on_end exactly once every time, the balancer's
  * reservation given back, and the worker's count of calls.
  */
-#include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
@@ -23,6 +21,7 @@
 #include "config.h"
 #include "gateway.h"
 #include "log.h"
+#include "loopback.h"
 #include "server.h"
 #include "side.h"
 #include "unit.h"
@@ -64,26 +63,15 @@ static void fake_read_request(struct backend_fake *f, int c)
 static void *fake_run(void *arg)
 {
     struct backend_fake *f = arg;
-    while (!atomic_load(&f->stop)) {
-        struct pollfd p = { f->lfd, POLLIN, 0 };
-        if (poll(&p, 1, 20) <= 0)
-            continue;
-        int c = accept(f->lfd, NULL, NULL);
-        if (c < 0)
-            continue;
+    int c;
+    while ((c = loopback_accept(f->lfd, &f->stop)) >= 0) {
         fake_read_request(f, c);
         atomic_fetch_add(&f->served, 1);
         const char *reply = atomic_load(&f->reply);
-        if (reply) {
+        if (reply)
             send(c, reply, strlen(reply), MSG_NOSIGNAL);
-        } else { /* hold it: until the side call lets go (EOF) or the test ends */
-            char sink[256];
-            while (!atomic_load(&f->stop)) {
-                struct pollfd q = { c, POLLIN, 0 };
-                if (poll(&q, 1, 20) > 0 && recv(c, sink, sizeof sink, 0) <= 0)
-                    break;
-            }
-        }
+        else /* until the side call lets go (EOF) or the test ends */
+            loopback_hold(c, &f->stop);
         close(c);
     }
     return NULL;
@@ -93,14 +81,8 @@ static bool fake_up(struct backend_fake *f)
 {
     memset(f, 0, sizeof *f);
     pthread_mutex_init(&f->mu, NULL);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t l = sizeof a;
-    f->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    if (f->lfd < 0 || bind(f->lfd, (struct sockaddr *)&a, sizeof a) < 0 || listen(f->lfd, 16) < 0 ||
-        getsockname(f->lfd, (struct sockaddr *)&a, &l) < 0)
-        return false;
-    f->port = ntohs(a.sin_port);
-    return pthread_create(&f->th, NULL, fake_run, f) == 0;
+    f->lfd = loopback_listen(&f->port);
+    return f->lfd >= 0 && pthread_create(&f->th, NULL, fake_run, f) == 0;
 }
 
 static void fake_down(struct backend_fake *f)
@@ -422,14 +404,10 @@ int main(void)
     log_set_level("error");
     struct backend_fake f;
     int dead = -1;
-    { /* a port nobody listens on: bound then closed */
-        struct backend_fake tmp;
-        if (fake_up(&tmp)) {
-            dead = tmp.port;
-            fake_down(&tmp);
-        }
-    }
-    CHECK(dead > 0);
+    int dfd = loopback_listen(&dead); /* a port nobody listens on: bound, then closed */
+    if (dfd >= 0)
+        close(dfd);
+    CHECK(dfd >= 0);
     bool up = fake_up(&f);
     CHECK(up);
     if (!up || dead <= 0 || !setup(f.port, dead)) {

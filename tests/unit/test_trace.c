@@ -4,6 +4,7 @@
  * on 127.0.0.1 that answers 200, 500, a partial success, or not at all). */
 #include "trace.h"
 #include "json.h"
+#include "loopback.h"
 #include "unit.h"
 
 #include <arpa/inet.h>
@@ -568,13 +569,8 @@ static void rx_answer(int c, const char *status, const char *body)
 static void *rx_main(void *arg)
 {
     struct rx *r = arg;
-    while (!atomic_load(&r->stop)) {
-        struct pollfd p = { r->lfd, POLLIN, 0 };
-        if (poll(&p, 1, 10) <= 0)
-            continue;
-        int c = accept(r->lfd, NULL, NULL);
-        if (c < 0)
-            continue;
+    int c;
+    while ((c = loopback_accept(r->lfd, &r->stop)) >= 0) {
         struct timeval tv = { 5, 0 };
         setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         if (rx_read(c, r)) {
@@ -600,14 +596,8 @@ static bool rx_start(struct rx *r, int mode)
     memset(r, 0, sizeof *r);
     atomic_store(&r->mode, mode);
     pthread_mutex_init(&r->mu, NULL);
-    r->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t l = sizeof a;
-    if (r->lfd < 0 || bind(r->lfd, (struct sockaddr *)&a, sizeof a) < 0 || listen(r->lfd, 16) < 0 ||
-        getsockname(r->lfd, (struct sockaddr *)&a, &l) < 0)
-        return false;
-    r->port = ntohs(a.sin_port);
-    return pthread_create(&r->th, NULL, rx_main, r) == 0;
+    r->lfd = loopback_listen(&r->port);
+    return r->lfd >= 0 && pthread_create(&r->th, NULL, rx_main, r) == 0;
 }
 
 static void rx_stop(struct rx *r)
