@@ -243,6 +243,7 @@ static const struct field model_fields[] = {
     STRLIST(S, "fallback", fallbacks, nfallbacks, 256),
     { .name = "stream_keepalive", .type = T_DURATION, AT(S, stream_keepalive_ms), .min = 0,
       .max = 24 * MS_1H, .def = "15s" },
+    KVMAP(S, "set", set, nset),
     LIST(S, "backends", backends, nbackends, F_REQUIRED, 1, backend_section),
 };
 static const struct section model_section = SECTION("model", "in model", model_fields, S, NULL, NULL);

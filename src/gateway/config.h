@@ -104,12 +104,15 @@ struct config_model {
     uint32_t queue_timeout_ms;        /* longest wait in the queue; default 10000 */
     char *queue_priority_header;      /* header with a priority 0..9 (9 first); NULL = none */
     uint32_t queue_shed_status;       /* 429 or 503 (default) */
+    /* parameters forced on every request of this model (mod_set.c) */
+    struct config_override *set;
+    size_t nset;
     /* set by the loader for a shadow's inline backend pool: not routable
      * by clients, not listed in /v1/models, not counted by /readyz */
     bool hidden;
 };
 
-/* A parameter override of a shadow leg: "key": value, value as JSON text. */
+/* A parameter override (a shadow leg's or a model's set:): "key": value, value as JSON text. */
 struct config_override {
     char *key;
     char *json;

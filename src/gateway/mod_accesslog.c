@@ -39,7 +39,7 @@ static void accesslog_finish(struct pl_req *q, void *ctx, const struct pl_outcom
         .error = o->err_kind,
         .shadowed = q->mirrored,
         .trace_id = q->tc.flags || q->has_parent || q->w->gw->tracer ? tid : NULL,
-        .prompt = r->body, .prompt_len = r->body_len,
+        .prompt = q->body, .prompt_len = q->body_len,
     };
     accesslog_write(al, &a);
 }

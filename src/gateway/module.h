@@ -57,6 +57,11 @@ struct pl_req {
     enum met_endpoint ep;
     const struct model_rt *m0;         /* the model the client asked for */
     const struct model_rt *m;          /* the model serving it (a fallback after m0) */
+    /* the current body: the client's, until a phase replaces it
+     * (pl_set_body); everything below is derived from it, and the upstream,
+     * the shadow legs and the access log all read these bytes */
+    const char *body;
+    size_t body_len;
     struct json_span root;             /* the validated body */
     bool stream;
     size_t prompt_bytes;
@@ -73,6 +78,7 @@ struct pl_req {
     /* engine state */
     uint8_t phase, next;               /* where the phases are; next module index in it */
     bool waiting, finished, sent;
+    char *owned_body;                  /* a body a phase set, freed with the request */
 };
 
 /* One SSE event, or the whole JSON body of a non-streamed answer. */
@@ -117,6 +123,9 @@ struct pl_core {
     void (*proceed)(struct pl_req *q);              /* every phase passed */
     void (*answered)(struct pl_req *q);             /* a module answered (PL_DONE) */
     void (*failed)(struct pl_req *q);               /* PL_ERROR: answer q->error */
+    /* q->body was replaced: validate it and derive everything again (model,
+     * prompt, stream, estimates); 0, or an error status with q->error set */
+    int (*rebody)(struct pl_req *q);
 };
 
 #define PL_MAX_MODULES 32
@@ -156,6 +165,13 @@ void pl_resume(struct pl_req *q, enum pl_rc rc);
 /* Set q->error for PL_ERROR (an OpenAI error object: type, code, param). */
 void pl_set_error(struct pl_req *q, int status, const char *type, const char *code, const char *param,
                   const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* A phase replaces the request's body (body: malloc'd, the request owns it
+ * from now on).  The core re-validates it and recomputes what it derived
+ * (model, prompt span, stream flag, token estimate, affinity hash), so the
+ * upstream, the shadow copy, the access log and a cache key all see the new
+ * bytes.  0, or an error status with q->error set: return PL_ERROR then. */
+int pl_set_body(struct pl_req *q, char *body, size_t len);
 
 void pl_sent(struct pl_req *q);
 void pl_event(struct pl_req *q, const struct pl_event *ev);

@@ -127,6 +127,15 @@ void pl_resume(struct pl_req *q, enum pl_rc rc)
         pl_run(q);
 }
 
+int pl_set_body(struct pl_req *q, char *body, size_t len)
+{
+    free(q->owned_body);
+    q->owned_body = body;
+    q->body = body;
+    q->body_len = len;
+    return q->eng->core->rebody(q);
+}
+
 void pl_sent(struct pl_req *q)
 {
     if (q->sent || q->finished)

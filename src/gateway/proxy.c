@@ -58,6 +58,7 @@ struct pctx {
     bool committed;               /* a 200 SSE head went out before any upstream byte */
     bool upstream_fwd;            /* an upstream byte was forwarded: no more retries */
     bool error_in_stream;         /* committed, then the upstream failed: report in-band */
+    bool gauged;                  /* counted in m0's in-flight gauge */
     /* admission */
     bool model_slot;              /* holds one of m0's max_in_flight slots */
     bool queued;                  /* waiting in the worker's queue of m0 */
@@ -185,8 +186,9 @@ static void pctx_free(struct pctx *p)
 {
     ev_timer_stop(p->pl.w->loop, &p->retry_timer);
     ev_timer_stop(p->pl.w->loop, &p->ka_timer);
-    if (p->pl.m0)
+    if (p->gauged)
         met_gauge_add(&p->pl.w->met->inflight[p->pl.m0->index], -1);
+    free(p->pl.owned_body);
     buf_free(&p->head);
     buf_free(&p->capture);
     if (p->sse_init)
@@ -928,10 +930,14 @@ static void core_answered(struct pl_req *q)
 
 static void core_failed(struct pl_req *q)
 {
-    fail((struct pctx *)q, q->error.status, q->error.type, q->error.code, q->error.param, q->error.message);
+    /* fail() frees the request before it writes the answer: keep the text */
+    char msg[sizeof q->error.message];
+    memcpy(msg, q->error.message, sizeof msg);
+    fail((struct pctx *)q, q->error.status, q->error.type, q->error.code, q->error.param, msg);
 }
 
-static const struct pl_core core_ops = { core_proceed, core_answered, core_failed };
+static int core_rebody(struct pl_req *q);
+static const struct pl_core core_ops = { core_proceed, core_answered, core_failed, core_rebody };
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
 static int engine_rc;
 
@@ -1005,7 +1011,8 @@ static void start_attempt(struct pctx *p)
     buf_reset(&p->capture);
     p->capture_over = false;
     p->body_seen = 0;
-    http_req *r = p->pl.http;
+    const char *body = p->pl.body;
+    size_t body_len = p->pl.body_len;
     struct iovec iov[4];
     int n = 0;
     /* the upstream's model name: the backend's own, or the public name of
@@ -1016,17 +1023,17 @@ static void start_attempt(struct pctx *p)
     if (um && p->model_val.p)
         el = json_escape(um, strlen(um), esc, sizeof esc);
     if (el > 0) {
-        size_t pre = (size_t)(p->model_val.p - r->body);
+        size_t pre = (size_t)(p->model_val.p - body);
         size_t post_off = pre + p->model_val.len;
-        build_head(p, pre + (size_t)el + (r->body_len - post_off));
+        build_head(p, pre + (size_t)el + (body_len - post_off));
         iov[n++] = (struct iovec){ buf_data(&p->head), buf_used(&p->head) };
-        iov[n++] = (struct iovec){ (void *)r->body, pre };
+        iov[n++] = (struct iovec){ (void *)body, pre };
         iov[n++] = (struct iovec){ esc, (size_t)el };
-        iov[n++] = (struct iovec){ (void *)(r->body + post_off), r->body_len - post_off };
+        iov[n++] = (struct iovec){ (void *)(body + post_off), body_len - post_off };
     } else {
-        build_head(p, r->body_len);
+        build_head(p, body_len);
         iov[n++] = (struct iovec){ buf_data(&p->head), buf_used(&p->head) };
-        iov[n++] = (struct iovec){ (void *)r->body, r->body_len };
+        iov[n++] = (struct iovec){ (void *)body, body_len };
     }
     /* the segment ends here: connecting and sending are the kernel's and
      * the upstream's time, not shade's */
@@ -1098,6 +1105,109 @@ static int interpreted_key(const struct json_span *key, uint32_t *seen)
     return -1;
 }
 
+/* A decoding error: what the core answers (400 / 404 with an error object). */
+static int decode_error(struct pctx *p, int status, const char *type, const char *code, const char *param,
+                        const char *msg)
+{
+    pl_set_error(&p->pl, status, type, code, param, "%s", msg);
+    return status;
+}
+
+/* Validate the request's current body once and derive what the core and
+ * the modules need from it: the model (and the span of its value, for
+ * splicing), the prompt, stream, max_tokens, the balancer's hint.  Run
+ * again when a phase replaces the body (pl_set_body).  0, or an error
+ * status with p->pl.error set. */
+static int decode(struct pctx *p)
+{
+    enum met_endpoint ep = p->pl.ep;
+    p->model_val = (struct json_span){ 0 };
+    p->pl.stream = false;
+    struct json_span root;
+    struct json_error je;
+    if (p->pl.body_len == 0) {
+        return decode_error(p, 400, "invalid_request_error", NULL, NULL,
+                            "We could not parse the JSON body of your request: the body is empty.");
+    }
+    if (json_validate(p->pl.body, p->pl.body_len, &root, &je) < 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "We could not parse the JSON body of your request: %s at byte %zu.",
+                 je.message, je.offset);
+        return decode_error(p, 400, "invalid_request_error", NULL, NULL, msg);
+    }
+    if (root.type != JSON_OBJECT) {
+        return decode_error(p, 400, "invalid_request_error", NULL, NULL, "The request body must be a JSON object.");
+    }
+    p->pl.root = root;
+    /* one pass over the top-level members (a json_get per field would walk
+     * the whole messages array each time) */
+    const char *need = ep == EP_CHAT ? "messages" : ep == EP_COMPLETIONS ? "prompt" : "input";
+    struct json_span key, val, required = { 0 }, stream = { 0 }, max_tok = { 0 };
+    size_t it = 0;
+    uint32_t seen = 0;
+    while (json_next(&root, &it, &key, &val)) {
+        int dup = interpreted_key(&key, &seen);
+        if (dup >= 0) {
+            char msg[200];
+            snprintf(msg, sizeof msg,
+                     "Duplicate parameter: '%s' appears more than once in the request body; send it once.",
+                     interpreted_keys[dup]);
+            return decode_error(p, 400, "invalid_request_error", "duplicate_parameter", interpreted_keys[dup], msg);
+        }
+        if (json_str_eq(&key, "model"))
+            p->model_val = val;
+        else if (json_str_eq(&key, need))
+            required = val;
+        else if (json_str_eq(&key, "stream"))
+            stream = val;
+        else if (json_str_eq(&key, "max_tokens") || json_str_eq(&key, "max_completion_tokens"))
+            max_tok = val;
+    }
+    if (!p->model_val.p) {
+        return decode_error(p, 400, "invalid_request_error", "missing_required_parameter", "model",
+                            "Missing required parameter: 'model'.");
+    }
+    if (p->model_val.type != JSON_STRING) {
+        return decode_error(p, 400, "invalid_request_error", "invalid_type", "model",
+                            "Invalid type for 'model': expected a string.");
+    }
+    if (!required.p) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "Missing required parameter: '%s'.", need);
+        return decode_error(p, 400, "invalid_request_error", "missing_required_parameter", need, msg);
+    }
+    p->pl.prompt_bytes = required.len;
+    if (ep == EP_CHAT && required.type != JSON_ARRAY) {
+        return decode_error(p, 400, "invalid_request_error", "invalid_type", "messages",
+                            "Invalid type for 'messages': expected an array.");
+    }
+    if (stream.p) {
+        if (stream.type != JSON_TRUE && stream.type != JSON_FALSE && stream.type != JSON_NULL) {
+            return decode_error(p, 400, "invalid_request_error", "invalid_type", "stream",
+                            "Invalid type for 'stream': expected a boolean.");
+        }
+        p->pl.stream = stream.type == JSON_TRUE;
+    }
+    int64_t max_tokens = -1;
+    if (max_tok.p && json_to_i64(&max_tok, &max_tokens) && max_tokens < 0)
+        max_tokens = -1;
+    char name[512];
+    long nl = json_str_unescape(&p->model_val, name, sizeof name);
+    p->pl.m = nl < 0 ? NULL : gateway_find_model(p->pl.w->gw, name, (size_t)nl);
+    p->pl.m0 = p->pl.m;
+    if (!p->pl.m) {
+        char msg[700];
+        snprintf(msg, sizeof msg, "The model `%s` does not exist or you do not have access to it.",
+                 nl < 0 ? "(too long)" : name);
+        return decode_error(p, 404, "invalid_request_error", "model_not_found", "model", msg);
+    }
+    compute_hint(p, &required, max_tokens);
+    p->pl.est_tokens = p->hint.est_tokens;
+    return 0;
+}
+
+static int core_rebody(struct pl_req *q) { return decode((struct pctx *)q); }
+
 void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
 {
     struct pctx *p = (struct pctx *)pl_req_alloc(&engine);
@@ -1123,112 +1233,13 @@ void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
         p->pl.tc.flags = trace_ratio_sampled(p->pl.tc.trace_id, w->gw->cfg->tracing.sample) ? TRACE_FLAG_SAMPLED : 0;
     }
     trace_new_span_id(&w->rng, p->pl.tc.span_id);
-    struct json_span root;
-    struct json_error je;
-    if (r->body_len == 0) {
-        fail(p, 400, "invalid_request_error", NULL, NULL,
-             "We could not parse the JSON body of your request: the body is empty.");
-        return;
-    }
-    if (json_validate(r->body, r->body_len, &root, &je) < 0) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "We could not parse the JSON body of your request: %s at byte %zu.",
-                 je.message, je.offset);
-        fail(p, 400, "invalid_request_error", NULL, NULL, msg);
-        return;
-    }
-    if (root.type != JSON_OBJECT) {
-        fail(p, 400, "invalid_request_error", NULL, NULL, "The request body must be a JSON object.");
-        return;
-    }
-    p->pl.root = root;
-    /* one pass over the top-level members (a json_get per field would walk
-     * the whole messages array each time) */
-    const char *need = ep == EP_CHAT ? "messages" : ep == EP_COMPLETIONS ? "prompt" : "input";
-    struct json_span key, val, required = { 0 }, stream = { 0 }, max_tok = { 0 };
-    size_t it = 0;
-    uint32_t seen = 0;
-    while (json_next(&root, &it, &key, &val)) {
-        int dup = interpreted_key(&key, &seen);
-        if (dup >= 0) {
-            char msg[200];
-            snprintf(msg, sizeof msg,
-                     "Duplicate parameter: '%s' appears more than once in the request body; send it once.",
-                     interpreted_keys[dup]);
-            fail(p, 400, "invalid_request_error", "duplicate_parameter", interpreted_keys[dup], msg);
-            return;
-        }
-        if (json_str_eq(&key, "model"))
-            p->model_val = val;
-        else if (json_str_eq(&key, need))
-            required = val;
-        else if (json_str_eq(&key, "stream"))
-            stream = val;
-        else if (json_str_eq(&key, "max_tokens") || json_str_eq(&key, "max_completion_tokens"))
-            max_tok = val;
-    }
-    if (!p->model_val.p) {
-        fail(p, 400, "invalid_request_error", "missing_required_parameter", "model",
-             "Missing required parameter: 'model'.");
-        return;
-    }
-    if (p->model_val.type != JSON_STRING) {
-        fail(p, 400, "invalid_request_error", "invalid_type", "model",
-             "Invalid type for 'model': expected a string.");
-        return;
-    }
-    if (!required.p) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "Missing required parameter: '%s'.", need);
-        fail(p, 400, "invalid_request_error", "missing_required_parameter", need, msg);
-        return;
-    }
-    p->pl.prompt_bytes = required.len;
-    if (ep == EP_CHAT && required.type != JSON_ARRAY) {
-        fail(p, 400, "invalid_request_error", "invalid_type", "messages",
-             "Invalid type for 'messages': expected an array.");
-        return;
-    }
-    if (stream.p) {
-        if (stream.type != JSON_TRUE && stream.type != JSON_FALSE && stream.type != JSON_NULL) {
-            fail(p, 400, "invalid_request_error", "invalid_type", "stream",
-                 "Invalid type for 'stream': expected a boolean.");
-            return;
-        }
-        p->pl.stream = stream.type == JSON_TRUE;
-    }
-    int64_t max_tokens = -1;
-    if (max_tok.p && json_to_i64(&max_tok, &max_tokens) && max_tokens < 0)
-        max_tokens = -1;
-    char name[512];
-    long nl = json_str_unescape(&p->model_val, name, sizeof name);
-    p->pl.m = nl < 0 ? NULL : gateway_find_model(w->gw, name, (size_t)nl);
-    if (!p->pl.m) {
-        char msg[700];
-        snprintf(msg, sizeof msg, "The model `%s` does not exist or you do not have access to it.",
-                 nl < 0 ? "(too long)" : name);
-        fail(p, 404, "invalid_request_error", "model_not_found", "model", msg);
-        return;
-    }
-    compute_hint(p, &required, max_tokens);
-    p->pl.est_tokens = p->hint.est_tokens;
-    p->pl.m0 = p->pl.m;
-    met_gauge_add(&w->met->inflight[p->pl.m->index], 1);
-    /* every request pays into its model's retry budget */
-    double *tok = &w->retry_tokens[p->pl.m->index];
-    *tok += p->pl.m->cfg->retry_budget_percent / 100.0;
-    if (*tok > RETRY_TOKENS_MAX)
-        *tok = RETRY_TOKENS_MAX;
+    p->pl.body = r->body;
+    p->pl.body_len = r->body_len;
     ev_timer_init(&p->retry_timer, retry_timer_cb, p);
     ev_timer_init(&p->ka_timer, ka_timer_cb, p);
-    if (p->pl.stream && p->pl.m->cfg->stream_keepalive_ms)
-        ev_timer_start(w->loop, &p->ka_timer, p->pl.m->cfg->stream_keepalive_ms);
-    if (p->pl.m->cfg->queue_priority_header) {
-        const struct http_hdr *ph = http_req_header(r, p->pl.m->cfg->queue_priority_header);
-        if (ph && ph->value_len == 1 && ph->value[0] >= '0' && ph->value[0] <= '9')
-            p->prio = ph->value[0] - '0';
-        else
-            p->prio = 5;
+    if (decode(p)) {
+        core_failed(&p->pl);
+        return;
     }
     r->ctx = p;
     r->on_abort = on_client_abort;
@@ -1241,6 +1252,23 @@ void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
 /* Admission: a slot of the model's max_in_flight, or the queue, or 503. */
 static void admit(struct pctx *p)
 {
+    /* the model is final now (a phase may have changed the body) */
+    met_gauge_add(&p->pl.w->met->inflight[p->pl.m->index], 1);
+    p->gauged = true;
+    /* every request pays into its model's retry budget */
+    double *tok = &p->pl.w->retry_tokens[p->pl.m->index];
+    *tok += p->pl.m->cfg->retry_budget_percent / 100.0;
+    if (*tok > RETRY_TOKENS_MAX)
+        *tok = RETRY_TOKENS_MAX;
+    if (p->pl.stream && p->pl.m->cfg->stream_keepalive_ms)
+        ev_timer_start(p->pl.w->loop, &p->ka_timer, p->pl.m->cfg->stream_keepalive_ms);
+    if (p->pl.m->cfg->queue_priority_header) {
+        const struct http_hdr *ph = http_req_header(p->pl.http, p->pl.m->cfg->queue_priority_header);
+        if (ph && ph->value_len == 1 && ph->value[0] >= '0' && ph->value[0] <= '9')
+            p->prio = ph->value[0] - '0';
+        else
+            p->prio = 5;
+    }
     if (!model_has_room(p->pl.m)) {
         /* the model is at max_in_flight: wait (or be shed) before any pick */
         if (p->pl.m->cfg->queue_size)

@@ -571,7 +571,8 @@ static int admit(struct shadow_rt *sh)
 }
 
 struct shadow_primary *shadow_mirror(struct worker *w, const struct model_rt *m, http_req *r,
-                                     const struct json_span *root, enum met_endpoint ep, bool stream,
+                                     const char *body, size_t body_len, const struct json_span *root,
+                                     enum met_endpoint ep, bool stream,
                                      uint64_t est_tokens, const struct trace_ctx *primary)
 {
     struct shadow_primary *sp = NULL;
@@ -612,7 +613,7 @@ struct shadow_primary *shadow_mirror(struct worker *w, const struct model_rt *m,
             continue;
         }
         if (!pr.p)
-            pair->prompt_bytes = r->body_len; /* token estimates: the whole body then */
+            pair->prompt_bytes = body_len; /* token estimates: the whole body then */
         pair->sh = sh;
         pair->refs = 1; /* the primary */
         pair->chat = chat;
@@ -623,12 +624,12 @@ struct shadow_primary *shadow_mirror(struct worker *w, const struct model_rt *m,
         struct pick_hint hint = { 0, (uint32_t)est_tokens };
         int sstream = sh->cfg->stream == SHADOW_STREAM_ON ? 1 : sh->cfg->stream == SHADOW_STREAM_OFF ? 0
                                                                                                         : stream;
-        leg_start(w, pair, LEG_SHADOW, sh->target, sstream, &hint, r->body, r->body_len);
+        leg_start(w, pair, LEG_SHADOW, sh->target, sstream, &hint, body, body_len);
         /* the noise floor: the same request to the primary again, when
          * there is room under the cap (best effort: never dropped for it) */
         if (sh->cfg->aa_percent > 0 && sampled(w, sh->cfg->aa_percent)) {
             if (atomic_fetch_add_explicit(&sh->inflight, 1, memory_order_relaxed) < (int)sh->cfg->max_concurrent)
-                leg_start(w, pair, LEG_AA, sh->model, -1, &hint, r->body, r->body_len);
+                leg_start(w, pair, LEG_AA, sh->model, -1, &hint, body, body_len);
             else
                 atomic_fetch_sub_explicit(&sh->inflight, 1, memory_order_relaxed);
         }
@@ -784,7 +785,8 @@ static void shadow_on_sent(struct pl_req *q, void *ctx)
     struct shadow_req *s = ctx;
     if (!q->m0->nshadows)
         return;
-    s->sp = shadow_mirror(q->w, q->m0, q->http, &q->root, q->ep, q->stream, q->est_tokens, &q->tc);
+    s->sp = shadow_mirror(q->w, q->m0, q->http, q->body, q->body_len, &q->root, q->ep, q->stream, q->est_tokens,
+                          &q->tc);
     q->mirrored = s->sp ? s->sp->npairs : 0;
 }
 

@@ -57,10 +57,11 @@ int shadow_gateway_init(struct gateway *gw, char *err, size_t errlen);
 void shadow_gateway_free(struct gateway *gw);
 const struct shadow_rt *shadow_find(const struct gateway *gw, const char *name, size_t len);
 
-/* proxy.c, decode phase: choose the shadows that mirror this request and
- * start their legs.  Returns NULL when none does. */
+/* mod_shadow, once the primary is on the wire: choose the shadows that
+ * mirror this request and start their legs from body (the request's
+ * current body; root spans into it).  Returns NULL when none does. */
 struct shadow_primary *shadow_mirror(struct worker *w, const struct model_rt *m, http_req *r,
-                                     const struct json_span *root, enum met_endpoint ep, bool stream,
+                                     const char *body, size_t body_len, const struct json_span *root, enum met_endpoint ep, bool stream,
                                      uint64_t est_tokens, const struct trace_ctx *primary);
 /* the store's error kind of an upstream failure */
 const char *shadow_err_kind(enum up_err e);

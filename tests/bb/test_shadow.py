@@ -780,3 +780,40 @@ def test_large_prompt_keeps_only_a_bounded_prefix(env):
     assert h == hashlib.sha256(json.dumps(chat(text)["messages"]).encode()).hexdigest()
     assert cut == 1 and len(prompt.encode()) <= 1024 and prompt.startswith(lead + "www"), prompt[:60]
     assert "1234" not in prompt, prompt[-40:]
+
+
+def test_model_set_is_the_body_everyone_sees(env):
+    """A model's `set:` (mod_set, a ROUTE-phase module replacing the
+    request's body): the upstream and the shadow leg both receive the forced
+    parameters, once each, with the client's other members untouched; the
+    client's own value of a forced member is gone everywhere."""
+    got = {"primary": [], "shadow": []}
+
+    def answer(kind):
+        def respond(req):
+            got[kind].append(req.partition(b"\r\n\r\n")[2])
+            return json_response({"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                                               "finish_reason": "stop"}],
+                                  "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}})
+        return respond
+    primary = FakeUpstream(answer("primary"))
+    shadow = FakeUpstream(answer("shadow"))
+    db = os.path.join(env.tmp, "pairs.db")
+    gw = env.gateway(shadow_config(primary.port, f"http://127.0.0.1:{shadow.port}", db, "aa_percent: 0",
+                                   model_extra="set: { temperature: 0, max_tokens: 7, user: forced }"))
+    body = (b'{"model":"demo","temperature":1.5,"messages":[{"role":"user","content":"hi",'
+            b'"temperature":9}],"top_p":0.5}')
+    st, _, resp = post(gw, body)
+    assert st == 200, resp
+    wait_until(lambda: got["shadow"], what="the shadow leg")
+    up = json.loads(got["primary"][0])
+    assert up["temperature"] == 0 and up["max_tokens"] == 7 and up["user"] == "forced", up
+    assert up["top_p"] == 0.5 and up["messages"][0]["temperature"] == 9, up  # nested member untouched
+    assert got["primary"][0].count(b'"temperature":') == 2  # the forced one and the nested one
+    leg = json.loads(got["shadow"][0])
+    assert leg["temperature"] == 0 and leg["max_tokens"] == 7 and leg["user"] == "forced", leg
+    # a forced value is validated with the rest: the request still needs its model
+    st, _, resp = post(gw, b'{"messages":[]}')
+    assert st == 400 and json.loads(resp)["error"]["param"] == "model"
+    c = settled(gw, 1)
+    assert c["mirrored"] == 1, c

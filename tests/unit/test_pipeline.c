@@ -28,7 +28,17 @@ static void core_failed(struct pl_req *q)
     snprintf(b, sizeof b, "FAILED:%d:%s", q->error.status, q->error.code ? q->error.code : "-");
     note(b);
 }
-static const struct pl_core core = { core_proceed, core_answered, core_failed };
+static int core_rebody(struct pl_req *q)
+{
+    char b[64];
+    snprintf(b, sizeof b, "REBODY:%.*s", (int)q->body_len, q->body);
+    note(b);
+    if (q->body_len && q->body[0] == '{')
+        return 0;
+    pl_set_error(q, 400, "invalid_request_error", NULL, NULL, "not an object");
+    return 400;
+}
+static const struct pl_core core = { core_proceed, core_answered, core_failed, core_rebody };
 
 /* what each fake module answers, set per test */
 static enum pl_rc rc_auth, rc_limit, rc_cache;
@@ -238,9 +248,27 @@ static void test_abort_while_waiting(void)
     free(r);
 }
 
+/* a phase replaces the body: the core re-derives, the request owns it */
+static void test_set_body(void)
+{
+    struct fake_req *r = new_req();
+    r->pl.body = "{\"a\":1}";
+    r->pl.body_len = 7;
+    char *b1 = strdup("{\"b\":2}");
+    CHECK_EQ_INT(pl_set_body(&r->pl, b1, strlen(b1)), 0);
+    CHECK(r->pl.body == b1 && r->pl.body_len == 7 && r->pl.owned_body == b1);
+    char *b2 = strdup("[]");
+    CHECK_EQ_INT(pl_set_body(&r->pl, b2, 2), 400); /* b1 freed: ASan would see a leak otherwise */
+    CHECK_EQ_STR(r->pl.error.message, "not an object");
+    CHECK_EQ_STR(trace_log, "REBODY:{\"b\":2} REBODY:[] ");
+    free(r->pl.owned_body);
+    free(r);
+}
+
 int main(void)
 {
     test_layout();
+    test_set_body();
     test_all_pass();
     test_answered_and_error();
     test_wait_resume();
