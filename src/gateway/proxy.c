@@ -1037,7 +1037,10 @@ static void core_answered(struct pl_req *q)
 
 static void core_failed(struct pl_req *q)
 {
-    fail((struct pctx *)q, q->error.status, q->error.type, q->error.code, q->error.param, q->error.message);
+    /* fail() frees the request before it writes the answer: keep the text */
+    char msg[sizeof q->error.message];
+    memcpy(msg, q->error.message, sizeof msg);
+    fail((struct pctx *)q, q->error.status, q->error.type, q->error.code, q->error.param, msg);
 }
 
 static int core_rebody(struct pl_req *q);
