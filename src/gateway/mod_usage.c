@@ -16,7 +16,7 @@ extern const struct pl_module mod_usage;
 static void merge_options(struct buf *out, const struct json_span *so)
 {
     buf_append(out, "{", 1);
-    if (so->type == JSON_OBJECT) {
+    if (so && so->type == JSON_OBJECT) {
         struct json_span key, val;
         size_t it = 0;
         while (json_next(so, &it, &key, &val)) {
@@ -41,27 +41,17 @@ static enum pl_rc usage_request(struct pl_req *q, void *ctx)
         return PL_NEXT; /* the client asked for usage: it gets it as it is */
     if (has && so.type != JSON_OBJECT && so.type != JSON_NULL)
         return PL_NEXT; /* not ours to repair: the upstream answers it */
+    /* the client's bytes are kept; only the stream_options value is
+     * replaced, or the member added before the closing brace */
+    const char *b = q->body;
+    const char *at = has ? so.p : q->root.p + q->root.len - 1;
+    const char *rest = has ? so.p + so.len : at;
     struct buf out = { 0 };
-    buf_append(&out, "{", 1);
-    struct json_span key, val;
-    size_t it = 0;
-    bool first = true;
-    while (json_next(&q->root, &it, &key, &val)) {
-        if (!first)
-            buf_append(&out, ",", 1);
-        first = false;
-        buf_append(&out, key.p, key.len);
-        buf_append(&out, ":", 1);
-        if (json_str_eq(&key, "stream_options"))
-            merge_options(&out, &val);
-        else
-            buf_append(&out, val.p, val.len);
-    }
-    if (!has) {
-        buf_append_str(&out, first ? "" : ",");
-        buf_append_str(&out, "\"stream_options\":{\"include_usage\":true}");
-    }
-    buf_append(&out, "}", 1);
+    buf_append(&out, b, (size_t)(at - b));
+    if (!has)
+        buf_append_str(&out, json_count(&q->root) ? ",\"stream_options\":" : "\"stream_options\":");
+    merge_options(&out, has ? &so : NULL);
+    buf_append(&out, rest, (size_t)(b + q->body_len - rest));
     if (!buf_data(&out)) {
         buf_free(&out);
         pl_set_error(q, 500, "server_error", NULL, NULL, "out of memory");

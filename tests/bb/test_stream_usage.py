@@ -79,10 +79,11 @@ def test_upstream_asked_for_usage_options_merged(env):
     after = metrics(gw)
     assert counter(after, "shade_output_tokens_total") - counter(before, "shade_output_tokens_total") == 2
     assert counter(after, "shade_input_tokens_total") - counter(before, "shade_input_tokens_total") == 11
-    # without stream_options at all, the member is added
-    post(gw, chat("hi", stream=True))
-    sent = json.loads(up.requests[-1].partition(b"\r\n\r\n")[2])
-    assert sent["stream_options"] == {"include_usage": True}, sent
+    # without stream_options at all, the member is added; the client's bytes are kept
+    req = json.dumps(chat("hi", stream=True)).encode() + b" \n"
+    post(gw, req)
+    assert up.requests[-1].partition(b"\r\n\r\n")[2] == \
+        req[:-3] + b',"stream_options":{"include_usage":true}} \n', up.requests[-1]
 
 
 def test_option_off_leaves_request_alone(env):
