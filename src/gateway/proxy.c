@@ -73,6 +73,7 @@ struct pctx {
      * re-emitted after the transforms, a JSON body is held until complete */
     bool xform, hold;
     struct buf xbuf[2];           /* the transforms' scratch, reused per event */
+    struct buf xout;              /* re-emitted events of one upstream read: one write */
     struct sse_reader sse;
     bool sse_init;
     struct buf capture;
@@ -197,6 +198,7 @@ static void pctx_free(struct pctx *p)
     buf_free(&p->capture);
     buf_free(&p->xbuf[0]);
     buf_free(&p->xbuf[1]);
+    buf_free(&p->xout);
     if (p->sse_init)
         sse_reader_free(&p->sse);
     free(p);
@@ -277,20 +279,20 @@ static bool has_output(const struct json_span *choice)
 }
 
 /* One event's data as SSE: a data: line per line of it, then a blank line. */
-static void write_sse_data(http_req *r, const char *d, size_t n)
+static void frame_sse_data(struct buf *b, const char *d, size_t n)
 {
     for (;;) {
         const char *nl = memchr(d, '\n', n);
         size_t l = nl ? (size_t)(nl - d) : n;
-        http_write(r, "data: ", 6);
-        http_write(r, d, l);
-        http_write(r, "\n", 1);
+        buf_append(b, "data: ", 6);
+        buf_append(b, d, l);
+        buf_append(b, "\n", 1);
         if (!nl)
             break;
         d += l + 1;
         n -= l + 1;
     }
-    http_write(r, "\n", 1);
+    buf_append(b, "\n", 1);
 }
 
 /* A transformed stream: the event goes out after the transforms (observers
@@ -301,7 +303,7 @@ static void emit_event(struct pctx *p, const char *data, size_t len, const struc
     const char *o;
     size_t ol;
     if (pl_rewrite(&p->pl, &in, p->xbuf, &o, &ol))
-        write_sse_data(p->pl.http, o, ol);
+        frame_sse_data(&p->xout, o, ol);
 }
 
 static void observe_event(struct pctx *p, const struct json_span *root);
@@ -566,9 +568,14 @@ static void up_on_body(void *ctx, const char *data, size_t len)
      * a transformed stream is written by on_sse_event, event by event */
     if (!p->xform || !p->is_sse)
         http_write(p->pl.http, data, len);
-    if (p->is_sse)
+    if (p->is_sse) {
         sse_reader_feed(&p->sse, data, len);
-    else if (p->is_json && p->status < 300)
+        if (p->xform && buf_used(&p->xout)) {
+            /* the events this read completed, in one write (one chunk) */
+            http_write(p->pl.http, buf_data(&p->xout), buf_used(&p->xout));
+            buf_reset(&p->xout);
+        }
+    } else if (p->is_json && p->status < 300)
         capture_body(p, data, len, CAPTURE_MAX);
     if (!p->paused && http_out_pending(p->pl.http) > HTTP_OUT_HIGH_WATER) {
         p->paused = true;
