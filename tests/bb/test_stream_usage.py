@@ -3,8 +3,10 @@ for streams whose client did not ask for usage, and the client's stream as it
 would have been without the injection."""
 import json
 import re
+import socket
+import time
 
-from harness import FakeUpstream, basic_config, chat, metrics, post, raw, sse_events, stream_text
+from harness import FakeUpstream, basic_config, chat, metrics, parse_responses, post, raw, sse_events, stream_text
 
 
 def normalise(body):
@@ -127,3 +129,31 @@ def test_http10_client_gets_a_close_delimited_stream(env):
     assert b"content-length" not in head.lower() and b"chunked" not in head.lower(), head
     evs = sse_events(body)
     assert evs[-1] == "[DONE]" and all("usage" not in e for e in evs), evs
+
+
+def test_slow_reader_gets_the_whole_transformed_stream(env):
+    # a stream far larger than the client's output buffer high-water mark:
+    # the upstream is paused and resumed, and no re-emitted event is lost
+    s1 = env.sim("--seed", 5, "--ttft-ms", 0, "--tps", 0, "--max-tokens", 30000)
+    gw = env.gateway(basic_config(s1, extra_model="    stream_usage: inject\n"))
+    req = chat("Tell me a long story", stream=True, max_tokens=30000)
+    b = json.dumps(req).encode()
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.connect(("127.0.0.1", gw))
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+              b"Content-Length: %d\r\n\r\n%s" % (len(b), b))
+    time.sleep(1.0)
+    s.settimeout(30)
+    out = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        out += d
+    s.close()
+    (st, h, body), = parse_responses(out)
+    assert st == 200 and h.get("transfer-encoding") == "chunked", h
+    _, _, direct = post(s1, req, timeout=30)
+    assert normalise(body) == normalise(direct)
+    assert len(body) > 1 << 20, len(body)
