@@ -11,6 +11,8 @@
  *             the first attempt is on the wire
  *   observe   beside the stream: TTFT, token usage, status; each event or
  *             the JSON body parsed once, to the modules' on_event
+ *   rewrite   only when a module opted the request in (pl_transform): the
+ *             events / the held JSON body re-emitted after its transforms
  *   finish    release the backend slot, settle one outcome, the modules'
  *             on_finish exactly once (metrics, span, access log, shadow)
  *
