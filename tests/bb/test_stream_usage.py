@@ -6,7 +6,8 @@ import re
 import socket
 import time
 
-from harness import FakeUpstream, basic_config, chat, metrics, parse_responses, post, raw, sse_events, stream_text
+from harness import (FakeUpstream, basic_config, chat, metrics, parse_responses, post, raw, read_all, sse_events,
+                     stream_text)
 
 
 def normalise(body):
@@ -144,14 +145,7 @@ def test_slow_reader_gets_the_whole_transformed_stream(env):
     s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
               b"Content-Length: %d\r\n\r\n%s" % (len(b), b))
     time.sleep(1.0)
-    s.settimeout(30)
-    out = b""
-    while True:
-        d = s.recv(65536)
-        if not d:
-            break
-        out += d
-    s.close()
+    out = read_all(s, timeout=30)
     (st, h, body), = parse_responses(out)
     assert st == 200 and h.get("transfer-encoding") == "chunked", h
     _, _, direct = post(s1, req, timeout=30)
