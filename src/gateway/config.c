@@ -204,6 +204,9 @@ static const struct section backend_section =
     SECTION("backend", "in backend", backend_fields, S, finish_backend, release_backend);
 #undef S
 
+static const char *const stream_usage_names[] = {"off", "inject", NULL};
+_Static_assert(sizeof(enum stream_usage) == sizeof(int), "T_ENUM stores an int");
+
 #define S struct config_model
 static const struct field price_fields[] = {
     NUM(S, "input", input_price_per_mtok, 0, 1000000, "0"),
@@ -243,6 +246,7 @@ static const struct field model_fields[] = {
     STRLIST(S, "fallback", fallbacks, nfallbacks, 256),
     { .name = "stream_keepalive", .type = T_DURATION, AT(S, stream_keepalive_ms), .min = 0,
       .max = 24 * MS_1H, .def = "15s" },
+    ENUM(S, "stream_usage", stream_usage, stream_usage_names, "off"),
     KVMAP(S, "set", set, nset),
     LIST(S, "backends", backends, nbackends, F_REQUIRED, 1, backend_section),
 };

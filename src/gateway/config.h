@@ -104,6 +104,7 @@ struct config_model {
     uint32_t queue_timeout_ms;        /* longest wait in the queue; default 10000 */
     char *queue_priority_header;      /* header with a priority 0..9 (9 first); NULL = none */
     uint32_t queue_shed_status;       /* 429 or 503 (default) */
+    int stream_usage;                 /* enum stream_usage: exact usage for streams (mod_usage.c) */
     /* parameters forced on every request of this model (mod_set.c) */
     struct config_override *set;
     size_t nset;
@@ -111,6 +112,10 @@ struct config_model {
      * by clients, not listed in /v1/models, not counted by /readyz */
     bool hidden;
 };
+
+/* stream_usage: off (default), or inject include_usage for streams that did
+ * not ask for it and hide it from the client again */
+enum stream_usage { STREAM_USAGE_OFF = 0, STREAM_USAGE_INJECT };
 
 /* A parameter override (a shadow leg's or a model's set:): "key": value, value as JSON text. */
 struct config_override {

@@ -15,6 +15,9 @@
  *   admission, balancing, upstream attempts (proxy.c)
  *     ├─ on_sent     once, when the first attempt is on the wire
  *     ├─ on_event    each SSE event, or the JSON body, parsed once
+ *     ├─ rewrite     then, only for a request a module opted into with
+ *                    pl_transform: each SSE event's data / the whole JSON
+ *                    body, in table order, before it goes to the client
  *   finish (proxy.c computes one struct pl_outcome)
  *     └─ on_finish   exactly once per request, on every path: answered,
  *                    failed, shed, or the client gone (also while a phase
@@ -32,6 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buf.h"
 #include "httpd.h"
 #include "json.h"
 #include "metrics.h"
@@ -78,6 +82,7 @@ struct pl_req {
     /* engine state */
     uint8_t phase, next;               /* where the phases are; next module index in it */
     bool waiting, finished, sent;
+    uint32_t xform;                    /* modules that transform this response (pl_transform), by index */
     char *owned_body;                  /* a body a phase set, freed with the request */
 };
 
@@ -87,6 +92,17 @@ struct pl_event {
     int status;                        /* the upstream's */
     bool is_body;                      /* the JSON body (else an SSE event) */
     bool gap;                          /* an earlier event was too large to read: lost */
+};
+
+/* What a transform (rewrite hook) is given: one SSE event's data (its
+ * data: lines joined by '\n', without the framing), or the whole JSON body
+ * of a non-streamed 2xx answer. */
+struct pl_payload {
+    const char *data;
+    size_t len;
+    const struct json_span *root;      /* data parsed, when it is a JSON object; else NULL ([DONE]) */
+    int status;                        /* the upstream's */
+    bool is_body;                      /* the JSON body (else an SSE event) */
 };
 
 /* What happened to the request, computed once at finish. */
@@ -116,6 +132,10 @@ struct pl_module {
     void (*on_sent)(struct pl_req *q, void *ctx);
     void (*on_event)(struct pl_req *q, void *ctx, const struct pl_event *ev);
     void (*on_finish)(struct pl_req *q, void *ctx, const struct pl_outcome *o);
+    /* A response transform, called only for requests the module opted into
+     * (pl_transform).  Return false to pass the payload on unchanged, or
+     * true with the replacement written into out (empty: drop the event). */
+    bool (*rewrite)(struct pl_req *q, void *ctx, const struct pl_payload *in, struct buf *out);
 };
 
 /* What the engine asks of the core that embeds it. */
@@ -142,6 +162,7 @@ struct pl_engine {
     uint8_t nphase[PH__COUNT];
     uint8_t sent_mods[PL_MAX_MODULES], nsent;
     uint8_t event_mods[PL_MAX_MODULES], nevent;
+    uint8_t xform_mods[PL_MAX_MODULES], nxform;
     uint8_t finish_mods[PL_MAX_MODULES], nfinish;
 };
 
@@ -172,6 +193,19 @@ void pl_set_error(struct pl_req *q, int status, const char *type, const char *co
  * upstream, the shadow copy, the access log and a cache key all see the new
  * bytes.  0, or an error status with q->error set: return PL_ERROR then. */
 int pl_set_body(struct pl_req *q, char *body, size_t len);
+
+/* From a module's on_request: transform this request's response with the
+ * module's rewrite hook (self: the module's own descriptor).  Only then does
+ * the core hold and re-emit the response (the upstream Content-Length is
+ * dropped); a request nobody opted into is forwarded as it arrives. */
+void pl_transform(struct pl_req *q, const struct pl_module *self);
+static inline bool pl_transforming(const struct pl_req *q) { return q->xform != 0; }
+/* Run the request's transforms, in table order, over one payload.  false:
+ * a transform dropped it.  true: send out and out_len — in->data itself, or
+ * bytes in one of the two scratch buffers (the caller's, reused per call).
+ * A transform's output is parsed again for the next one. */
+bool pl_rewrite(struct pl_req *q, const struct pl_payload *in, struct buf scratch[2], const char **out,
+                size_t *out_len);
 
 void pl_sent(struct pl_req *q);
 void pl_event(struct pl_req *q, const struct pl_event *ev);

@@ -31,6 +31,8 @@ int pl_engine_init(struct pl_engine *e, const struct pl_module *const *mods, siz
             e->sent_mods[e->nsent++] = (uint8_t)i;
         if (m->on_event)
             e->event_mods[e->nevent++] = (uint8_t)i;
+        if (m->rewrite)
+            e->xform_mods[e->nxform++] = (uint8_t)i;
         if (m->on_finish)
             e->finish_mods[e->nfinish++] = (uint8_t)i;
     }
@@ -134,6 +136,43 @@ int pl_set_body(struct pl_req *q, char *body, size_t len)
     q->body = body;
     q->body_len = len;
     return q->eng->core->rebody(q);
+}
+
+void pl_transform(struct pl_req *q, const struct pl_module *self)
+{
+    const struct pl_engine *e = q->eng;
+    for (size_t i = 0; i < e->n; i++)
+        if (e->mods[i] == self && self->rewrite)
+            q->xform |= 1u << i;
+}
+
+bool pl_rewrite(struct pl_req *q, const struct pl_payload *in, struct buf scratch[2], const char **out,
+                size_t *out_len)
+{
+    const struct pl_engine *e = q->eng;
+    struct pl_payload cur = *in;
+    struct json_span root;
+    int k = 0;
+    for (size_t j = 0; j < e->nxform; j++) {
+        size_t i = e->xform_mods[j];
+        if (!(q->xform & (1u << i)))
+            continue;
+        struct buf *b = &scratch[k];
+        buf_reset(b);
+        if (!e->mods[i]->rewrite(q, pl_ctx(q, i), &cur, b))
+            continue;
+        if (!buf_used(b))
+            return false;
+        cur.data = buf_data(b);
+        cur.len = buf_used(b);
+        /* the next transform reads what this one wrote, parsed */
+        cur.root = json_validate(cur.data, cur.len, &root, NULL) == 0 && root.type == JSON_OBJECT ? &root : NULL;
+        /* the other buffer is free now: the input lives in this one */
+        k ^= 1;
+    }
+    *out = cur.data;
+    *out_len = cur.len;
+    return true;
 }
 
 void pl_sent(struct pl_req *q)

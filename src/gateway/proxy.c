@@ -11,6 +11,8 @@
  *             the first attempt is on the wire
  *   observe   beside the stream: TTFT, token usage, status; each event or
  *             the JSON body parsed once, to the modules' on_event
+ *   rewrite   only when a module opted the request in (pl_transform): the
+ *             events / the held JSON body re-emitted after its transforms
  *   finish    release the backend slot, settle one outcome, the modules'
  *             on_finish exactly once (metrics, span, access log, shadow)
  *
@@ -69,6 +71,11 @@ struct pctx {
     /* response */
     int status;
     bool is_sse, is_json, paused;
+    /* a module transforms this response (pl_transform): SSE events are
+     * re-emitted after the transforms, a JSON body is held until complete */
+    bool xform, hold;
+    struct buf xbuf[2];           /* the transforms' scratch, reused per event */
+    struct buf xout;              /* re-emitted events of one upstream read: one write */
     struct sse_reader sse;
     bool sse_init;
     struct buf capture;
@@ -191,6 +198,9 @@ static void pctx_free(struct pctx *p)
     free(p->pl.owned_body);
     buf_free(&p->head);
     buf_free(&p->capture);
+    buf_free(&p->xbuf[0]);
+    buf_free(&p->xbuf[1]);
+    buf_free(&p->xout);
     if (p->sse_init)
         sse_reader_free(&p->sse);
     free(p);
@@ -270,14 +280,53 @@ static bool has_output(const struct json_span *choice)
     return json_get(choice, "text", &v) && v.type == JSON_STRING && v.len > 2;
 }
 
+/* One event's data as SSE: a data: line per line of it, then a blank line. */
+static void frame_sse_data(struct buf *b, const char *d, size_t n)
+{
+    for (;;) {
+        const char *nl = memchr(d, '\n', n);
+        size_t l = nl ? (size_t)(nl - d) : n;
+        buf_append(b, "data: ", 6);
+        buf_append(b, d, l);
+        buf_append(b, "\n", 1);
+        if (!nl)
+            break;
+        d += l + 1;
+        n -= l + 1;
+    }
+    buf_append(b, "\n", 1);
+}
+
+/* A transformed stream: the event goes out after the transforms (observers
+ * have seen the upstream's version already). */
+static void emit_event(struct pctx *p, const char *data, size_t len, const struct json_span *root)
+{
+    struct pl_payload in = { .data = data, .len = len, .root = root, .status = p->status };
+    const char *o;
+    size_t ol;
+    if (pl_rewrite(&p->pl, &in, p->xbuf, &o, &ol))
+        frame_sse_data(&p->xout, o, ol);
+}
+
+static void observe_event(struct pctx *p, const struct json_span *root);
+
 static void on_sse_event(void *arg, const char *data, size_t len)
 {
     struct pctx *p = arg;
-    if (len == 6 && memcmp(data, "[DONE]", 6) == 0)
-        return;
-    struct json_span root, choices, c0;
-    if (json_validate(data, len, &root, NULL) < 0 || root.type != JSON_OBJECT)
-        return;
+    struct json_span root;
+    bool obj = !(len == 6 && memcmp(data, "[DONE]", 6) == 0) && json_validate(data, len, &root, NULL) == 0 &&
+               root.type == JSON_OBJECT;
+    if (obj)
+        observe_event(p, &root);
+    if (p->xform)
+        emit_event(p, data, len, obj ? &root : NULL);
+}
+
+/* What the upstream said, beside the stream: TTFT, output chunks, usage,
+ * and the modules' on_event. */
+static void observe_event(struct pctx *p, const struct json_span *root_)
+{
+    struct json_span root = *root_, choices, c0;
     if (json_get(&root, "choices", &choices) && choices.type == JSON_ARRAY) {
         size_t i = 0;
         struct json_span key;
@@ -439,7 +488,8 @@ static void up_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_
             p->is_sse = false;
             p->is_json = true; /* capture the error body for the event */
         } else {
-            sse_reader_init(&p->sse, on_sse_event, p, 1u << 20);
+            p->xform = pl_transforming(&p->pl);
+            sse_reader_init(&p->sse, on_sse_event, p, p->xform ? CAPTURE_MAX : 1u << 20);
             p->sse_init = true;
         }
         ovh_end(p);
@@ -454,8 +504,17 @@ static void up_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_
         const char *fm = p->pl.m->cfg->name;
         out[k++] = (struct http_hdr){ "x-shade-fallback", 16, fm, strlen(fm) };
     }
+    /* a transformed answer (2xx SSE or JSON) is re-emitted, so its length is
+     * not the upstream's: the client gets it chunked (close-delimited on
+     * HTTP/1.0); an error answer is never transformed */
+    p->xform = pl_transforming(&p->pl) && status >= 200 && status < 300 && (p->is_sse || p->is_json);
+    p->hold = p->xform && !p->is_sse;
+    if (p->xform)
+        cl = -1;
     if (p->is_sse) {
-        sse_reader_init(&p->sse, on_sse_event, p, 1u << 20);
+        /* re-emitted events must not be lost for their size: the bound of
+         * a held body then */
+        sse_reader_init(&p->sse, on_sse_event, p, p->xform ? CAPTURE_MAX : 1u << 20);
         p->sse_init = true;
     }
     /* the gateway's own time on this request so far (doc/observability.md) */
@@ -492,11 +551,33 @@ static void up_on_body(void *ctx, const char *data, size_t len)
         capture_body(p, data, len, 65536);
         return;
     }
-    /* forward first, look second: observation never delays the stream */
-    http_write(p->pl.http, data, len);
-    if (p->is_sse)
+    if (p->hold) {
+        /* a JSON body to transform: held until complete */
+        if (buf_used(&p->capture) + len <= CAPTURE_MAX) {
+            p->body_seen += len;
+            buf_append(&p->capture, data, len);
+            ovh_end(p);
+            return;
+        }
+        /* too large to transform: what was held goes out as it came, and
+         * the rest is forwarded (and counted, not read) as without one */
+        p->hold = false;
+        http_write(p->pl.http, buf_data(&p->capture), buf_used(&p->capture));
+        buf_free(&p->capture);
+        p->capture_over = true;
+    }
+    /* forward first, look second: observation never delays the stream;
+     * a transformed stream is written by on_sse_event, event by event */
+    if (!p->xform || !p->is_sse)
+        http_write(p->pl.http, data, len);
+    if (p->is_sse) {
         sse_reader_feed(&p->sse, data, len);
-    else if (p->is_json && p->status < 300)
+        if (p->xform && buf_used(&p->xout)) {
+            /* the events this read completed, in one write (one chunk) */
+            http_write(p->pl.http, buf_data(&p->xout), buf_used(&p->xout));
+            buf_reset(&p->xout);
+        }
+    } else if (p->is_json && p->status < 300)
         capture_body(p, data, len, CAPTURE_MAX);
     if (!p->paused && http_out_pending(p->pl.http) > HTTP_OUT_HIGH_WATER) {
         p->paused = true;
@@ -538,6 +619,18 @@ static void end_committed_with_error(struct pctx *p, int status, const char *cod
     http_end(r);
 }
 
+/* A held JSON body goes out after the transforms (observers have read the
+ * upstream's). */
+static void emit_body(struct pctx *p, const struct json_span *root)
+{
+    struct pl_payload in = { .data = buf_data(&p->capture), .len = buf_used(&p->capture), .root = root,
+                             .status = p->status, .is_body = true };
+    const char *o;
+    size_t ol;
+    if (pl_rewrite(&p->pl, &in, p->xbuf, &o, &ol))
+        http_write(p->pl.http, o, ol);
+}
+
 static void up_on_done(void *ctx, enum up_err err)
 {
     struct pctx *p = ctx;
@@ -561,6 +654,10 @@ static void up_on_done(void *ctx, enum up_err err)
                 read_usage(p, &root);
                 struct pl_event ev = { .root = &root, .status = p->status, .is_body = true };
                 pl_event(&p->pl, &ev);
+                if (p->hold)
+                    emit_body(p, &root);
+            } else if (p->hold) {
+                emit_body(p, NULL);
             }
         }
         p->body_too_large = p->capture_over && p->status < 300;
@@ -1008,6 +1105,7 @@ static void start_attempt(struct pctx *p)
     p->tried |= 1ull << idx;
     p->status = 0;
     p->is_sse = p->is_json = false;
+    p->xform = p->hold = false;
     buf_reset(&p->capture);
     p->capture_over = false;
     p->body_seen = 0;

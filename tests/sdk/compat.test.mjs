@@ -556,3 +556,44 @@ describe('openai SDK through shade', { timeout: 45_000 }, () => {
     assert.equal(err5.requestID, id5, 'on a passed-through backend error');
   });
 });
+
+// A second gateway whose model has `stream_usage: inject` (mod_usage, a
+// response transform): the SDK parses the re-emitted stream as if nothing
+// had been injected, while the gateway counts exact usage.
+describe('openai SDK through shade with stream_usage: inject', { timeout: 20_000 }, () => {
+  let gwUsage;
+  before(async () => {
+    [gwUsage] = await freePorts(1);
+    const cfg = path.join(tmpDir, 'gateway-usage.yaml');
+    fs.writeFileSync(
+      cfg,
+      `server:
+  listen: ${HOST}:${gwUsage}
+  workers: 1
+  shutdown_timeout: 2s
+  log_level: warn
+models:
+  - name: ${MODEL}
+    stream_usage: inject
+    backends:
+      - url: http://${HOST}:${ports.simA}
+`,
+    );
+    const rec = startProc('gateway-usage', ['serve', '-c', cfg]);
+    await waitFor(rec, 'GET /healthz = 200', () => healthz(gwUsage));
+  });
+
+  test('a stream without include_usage: no usage chunk, same content, exact usage counted', async () => {
+    const c = client({ baseURL: `http://${HOST}:${gwUsage}/v1` });
+    const reference = await simClient().chat.completions.create(CHAT);
+    const { content, chunks } = await collectChat(await c.chat.completions.create({ ...CHAT, stream: true }));
+    assert.equal(content, reference.choices[0].message.content);
+    assert.ok(chunks.every((ch) => !('usage' in ch)), 'no usage member, as without include_usage');
+    assert.ok(chunks.every((ch) => ch.choices.length > 0), 'no usage-only chunk');
+    const res = await fetch(`http://${HOST}:${gwUsage}/metrics`);
+    const text = await res.text();
+    const out = text.split('\n').find((l) => l.startsWith('shade_output_tokens_total{model="demo"'));
+    assert.ok(out && Number(out.split(' ').at(-1)) === reference.usage.completion_tokens, `exact: ${out}`);
+    assert.ok(!/^shade_usage_estimated_total\{model="demo"[^}]*\} [1-9]/m.test(text), 'not estimated');
+  });
+});

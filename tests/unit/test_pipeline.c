@@ -1,7 +1,8 @@
 /* test_pipeline.c — the module engine (pipeline.c) with fake modules: hook
  * order by phase then table order, pass / answered / wait-and-resume /
  * error, a client leaving while a phase waits, finish exactly once, one
- * zeroed allocation with every module's context. */
+ * zeroed allocation with every module's context; response transforms
+ * (opt-in per request, chained in table order, drop, pass-through). */
 #include "module.h"
 #include "unit.h"
 
@@ -69,7 +70,7 @@ struct mctx { int requests, sent, events, finished, aborted; uint64_t canary; };
         note(#name ".finish");                                                                  \
     }                                                                                           \
     static const struct pl_module name = { #name, ph, sizeof(struct mctx), name##_req, name##_sent, \
-                                           name##_event, name##_finish };
+                                           name##_event, name##_finish, NULL };
 
 /* declared in table order below, phases deliberately out of order */
 FAKE(cache, PH_CACHE, rc_cache)
@@ -265,6 +266,96 @@ static void test_set_body(void)
     free(r);
 }
 
+/* transforms: "upper" rewrites "a" into "A" (a JSON object into a marker),
+ * "drop" drops "x", "seer" records what it is given */
+static char seen[256];
+
+static bool upper_rw(struct pl_req *q, void *ctx, const struct pl_payload *in, struct buf *out)
+{
+    if (in->len == 1 && in->data[0] == 'a')
+        return buf_append(out, "{\"A\":1}", 7) == 0;
+    return false;
+}
+static bool drop_rw(struct pl_req *q, void *ctx, const struct pl_payload *in, struct buf *out)
+{
+    return in->len == 1 && in->data[0] == 'x';
+}
+static bool seer_rw(struct pl_req *q, void *ctx, const struct pl_payload *in, struct buf *out)
+{
+    snprintf(seen, sizeof seen, "%.*s:%s:%s", (int)in->len, in->data, in->root ? "obj" : "-",
+             in->is_body ? "body" : "event");
+    /* rewrite a body, to check the chain's two buffers take turns */
+    if (in->is_body)
+        return buf_append(out, "[1]", 3) == 0;
+    return false;
+}
+static enum pl_rc opt_in_req(struct pl_req *q, void *ctx);
+static const struct pl_module upper = { .name = "upper", .phase = PH_ROUTE, .on_request = opt_in_req,
+                                        .rewrite = upper_rw };
+static const struct pl_module dropper = { .name = "drop", .phase = PH_NONE, .rewrite = drop_rw };
+static const struct pl_module seer = { .name = "seer", .phase = PH_NONE, .rewrite = seer_rw };
+static bool opt_in;
+static enum pl_rc opt_in_req(struct pl_req *q, void *ctx)
+{
+    if (opt_in)
+        pl_transform(q, &upper);
+    return PL_NEXT;
+}
+
+static void test_transform(void)
+{
+    static const struct pl_module *const t[] = { &observer, &upper, &dropper, &seer };
+    struct pl_engine e;
+    CHECK_EQ_INT(pl_engine_init(&e, t, 4, &core, sizeof(struct fake_req)), 0);
+    CHECK_EQ_INT(e.nxform, 3);
+    struct buf scratch[2] = { { 0 }, { 0 } };
+    const char *o;
+    size_t ol;
+    /* nobody opted in: nothing to do, the core keeps its direct path */
+    opt_in = false;
+    struct fake_req *r = (struct fake_req *)pl_req_alloc(&e);
+    pl_run(&r->pl);
+    CHECK(!pl_transforming(&r->pl));
+    free(r);
+    /* upper opts in from its request hook; a module without a rewrite hook
+     * cannot (it would never be called) */
+    opt_in = true;
+    r = (struct fake_req *)pl_req_alloc(&e);
+    pl_run(&r->pl);
+    CHECK(pl_transforming(&r->pl) && r->pl.xform == 1u << 1);
+    pl_transform(&r->pl, &observer);
+    CHECK(r->pl.xform == 1u << 1);
+    /* only opted-in modules run: the seer did not opt in */
+    seen[0] = '\0';
+    struct pl_payload in = { .data = "a", .len = 1 };
+    CHECK(pl_rewrite(&r->pl, &in, scratch, &o, &ol));
+    CHECK(ol == 7 && memcmp(o, "{\"A\":1}", 7) == 0 && o == buf_data(&scratch[0]));
+    CHECK_EQ_STR(seen, "");
+    /* unchanged: the input itself, no copy */
+    in.data = "b";
+    CHECK(pl_rewrite(&r->pl, &in, scratch, &o, &ol) && o == in.data && ol == 1);
+    /* chained in table order: upper's output, parsed again, is what the seer gets */
+    pl_transform(&r->pl, &dropper);
+    pl_transform(&r->pl, &seer);
+    in.data = "a";
+    CHECK(pl_rewrite(&r->pl, &in, scratch, &o, &ol));
+    CHECK_EQ_STR(seen, "{\"A\":1}:obj:event");
+    CHECK(o == buf_data(&scratch[0]));
+    /* dropped: later transforms are not asked */
+    seen[0] = '\0';
+    in.data = "x";
+    CHECK(!pl_rewrite(&r->pl, &in, scratch, &o, &ol));
+    CHECK_EQ_STR(seen, "");
+    /* a body rewritten twice: the second output lands in the other buffer */
+    in = (struct pl_payload){ .data = "a", .len = 1, .is_body = true };
+    CHECK(pl_rewrite(&r->pl, &in, scratch, &o, &ol));
+    CHECK_EQ_STR(seen, "{\"A\":1}:obj:body");
+    CHECK(ol == 3 && memcmp(o, "[1]", 3) == 0 && o == buf_data(&scratch[1]));
+    free(r);
+    buf_free(&scratch[0]);
+    buf_free(&scratch[1]);
+}
+
 int main(void)
 {
     test_layout();
@@ -273,5 +364,6 @@ int main(void)
     test_answered_and_error();
     test_wait_resume();
     test_abort_while_waiting();
+    test_transform();
     UNIT_DONE();
 }
