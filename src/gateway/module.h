@@ -14,6 +14,9 @@
  *                     PL_ERROR     it set q->error; the core answers it
  *   admission, balancing, upstream attempts (proxy.c)
  *     ├─ on_sent     once, when the first attempt is on the wire
+ *     ├─ on_head     the response head the client gets (not for a retried
+ *                    answer, nor behind keep-alive comments already sent):
+ *                    a module may add headers
  *     ├─ on_event    each SSE event, or the JSON body, parsed once
  *     ├─ rewrite     then, only for a request a module opted into with
  *                    pl_transform: each SSE event's data / the whole JSON
@@ -44,6 +47,7 @@
 struct worker;
 struct model_rt;
 struct backend;
+struct pl_head;
 
 /* Request phases after decoding.  The order of this enum, then the order of
  * the table in modules.c, is the policy: a key is known before its limits
@@ -136,7 +140,30 @@ struct pl_module {
      * (pl_transform).  Return false to pass the payload on unchanged, or
      * true with the replacement written into out (empty: drop the event). */
     bool (*rewrite)(struct pl_req *q, void *ctx, const struct pl_payload *in, struct buf *out);
+    /* The response head about to go to the client: add headers with
+     * pl_head_add (names and values must live until the hook returns). */
+    void (*on_head)(struct pl_req *q, void *ctx, const struct pl_head *h);
 };
+
+/* A response head being built (on_head). */
+struct pl_head {
+    int status;                        /* the upstream's, forwarded */
+    const struct backend *be;          /* who answered */
+    struct http_hdr *hdrs;             /* what goes to the client so far */
+    size_t *n, cap;
+};
+
+/* Add a header to the head; false when there is no room (it is dropped). */
+static inline bool pl_head_add(const struct pl_head *h, const char *name, const char *value, size_t value_len)
+{
+    if (*h->n >= h->cap)
+        return false;
+    size_t nl = 0;
+    while (name[nl])
+        nl++;
+    h->hdrs[(*h->n)++] = (struct http_hdr){ name, nl, value, value_len };
+    return true;
+}
 
 /* What the engine asks of the core that embeds it. */
 struct pl_core {
@@ -164,6 +191,7 @@ struct pl_engine {
     uint8_t event_mods[PL_MAX_MODULES], nevent;
     uint8_t xform_mods[PL_MAX_MODULES], nxform;
     uint8_t finish_mods[PL_MAX_MODULES], nfinish;
+    uint8_t head_mods[PL_MAX_MODULES], nhead;
 };
 
 /* Build an engine over a table (done once per gateway).  core_size is the
@@ -208,6 +236,7 @@ bool pl_rewrite(struct pl_req *q, const struct pl_payload *in, struct buf scratc
                 size_t *out_len);
 
 void pl_sent(struct pl_req *q);
+void pl_head(struct pl_req *q, const struct pl_head *h);
 void pl_event(struct pl_req *q, const struct pl_event *ev);
 /* Exactly once: later calls do nothing.  The core frees the request after. */
 void pl_finish(struct pl_req *q, const struct pl_outcome *o);

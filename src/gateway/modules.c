@@ -11,12 +11,14 @@
  */
 #include "module.h"
 
-extern const struct pl_module mod_set, mod_usage, mod_metrics, mod_trace, mod_accesslog, mod_shadow;
+extern const struct pl_module mod_set, mod_usage, mod_backend_header, mod_metrics, mod_trace, mod_accesslog,
+    mod_shadow;
 
 const struct pl_module *const pl_modules[] = {
     /* request phases: auth, limit, guard, cache — none yet */
     &mod_set,                /* route: the model's forced parameters */
     &mod_usage,              /* route, after set: exact usage for streams (a response transform) */
+    &mod_backend_header,     /* response head: x-shade-backend when exposed */
     &mod_metrics,
     &mod_trace,
     &mod_accesslog,

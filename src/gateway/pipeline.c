@@ -35,6 +35,8 @@ int pl_engine_init(struct pl_engine *e, const struct pl_module *const *mods, siz
             e->xform_mods[e->nxform++] = (uint8_t)i;
         if (m->on_finish)
             e->finish_mods[e->nfinish++] = (uint8_t)i;
+        if (m->on_head)
+            e->head_mods[e->nhead++] = (uint8_t)i;
     }
     e->total = off;
     return 0;
@@ -183,6 +185,13 @@ void pl_sent(struct pl_req *q)
     const struct pl_engine *e = q->eng;
     for (size_t k = 0; k < e->nsent; k++)
         e->mods[e->sent_mods[k]]->on_sent(q, pl_ctx(q, e->sent_mods[k]));
+}
+
+void pl_head(struct pl_req *q, const struct pl_head *h)
+{
+    const struct pl_engine *e = q->eng;
+    for (size_t k = 0; k < e->nhead; k++)
+        e->mods[e->head_mods[k]]->on_head(q, pl_ctx(q, e->head_mods[k]), h);
 }
 
 void pl_event(struct pl_req *q, const struct pl_event *ev)

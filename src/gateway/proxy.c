@@ -495,11 +495,9 @@ static void up_on_head(void *ctx, int status, const struct http_hdr *hdrs, size_
         ovh_end(p);
         return;
     }
-    if (p->pl.w->gw->cfg->server.expose_backend_header) {
-        /* off by default: a backend's name defaults to its host:port */
-        const char *bn = p->be->cfg->name;
-        out[k++] = (struct http_hdr){ "x-shade-backend", 15, bn, strlen(bn) };
-    }
+    /* the modules' headers (mod_backend_header: x-shade-backend) */
+    struct pl_head head = { status, p->be, out, &k, sizeof out / sizeof out[0] - 2 };
+    pl_head(&p->pl, &head);
     if (p->pl.m != p->pl.m0) {
         const char *fm = p->pl.m->cfg->name;
         out[k++] = (struct http_hdr){ "x-shade-fallback", 16, fm, strlen(fm) };

@@ -46,31 +46,32 @@ static enum pl_rc rc_auth, rc_limit, rc_cache;
 
 struct mctx { int requests, sent, events, finished, aborted; uint64_t canary; };
 
-#define FAKE(name, ph, rcvar)                                                                   \
-    static enum pl_rc name##_req(struct pl_req *q, void *ctx)                                   \
+#define FAKE(nm, ph, rcvar)                                                                   \
+    static enum pl_rc nm##_req(struct pl_req *q, void *ctx)                                   \
     {                                                                                           \
         struct mctx *c = ctx;                                                                   \
         c->requests++;                                                                          \
-        note(#name);                                                                            \
+        note(#nm);                                                                            \
         if ((rcvar) == PL_ERROR)                                                                \
-            pl_set_error(q, 429, "rate_limit_error", #name, NULL, "%s says no", #name);        \
+            pl_set_error(q, 429, "rate_limit_error", #nm, NULL, "%s says no", #nm);        \
         return rcvar;                                                                           \
     }                                                                                           \
-    static void name##_sent(struct pl_req *q, void *ctx) { ((struct mctx *)ctx)->sent++; note(#name ".sent"); } \
-    static void name##_event(struct pl_req *q, void *ctx, const struct pl_event *ev)            \
+    static void nm##_sent(struct pl_req *q, void *ctx) { ((struct mctx *)ctx)->sent++; note(#nm ".sent"); } \
+    static void nm##_event(struct pl_req *q, void *ctx, const struct pl_event *ev)            \
     {                                                                                           \
         ((struct mctx *)ctx)->events++;                                                         \
-        note(#name ".event");                                                                   \
+        note(#nm ".event");                                                                   \
     }                                                                                           \
-    static void name##_finish(struct pl_req *q, void *ctx, const struct pl_outcome *o)          \
+    static void nm##_finish(struct pl_req *q, void *ctx, const struct pl_outcome *o)          \
     {                                                                                           \
         struct mctx *c = ctx;                                                                   \
         c->finished++;                                                                          \
         c->aborted += o->aborted;                                                               \
-        note(#name ".finish");                                                                  \
+        note(#nm ".finish");                                                                  \
     }                                                                                           \
-    static const struct pl_module name = { #name, ph, sizeof(struct mctx), name##_req, name##_sent, \
-                                           name##_event, name##_finish, NULL };
+    static const struct pl_module nm = { .name = #nm, .phase = ph, .ctx_size = sizeof(struct mctx),       \
+                                           .on_request = nm##_req, .on_sent = nm##_sent,                \
+                                           .on_event = nm##_event, .on_finish = nm##_finish };
 
 /* declared in table order below, phases deliberately out of order */
 FAKE(cache, PH_CACHE, rc_cache)
@@ -356,6 +357,41 @@ static void test_transform(void)
     buf_free(&scratch[1]);
 }
 
+/* on_head: modules add response headers in table order, within the room */
+static void head_a(struct pl_req *q, void *ctx, const struct pl_head *h) { pl_head_add(h, "x-a", "1", 1); }
+static void head_b(struct pl_req *q, void *ctx, const struct pl_head *h)
+{
+    char b[32];
+    snprintf(b, sizeof b, "x-b:%d", h->status);
+    note(b);
+    pl_head_add(h, "x-b", "2", 1);
+}
+
+static void test_head(void)
+{
+    static const struct pl_module ma = { .name = "a", .phase = PH_NONE, .on_head = head_a };
+    static const struct pl_module mb = { .name = "b", .phase = PH_NONE, .on_head = head_b };
+    static const struct pl_module *const t[] = { &mb, &observer, &ma };
+    struct pl_engine e;
+    CHECK_EQ_INT(pl_engine_init(&e, t, 3, &core, sizeof(struct fake_req)), 0);
+    CHECK_EQ_INT(e.nhead, 2);
+    trace_log[0] = '\0';
+    struct pl_req *q = pl_req_alloc(&e);
+    struct http_hdr out[3] = { { "content-type", 12, "text/plain", 10 } };
+    size_t n = 1;
+    struct pl_head h = { 200, NULL, out, &n, 3 };
+    pl_head(q, &h);
+    CHECK_EQ_INT(n, 3);
+    CHECK(out[1].name_len == 3 && memcmp(out[1].name, "x-b", 3) == 0); /* table order */
+    CHECK(out[2].name_len == 3 && memcmp(out[2].name, "x-a", 3) == 0);
+    CHECK_EQ_STR(trace_log, "x-b:200 ");
+    /* no room: dropped, nothing overwritten */
+    n = 3;
+    pl_head(q, &h);
+    CHECK_EQ_INT(n, 3);
+    free(q);
+}
+
 int main(void)
 {
     test_layout();
@@ -365,5 +401,6 @@ int main(void)
     test_wait_resume();
     test_abort_while_waiting();
     test_transform();
+    test_head();
     UNIT_DONE();
 }
