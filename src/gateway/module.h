@@ -45,6 +45,9 @@
 #include "trace.h"
 
 struct worker;
+struct route;
+struct gateway;
+struct buf;
 struct model_rt;
 struct backend;
 struct pl_head;
@@ -143,6 +146,12 @@ struct pl_module {
     /* The response head about to go to the client: add headers with
      * pl_head_add (names and values must live until the hook returns). */
     void (*on_head)(struct pl_req *q, void *ctx, const struct pl_head *h);
+    /* What a module brings besides hooks: endpoints (rows the router checks
+     * after its own, in table order) and /metrics families (rendered after
+     * the core's, in table order). */
+    const struct route *routes;
+    size_t nroutes;
+    void (*metrics_render)(const struct gateway *gw, struct buf *out);
 };
 
 /* A response head being built (on_head). */

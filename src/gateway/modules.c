@@ -12,7 +12,7 @@
 #include "module.h"
 
 extern const struct pl_module mod_set, mod_usage, mod_backend_header, mod_metrics, mod_trace, mod_accesslog,
-    mod_shadow;
+    mod_shadow, mod_shadow_admin;
 
 const struct pl_module *const pl_modules[] = {
     /* request phases: auth, limit, guard, cache — none yet */
@@ -23,5 +23,6 @@ const struct pl_module *const pl_modules[] = {
     &mod_trace,
     &mod_accesslog,
     &mod_shadow,
+    &mod_shadow_admin,       /* /admin/shadows…, the shadow and judge metrics */
 };
 const size_t pl_nmodules = sizeof pl_modules / sizeof pl_modules[0];

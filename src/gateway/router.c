@@ -1,6 +1,7 @@
 /* router.c — the endpoint table, and the small endpoints that are not a
  * pipeline: models, health, readiness, metrics, backends, reload.  The API
- * pipeline is proxy.c; the shadows' admin API is shadow_admin.c.
+ * pipeline is proxy.c; modules bring their own rows (pl_module.routes: the
+ * shadows' admin API is shadow_admin.c's).
  *
  * Order of checks, the same for every row: path (404), admin key (401),
  * method (405) — so a wrong key learns nothing about which methods a path
@@ -22,7 +23,7 @@
 #include "metrics.h"
 #include "prometheus.h"
 #include "proxy.h"
-#include "shadow_admin.h"
+#include "module.h"
 #include "trace.h"
 
 /* A response shade made itself (no model): metrics and the access log. */
@@ -155,11 +156,12 @@ static const struct route routes[] = {
     { GET_HEAD,    "/healthz",              false, false, healthz },
     { GET_HEAD,    "/readyz",               false, false, readyz },
     { GET_HEAD,    "/metrics",              false, false, metrics },
-    { ROUTE_ANY,   "/admin/shadows",        true,  true,  shadow_admin },
     { GET_HEAD,    "/admin/backends",       false, true,  admin_backends },
     { ROUTE_POST,  "/admin/reload",         false, true,  admin_reload },
-    { ROUTE_ANY,   "/admin/",               true,  true,  unknown_url },
 };
+/* after the modules' rows (modules.c): every other /admin/ path needs the
+ * key too, so a wrong key learns nothing about which ones exist */
+static const struct route admin_catch_all = { ROUTE_ANY, "/admin/", true, true, unknown_url };
 
 /* ---------- dispatch ---------- */
 
@@ -242,6 +244,12 @@ void route_handle(http_req *r, void *arg)
     for (size_t i = 0; i < sizeof routes / sizeof routes[0] && !rt; i++)
         if (matches(&routes[i], r))
             rt = &routes[i];
+    for (size_t m = 0; m < pl_nmodules && !rt; m++)
+        for (size_t i = 0; i < pl_modules[m]->nroutes && !rt; i++)
+            if (matches(&pl_modules[m]->routes[i], r))
+                rt = &pl_modules[m]->routes[i];
+    if (!rt && matches(&admin_catch_all, r))
+        rt = &admin_catch_all;
     if (!rt) {
         unknown_url(w, r);
         return;

@@ -13,7 +13,7 @@
 #include "gateway.h"
 #include "health.h"
 #include "metrics.h"
-#include "shadow_admin.h"
+#include "module.h"
 #include "trace.h"
 
 #define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
@@ -326,5 +326,8 @@ void prometheus_render(const struct gateway *gw, struct buf *o)
                       "shade_access_log_lines_total{result=\"dropped\"} %llu\n",
                    (unsigned long long)as.lines, (unsigned long long)as.dropped);
     }
-    shadow_metrics_render(gw, o);
+    /* the modules' own families (the shadows' and the judge's, …) */
+    for (size_t m = 0; m < pl_nmodules; m++)
+        if (pl_modules[m]->metrics_render)
+            pl_modules[m]->metrics_render(gw, o);
 }

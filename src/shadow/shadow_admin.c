@@ -18,6 +18,8 @@
 #include "gateway.h"
 #include "judge.h"
 #include "metrics.h"
+#include "module.h"
+#include "router.h"
 #include "recorder.h"
 #include "shadow.h"
 
@@ -286,3 +288,17 @@ void shadow_metrics_render(const struct gateway *gw, struct buf *o)
                   "# TYPE shade_shadow_recorder_queue_bytes gauge\nshade_shadow_recorder_queue_bytes %llu\n",
                recorder_queue_depth(), (unsigned long long)recorder_queue_bytes());
 }
+
+/* ---------- the module (modules.c): its endpoints and metrics ---------- */
+
+static const struct route shadow_admin_routes[] = {
+    { ROUTE_ANY, "/admin/shadows", true, true, shadow_admin },
+};
+
+const struct pl_module mod_shadow_admin = {
+    .name = "shadow_admin",
+    .phase = PH_NONE,
+    .routes = shadow_admin_routes,
+    .nroutes = sizeof shadow_admin_routes / sizeof shadow_admin_routes[0],
+    .metrics_render = shadow_metrics_render,
+};
