@@ -3,11 +3,15 @@
  * is added.  The request's body is replaced (pl_set_body), so the upstream,
  * the shadow legs, the access log and the token estimates all see the
  * parameters the model was really asked with. */
-#include <stdlib.h>
-
 #include "buf.h"
 #include "gateway.h"
 #include "module.h"
+
+static bool forced(const struct json_span *key, void *arg)
+{
+    const struct config_model *mc = arg;
+    return pl_override_named(mc->set, mc->nset, key);
+}
 
 static enum pl_rc set_request(struct pl_req *q, void *ctx)
 {
@@ -16,34 +20,10 @@ static enum pl_rc set_request(struct pl_req *q, void *ctx)
         return PL_NEXT;
     struct buf out = { 0 };
     buf_append(&out, "{", 1);
-    struct json_span key, val;
-    size_t it = 0;
-    bool first = true;
-    while (json_next(&q->root, &it, &key, &val)) {
-        bool replaced = false;
-        for (size_t i = 0; i < mc->nset && !replaced; i++)
-            replaced = json_str_eq(&key, mc->set[i].key);
-        if (replaced)
-            continue;
-        if (!first)
-            buf_append(&out, ",", 1);
-        first = false;
-        buf_append(&out, key.p, key.len);
-        buf_append(&out, ":", 1);
-        buf_append(&out, val.p, val.len);
-    }
-    for (size_t i = 0; i < mc->nset; i++) {
-        buf_printf(&out, "%s\"%s\":%s", first ? "" : ",", mc->set[i].key, mc->set[i].json);
-        first = false;
-    }
+    size_t kept = pl_write_members(&out, &q->root, forced, (void *)mc);
+    pl_write_overrides(&out, mc->set, mc->nset, kept > 0);
     buf_append(&out, "}", 1);
-    if (!buf_data(&out)) {
-        buf_free(&out);
-        pl_set_error(q, 500, "server_error", NULL, NULL, "out of memory");
-        return PL_ERROR;
-    }
-    /* the request owns the bytes from here (a buf's data starts at p) */
-    return pl_set_body(q, out.p, buf_used(&out)) ? PL_ERROR : PL_NEXT;
+    return pl_take_body(q, &out);
 }
 
 const struct pl_module mod_set = {

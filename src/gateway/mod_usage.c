@@ -12,23 +12,14 @@
 
 extern const struct pl_module mod_usage;
 
+static bool is_include_usage(const struct json_span *key, void *arg) { return json_str_eq(key, "include_usage"); }
+
 /* Copy stream_options' members, include_usage replaced by true. */
 static void merge_options(struct buf *out, const struct json_span *so)
 {
     buf_append(out, "{", 1);
-    if (so && so->type == JSON_OBJECT) {
-        struct json_span key, val;
-        size_t it = 0;
-        while (json_next(so, &it, &key, &val)) {
-            if (json_str_eq(&key, "include_usage"))
-                continue;
-            buf_append(out, key.p, key.len);
-            buf_append(out, ":", 1);
-            buf_append(out, val.p, val.len);
-            buf_append(out, ",", 1);
-        }
-    }
-    buf_append_str(out, "\"include_usage\":true}");
+    size_t kept = so && so->type == JSON_OBJECT ? pl_write_members(out, so, is_include_usage, NULL) : 0;
+    buf_append_str(out, kept ? ",\"include_usage\":true}" : "\"include_usage\":true}");
 }
 
 static enum pl_rc usage_request(struct pl_req *q, void *ctx)
@@ -52,13 +43,7 @@ static enum pl_rc usage_request(struct pl_req *q, void *ctx)
         buf_append_str(&out, json_count(&q->root) ? ",\"stream_options\":" : "\"stream_options\":");
     merge_options(&out, has ? &so : NULL);
     buf_append(&out, rest, (size_t)(b + q->body_len - rest));
-    if (!buf_data(&out)) {
-        buf_free(&out);
-        pl_set_error(q, 500, "server_error", NULL, NULL, "out of memory");
-        return PL_ERROR;
-    }
-    /* the request owns the bytes from here (a buf's data starts at p) */
-    if (pl_set_body(q, out.p, buf_used(&out)))
+    if (pl_take_body(q, &out) != PL_NEXT)
         return PL_ERROR;
     pl_transform(q, &mod_usage);
     return PL_NEXT;

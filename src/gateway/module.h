@@ -46,6 +46,7 @@
 
 struct worker;
 struct route;
+struct config_override;
 struct gateway;
 struct buf;
 struct model_rt;
@@ -243,6 +244,23 @@ static inline bool pl_transforming(const struct pl_req *q) { return q->xform != 
  * A transform's output is parsed again for the next one. */
 bool pl_rewrite(struct pl_req *q, const struct pl_payload *in, struct buf scratch[2], const char **out,
                 size_t *out_len);
+
+/* pl_set_body with a body a module built in b (taken over: b is left
+ * empty).  PL_NEXT, or PL_ERROR with q->error set (out of memory, or the
+ * new body refused). */
+enum pl_rc pl_take_body(struct pl_req *q, struct buf *b);
+
+/* Helpers for modules that rewrite a JSON object (the request body, a
+ * shadow leg's body, a nested object): write obj's members to out as
+ * `"key":value` pairs, comma-separated, bytes as the client sent them,
+ * leaving out those drop() names (drop NULL: none); no braces.  Returns
+ * how many were written. */
+size_t pl_write_members(struct buf *out, const struct json_span *obj,
+                        bool (*drop)(const struct json_span *key, void *arg), void *arg);
+/* Is key one of the overrides' names (a `set:` mapping)? */
+bool pl_override_named(const struct config_override *set, size_t n, const struct json_span *key);
+/* Append the overrides as `"key":json` pairs, after a comma when comma. */
+void pl_write_overrides(struct buf *out, const struct config_override *set, size_t n, bool comma);
 
 void pl_sent(struct pl_req *q);
 void pl_head(struct pl_req *q, const struct pl_head *h);

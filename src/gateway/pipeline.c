@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
+#include "config.h"
 #include "loop.h"
 #include "module.h"
 
@@ -175,6 +177,55 @@ bool pl_rewrite(struct pl_req *q, const struct pl_payload *in, struct buf scratc
     *out = cur.data;
     *out_len = cur.len;
     return true;
+}
+
+enum pl_rc pl_take_body(struct pl_req *q, struct buf *b)
+{
+    if (!buf_data(b)) {
+        buf_free(b);
+        pl_set_error(q, 500, "server_error", NULL, NULL, "out of memory");
+        return PL_ERROR;
+    }
+    /* the request frees the allocation itself, so the data must start it */
+    char *body = b->p;
+    size_t len = buf_used(b);
+    if (b->off)
+        memmove(body, body + b->off, len);
+    *b = (struct buf){ 0 };
+    return pl_set_body(q, body, len) ? PL_ERROR : PL_NEXT;
+}
+
+size_t pl_write_members(struct buf *out, const struct json_span *obj,
+                        bool (*drop)(const struct json_span *key, void *arg), void *arg)
+{
+    struct json_span key, val;
+    size_t it = 0, n = 0;
+    while (json_next(obj, &it, &key, &val)) {
+        if (drop && drop(&key, arg))
+            continue;
+        if (n++)
+            buf_append(out, ",", 1);
+        buf_append(out, key.p, key.len);
+        buf_append(out, ":", 1);
+        buf_append(out, val.p, val.len);
+    }
+    return n;
+}
+
+bool pl_override_named(const struct config_override *set, size_t n, const struct json_span *key)
+{
+    for (size_t i = 0; i < n; i++)
+        if (json_str_eq(key, set[i].key))
+            return true;
+    return false;
+}
+
+void pl_write_overrides(struct buf *out, const struct config_override *set, size_t n, bool comma)
+{
+    for (size_t i = 0; i < n; i++) {
+        buf_printf(out, "%s\"%s\":%s", comma ? "," : "", set[i].key, set[i].json);
+        comma = true;
+    }
 }
 
 void pl_sent(struct pl_req *q)

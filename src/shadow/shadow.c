@@ -276,6 +276,21 @@ static void leg_on_end(void *arg, const struct side_result *r)
     leg_end(leg, r, k, outcome);
 }
 
+/* What a leg sets itself, so the client's copies are left out. */
+struct leg_drop {
+    bool model, stream;
+    const struct config_override *set;
+    size_t nset;
+};
+
+static bool leg_sets(const struct json_span *key, void *arg)
+{
+    const struct leg_drop *d = arg;
+    return (d->model && json_str_eq(key, "model")) ||
+           (d->stream && (json_str_eq(key, "stream") || json_str_eq(key, "stream_options"))) ||
+           pl_override_named(d->set, d->nset, key);
+}
+
 /* The leg's body: the client's members minus those the leg sets, then the
  * leg's own (model, stream, overrides).  stream: -1 = as the client's.
  * Every copy of a member the leg sets is dropped, so the candidate never
@@ -284,26 +299,12 @@ static void leg_on_end(void *arg, const struct side_result *r)
 static int build_body(struct buf *out, const char *body, size_t len, const char *model, int stream,
                       const struct config_override *set, size_t nset)
 {
-    struct json_span root, key, val;
+    struct json_span root;
     if (json_validate(body, len, &root, NULL) < 0 || root.type != JSON_OBJECT)
         return -1;
     buf_append(out, "{", 1);
-    size_t it = 0;
-    bool first = true;
-    while (json_next(&root, &it, &key, &val)) {
-        bool skip = (model && json_str_eq(&key, "model")) ||
-                    (stream >= 0 && (json_str_eq(&key, "stream") || json_str_eq(&key, "stream_options")));
-        for (size_t i = 0; i < nset && !skip; i++)
-            skip = json_str_eq(&key, set[i].key);
-        if (skip)
-            continue;
-        if (!first)
-            buf_append(out, ",", 1);
-        first = false;
-        buf_append(out, key.p, key.len);
-        buf_append(out, ":", 1);
-        buf_append(out, val.p, val.len);
-    }
+    struct leg_drop drop = { model != NULL, stream >= 0, set, nset };
+    bool first = pl_write_members(out, &root, leg_sets, &drop) == 0;
     if (model) {
         char esc[600];
         long el = json_escape(model, strlen(model), esc, sizeof esc);
@@ -319,10 +320,7 @@ static int build_body(struct buf *out, const char *body, size_t len, const char 
                                    : "\"stream\":false");
         first = false;
     }
-    for (size_t i = 0; i < nset; i++) {
-        buf_printf(out, "%s\"%s\":%s", first ? "" : ",", set[i].key, set[i].json);
-        first = false;
-    }
+    pl_write_overrides(out, set, nset, !first);
     buf_append(out, "}", 1);
     return buf_data(out) ? 0 : -1;
 }
