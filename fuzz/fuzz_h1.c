@@ -1,4 +1,4 @@
-// srcs: src/http/h1.c
+// srcs: src/http/h1.c src/core/buf.c
 /* Fuzz request framing (h1.c) against itself: the input, fed in pieces
  * whose sizes come from its first bytes, must frame exactly as when fed in
  * one piece (same requests, headers, body bytes, same error), and the

@@ -2,6 +2,8 @@
  * and why shade parses requests itself). */
 #include "h1.h"
 
+#include "buf.h"
+
 #include <string.h>
 #include <strings.h>
 
@@ -87,6 +89,24 @@ size_t h1_head_end(const char *p, size_t n, size_t *scanned)
     }
     *scanned = n;
     return 0;
+}
+
+long h1_head_gather(struct buf *head, size_t *scanned, size_t max, const char *p, size_t n, size_t *used)
+{
+    size_t before = buf_used(head);
+    size_t take = n < max + 1 - before ? n : max + 1 - before;
+    if (buf_append(head, p, take) < 0)
+        return -2;
+    size_t hl = h1_head_end(buf_data(head), buf_used(head), scanned);
+    if (hl == 0) {
+        *used = n;
+        return buf_used(head) > max ? -1 : 0;
+    }
+    /* what followed the head in this piece is not part of it */
+    size_t past = buf_used(head) - hl;
+    head->len -= past;
+    *used = take - past;
+    return (long)hl;
 }
 
 size_t h1_count_lines(const char *head, size_t n)

@@ -63,6 +63,15 @@ bool http_is_tchar(unsigned char ch);
  * The caller drops empty lines before a request line first (RFC 9112 2.2
  * says to ignore them): h1_skip_empty_lines(). */
 size_t h1_head_end(const char *p, size_t n, size_t *scanned);
+
+/* A head that arrives in pieces at a client (upstream.c, hclient.c):
+ * append p[0..n) to head — max + 1 bytes in all at most — and look for its
+ * end as h1_head_end does (*scanned as there).  Returns the head's length
+ * once complete, head cut to it and *used = the bytes of p it took (the
+ * rest of p is body); 0 while incomplete (*used = n); -1 when the head
+ * passes max, -2 when memory runs out. */
+struct buf;
+long h1_head_gather(struct buf *head, size_t *scanned, size_t max, const char *p, size_t n, size_t *used);
 /* How many bytes of CRLF / LF empty lines start p[0..n) (a trailing lone CR
  * is left: it may be the start of the next CRLF). */
 size_t h1_skip_empty_lines(const char *p, size_t n);

@@ -187,17 +187,13 @@ static enum hc_err take_head(struct reader *r, size_t hl)
 static enum hc_err feed(struct reader *r, const char *p, size_t n, bool *done)
 {
     while (n && !r->in_body) {
-        size_t before = buf_used(&r->head);
-        size_t take = n < HC_MAX_HEAD + 1 - before ? n : HC_MAX_HEAD + 1 - before;
-        if (buf_append(&r->head, p, take) < 0)
-            return HC_ENOMEM;
-        size_t hl = h1_head_end(buf_data(&r->head), buf_used(&r->head), &r->head_scan);
-        if (hl == 0)
-            return buf_used(&r->head) > HC_MAX_HEAD ? HC_EPROTO : HC_OK;
-        size_t after = buf_used(&r->head) - hl; /* of this read's bytes, past the head */
-        p += take - after;
-        n -= take - after;
-        enum hc_err e = take_head(r, hl);
+        size_t used;
+        long hl = h1_head_gather(&r->head, &r->head_scan, HC_MAX_HEAD, p, n, &used);
+        if (hl <= 0)
+            return hl == 0 ? HC_OK : hl == -2 ? HC_ENOMEM : HC_EPROTO;
+        p += used;
+        n -= used;
+        enum hc_err e = take_head(r, (size_t)hl);
         buf_reset(&r->head);
         r->head_scan = 0;
         if (e != HC_OK)

@@ -260,21 +260,13 @@ static int parse_bytes(struct up_conn *c, const char *p, size_t n, bool *extra)
         if (c->state == S_WAIT_HEAD || c->state == S_SEND) {
             /* the head is gathered in hbuf (it may come in pieces), then
              * what follows it in this read is body */
-            size_t before = buf_used(&c->hbuf);
-            size_t take = n < UP_MAX_HEAD + 1 - before ? n : UP_MAX_HEAD + 1 - before;
-            if (buf_append(&c->hbuf, p, take) < 0)
-                return -1;
-            size_t hl = h1_head_end(buf_data(&c->hbuf), buf_used(&c->hbuf), &c->head_scan);
-            if (hl == 0) {
-                if (buf_used(&c->hbuf) > UP_MAX_HEAD)
-                    return -1;
-                return 0;
-            }
-            size_t body_here = buf_used(&c->hbuf) - hl; /* of this read's bytes */
-            c->hbuf.len -= body_here;
-            p += take - body_here;
-            n -= take - body_here;
-            if (take_head(c, hl) < 0)
+            size_t used;
+            long hl = h1_head_gather(&c->hbuf, &c->head_scan, UP_MAX_HEAD, p, n, &used);
+            if (hl <= 0)
+                return hl < 0 ? -1 : 0;
+            p += used;
+            n -= used;
+            if (take_head(c, (size_t)hl) < 0)
                 return -1;
             if (c->state != S_BODY)
                 continue; /* an interim response: the next head follows */
