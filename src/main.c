@@ -5,6 +5,7 @@
 
 #include "config.h"
 #include "master.h"
+#include "decsim.h"
 #include "report.h"
 #include "server.h"
 #include "sim.h"
@@ -93,6 +94,8 @@ int main(int argc, char **argv)
         return sim_main(argc - 1, argv + 1);
     if (strcmp(cmd, "report") == 0)
         return report_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "simulate-decisions") == 0)
+        return decsim_main(argc - 1, argv + 1);
     if (strcmp(cmd, "serve") == 0 || strcmp(cmd, "check") == 0) {
         int code = 0;
         bool serve = strcmp(cmd, "serve") == 0;

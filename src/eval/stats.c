@@ -103,6 +103,22 @@ static double beta_cf(double a, double b, double x)
     return 1 / f;
 }
 
+double stats_log_betai(double a, double b, double x)
+{
+    if (!(x > 0))
+        return -INFINITY;
+    if (!(x < 1))
+        return 0;
+    double lfront = a * log(x) + b * log1p(-x) - (lgamma(a) + lgamma(b) - lgamma(a + b));
+    if (x < (a + 1) / (a + b + 2))
+        return lfront + log(beta_cf(a, b, x)) - log(a);
+    /* I = 1 - J with J = I_(1-x)(b, a) <= about 1/2 on this side, so the
+     * subtraction loses nothing; log1p keeps I's logarithm exact when J is
+     * tiny */
+    double lj = lfront + log(beta_cf(b, a, 1 - x)) - log(b);
+    return lj < 0 ? log1p(-exp(lj)) : -INFINITY;
+}
+
 double stats_betai(double a, double b, double x)
 {
     if (!(x > 0))

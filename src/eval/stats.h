@@ -37,6 +37,9 @@ double stats_percentile(const double *sorted, size_t n, double q);
 double stats_normal_sf(double z);
 /* Regularized incomplete beta function I_x(a, b), a, b > 0, 0 <= x <= 1. */
 double stats_betai(double a, double b, double x);
+/* log I_x(a, b), without underflow: I_x is never formed where it would be
+ * tiny (log I = -745 and below are exact too).  -inf at x <= 0, 0 at x >= 1. */
+double stats_log_betai(double a, double b, double x);
 /* Upper tail of Student's t with df degrees of freedom: P(T > t). */
 double stats_t_sf(double t, double df);
 
