@@ -38,10 +38,11 @@
 #include <time.h>
 
 #include "json.h"
+#include "seq.h"
 #include "stats.h"
+#include "verdict.h"
 
 #define SEL_PAIRS "SELECT id FROM pairs WHERE shadow = ?1 AND ts >= ?2 ORDER BY ts DESC, id DESC LIMIT ?3"
-#define ALPHA 0.05        /* significance level of every test */
 #define MAX_KINDS 16      /* distinct failure kinds kept per leg; the rest is "other" */
 #define MAX_EVENTS 10     /* newest events shown per shadow */
 #define TEXT_CLIP 160     /* characters of a prompt / answer in the text report */
@@ -49,15 +50,7 @@
 #define DIFF_MAX_WORDS 4000
 #define DIFF_MAX_CELLS (4u << 20)
 
-void report_rules_default(struct report_rules *r)
-{
-    r->success_min = 0.95;
-    r->latency_ratio_max = 1.5;
-    r->autostop_success_min = 0.90;
-    r->min_pairs = 30;
-    r->noise_relative = 0.20;
-    r->noise_absolute = 0.03;
-}
+void report_rules_default(struct report_rules *r) { verdict_rules_default(&r->v); }
 
 /* ================================================================ output */
 
@@ -318,7 +311,9 @@ static void iso_time(double ts, char *out, size_t cap)
 /* Text-report number cells: "-" when n/a. */
 static const char *f_num(char *b, size_t cap, double x, int prec)
 {
-    if (!isfinite(x))
+    if (isinf(x))
+        snprintf(b, cap, "%s", x > 0 ? "inf" : "-inf");
+    else if (!isfinite(x))
         snprintf(b, cap, "-");
     else
         snprintf(b, cap, "%.*f", prec, x);
@@ -559,6 +554,15 @@ struct section {
     size_t nex;
     struct event *events;
     size_t nevents;
+    double start_ts;              /* the analysis start used (from_start), 0 = none */
+    /* the decision: the pairs replayed in stored order through verdict.h */
+    struct verdict_state vs;
+    struct verdict v;
+    struct dvec ratios;           /* per pair: shadow / primary latency, +inf = timed out */
+    double ratio_med, ratio_lo, ratio_hi; /* median per-pair ratio and its confidence sequence */
+    double lat_cs[2][2][2];       /* [leg][p50, p95][lo, hi] latency confidence sequences */
+    double ttft_cs[2][2][2];
+    double succ_cs[NLEGS][2];     /* success-rate confidence sequences */
     struct reco reco;
 };
 
@@ -570,6 +574,7 @@ static void section_free(struct section *s)
     }
     free(s->pair_p.v);
     free(s->pair_s.v);
+    free(s->ratios.v);
     for (size_t i = 0; i < s->ncounters; i++)
         free(s->counters[i].name);
     free(s->counters);
@@ -613,6 +618,7 @@ struct ctx {
     const struct report_rules *rules;
     char *err;
     size_t errlen;
+    double since; /* the section's: q->since, or later with from_start */
 };
 
 static int db_fail(struct ctx *c, const char *what)
@@ -642,7 +648,7 @@ static sqlite3_stmt *prep(struct ctx *c, const char *sql, const char *what)
 static void bind_sel(struct ctx *c, sqlite3_stmt *st, const char *shadow)
 {
     sqlite3_bind_text(st, 1, shadow, -1, SQLITE_STATIC);
-    sqlite3_bind_double(st, 2, c->q->since > 0 ? c->q->since : -1e300);
+    sqlite3_bind_double(st, 2, c->since > 0 ? c->since : -1e300);
     sqlite3_bind_int64(st, 3, c->q->max_pairs ? (sqlite3_int64)c->q->max_pairs : -1);
 }
 
@@ -961,7 +967,7 @@ static int load_events(struct ctx *c, struct section *s)
     if (!st)
         return -1;
     sqlite3_bind_text(st, 1, s->shadow, -1, SQLITE_STATIC);
-    sqlite3_bind_double(st, 2, c->q->since > 0 ? c->q->since : -1e300);
+    sqlite3_bind_double(st, 2, c->since > 0 ? c->since : -1e300);
     sqlite3_bind_int(st, 3, MAX_EVENTS);
     s->events = calloc(MAX_EVENTS, sizeof *s->events);
     if (!s->events) {
@@ -988,25 +994,89 @@ nomem:
     return oom(c);
 }
 
-/* ============================================================ statistics */
-
-/* The "difference level" of a comparator's mean: how far it is from
- * perfect agreement (for refusals: the refusal rate; for the length ratio:
- * the distance from 1).  The relative noise threshold is taken against the
- * larger of the two levels, as Diffy compares difference rates. */
-static double diff_level(enum better b, double mean)
+/* The decision's input: every selected pair in the order it was stored
+ * (id), with both legs' outcome and latency, both comparisons and the
+ * judge's outcome, fed to verdict.h with a look every VERDICT_LOOK_EVERY
+ * pairs — the same replay the live analysis and the simulator run. */
+static bool is_timeout(const char *error)
 {
-    switch (b) {
-    case HIGHER:
-        return 1 - mean;
-    case LOWER:
-        return mean;
-    case NEAR_ONE:
-        return fabs(mean - 1);
-    default:
-        return NAN;
-    }
+    return error && (strcmp(error, "timeout") == 0 || strcmp(error, "deadline") == 0);
 }
+
+/* verdict.h's comparators, in its order, from comparisons row t */
+#define CMP_COLS(t) t ".status_agree, " t ".finish_agree, " t ".exact, " t ".edit_sim, " t \
+    ".rouge_l, " t ".length_ratio, " t ".json_valid, " t ".json_same, " t ".tool_agree, " t \
+    ".refusal_other"
+
+static int load_sequence(struct ctx *c, struct section *s)
+{
+    sqlite3_stmt *st = prep(c,
+        "SELECT lp.pair_id, lp.status, lp.error, lp.latency_ms, "
+        "ls.pair_id, ls.status, ls.error, ls.latency_ms, "
+        "cs.pair_id, " CMP_COLS("cs") ", ca.pair_id, " CMP_COLS("ca") ", j.outcome "
+        "FROM pairs p "
+        "LEFT JOIN legs lp ON lp.pair_id = p.id AND lp.leg = 'primary' "
+        "LEFT JOIN legs ls ON ls.pair_id = p.id AND ls.leg = 'shadow' "
+        "LEFT JOIN comparisons cs ON cs.pair_id = p.id AND cs.against = 'shadow' "
+        "LEFT JOIN comparisons ca ON ca.pair_id = p.id AND ca.against = 'aa' "
+        "LEFT JOIN judgements j ON j.pair_id = p.id "
+        "WHERE p.id IN (" SEL_PAIRS ") ORDER BY p.id",
+        "pair sequence");
+    if (!st)
+        return -1;
+    bind_sel(c, st, s->shadow);
+    verdict_init(&s->vs, &c->rules->v);
+    struct verdict_obs o;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        verdict_obs_clear(&o);
+        for (int l = 0; l < 2; l++) {
+            int b = 4 * l;
+            if (sqlite3_column_type(st, b) == SQLITE_NULL)
+                continue; /* no leg: a failure */
+            int status = sqlite3_column_int(st, b + 1);
+            const char *error = (const char *)sqlite3_column_text(st, b + 2);
+            bool ok = !error && status >= 200 && status < 300;
+            double lat = col_real(st, b + 3);
+            if (l == 0) {
+                o.p_ok = ok;
+                o.p_lat = lat;
+            } else {
+                o.c_ok = ok;
+                o.c_lat = lat;
+                o.c_timeout = !ok && is_timeout(error);
+            }
+        }
+        for (int a = 0; a < 2; a++) {
+            int b = 8 + a * (VERDICT_NCMP + 1);
+            if (sqlite3_column_type(st, b) == SQLITE_NULL)
+                continue;
+            if (a == 1)
+                o.has_aa = true;
+            double *dst = a ? o.cmp_aa : o.cmp_c;
+            for (int k = 0; k < VERDICT_NCMP; k++)
+                dst[k] = col_real(st, b + 1 + k);
+        }
+        const char *jo = (const char *)sqlite3_column_text(st, 8 + 2 * (VERDICT_NCMP + 1));
+        o.judge = !jo ? 0 : strcmp(jo, "win") == 0 ? 1 : strcmp(jo, "loss") == 0 ? -1 : 0;
+        verdict_add(&s->vs, &o);
+        if (s->vs.n % VERDICT_LOOK_EVERY == 0)
+            verdict_look(&s->vs);
+        if (o.p_ok && isfinite(o.p_lat) && o.p_lat > 0 && (o.c_timeout || (o.c_ok && isfinite(o.c_lat))) &&
+            dvec_push(&s->ratios, o.c_timeout ? INFINITY : o.c_lat / o.p_lat) < 0) {
+            sqlite3_finalize(st);
+            return oom(c);
+        }
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_fail(c, "pair sequence");
+    verdict_look(&s->vs);
+    verdict_decide(&s->vs, &s->v);
+    return 0;
+}
+
+/* ============================================================ statistics */
 
 static int analyse(struct ctx *c, struct section *s)
 {
@@ -1041,7 +1111,9 @@ static int analyse(struct ctx *c, struct section *s)
         s->have_ratio = isfinite(s->ratio[0].point);
     }
 
-    /* comparators against the noise floor */
+    /* comparators: descriptive means on each side; the test is the paired
+     * sign test of the decision (verdict.h), its always-valid p = 1 / the
+     * running maximum of its e-value */
     s->noise_known = s->cmp_rows[A_AA] > 0;
     for (size_t i = 0; i < NCMP; i++) {
         struct cmp_stats *cs = &s->cmp[i];
@@ -1057,29 +1129,48 @@ static int analyse(struct ctx *c, struct section *s)
         cs->known = sh->n > 0 && aa->n > 0 && cmp_defs[i].better != INFO;
         cs->diff = sh->mean - aa->mean;
         cs->p = NAN;
-        if (!cs->known)
-            continue;
-        cs->p = cmp_defs[i].binary
-                    ? stats_two_prop_p(sh->sum, (double)sh->n, aa->sum, (double)aa->n)
-                    : stats_welch_p(sh->mean, sh->var, (double)sh->n, aa->mean, aa->var,
-                                    (double)aa->n);
-        double ds = diff_level(cmp_defs[i].better, sh->mean);
-        double da = diff_level(cmp_defs[i].better, aa->mean);
-        double d = fabs(cs->diff), level = ds > da ? ds : da;
-        bool beyond = d > r->noise_absolute && d > r->noise_relative * level && cs->p < ALPHA;
-        cs->verdict = !beyond ? 0 : ds > da ? -1 : +1;
+        cs->verdict = 0;
+        if (i < VERDICT_NCMP && s->v.cmp_applicable[i]) {
+            double le = s->vs.cmp_worse[i].log_e_max;
+            cs->p = le > 0 ? exp(-le) : 1;
+            cs->verdict = s->v.cmp_alarm[i] ? -1 : 0;
+        }
     }
 
-    /* judge: among decisive verdicts, is the shadow's win share above ½? */
+    /* judge: losses against wins is the alarm; wins against losses is shown */
     struct judge_stats *j = &s->judge;
     uint64_t valid = j->win + j->tie + j->loss + j->inconsistent, decisive = j->win + j->loss;
     j->inconsistency = valid ? (double)j->inconsistent / (double)valid : NAN;
     j->share = decisive ? (double)j->win / (double)decisive : NAN;
-    stats_wilson((double)j->win, (double)decisive, STATS_Z95, &j->lo, &j->hi);
-    j->p_better = stats_sign_p(j->win, j->loss);
-    j->p_worse = stats_sign_p(j->loss, j->win);
-    if (decisive && j->p_better >= ALPHA)
-        j->decisive_needed = stats_sign_n_needed(j->share, ALPHA);
+    seq_rate_cs((double)j->win, (double)j->loss, r->v.alpha, &j->lo, &j->hi);
+    double lw = s->vs.judge_worse.log_e_max, lb = seq_log_e_sign((double)j->win, (double)j->loss);
+    j->p_worse = lw > 0 ? exp(-lw) : 1;
+    j->p_better = lb > 0 ? exp(-lb) : 1;
+    if (decisive && j->p_better >= r->v.alpha) {
+        double lo80, hi80;
+        stats_wilson((double)j->win, (double)decisive, 0.8416212335729143, &lo80, &hi80);
+        j->decisive_needed = seq_n_for_power(lo80, 0.5, log(1 / r->v.alpha), 0.8);
+    }
+
+    /* confidence sequences: success per leg, latency and TTFT quantiles per
+     * leg, the median per-pair latency ratio */
+    for (int l = 0; l < NLEGS; l++)
+        seq_rate_cs((double)s->leg[l].ok, (double)(s->leg[l].n - s->leg[l].ok), r->v.alpha,
+                    &s->succ_cs[l][0], &s->succ_cs[l][1]);
+    for (int l = 0; l < 2; l++)
+        for (int k = 0; k < 2; k++) {
+            const struct leg_stats *ls = &s->leg[l];
+            seq_quantile_cs(ls->lat.v, ls->lat.n, qs[k], r->v.alpha, &s->lat_cs[l][k][0],
+                            &s->lat_cs[l][k][1]);
+            seq_quantile_cs(ls->ttft.v, ls->ttft.n, qs[k], r->v.alpha, &s->ttft_cs[l][k][0],
+                            &s->ttft_cs[l][k][1]);
+        }
+    stats_sort(s->ratios.v, s->ratios.n);
+    size_t rn = s->ratios.n;
+    s->ratio_med = !rn       ? NAN
+                   : rn & 1  ? s->ratios.v[rn / 2]
+                             : 0.5 * (s->ratios.v[rn / 2 - 1] + s->ratios.v[rn / 2]); /* inf stays inf */
+    seq_quantile_cs(s->ratios.v, s->ratios.n, 0.5, r->v.alpha, &s->ratio_lo, &s->ratio_hi);
     return 0;
 }
 
@@ -1097,151 +1188,122 @@ static void reco_add(struct reco *rc, const char *fmt, ...)
     va_end(ap);
 }
 
-/* The recommendation: the rules in their fixed order, the first that
- * applies wins (doc/shadow-report.md has the table).  Rules that stop a
- * candidate use point estimates; the one that passes it (no_regression)
- * uses interval bounds, so "ready" means the data rule a breach out. */
-static void decide(const struct report_rules *r, struct section *s)
+/* an e-value from its log; astronomically large ones are shown as 1e300 */
+static double ev(double log_e) { return log_e > 690 ? 1e300 : exp(log_e); }
+static double avp(double log_e_max) { return log_e_max > 0 ? exp(-log_e_max) : 1; }
+
+/* The recommendation is verdict.h's decision; this says it in words, with
+ * the evidence of the rule that decided. */
+static void decide(const struct report_rules *rules, struct section *s)
 {
+    const struct verdict_rules *r = &rules->v;
+    const struct verdict_state *vs = &s->vs;
+    const struct verdict *v = &s->v;
     struct reco *rc = &s->reco;
-    const struct leg_stats *sh = &s->leg[L_SHADOW];
     memset(rc, 0, sizeof *rc);
-    rc->more = -1;
+    rc->action = v->action_name;
+    rc->rule = v->rule;
+    rc->criterion = v->criterion;
+    rc->more = v->more;
+    double athr[VERDICT_FAMILIES];
+    for (int f = 0; f < VERDICT_FAMILIES; f++)
+        athr[f] = ev(verdict_alarm_log_thr(r, f));
+    double rthr = ev(verdict_ready_log_thr(r));
 
-    if (s->pairs < r->min_pairs) {
-        rc->rule = "insufficient_data";
-        rc->action = "keep_collecting";
-        rc->criterion = "min_pairs";
-        rc->more = (int64_t)(r->min_pairs - s->pairs);
-        reco_add(rc, "%llu pairs, fewer than the %u the rules need: keep collecting, %lld more",
-                 (unsigned long long)s->pairs, r->min_pairs, (long long)rc->more);
-        return;
-    }
-    if (sh->rate < r->success_min) {
-        rc->rule = "success_rate";
-        rc->action = "investigate";
-        reco_add(rc, "shadow success %.2f%% (95%% CI %.2f-%.2f%%) is below %.2f%%", 100 * sh->rate,
-                 100 * sh->lo, 100 * sh->hi, 100 * r->success_min);
-        return;
-    }
-    if (s->have_ratio && s->ratio[0].point > r->latency_ratio_max) {
-        rc->rule = "latency_ratio";
-        rc->action = "too_slow";
-        reco_add(rc, "shadow p50 latency is %.2fx the primary's (95%% CI %.2f-%.2f), above %.2fx",
-                 s->ratio[0].point, s->ratio[0].lo, s->ratio[0].hi, r->latency_ratio_max);
-        return;
-    }
-    bool worse = s->judge.p_worse < ALPHA;
-    for (size_t i = 0; i < NCMP; i++)
-        worse = worse || s->cmp[i].verdict < 0;
-    if (worse)
-        reco_add(rc, "worse beyond the noise floor: ");
-    for (size_t i = 0; i < NCMP; i++)
-        if (s->cmp[i].verdict < 0) {
-            const struct cmp_stats *cs = &s->cmp[i];
-            reco_add(rc, "%s%s: shadow %.3f vs A/A %.3f (p %.4f)", rc->nnames ? "; " : "",
-                     cmp_defs[i].name, cs->s[A_SHADOW].mean, cs->s[A_AA].mean, cs->p);
-            rc->names[rc->nnames++] = cmp_defs[i].name;
+    switch (v->action) {
+    case VA_INVESTIGATE:
+        if (v->alarm[VF_SUCCESS]) {
+            reco_add(rc, "the shadow fails where the primary succeeds more often than the reverse: "
+                         "%llu vs %llu discordant pairs (e-value %.3g >= %.3g, always-valid p %.4f)",
+                     (unsigned long long)vs->succ_worse.a, (unsigned long long)vs->succ_worse.b,
+                     ev(vs->succ_worse.log_e_max), athr[VF_SUCCESS], avp(vs->succ_worse.log_e_max));
+            return;
         }
-    if (s->judge.p_worse < ALPHA) {
-        reco_add(rc, "%sjudge: %llu wins vs %llu losses (sign test p %.4f)", rc->nnames ? "; " : "",
-                 (unsigned long long)s->judge.win, (unsigned long long)s->judge.loss,
-                 s->judge.p_worse);
-        rc->names[rc->nnames++] = "judge";
-    }
-    if (rc->nnames) {
-        rc->rule = "quality_regression";
-        rc->action = "investigate";
+        reco_add(rc, "worse than the A/A noise floor: ");
+        for (int i = 0; i < VERDICT_NCMP; i++)
+            if (v->cmp_alarm[i]) {
+                const struct verdict_count *k = &vs->cmp_worse[i];
+                reco_add(rc, "%s%s: shadow %.3f vs A/A %.3f, worse in %llu paired pairs, better in %llu "
+                             "(sign e-value %.3g)",
+                         rc->nnames ? "; " : "", verdict_cmp_names[i], s->cmp[i].s[A_SHADOW].mean,
+                         s->cmp[i].s[A_AA].mean, (unsigned long long)k->a, (unsigned long long)k->b,
+                         ev(k->log_e_max));
+                rc->names[rc->nnames++] = verdict_cmp_names[i];
+            }
+        if (v->alarm[VF_QUALITY])
+            reco_add(rc, " (comparators' e-value %.3g >= %.3g)", ev(vs->quality_log_e_max),
+                     athr[VF_QUALITY]);
+        if (v->alarm[VF_JUDGE]) {
+            reco_add(rc, "%sjudge: %llu losses vs %llu wins (e-value %.3g >= %.3g)",
+                     rc->nnames ? "; " : "", (unsigned long long)vs->judge_worse.a,
+                     (unsigned long long)vs->judge_worse.b, ev(vs->judge_worse.log_e_max),
+                     athr[VF_JUDGE]);
+            rc->names[rc->nnames++] = "judge";
+        }
+        return;
+    case VA_TOO_SLOW: {
+        uint64_t n = vs->lat_slow.a + vs->lat_slow.b;
+        reco_add(rc, "the shadow is slower than %.2fx the primary (or timed out) in %llu of %llu pairs; "
+                     "median per-pair ratio %.2f, %.0f%% confidence sequence [%.2f, %.2f] "
+                     "(e-value %.3g >= %.3g, always-valid p %.4f)",
+                 r->latency_margin, (unsigned long long)vs->lat_slow.a, (unsigned long long)n,
+                 s->ratio_med, 100 * (1 - r->alpha), s->ratio_lo, s->ratio_hi,
+                 ev(vs->lat_slow.log_e_max), athr[VF_LATENCY], avp(vs->lat_slow.log_e_max));
         return;
     }
-    if (s->judge.win + s->judge.loss > 0 && s->judge.p_better < ALPHA) {
-        rc->rule = "judge_better";
-        rc->action = "ready_for_canary";
-        reco_add(rc, "the judge prefers the shadow: %llu wins vs %llu losses (sign test p %.4f)",
-                 (unsigned long long)s->judge.win, (unsigned long long)s->judge.loss,
-                 s->judge.p_better);
+    case VA_READY:
+        reco_add(rc, "shadow success %.2f%% shown above %.2f%% (e-value %.3g >= %.3g); faster than "
+                     "%.2fx the primary in %llu of %llu pairs (e-value %.3g); every comparator shown "
+                     "within %.2f of the A/A noise floor; no alarm",
+                 100 * s->leg[L_SHADOW].rate, 100 * r->success_min, ev(vs->succ_ready.log_e_max), rthr,
+                 r->latency_ratio_max, (unsigned long long)vs->lat_fast.a,
+                 (unsigned long long)(vs->lat_fast.a + vs->lat_fast.b), ev(vs->lat_fast.log_e_max),
+                 r->quality_margin);
+        if (s->judge.win + s->judge.loss)
+            reco_add(rc, "; judge %llu wins vs %llu losses", (unsigned long long)s->judge.win,
+                     (unsigned long long)s->judge.loss);
         return;
+    case VA_KEEP_COLLECTING:
+        break;
     }
 
-    /* no_regression needs every criterion met; otherwise say what is
-     * missing and how many more pairs would settle it at the observed
-     * rates */
-    bool ok_success = sh->lo >= r->success_min;
-    bool ok_latency = s->have_ratio && s->ratio[0].hi <= r->latency_ratio_max;
-    if (ok_success && ok_latency && s->noise_known) {
-        rc->rule = "no_regression";
-        rc->action = "ready_for_canary";
-        reco_add(rc,
-                 "shadow success %.2f%% (lower bound %.2f%% >= %.2f%%), p50 latency ratio %.2fx "
-                 "(upper bound %.2f <= %.2f), no comparator beyond the noise floor, judge not worse",
-                 100 * sh->rate, 100 * sh->lo, 100 * r->success_min, s->ratio[0].point,
-                 s->ratio[0].hi, r->latency_ratio_max);
-        return;
-    }
-    rc->rule = "keep_collecting";
-    rc->action = "keep_collecting";
-    int64_t worst = 0;
-    bool cannot = false;
-    if (!ok_success) {
-        uint64_t need = stats_wilson_n_needed(sh->rate, r->success_min, STATS_Z95);
-        int64_t more = need ? (int64_t)need - (int64_t)s->pairs : -1;
-        if (more == 0)
-            more = 1;
-        reco_add(rc, "%sshadow success lower bound %.2f%% < %.2f%%", rc->reason[0] ? "; " : "",
-                 100 * sh->lo, 100 * r->success_min);
-        if (more < 0) {
-            reco_add(rc, " (cannot clear at the observed %.2f%%)", 100 * sh->rate);
-            cannot = true;
-            rc->criterion = "success_ci";
-        } else {
-            reco_add(rc, " (about %lld more pairs at the observed %.2f%%)", (long long)more,
-                     100 * sh->rate);
-            if (!cannot && more > worst) {
-                worst = more;
-                rc->criterion = "success_ci";
-            }
-        }
-    }
-    if (!ok_latency) {
-        if (!s->have_ratio) {
-            reco_add(rc, "%sno pair where both legs succeeded: latency ratio unknown",
-                     rc->reason[0] ? "; " : "");
-            if (!cannot)
-                rc->criterion = "latency_ci";
-            cannot = true;
-        } else {
-            /* the interval narrows like 1/sqrt(n): scale the half-width */
-            double pt = s->ratio[0].point, hi = s->ratio[0].hi, max = r->latency_ratio_max;
-            reco_add(rc, "%sp50 latency ratio upper bound %.2f > %.2f", rc->reason[0] ? "; " : "",
-                     hi, max);
-            if (!(pt < max) || !isfinite(hi)) {
-                reco_add(rc, " (cannot clear at the observed %.2fx)", pt);  /* or no interval */
-                if (!cannot)
-                    rc->criterion = "latency_ci";
-                cannot = true;
-            } else {
-                double f = (hi - pt) / (max - pt);
-                double need = ceil((double)s->pairs * f * f);
-                int64_t more = need > 9e15 ? INT64_MAX : (int64_t)need - (int64_t)s->pairs;
-                if (more < 1)
-                    more = 1;
-                reco_add(rc, " (about %lld more pairs)", (long long)more);
-                if (!cannot && more > worst) {
-                    worst = more;
-                    rc->criterion = "latency_ci";
-                }
-            }
-        }
-    }
-    if (!s->noise_known) {
-        reco_add(rc, "%sno A/A legs recorded: the noise floor is unknown, so the comparators "
-                     "cannot be judged (send a fraction of shadowed requests to the primary again)",
+    /* not decided: say what each readiness test is waiting for */
+    if (vs->n < r->min_pairs)
+        reco_add(rc, "%llu pairs, fewer than the %u the rules need", (unsigned long long)vs->n,
+                 r->min_pairs);
+    if (!v->ready_success)
+        reco_add(rc, "%sshadow success not yet shown above %.2f%% (%.2f%%, confidence sequence from "
+                     "%.2f%%)",
+                 rc->reason[0] ? "; " : "", 100 * r->success_min, 100 * s->leg[L_SHADOW].rate,
+                 100 * s->succ_cs[L_SHADOW][0]);
+    if (!v->ready_latency)
+        reco_add(rc, "%slatency not yet shown below %.2fx the primary's in most pairs (%llu of %llu)",
+                 rc->reason[0] ? "; " : "", r->latency_ratio_max, (unsigned long long)vs->lat_fast.a,
+                 (unsigned long long)(vs->lat_fast.a + vs->lat_fast.b));
+    bool any = false;
+    for (int i = 0; i < VERDICT_NCMP; i++)
+        any = any || v->cmp_applicable[i];
+    if (!any) {
+        reco_add(rc, "%sno A/A legs recorded: the noise floor is unknown, so the comparators cannot be "
+                     "judged (send a fraction of shadowed requests to the primary again: aa_percent)",
                  rc->reason[0] ? "; " : "");
-        if (!cannot)
-            rc->criterion = "noise_floor";
-        cannot = true;
+    } else {
+        bool first = true;
+        for (int i = 0; i < VERDICT_NCMP; i++)
+            if (!v->cmp_ready[i]) {
+                reco_add(rc, "%s%s (a drop below %.3f cannot be ruled out yet)",
+                         first ? (rc->reason[0] ? "; not yet shown within the quality margin: "
+                                                : "not yet shown within the quality margin: ")
+                               : ", ",
+                         verdict_cmp_names[i], v->cmp_mde[i]);
+                first = false;
+            }
+        if (v->raise_aa)
+            reco_add(rc, "; the A/A sample is what limits: raise aa_percent to get there sooner");
     }
-    rc->more = cannot ? -1 : worst;
+    if (rc->more >= 0)
+        reco_add(rc, "; about %lld more pairs for an 80%% chance (%s)", (long long)rc->more,
+                 rc->criterion ? rc->criterion : "-");
 }
 
 /* ============================================================ text format */
@@ -1291,6 +1353,85 @@ static void t_leg_label(struct w *w, int l)
     w_fmt(w, "  %-15s", leg_names[l]);
 }
 
+/* A comparator's verdict in words, with its minimum detectable effect
+ * beside every "within noise". */
+static void cmp_verdict(const struct report_rules *r, const struct section *s, size_t i, char *out,
+                        size_t cap)
+{
+    if (cmp_defs[i].better == INFO || i >= VERDICT_NCMP)
+        snprintf(out, cap, "(primary's own rate)");
+    else if (!s->noise_known)
+        snprintf(out, cap, "noise floor unknown");
+    else if (!s->v.cmp_applicable[i])
+        snprintf(out, cap, "no paired values");
+    else if (s->v.cmp_alarm[i])
+        snprintf(out, cap, "WORSE than the noise floor");
+    else if (s->v.cmp_ready[i])
+        snprintf(out, cap, "within noise; shown within %.2f", r->v.quality_margin);
+    else
+        snprintf(out, cap, "within noise; cannot detect a drop below %.3f yet", s->v.cmp_mde[i]);
+}
+
+static void t_test(struct w *w, const char *name, const char *what, double log_e_max, double log_thr,
+                   bool passed, const char *yes, const char *no)
+{
+    w_fmt(w, "  %-15s%-44s%-11.4g%-11.4g%s\n", name, what, ev(log_e_max), ev(log_thr), passed ? yes : no);
+}
+
+/* Every test the decision took, with its e-value (the largest so far),
+ * the threshold it must reach and what it says. */
+static void t_decision(struct w *w, const struct report_rules *rules, const struct section *s)
+{
+    const struct verdict_rules *r = &rules->v;
+    const struct verdict_state *vs = &s->vs;
+    const struct verdict *v = &s->v;
+    char what[128];
+    w_fmt(w, "%-17s%-44s%-11s%-11s%s\n", "tests", "(anytime-valid, a look every 10 pairs)",
+          "e-value", "threshold", "result");
+    w_fmt(w, "  alarms: any of these at alpha %.2f together\n", r->alpha);
+    snprintf(what, sizeof what, "%llu primary ok/shadow failed vs %llu reverse",
+             (unsigned long long)vs->succ_worse.a, (unsigned long long)vs->succ_worse.b);
+    t_test(w, "success worse", what, vs->succ_worse.log_e_max, verdict_alarm_log_thr(r, VF_SUCCESS),
+           v->alarm[VF_SUCCESS], "ALARM", "-");
+    snprintf(what, sizeof what, "%llu of %llu pairs slower than %.2fx",
+             (unsigned long long)vs->lat_slow.a,
+             (unsigned long long)(vs->lat_slow.a + vs->lat_slow.b), r->latency_margin);
+    t_test(w, "latency slower", what, vs->lat_slow.log_e_max, verdict_alarm_log_thr(r, VF_LATENCY),
+           v->alarm[VF_LATENCY], "ALARM", "-");
+    t_test(w, "quality worse", "comparators vs A/A (weighted average)", vs->quality_log_e_max,
+           verdict_alarm_log_thr(r, VF_QUALITY), v->alarm[VF_QUALITY], "ALARM", "-");
+    snprintf(what, sizeof what, "%llu losses vs %llu wins", (unsigned long long)vs->judge_worse.a,
+             (unsigned long long)vs->judge_worse.b);
+    t_test(w, "judge worse", what, vs->judge_worse.log_e_max, verdict_alarm_log_thr(r, VF_JUDGE),
+           v->alarm[VF_JUDGE], "ALARM", "-");
+    w_fmt(w, "  ready: all of these, each at alpha %.2f, and at least %u pairs\n", r->alpha_ready,
+          r->min_pairs);
+    snprintf(what, sizeof what, "%llu of %llu ok, above %.2f%%", (unsigned long long)vs->succ_ready.a,
+             (unsigned long long)(vs->succ_ready.a + vs->succ_ready.b), 100 * r->success_min);
+    t_test(w, "success", what, vs->succ_ready.log_e_max, verdict_ready_log_thr(r), v->ready_success,
+           "shown", "not yet");
+    snprintf(what, sizeof what, "%llu of %llu pairs faster than %.2fx", (unsigned long long)vs->lat_fast.a,
+             (unsigned long long)(vs->lat_fast.a + vs->lat_fast.b), r->latency_ratio_max);
+    t_test(w, "latency", what, vs->lat_fast.log_e_max, verdict_ready_log_thr(r), v->ready_latency,
+           "shown", "not yet");
+    w_fmt(w, "  %-15s%s %.2f of the A/A noise floor (paired mean difference; mde: the drop\n"
+             "  %-15sdetectable with an 80%% chance now)\n", "quality:", "each comparator within",
+          r->quality_margin, "");
+    for (int i = 0; i < VERDICT_NCMP; i++) {
+        if (!v->cmp_applicable[i])
+            continue;
+        const struct seq_bet *b = &vs->cmp_ni[i];
+        snprintf(what, sizeof what, "  diff %+.3f over %llu pairs, mde %.3f",
+                 b->n ? b->sum / (double)b->n : NAN, (unsigned long long)b->n, v->cmp_mde[i]);
+        t_test(w, verdict_cmp_names[i], what, b->log_e_max, verdict_ready_log_thr(r), v->cmp_ready[i],
+               "shown", "not yet");
+    }
+    w_fmt(w, "  auto-stop:      CUSUM %.2f of %.2f (success below %.2f%%)%s\n", vs->cusum.w, vs->cusum.h,
+          100 * r->stop_below,
+          r->stop_below <= 0 ? ", off" : vs->stop_n ? ", REACHED" : "");
+    w_str(w, "\n");
+}
+
 static void render_text(struct w *w, const struct report_query *q, const struct report_rules *r,
                         const struct section *s)
 {
@@ -1304,9 +1445,10 @@ static void render_text(struct w *w, const struct report_query *q, const struct 
     t_line(w, rc->reason, sizeof rc->reason);
     w_str(w, "\n");
     if (rc->more >= 0 && strcmp(rc->action, "keep_collecting") == 0)
-        w_fmt(w, "%-17smore pairs needed: %lld (%s)\n", "", (long long)rc->more,
+        w_fmt(w, "%-17smore pairs needed: %lld (%s, for an 80%% chance)\n", "", (long long)rc->more,
               rc->criterion ? rc->criterion : "-");
     w_str(w, "\n");
+    t_decision(w, r, s);
 
     char t0[40], t1[40];
     iso_time(s->first_ts, t0, sizeof t0);
@@ -1318,14 +1460,15 @@ static void render_text(struct w *w, const struct report_query *q, const struct 
     t_counters(w, s);
     w_str(w, "\n");
 
-    w_fmt(w, "%-17s%-10s%-22s%-9s%s\n", "success", "rate", "95% CI (Wilson)", "n", "failures");
+    w_fmt(w, "%-17s%-10s%-22s%-9s%s\n", "success", "rate", "95% CS (anytime)", "n", "failures");
     for (int l = 0; l < NLEGS; l++) {
         const struct leg_stats *ls = &s->leg[l];
         if (l == L_AA && ls->n == 0)
             continue;
         char ci[80];
         if (ls->n)
-            snprintf(ci, sizeof ci, "[%s, %s]", f_pct(a, sizeof a, ls->lo), f_pct(b, sizeof b, ls->hi));
+            snprintf(ci, sizeof ci, "[%s, %s]", f_pct(a, sizeof a, s->succ_cs[l][0]),
+                     f_pct(b, sizeof b, s->succ_cs[l][1]));
         else
             snprintf(ci, sizeof ci, "-");
         t_leg_label(w, l);
@@ -1333,7 +1476,6 @@ static void render_text(struct w *w, const struct report_query *q, const struct 
         t_kinds(w, ls);
         w_str(w, "\n");
     }
-    w_fmt(w, "%-17sauto-stop below %.2f%% over the recent window\n", "", 100 * r->autostop_success_min);
     w_str(w, "\n");
 
     for (int m = 0; m < 2; m++) {
@@ -1344,9 +1486,19 @@ static void render_text(struct w *w, const struct report_query *q, const struct 
             t_leg_label(w, l);
             w_fmt(w, "%-10s%-10s%-10s%zu\n", f_num(a, sizeof a, p[0], 1), f_num(b, sizeof b, p[1], 1),
                   f_num(c2, sizeof c2, p[2], 1), m ? ls->ttft.n : ls->lat.n);
+            const double(*cs)[2] = m ? s->ttft_cs[l] : s->lat_cs[l];
+            char c50[80], c95[80];
+            snprintf(c50, sizeof c50, "[%s, %s]", f_num(a, sizeof a, cs[0][0], 0), f_num(b, sizeof b, cs[0][1], 0));
+            snprintf(c95, sizeof c95, "[%s, %s]", f_num(a, sizeof a, cs[1][0], 0), f_num(b, sizeof b, cs[1][1], 0));
+            w_fmt(w, "    %-13s%-20s%-20s\n", "95% CS", c50, c95);
         }
         if (m == 0) {
-            w_fmt(w, "  %-15s%-10s%-10s%-10s%zu pairs with both legs successful\n", "shadow/primary",
+            w_fmt(w, "  %-15smedian %s, 95%% CS [%s, %s], over %zu pairs (a shadow timeout counts as "
+                     "slower)\n", "per-pair ratio", f_num(a, sizeof a, s->ratio_med, 3),
+                  f_num(b, sizeof b, s->ratio_lo, 3), f_num(c2, sizeof c2, s->ratio_hi, 3), s->ratios.n);
+        }
+        if (m == 0) {
+            w_fmt(w, "  %-15s%-10s%-10s%-10s%zu pairs with both legs successful\n", "ratio of pct",
                   f_num(a, sizeof a, s->ratio[0].point, 3), f_num(b, sizeof b, s->ratio[1].point, 3),
                   "", s->pair_p.n);
             if (s->have_ratio) {
@@ -1355,8 +1507,8 @@ static void render_text(struct w *w, const struct report_query *q, const struct 
                          f_num(b, sizeof b, s->ratio[0].hi, 3));
                 snprintf(ci1, sizeof ci1, "[%s, %s]", f_num(a, sizeof a, s->ratio[1].lo, 3),
                          f_num(b, sizeof b, s->ratio[1].hi, 3));
-                w_fmt(w, "  %-15s%-20s%-20s(paired bootstrap, %u resamples)\n", "95% CI", ci0, ci1,
-                      s->boot_reps);
+                w_fmt(w, "  %-15s%-20s%-20s(paired bootstrap, %u resamples; one look only)\n",
+                      "95% CI", ci0, ci1, s->boot_reps);
             }
         }
     }
@@ -1381,23 +1533,26 @@ static void render_text(struct w *w, const struct report_query *q, const struct 
     w_fmt(w, "  %-15s%-14.0f%-14.0f%.6f\n", "shadow total", S->tin.sum, S->tout.sum, S->cost.sum);
     w_str(w, "\n");
 
-    w_fmt(w, "%-19s%-9s%-8s%-9s%-8s%-9s%-9s%s\n", "comparators", "shadow", "n", "aa", "n", "diff",
-          "p", "verdict");
+    w_fmt(w, "%-19s%-9s%-8s%-9s%-8s%-8s%-13s%-9s%s\n", "comparators", "shadow", "n", "aa", "n",
+          "paired", "worse/better", "e-value", "verdict");
     for (size_t i = 0; i < NCMP; i++) {
         const struct cmp_stats *cs = &s->cmp[i];
         if (cs->s[A_SHADOW].n == 0 && cs->s[A_AA].n == 0)
             continue;
-        const char *v = cmp_defs[i].better == INFO ? "(primary's own rate)"
-                        : !s->noise_known           ? "noise floor unknown"
-                        : !cs->known                ? "no aa values"
-                        : cs->verdict < 0           ? "BEYOND NOISE (worse)"
-                        : cs->verdict > 0           ? "beyond noise (better)"
-                                                    : "within noise";
-        w_fmt(w, "  %-17s%-9s%-8llu%-9s%-8llu%-9s%-9s%s\n", cmp_defs[i].name,
+        char v[96], wb[40], evs[32];
+        cmp_verdict(r, s, i, v, sizeof v);
+        bool tested = i < VERDICT_NCMP;
+        snprintf(wb, sizeof wb, "%s", "-");
+        snprintf(evs, sizeof evs, "%s", "-");
+        if (tested) {
+            snprintf(wb, sizeof wb, "%llu/%llu", (unsigned long long)s->vs.cmp_worse[i].a,
+                     (unsigned long long)s->vs.cmp_worse[i].b);
+            snprintf(evs, sizeof evs, "%.3g", ev(s->vs.cmp_worse[i].log_e_max));
+        }
+        w_fmt(w, "  %-17s%-9s%-8llu%-9s%-8llu%-8llu%-13s%-9s%s\n", cmp_defs[i].name,
               f_num(a, sizeof a, cs->s[A_SHADOW].mean, 3), (unsigned long long)cs->s[A_SHADOW].n,
               f_num(b, sizeof b, cs->s[A_AA].mean, 3), (unsigned long long)cs->s[A_AA].n,
-              f_num(c2, sizeof c2, cs->known ? cs->diff : NAN, 3),
-              f_p(d, sizeof d, cs->p), v);
+              (unsigned long long)(tested ? s->vs.cmp_applies[i] : 0), wb, evs, v);
     }
     if (s->cmp_rows[A_SHADOW] == 0)
         w_fmt(w, "  %s\n", "no comparisons recorded");
@@ -1422,13 +1577,13 @@ static void render_text(struct w *w, const struct report_query *q, const struct 
               "verdicts", (unsigned long long)j->win, (unsigned long long)j->tie,
               (unsigned long long)j->loss, (unsigned long long)j->inconsistent,
               (unsigned long long)j->error, f_pct(a, sizeof a, j->inconsistency));
-        w_fmt(w, "  %-15s%s of %llu decisive, 95%% CI [%s, %s]; sign test p %s (better), %s (worse)\n",
+        w_fmt(w, "  %-15s%s of %llu decisive, 95%% CS [%s, %s]; always-valid p %s (better), %s (worse)\n",
               "win share", f_pct(a, sizeof a, j->share), (unsigned long long)(j->win + j->loss),
               f_pct(b, sizeof b, j->lo), f_pct(c2, sizeof c2, j->hi), f_p(d, sizeof d, j->p_better),
               f_p(e, sizeof e, j->p_worse));
         if (j->decisive_needed)
-            w_fmt(w, "  %-15sat this win share, significantly better after about %llu decisive "
-                     "verdicts\n", "", (unsigned long long)j->decisive_needed);
+            w_fmt(w, "  %-15sshown better with an 80%% chance after about %llu decisive verdicts\n", "",
+                  (unsigned long long)j->decisive_needed);
     }
     w_str(w, "\n");
 
@@ -1503,6 +1658,59 @@ static void j_acc(struct w *w, const struct mean_acc *a)
     w_str(w, "}");
 }
 
+static void j_test(struct w *w, const char *name, const struct verdict_count *k, double log_thr,
+                   bool crossed)
+{
+    w_fmt(w, "\"%s\":{\"for\":%llu,\"against\":%llu,\"e_value\":", name, (unsigned long long)k->a,
+          (unsigned long long)k->b);
+    j_num(w, ev(k->log_e));
+    w_str(w, ",\"e_value_max\":");
+    j_num(w, ev(k->log_e_max));
+    w_str(w, ",\"always_valid_p\":");
+    j_num(w, avp(k->log_e_max));
+    w_str(w, ",\"threshold\":");
+    j_num(w, ev(log_thr));
+    w_fmt(w, ",\"crossed\":%s}", crossed ? "true" : "false");
+}
+
+/* "decision": every test of verdict.h with its counts, e-values and
+ * threshold (doc/shadow-report.md lists the fields). */
+static void j_decision(struct w *w, const struct section *s)
+{
+    const struct verdict_rules *r = &s->vs.rules;
+    const struct verdict_state *vs = &s->vs;
+    const struct verdict *v = &s->v;
+    w_fmt(w, ",\"decision\":{\"pairs\":%llu,\"look_every\":%d,\"alarms\":{", (unsigned long long)vs->n,
+          VERDICT_LOOK_EVERY);
+    j_test(w, "success_worse", &vs->succ_worse, verdict_alarm_log_thr(r, VF_SUCCESS), v->alarm[VF_SUCCESS]);
+    w_str(w, ",");
+    j_test(w, "latency_slower", &vs->lat_slow, verdict_alarm_log_thr(r, VF_LATENCY), v->alarm[VF_LATENCY]);
+    w_str(w, ",\"quality_worse\":{\"e_value\":");
+    j_num(w, ev(vs->quality_log_e));
+    w_str(w, ",\"e_value_max\":");
+    j_num(w, ev(vs->quality_log_e_max));
+    w_str(w, ",\"always_valid_p\":");
+    j_num(w, avp(vs->quality_log_e_max));
+    w_str(w, ",\"threshold\":");
+    j_num(w, ev(verdict_alarm_log_thr(r, VF_QUALITY)));
+    w_fmt(w, ",\"crossed\":%s},", v->alarm[VF_QUALITY] ? "true" : "false");
+    j_test(w, "judge_worse", &vs->judge_worse, verdict_alarm_log_thr(r, VF_JUDGE), v->alarm[VF_JUDGE]);
+    w_str(w, "},\"ready\":{");
+    j_test(w, "success", &vs->succ_ready, verdict_ready_log_thr(r), v->ready_success);
+    w_str(w, ",");
+    j_test(w, "latency", &vs->lat_fast, verdict_ready_log_thr(r), v->ready_latency);
+    w_fmt(w, ",\"quality\":%s},\"autostop\":{\"statistic\":", v->ready_quality ? "true" : "false");
+    j_num(w, vs->cusum.w);
+    w_str(w, ",\"threshold\":");
+    j_num(w, vs->cusum.h);
+    w_fmt(w, ",\"reached\":%s}", vs->stop_n ? "true" : "false");
+    w_str(w, ",\"first_alarm_pair\":");
+    j_num(w, vs->first_alarm_n ? (double)vs->first_alarm_n : NAN);
+    w_str(w, ",\"first_ready_pair\":");
+    j_num(w, vs->first_ready_n ? (double)vs->first_ready_n : NAN);
+    w_str(w, "}");
+}
+
 static void render_json(struct w *w, const struct section *s)
 {
     w_str(w, "{\"shadow\":");
@@ -1520,7 +1728,13 @@ static void render_json(struct w *w, const struct section *s)
     w_str(w, ",\"comparators\":[");
     for (size_t i = 0; i < rc->nnames; i++)
         w_fmt(w, "%s\"%s\"", i ? "," : "", rc->names[i]);
-    w_fmt(w, "]},\"pairs\":%llu,\"first_ts\":", (unsigned long long)s->pairs);
+    w_str(w, "],\"raise_aa_percent\":");
+    w_str(w, s->v.raise_aa ? "true" : "false");
+    w_str(w, "}");
+    j_decision(w, s);
+    w_str(w, ",\"analysis_start\":");
+    j_num(w, s->start_ts > 0 ? s->start_ts : NAN);
+    w_fmt(w, ",\"pairs\":%llu,\"first_ts\":", (unsigned long long)s->pairs);
     j_num(w, s->first_ts);
     w_str(w, ",\"last_ts\":");
     j_num(w, s->last_ts);
@@ -1550,6 +1764,10 @@ static void render_json(struct w *w, const struct section *s)
         j_num(w, ls->n ? ls->lo : NAN);
         w_str(w, ",\"wilson_hi\":");
         j_num(w, ls->n ? ls->hi : NAN);
+        w_str(w, ",\"cs_lo\":");
+        j_num(w, ls->n ? s->succ_cs[l][0] : NAN);
+        w_str(w, ",\"cs_hi\":");
+        j_num(w, ls->n ? s->succ_cs[l][1] : NAN);
         w_str(w, ",\"failures\":{");
         for (size_t k = 0; k < ls->nkinds; k++) {
             w_str(w, k ? "," : "");
@@ -1567,6 +1785,18 @@ static void render_json(struct w *w, const struct section *s)
         j_dist(w, &ls->lat, ls->lat_p);
         w_str(w, ",\"ttft_ms\":");
         j_dist(w, &ls->ttft, ls->ttft_p);
+        for (int m = 0; m < 2; m++) {
+            const double(*cs)[2] = m ? s->ttft_cs[l] : s->lat_cs[l];
+            w_fmt(w, ",\"%s\":{", m ? "ttft_cs" : "latency_cs");
+            for (int k = 0; k < 2; k++) {
+                w_fmt(w, "%s\"%s\":[", k ? "," : "", k ? "p95" : "p50");
+                j_num(w, cs[k][0]);
+                w_str(w, ",");
+                j_num(w, cs[k][1]);
+                w_str(w, "]");
+            }
+            w_str(w, "}");
+        }
         w_str(w, ",\"itl_ms_mean\":");
         j_num(w, acc_mean(&ls->itl));
         w_fmt(w, ",\"itl_n\":%llu},", (unsigned long long)ls->itl.n);
@@ -1582,7 +1812,13 @@ static void render_json(struct w *w, const struct section *s)
         j_num(w, s->ratio[k].hi);
         w_str(w, "}");
     }
-    w_str(w, "}}");
+    w_fmt(w, ",\"per_pair\":{\"pairs\":%zu,\"median\":", s->ratios.n);
+    j_num(w, s->ratio_med);
+    w_str(w, ",\"cs_lo\":");
+    j_num(w, s->ratio_lo);
+    w_str(w, ",\"cs_hi\":");
+    j_num(w, s->ratio_hi);
+    w_str(w, "}}}");
 
     w_str(w, ",\"usage\":{");
     for (int l = 0; l < 2; l++) {
@@ -1624,8 +1860,22 @@ static void render_json(struct w *w, const struct section *s)
         j_num(w, cs->known ? cs->diff : NAN);
         w_str(w, ",\"p_value\":");
         j_num(w, cs->p);
-        w_fmt(w, ",\"beyond_noise\":%s,\"direction\":%s}", cs->verdict ? "true" : "false",
+        w_fmt(w, ",\"beyond_noise\":%s,\"direction\":%s", cs->verdict ? "true" : "false",
               cs->verdict < 0 ? "\"worse\"" : cs->verdict > 0 ? "\"better\"" : "null");
+        if (i < VERDICT_NCMP) {
+            const struct seq_bet *b = &s->vs.cmp_ni[i];
+            w_fmt(w, ",\"paired\":%llu,\"worse\":%llu,\"better\":%llu,\"e_value\":",
+                  (unsigned long long)s->vs.cmp_applies[i], (unsigned long long)s->vs.cmp_worse[i].a,
+                  (unsigned long long)s->vs.cmp_worse[i].b);
+            j_num(w, ev(s->vs.cmp_worse[i].log_e_max));
+            w_fmt(w, ",\"non_inferiority\":{\"n\":%llu,\"mean_diff\":", (unsigned long long)b->n);
+            j_num(w, b->n ? b->sum / (double)b->n : NAN);
+            w_str(w, ",\"e_value\":");
+            j_num(w, ev(b->log_e_max));
+            w_fmt(w, ",\"shown\":%s},\"mde\":", s->v.cmp_ready[i] && s->v.cmp_applicable[i] ? "true" : "false");
+            j_num(w, s->v.cmp_mde[i]);
+        }
+        w_str(w, "}");
     }
     w_str(w, "]");
 
@@ -1979,9 +2229,22 @@ static void render_html(struct w *w, const struct report_query *q, const struct 
     w_fmt(w, "</b> &nbsp;rule <code>%s</code><br>", rc->rule);
     h_str(w, rc->reason);
     if (rc->more >= 0 && strcmp(rc->action, "keep_collecting") == 0)
-        w_fmt(w, "<br>more pairs needed: %lld (%s)", (long long)rc->more,
+        w_fmt(w, "<br>more pairs needed: %lld (%s, for an 80%% chance)", (long long)rc->more,
               rc->criterion ? rc->criterion : "-");
     w_str(w, "</div>\n");
+    {
+        /* the tests behind it, as the text report lays them out */
+        struct buf tb = { 0 };
+        struct w tw = { &tb, false };
+        t_decision(&tw, r, s);
+        w_str(w, "<h3>Tests</h3><pre>");
+        if (!tw.oom)
+            h_strn(w, buf_data(&tb), buf_used(&tb));
+        else
+            w->oom = true;
+        w_str(w, "</pre>\n");
+        buf_free(&tb);
+    }
 
     iso_time(s->first_ts, t0, sizeof t0);
     iso_time(s->last_ts, t1, sizeof t1);
@@ -2012,7 +2275,7 @@ static void render_html(struct w *w, const struct report_query *q, const struct 
     }
     w_str(w, "</p>\n");
 
-    w_str(w, "<h3>Success</h3><table><tr><th></th><th>rate</th><th>95% CI (Wilson)</th><th>n</th>"
+    w_str(w, "<h3>Success</h3><table><tr><th></th><th>rate</th><th>95% CS (anytime)</th><th>n</th>"
              "<th>failures</th></tr>");
     for (int l = 0; l < NLEGS; l++) {
         const struct leg_stats *ls = &s->leg[l];
@@ -2021,7 +2284,8 @@ static void render_html(struct w *w, const struct report_query *q, const struct 
         w_fmt(w, "<tr><td>%s</td>", leg_names[l]);
         h_pct_cell(w, ls->rate);
         if (ls->n)
-            w_fmt(w, "<td>%s &ndash; %s</td>", f_pct(a, sizeof a, ls->lo), f_pct(b, sizeof b, ls->hi));
+            w_fmt(w, "<td>%s &ndash; %s</td>", f_pct(a, sizeof a, s->succ_cs[l][0]),
+                  f_pct(b, sizeof b, s->succ_cs[l][1]));
         else
             w_str(w, "<td>-</td>");
         w_fmt(w, "<td>%llu</td><td>", (unsigned long long)ls->n);
@@ -2032,9 +2296,9 @@ static void render_html(struct w *w, const struct report_query *q, const struct 
         }
         w_str(w, "</td></tr>");
     }
-    w_fmt(w, "</table><p class=\"muted\">Rules: investigate below %.2f%%; the live auto-stop acts "
-             "below %.2f%% over its recent window.</p>\n",
-          100 * r->success_min, 100 * r->autostop_success_min);
+    w_fmt(w, "</table><p class=\"muted\">Ready needs success shown above %.2f%%; the live auto-stop "
+             "acts when a CUSUM says it fell below %.2f%% (statistic %.2f of %.2f).</p>\n",
+          100 * r->v.success_min, 100 * r->v.stop_below, s->vs.cusum.w, s->vs.cusum.h);
 
     w_str(w, "<h3>Latency (ms, successful legs)</h3><table><tr><th></th><th>p50</th><th>p95</th>"
              "<th>p99</th><th>n</th><th>ttft p50</th><th>ttft p95</th><th>ttft p99</th><th>n</th>"
@@ -2093,7 +2357,7 @@ static void render_html(struct w *w, const struct report_query *q, const struct 
     if (!s->noise_known)
         w_str(w, "<p class=\"bad\">No A/A legs: the noise floor is unknown.</p>");
     w_str(w, "<table><tr><th>comparator</th><th>shadow</th><th>n</th><th>aa (noise)</th><th>n</th>"
-             "<th>diff</th><th>p</th><th>verdict</th></tr>");
+             "<th>diff</th><th>paired</th><th>worse / better</th><th>e-value</th><th>verdict</th></tr>");
     for (size_t i = 0; i < NCMP; i++) {
         const struct cmp_stats *cs = &s->cmp[i];
         if (cs->s[A_SHADOW].n == 0 && cs->s[A_AA].n == 0)
@@ -2104,12 +2368,18 @@ static void render_html(struct w *w, const struct report_query *q, const struct 
         h_num_cell(w, cs->s[A_AA].mean, 3);
         w_fmt(w, "<td>%llu</td>", (unsigned long long)cs->s[A_AA].n);
         h_num_cell(w, cs->known ? cs->diff : NAN, 3);
-        w_fmt(w, "<td>%s</td><td>%s</td></tr>", f_p(a, sizeof a, cs->p),
-              cmp_defs[i].better == INFO ? "<span class=\"muted\">primary&#39;s own rate</span>"
-              : !cs->known               ? "<span class=\"muted\">unknown</span>"
-              : cs->verdict < 0          ? "<span class=\"bad\">beyond noise, worse</span>"
-              : cs->verdict > 0          ? "<span class=\"good\">beyond noise, better</span>"
-                                         : "within noise");
+        char v[96];
+        cmp_verdict(r, s, i, v, sizeof v);
+        if (i < VERDICT_NCMP) {
+            w_fmt(w, "<td>%llu</td><td>%llu / %llu</td>", (unsigned long long)s->vs.cmp_applies[i],
+                  (unsigned long long)s->vs.cmp_worse[i].a, (unsigned long long)s->vs.cmp_worse[i].b);
+            h_num_cell(w, ev(s->vs.cmp_worse[i].log_e_max), 3);
+        } else {
+            w_str(w, "<td>-</td><td>-</td><td>-</td>");
+        }
+        w_fmt(w, "<td%s>", s->v.cmp_alarm[i < VERDICT_NCMP ? i : 0] && i < VERDICT_NCMP ? " class=\"bad\"" : "");
+        h_str(w, v);
+        w_str(w, "</td></tr>");
     }
     w_str(w, "</table>\n");
 
@@ -2132,12 +2402,12 @@ static void render_html(struct w *w, const struct report_query *q, const struct 
               (unsigned long long)j->loss, (unsigned long long)j->inconsistent,
               (unsigned long long)j->error, f_pct(a, sizeof a, j->inconsistency));
         char c1[32], c2[32], c3[32];
-        w_fmt(w, "Win share %s of %llu decisive, 95%% CI %s &ndash; %s; sign test p %s (better), ",
+        w_fmt(w, "Win share %s of %llu decisive, 95%% CS %s &ndash; %s; always-valid p %s (better), ",
               f_pct(a, sizeof a, j->share), (unsigned long long)(j->win + j->loss),
               f_pct(b, sizeof b, j->lo), f_pct(c1, sizeof c1, j->hi), f_p(c2, sizeof c2, j->p_better));
         w_fmt(w, "%s (worse).", f_p(c3, sizeof c3, j->p_worse));
         if (j->decisive_needed)
-            w_fmt(w, " At this win share, significantly better after about %llu decisive verdicts.",
+            w_fmt(w, " Shown better with an 80%% chance after about %llu decisive verdicts.",
                   (unsigned long long)j->decisive_needed);
         w_str(w, "</p>");
     }
@@ -2230,9 +2500,16 @@ nomem:
 
 static int build_section(struct ctx *c, struct section *s)
 {
+    c->since = c->q->since;
+    if (c->q->from_start) {
+        if (report_analysis_start(c->db, s->shadow, &s->start_ts) < 0)
+            return db_fail(c, "events");
+        if (s->start_ts > c->since)
+            c->since = s->start_ts;
+    }
     if (load_window(c, s) < 0 || load_counters(c, s) < 0 || load_legs(c, s) < 0 ||
         load_comparisons(c, s) < 0 || load_judgements(c, s) < 0 || load_examples(c, s) < 0 ||
-        load_events(c, s) < 0 || analyse(c, s) < 0)
+        load_events(c, s) < 0 || load_sequence(c, s) < 0 || analyse(c, s) < 0)
         return -1;
     decide(c->rules, s);
     return 0;
@@ -2251,48 +2528,62 @@ static void header(struct w *w, enum report_format f, const struct report_query 
         j_str(w, q->shadow);
         w_str(w, ",\"since\":");
         j_num(w, q->since);
-        w_fmt(w, ",\"max_pairs\":%u,\"worst\":%u},\"rules\":{\"success_min\":", q->max_pairs, q->worst);
-        j_num(w, r->success_min);
+        w_fmt(w, ",\"max_pairs\":%u,\"worst\":%u,\"from_start\":%s},\"rules\":{\"success_min\":",
+              q->max_pairs, q->worst, q->from_start ? "true" : "false");
+        j_num(w, r->v.success_min);
         w_str(w, ",\"latency_ratio_max\":");
-        j_num(w, r->latency_ratio_max);
+        j_num(w, r->v.latency_ratio_max);
         w_str(w, ",\"autostop_success_min\":");
-        j_num(w, r->autostop_success_min);
-        w_fmt(w, ",\"min_pairs\":%u,\"noise_relative\":", r->min_pairs);
-        j_num(w, r->noise_relative);
-        w_str(w, ",\"noise_absolute\":");
-        j_num(w, r->noise_absolute);
-        w_fmt(w, ",\"alpha\":%g},\"shadows\":[", ALPHA);
+        j_num(w, r->v.stop_below);
+        w_fmt(w, ",\"min_pairs\":%u,\"alpha\":", r->v.min_pairs);
+        j_num(w, r->v.alpha);
+        w_str(w, ",\"alpha_ready\":");
+        j_num(w, r->v.alpha_ready);
+        w_str(w, ",\"latency_margin\":");
+        j_num(w, r->v.latency_margin);
+        w_str(w, ",\"quality_margin\":");
+        j_num(w, r->v.quality_margin);
+        w_str(w, ",\"autostop_alpha\":");
+        j_num(w, r->v.stop_alpha);
+        w_str(w, ",\"autostop_horizon\":");
+        j_num(w, r->v.stop_horizon);
+        w_fmt(w, ",\"look_every\":%d},\"shadows\":[", VERDICT_LOOK_EVERY);
         return;
     }
     char win[160];
     int k = snprintf(win, sizeof win, "%s", q->since > 0 ? "since " : "all time");
     if (q->since > 0)
         k += snprintf(win + k, sizeof win - (size_t)k, "%s", since);
+    if (q->from_start)
+        k += snprintf(win + k, sizeof win - (size_t)k, ", from each shadow's newest start");
     if (q->max_pairs)
         snprintf(win + k, sizeof win - (size_t)k, ", newest %u pairs", q->max_pairs);
+    char rules[512];
+    snprintf(rules, sizeof rules,
+             "alarms (together at alpha %.2f): shadow fails more than the primary, slower than %.2fx "
+             "in most pairs, comparators worse than the A/A noise floor, judge prefers the primary; "
+             "ready (each at alpha %.2f, at least %u pairs): success above %.2f%%, faster than %.2fx "
+             "in most pairs, every comparator within %.2f of the noise floor; anytime-valid, a look "
+             "every %d pairs",
+             r->v.alpha, r->v.latency_margin, r->v.alpha_ready, r->v.min_pairs, 100 * r->v.success_min,
+             r->v.latency_ratio_max, r->v.quality_margin, VERDICT_LOOK_EVERY);
     if (f == REPORT_HTML) {
         w_str(w, html_head);
         w_fmt(w, "<h1>shade shadow report</h1><p class=\"muted\">Generated %s &middot; window: %s "
-                 "&middot; rules: success &ge; %.2f%%, p50 latency ratio &le; %.2f, at least %u pairs, "
-                 "noise: a comparator differs when |shadow &minus; aa| &gt; %.2f relative and &gt; "
-                 "%.3f absolute with p &lt; %.2f.</p>\n",
-              gen, win, 100 * r->success_min, r->latency_ratio_max, r->min_pairs, r->noise_relative,
-              r->noise_absolute, ALPHA);
+                 "&middot; rules: ", gen, win);
+        h_str(w, rules);
+        w_str(w, ".</p>\n");
         return;
     }
     w_fmt(w, "shade shadow report, generated %s\n", gen);
     w_fmt(w, "window: %s\n", win);
-    w_fmt(w, "rules: success >= %.2f%%, p50 latency ratio <= %.2f, at least %u pairs; a comparator "
-             "differs from the A/A noise floor when |shadow - aa| > %.2f relative and > %.3f "
-             "absolute with p < %.2f\n\n",
-          100 * r->success_min, r->latency_ratio_max, r->min_pairs, r->noise_relative,
-          r->noise_absolute, ALPHA);
+    w_fmt(w, "rules: %s\n\n", rules);
 }
 
 int report_render(sqlite3 *db, const struct report_query *q, const struct report_rules *rules,
                   enum report_format f, struct buf *out, char *err, size_t errlen)
 {
-    struct ctx c = { db, q, rules, err, errlen };
+    struct ctx c = { db, q, rules, err, errlen, q->since };
     struct w w = { out, false };
     char **names = NULL;
     size_t nnames = 0;
@@ -2362,30 +2653,53 @@ out:
     return rc;
 }
 
-int report_recent_success(sqlite3 *db, const char *shadow, uint32_t window, uint64_t *n,
-                          uint64_t *k)
+int report_analysis_start(sqlite3 *db, const char *shadow, double *ts)
 {
-    static const char sql[] =
-        "SELECT COUNT(*), TOTAL(l.error IS NULL AND l.status >= 200 AND l.status < 300) FROM "
-        "(SELECT id FROM pairs WHERE shadow = ?1 ORDER BY ts DESC, id DESC LIMIT ?2) p "
-        "LEFT JOIN legs l ON l.pair_id = p.id AND l.leg = 'shadow'";
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        sqlite3_finalize(st);
+    *ts = 0;
+    if (sqlite3_prepare_v2(db, "SELECT MAX(ts) FROM events WHERE shadow = ?1 AND kind = 'start'", -1, &st,
+                           NULL) != SQLITE_OK)
         return -1;
-    }
     sqlite3_bind_text(st, 1, shadow, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, window ? (sqlite3_int64)window : -1);
     int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *n = (uint64_t)sqlite3_column_int64(st, 0);
-        *k = (uint64_t)sqlite3_column_double(st, 1);
-    }
+    if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+        *ts = sqlite3_column_double(st, 0);
     sqlite3_finalize(st);
     return rc == SQLITE_ROW ? 0 : -1;
 }
 
-/* ============================================================ the command */
+int report_autostop(sqlite3 *db, const char *shadow, const struct verdict_rules *r, uint64_t *n,
+                    bool *stop, double *stat)
+{
+    double since;
+    *n = 0;
+    *stop = false;
+    *stat = 0;
+    if (report_analysis_start(db, shadow, &since) < 0)
+        return -1;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT l.status, l.error, l.pair_id FROM pairs p LEFT JOIN legs l "
+                           "ON l.pair_id = p.id AND l.leg = 'shadow' WHERE p.shadow = ?1 AND p.ts >= ?2 "
+                           "ORDER BY p.id",
+                           -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, shadow, -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 2, since > 0 ? since : -1e300);
+    struct seq_cusum cu;
+    seq_cusum_init(&cu, r->stop_below, r->stop_horizon, r->stop_alpha);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        bool ok = sqlite3_column_type(st, 2) != SQLITE_NULL && sqlite3_column_type(st, 1) == SQLITE_NULL &&
+                  sqlite3_column_int(st, 0) >= 200 && sqlite3_column_int(st, 0) < 300;
+        if (seq_cusum_add(&cu, ok))
+            *stop = true;
+        (*n)++;
+    }
+    sqlite3_finalize(st);
+    *stat = cu.w;
+    return rc == SQLITE_DONE ? 0 : -1;
+}
 
 static bool all_of(const char *s, const char *set)
 {
@@ -2497,17 +2811,21 @@ static const char usage_report[] =
     "  --db FILE                 the store (required; never created)\n"
     "  --shadow NAME             only this shadow (default: every shadow, one section each)\n"
     "  --since TIME              pairs from TIME on: unix seconds, 2026-11-21T10:00:00Z,\n"
-    "                            or an age: 90s, 15m, 2h, 1d, 1w\n"
+    "                            an age: 90s, 15m, 2h, 1d, 1w, or 'start': from each\n"
+    "                            shadow's newest start, as the live analysis counts\n"
     "  --max-pairs N             only the newest N pairs (default: all)\n"
     "  --format text|json|html   output format (default text)\n"
     "  --out FILE                write to FILE instead of standard output\n"
     "  --worst N                 worst examples per shadow (default 5, 0 = none)\n"
-    "  --success-min X           rule: shadow success below X → investigate (0.95)\n"
-    "  --latency-ratio-max X     rule: p50 latency ratio above X → too slow (1.5)\n"
-    "  --min-pairs N             rule: fewer pairs → keep collecting (30)\n"
-    "  --autostop-success-min X  the live auto-stop threshold, reported (0.90)\n"
-    "  --noise-relative X        noise floor: relative difference needed (0.20)\n"
-    "  --noise-absolute X        noise floor: absolute difference needed (0.03)\n"
+    "  --success-min X           ready: success shown above X (0.95)\n"
+    "  --latency-ratio-max X     ready: faster than X times the primary in most pairs (1.5)\n"
+    "  --min-pairs N             ready: not on fewer pairs (30)\n"
+    "  --latency-margin X        alarm: slower than X times the primary in most pairs (1.2)\n"
+    "  --quality-margin X        ready: every comparator within X of the A/A noise floor (0.10)\n"
+    "  --alpha X                 every readiness test, and all alarms together (0.05)\n"
+    "  --autostop-success-min X  auto-stop: the success bar of its CUSUM (0.90, 0 = off)\n"
+    "  --autostop-alpha X        auto-stop: false-stop chance within the horizon (0.05)\n"
+    "  --autostop-horizon N      auto-stop: the horizon, in pairs (100000)\n"
     "  -h, --help                show this help\n"
     "\n"
     "exit status: 0 report written, 1 database or output error, 2 usage error\n";
@@ -2543,8 +2861,9 @@ int report_main(int argc, char **argv)
     report_rules_default(&rules);
     static const char *const names[] = { "db", "shadow", "since", "format", "out", "worst",
                                          "max-pairs", "success-min", "latency-ratio-max",
-                                         "min-pairs", "autostop-success-min", "noise-relative",
-                                         "noise-absolute" };
+                                         "min-pairs", "autostop-success-min", "latency-margin",
+                                         "quality-margin", "alpha", "autostop-alpha",
+                                         "autostop-horizon" };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -2586,9 +2905,11 @@ int report_main(int argc, char **argv)
         case 2: {
             struct timespec now;
             clock_gettime(CLOCK_REALTIME, &now);
-            if (report_parse_time(val, (double)now.tv_sec, &q.since) < 0)
-                bad = "expected unix seconds, an ISO-8601 time like 2026-11-21T10:00:00Z, or an "
-                      "age like 15m, 2h, 1d";
+            if (strcmp(val, "start") == 0)
+                q.from_start = true;
+            else if (report_parse_time(val, (double)now.tv_sec, &q.since) < 0)
+                bad = "expected unix seconds, an ISO-8601 time like 2026-11-21T10:00:00Z, an "
+                      "age like 15m, 2h, 1d, or 'start'";
             break;
         }
         case 3:
@@ -2612,26 +2933,36 @@ int report_main(int argc, char **argv)
             bad = parse_u32(val, &q.max_pairs) < 0 ? "expected a non-negative integer" : NULL;
             break;
         case 7:
-            bad = parse_real(val, 0, 1, &rules.success_min) < 0 ? "expected a number from 0 to 1" : NULL;
+            bad = parse_real(val, 0, 1, &rules.v.success_min) < 0 ? "expected a number from 0 to 1" : NULL;
             break;
         case 8:
-            bad = parse_real(val, 0.0001, 1e6, &rules.latency_ratio_max) < 0 ? "expected a positive number"
-                                                                              : NULL;
+            bad = parse_real(val, 1, 1e6, &rules.v.latency_ratio_max) < 0 ? "expected a number >= 1" : NULL;
             break;
         case 9:
-            bad = parse_u32(val, &rules.min_pairs) < 0 ? "expected a non-negative integer" : NULL;
+            bad = parse_u32(val, &rules.v.min_pairs) < 0 ? "expected a non-negative integer" : NULL;
             break;
         case 10:
-            bad = parse_real(val, 0, 1, &rules.autostop_success_min) < 0 ? "expected a number from 0 to 1"
-                                                                         : NULL;
+            bad = parse_real(val, 0, 0.999, &rules.v.stop_below) < 0 ? "expected a number from 0 to 0.999"
+                                                                     : NULL;
             break;
         case 11:
-            bad = parse_real(val, 0, 1e6, &rules.noise_relative) < 0 ? "expected a non-negative number"
-                                                                     : NULL;
+            bad = parse_real(val, 1, 1e6, &rules.v.latency_margin) < 0 ? "expected a number >= 1" : NULL;
+            break;
+        case 12:
+            bad = parse_real(val, 0.001, 0.99, &rules.v.quality_margin) < 0
+                      ? "expected a number from 0.001 to 0.99"
+                      : NULL;
+            break;
+        case 13:
+            bad = parse_real(val, 1e-9, 0.5, &rules.v.alpha) < 0 ? "expected a number from 1e-9 to 0.5" : NULL;
+            rules.v.alpha_ready = rules.v.alpha;
+            break;
+        case 14:
+            bad = parse_real(val, 1e-9, 0.5, &rules.v.stop_alpha) < 0 ? "expected a number from 1e-9 to 0.5"
+                                                                      : NULL;
             break;
         default:
-            bad = parse_real(val, 0, 1e6, &rules.noise_absolute) < 0 ? "expected a non-negative number"
-                                                                     : NULL;
+            bad = parse_real(val, 1, 1e12, &rules.v.stop_horizon) < 0 ? "expected a number >= 1" : NULL;
             break;
         }
         if (bad) {

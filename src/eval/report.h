@@ -20,17 +20,12 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "verdict.h"
 
+/* The decision rules are verdict.h's: thresholds, margins, alpha and the
+ * auto-stop bar.  doc/shadow-report.md explains each. */
 struct report_rules {
-    double success_min;          /* 0.95: shadow success below → "investigate" */
-    double latency_ratio_max;    /* 1.5: p50 ratio above → "too slow" */
-    double autostop_success_min; /* 0.90, used by the live auto-stop, reported */
-    uint32_t min_pairs;          /* 30: fewer → keep collecting */
-    /* Diffy-style noise cancellation: a comparator differs only if
-     * |shadow - aa| exceeds both thresholds (relative to the larger of the
-     * two disagreement levels, and absolute) and a two-proportion / Welch
-     * test gives p < 0.05 */
-    double noise_relative, noise_absolute; /* 0.20, 0.03 */
+    struct verdict_rules v;
 };
 void report_rules_default(struct report_rules *r);
 
@@ -39,6 +34,8 @@ struct report_query {
     double since;       /* unix seconds, 0 = all */
     uint32_t worst;     /* worst examples per shadow (default 5) */
     uint32_t max_pairs; /* newest N pairs, 0 = all */
+    bool from_start;    /* and only pairs since the shadow's newest 'start' event:
+                           the live analysis's fixed starting point */
 };
 
 enum report_format { REPORT_TEXT, REPORT_JSON, REPORT_HTML };
@@ -49,13 +46,19 @@ enum report_format { REPORT_TEXT, REPORT_JSON, REPORT_HTML };
 int report_render(sqlite3 *db, const struct report_query *q, const struct report_rules *rules,
                   enum report_format f, struct buf *out, char *err, size_t errlen);
 
-/* The recent-window success rate used by auto-stop: over the newest
- * `window` pairs of `shadow` (0 = all), *n = pairs and *k = pairs whose
- * shadow leg succeeded (a missing shadow leg counts as a failure).  One
- * indexed query; usable on the recorder's own connection.  Returns 0 or -1
- * (sqlite3_errmsg(db) says why). */
-int report_recent_success(sqlite3 *db, const char *shadow, uint32_t window, uint64_t *n,
-                          uint64_t *k);
+/* The newest 'start' event of `shadow` (a start or a resume: the point the
+ * live analysis and auto-stop count from), 0 when there is none.  Returns 0
+ * or -1 (sqlite3_errmsg(db) says why). */
+int report_analysis_start(sqlite3 *db, const char *shadow, double *ts);
+
+/* Auto-stop: the CUSUM of verdict.h over the candidate's success (a pair
+ * without a shadow leg counts as a failure), pair by pair in the order they
+ * were stored, from the analysis start.  *n = pairs read, *stop = the
+ * statistic reached its threshold at some pair, *stat = its value at the
+ * end.  One indexed query; usable on the recorder's own connection.
+ * Returns 0 or -1. */
+int report_autostop(sqlite3 *db, const char *shadow, const struct verdict_rules *r, uint64_t *n,
+                    bool *stop, double *stat);
 
 /* `shade report --db FILE [--shadow NAME] [--since TIME] [--format
  * text|json|html] [--out FILE] [--worst N] [--max-pairs N] [rule options]`;

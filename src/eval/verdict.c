@@ -385,6 +385,11 @@ void verdict_decide(const struct verdict_state *s, struct verdict *v)
 #undef NEED
     v->criterion = cannot ? cannot_crit : crit;
     v->more = cannot ? -1 : worst;
+    /* too few pairs to plan from: at least min_pairs, whatever else */
+    if (cannot && s->n < r->min_pairs) {
+        v->criterion = "min_pairs";
+        v->more = (int64_t)(r->min_pairs - s->n);
+    }
     if (v->raise_aa && (!v->criterion || strcmp(v->criterion, "quality") != 0))
         v->raise_aa = false;
 }

@@ -273,9 +273,10 @@ static const struct section judge_section = SECTION("judge", "in judge", judge_f
 
 static const struct field analysis_fields[] = {
     DUR(S, "interval", analysis_interval_ms, "10s"),
-    UINT(S, "window", autostop_window, 1, 1000000, "100"),
     UINT(S, "min_pairs", autostop_min_pairs, 1, 1000000, "20"),
-    NUM(S, "stop_below", autostop_success_min, 0, 1, "0.90"),
+    NUM(S, "stop_below", autostop_success_min, 0, 1, "0.90"), /* < 1: finish_shadow */
+    NUM(S, "stop_alpha", autostop_alpha, 0, 1, "0.05"),        /* (0, 0.5]: finish_shadow */
+    NUM(S, "stop_horizon", autostop_horizon, 1, 1e12, "100000"),
 };
 static const struct section analysis_section =
     SECTION("analysis", "in analysis", analysis_fields, S, NULL, NULL);
@@ -284,6 +285,9 @@ static const struct field recommend_fields[] = {
     NUM(S, "success_min", rec_success_min, 0, 1, "0.95"),
     NUM(S, "latency_ratio_max", rec_latency_ratio_max, 1, 1000, "1.5"),
     UINT(S, "min_pairs", rec_min_pairs, 1, 100000000, "30"),
+    NUM(S, "alpha", rec_alpha, 0, 1, "0.05"),                   /* (0, 0.5]: finish_shadow */
+    NUM(S, "latency_margin", rec_latency_margin, 1, 1000, "1.2"),
+    NUM(S, "quality_margin", rec_quality_margin, 0, 1, "0.10"), /* (0, 1): finish_shadow */
 };
 static const struct section recommend_section =
     SECTION("recommend", "in recommend", recommend_fields, S, NULL, NULL);
@@ -1194,6 +1198,16 @@ static int finish_shadow(struct loader *ld, const yaml_node_t *map, void *base)
         return fail(ld, at, "shadow \"%s\": select: header needs \"select_header\"", sh->name);
     if (sh->select == SHADOW_SELECT_KEY && !sh->nkeys)
         return fail(ld, at, "shadow \"%s\": select: key needs \"keys\"", sh->name);
+    /* the bounds the field table cannot say (it bounds numbers by integers) */
+    if (!(sh->autostop_success_min < 1))
+        return fail(ld, at, "shadow \"%s\": analysis.stop_below must be below 1 (0 turns auto-stop off)",
+                    sh->name);
+    if (!(sh->autostop_alpha > 0 && sh->autostop_alpha <= 0.5))
+        return fail(ld, at, "shadow \"%s\": analysis.stop_alpha must be in (0, 0.5]", sh->name);
+    if (!(sh->rec_alpha > 0 && sh->rec_alpha <= 0.5))
+        return fail(ld, at, "shadow \"%s\": recommend.alpha must be in (0, 0.5]", sh->name);
+    if (!(sh->rec_quality_margin > 0 && sh->rec_quality_margin < 1))
+        return fail(ld, at, "shadow \"%s\": recommend.quality_margin must be in (0, 1)", sh->name);
     return 0;
 }
 

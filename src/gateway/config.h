@@ -161,12 +161,16 @@ struct config_shadow {
     char *judge_model;            /* configured model used as judge; NULL = no judge */
     double judge_sample_percent;  /* of eligible pairs; default 10 */
     uint32_t analysis_interval_ms;/* live analysis and auto-stop; default 10s */
-    uint32_t autostop_window;     /* newest pairs looked at; default 100 */
-    uint32_t autostop_min_pairs;  /* no verdict on fewer; default 20 */
-    double autostop_success_min;  /* stop below this shadow success rate; default 0.90 */
-    double rec_success_min;       /* report: below → investigate; default 0.95 */
-    double rec_latency_ratio_max; /* report: p50 ratio above → too slow; default 1.5 */
-    uint32_t rec_min_pairs;       /* report: fewer → keep collecting; default 30 */
+    uint32_t autostop_min_pairs;  /* never stop on fewer pairs since start; default 20 */
+    double autostop_success_min;  /* CUSUM: H0 "success >= this"; default 0.90, 0 = off */
+    double autostop_alpha;        /* false-stop bound within autostop_horizon; default 0.05 */
+    double autostop_horizon;      /* pairs; default 100000 */
+    double rec_success_min;       /* ready: success shown above this; default 0.95 */
+    double rec_latency_ratio_max; /* ready: faster than this x the primary; default 1.5 */
+    uint32_t rec_min_pairs;       /* ready: not on fewer pairs; default 30 */
+    double rec_alpha;             /* every readiness test, and the alarms together; 0.05 */
+    double rec_latency_margin;    /* alarm: slower than this x the primary; default 1.2 */
+    double rec_quality_margin;    /* ready: no comparator worse than this; default 0.10 */
 };
 
 /* shadow_store: the pair store (recorder.c), one SQLite file for all shadows */

@@ -481,10 +481,15 @@ static void prune(void)
 static void rules_of(const struct config_shadow *c, struct report_rules *r)
 {
     report_rules_default(r);
-    r->success_min = c->rec_success_min;
-    r->latency_ratio_max = c->rec_latency_ratio_max;
-    r->min_pairs = c->rec_min_pairs;
-    r->autostop_success_min = c->autostop_success_min;
+    r->v.success_min = c->rec_success_min;
+    r->v.latency_ratio_max = c->rec_latency_ratio_max;
+    r->v.min_pairs = c->rec_min_pairs;
+    r->v.alpha = r->v.alpha_ready = c->rec_alpha;
+    r->v.latency_margin = c->rec_latency_margin;
+    r->v.quality_margin = c->rec_quality_margin;
+    r->v.stop_below = c->autostop_success_min;
+    r->v.stop_alpha = c->autostop_alpha;
+    r->v.stop_horizon = c->autostop_horizon;
 }
 
 static char *take(struct buf *b)
@@ -499,18 +504,26 @@ static char *take(struct buf *b)
 static void analyse(struct shadow_rt *sh)
 {
     const struct config_shadow *c = sh->cfg;
-    uint64_t n = 0, k = 0;
-    if (atomic_load(&sh->state) == SHADOW_RUNNING &&
-        report_recent_success(R.db, c->name, c->autostop_window, &n, &k) == 0 && n >= c->autostop_min_pairs &&
-        (double)k / (double)n < c->autostop_success_min) {
-        char why[200];
-        snprintf(why, sizeof why, "auto-stop: shadow success rate %.1f%% over the last %llu pairs is below %.1f%%",
-                 100.0 * (double)k / (double)n, (unsigned long long)n, 100.0 * c->autostop_success_min);
-        recorder_set_state(sh, SHADOW_STOPPED, "auto_stop", why);
-    }
     struct report_rules rules;
     rules_of(c, &rules);
-    struct report_query q = { .shadow = c->name, .since = 0, .worst = 3, .max_pairs = 20000 };
+    uint64_t n = 0;
+    bool stop = false;
+    double stat = 0;
+    if (atomic_load(&sh->state) == SHADOW_RUNNING && c->autostop_success_min > 0 &&
+        report_autostop(R.db, c->name, &rules.v, &n, &stop, &stat) == 0 && stop &&
+        n >= c->autostop_min_pairs) {
+        char why[256];
+        snprintf(why, sizeof why,
+                 "auto-stop: shadow success fell below %.1f%% (CUSUM over %llu pairs since start; a "
+                 "candidate at the bar is stopped within %.0f pairs with chance <= %g)",
+                 100.0 * c->autostop_success_min, (unsigned long long)n, c->autostop_horizon,
+                 c->autostop_alpha);
+        recorder_set_state(sh, SHADOW_STOPPED, "auto_stop", why);
+    }
+    /* every pair since the shadow's newest start, in stored order: the
+     * decision is an e-process from a fixed start, valid however often it
+     * is recomputed */
+    struct report_query q = { .shadow = c->name, .since = 0, .worst = 3, .max_pairs = 0, .from_start = true };
     struct buf js = { 0 }, tx = { 0 };
     char err[256];
     if (report_render(R.db, &q, &rules, REPORT_JSON, &js, err, sizeof err) < 0 ||

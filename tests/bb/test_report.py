@@ -86,6 +86,21 @@ def binom_tail(w, n):
     return sum(math.comb(n, i) for i in range(w, n + 1)) / 2 ** n
 
 
+def e_value(S, F, p0):
+    """The beta-mixture e-value of S successes and F failures against
+    H0: p <= p0 (uniform mixing over [p0, 1]), from its integral form:
+    S! F! / (S+F+1)! * P(Bin(S+F+1, 1-p0) >= F+1) / (p0^S (1-p0)^(F+1)),
+    computed independently of the C code (exact binomial sums)."""
+    n = S + F + 1
+    q = 1 - p0
+    tail = sum(math.comb(n, k) * q ** k * p0 ** (n - k) for k in range(F + 1, n + 1))
+    return tail / (math.comb(S + F, S) * n) / (p0 ** S * q ** (F + 1))
+
+
+def e_sign(a, b):
+    return e_value(a, b, 0.5)
+
+
 def near(a, b, tol=1e-6):
     assert a is not None and abs(a - b) <= tol, (a, b)
 
@@ -257,12 +272,36 @@ def test_report_no_regression_figures(env):
     st = Store(db)
     ids = build_ready(st)
     st.close()
+    # at the default quality margin (0.10) 50 A/A pairs cannot rule out a
+    # drop of status_agree (one A/A pair disagrees) or edit_sim: keep
+    # collecting, and the A/A sample is what limits
     s = section(db, "ready")
+    rec = s["recommendation"]
+    assert (rec["action"], rec["criterion"], rec["raise_aa_percent"]) == ("keep_collecting", "quality", True), rec
+    assert rec["more_pairs"] > 0 and "cannot be ruled out yet" in rec["reason"]
+    # with a margin of 0.20 every readiness test passes
+    s = section(db, "ready", "--quality-margin", "0.2")
 
     # recommendation: every no_regression criterion holds (see below)
     assert s["recommendation"]["rule"] == "no_regression", s["recommendation"]
     assert s["recommendation"]["action"] == "ready_for_canary"
     assert s["pairs"] == 200 and s["first_ts"] == T0 and s["last_ts"] == T0 + 199
+    d = s["decision"]
+    assert d["pairs"] == 200 and d["look_every"] == 10
+    # success: 199 of 200 against 0.95, read at the looks (every 10 pairs);
+    # the largest e-value so far is the one at the end (success only grows)
+    near(d["ready"]["success"]["e_value_max"], e_value(199, 1, 0.95), 1e-6 * e_value(199, 1, 0.95))
+    assert d["ready"]["success"]["crossed"]
+    near(d["ready"]["success"]["threshold"], 20)
+    # latency: 1.1x the primary in every pair where both answered, < 1.5x;
+    # pair 0 timed out: counted, as not fast
+    assert (d["ready"]["latency"]["for"], d["ready"]["latency"]["against"]) == (199, 1)
+    # alarms: one discordant pair (primary ok, shadow timed out); 1.1x is
+    # not slower than the 1.2x margin; judge 10 losses vs 10 wins
+    assert (d["alarms"]["success_worse"]["for"], d["alarms"]["success_worse"]["against"]) == (1, 0)
+    assert (d["alarms"]["latency_slower"]["for"], d["alarms"]["latency_slower"]["against"]) == (1, 199)
+    assert not any(a["crossed"] for a in d["alarms"].values())
+    assert d["first_alarm_pair"] is None and d["first_ready_pair"] % 10 == 0
 
     # counters: 205 = 200 + 3 + 2
     c = s["counters"]
@@ -273,12 +312,16 @@ def test_report_no_regression_figures(env):
     sh = s["success"]["shadow"]
     assert sh["n"] == 200 and sh["ok"] == 199 and sh["failures"] == {"timeout": 1}
     near(sh["rate"], 0.995)
-    lo, hi = wilson(199, 200)  # ≈ [0.97224, 0.99912]
+    lo, hi = wilson(199, 200)  # ≈ [0.97224, 0.99912], the one-look interval, for context
     near(sh["wilson_lo"], lo)
     near(sh["wilson_hi"], hi)
-    assert lo >= 0.95  # the success criterion of no_regression
+    # the anytime confidence sequence: wider, and at its ends the e-value
+    # against the bound is 2/alpha = 40
+    assert sh["cs_lo"] < lo and sh["cs_hi"] > hi
+    near(e_value(199, 1, sh["cs_lo"]), 40, 1e-3)
     assert s["success"]["primary"]["ok"] == 200 and s["success"]["primary"]["failures"] == {}
     near(s["success"]["primary"]["wilson_lo"], 200 / (200 + Z * Z))  # all successes: n/(n+z²)
+    assert s["success"]["primary"]["cs_hi"] == 1
     assert s["success"]["aa"]["n"] == 50 and s["success"]["aa"]["ok"] == 50
 
     # latency: primary v[i] = 100 + i/2, i = 0..199
@@ -304,6 +347,13 @@ def test_report_no_regression_figures(env):
         near(r[k]["ratio"], 1.1, 1e-9)
         near(r[k]["ci_lo"], 1.1, 1e-9)
         near(r[k]["ci_hi"], 1.1, 1e-9)
+    # per pair: 199 ratios of 1.1 and the timeout (+inf): median 1.1
+    assert r["per_pair"]["pairs"] == 200
+    near(r["per_pair"]["median"], 1.1, 1e-9)
+    near(r["per_pair"]["cs_lo"], 1.1, 1e-9)
+    # latency confidence sequences bracket the percentiles
+    lcs = s["latency"]["primary"]["latency_cs"]
+    assert lcs["p50"][0] <= 149.75 <= lcs["p50"][1] and lcs["p95"][0] <= 194.525 <= lcs["p95"][1]
     # ttft and itl: constant per leg (streamed, successful legs only)
     assert s["latency"]["primary"]["ttft_ms"]["n"] == 200 and s["latency"]["shadow"]["ttft_ms"]["n"] == 199
     near(s["latency"]["primary"]["ttft_ms"]["p95"], 50)
@@ -337,8 +387,13 @@ def test_report_no_regression_figures(env):
     near(ex["shadow"]["mean"], 179 / 199)
     near(ex["aa"]["mean"], 0.92)
     near(ex["diff"], 179 / 199 - 0.92)
-    near(ex["p_value"], two_prop_p(179, 199, 46, 50))
+    # paired (A/A every 4th pair, i = 0, 4, ...): the shadow differs at
+    # i = 5, 15, ... (never paired), the A/A leg at 4, 64, 124, 184: four
+    # pairs where the shadow agrees better, none worse; pair 0 has no exact
+    assert (ex["paired"], ex["worse"], ex["better"]) == (49, 0, 4)
+    near(ex["p_value"], 1.0)
     assert not ex["beyond_noise"] and ex["direction"] is None
+    assert ex["non_inferiority"]["shown"] and ex["mde"] < 0.2
     # rouge_l: (179 + 20 × 0.6)/199 = 191/199 vs (46 + 4 × 0.7)/50 = 0.976
     near(cmp["rouge_l"]["shadow"]["mean"], 191 / 199)
     near(cmp["rouge_l"]["aa"]["mean"], 0.976)
@@ -351,8 +406,8 @@ def test_report_no_regression_figures(env):
     assert (jd["win"], jd["loss"], jd["tie"], jd["inconsistent"], jd["error"]) == (10, 10, 5, 0, 0)
     assert jd["judges"] == ["judge-a"] and jd["decisive"] == 20 and jd["total"] == 25
     near(jd["win_share"], 0.5)
-    near(jd["p_better"], binom_tail(10, 20))
-    near(jd["p_worse"], binom_tail(10, 20))
+    assert e_sign(10, 10) < 1  # 10 vs 10: the e-value is below 1, the p-value capped at 1
+    assert jd["p_better"] == 1
     near(jd["inconsistency_rate"], 0)
     assert jd["decisive_needed"] is None  # a win share of ½ never becomes significant
 
@@ -368,12 +423,15 @@ def test_report_no_regression_figures(env):
     assert s["events"] == [{"ts": T0 - 10, "kind": "start", "detail": "config reload"}]
 
     # the text report says the same
-    _, out, _ = run("--db", db)
+    _, out, _ = run("--db", db, "--quality-margin", "0.2")
     assert "ready_for_canary  (rule no_regression)" in out, out
     assert "mirrored 205, stored 200, dropped 5 (cap 3, queue_full 2): mirrored = stored + dropped" in out
-    assert re.search(r"shadow\s+99\.50%\s+\[97\.22%, 99\.91%\]\s+200\s+timeout 1", out), out
+    cs = "[%.2f%%, %.2f%%]" % (100 * sh["cs_lo"], 100 * sh["cs_hi"])
+    assert re.search(r"shadow\s+99\.50%\s+" + re.escape(cs) + r"\s+200\s+timeout 1", out), out
     assert re.search(r"primary\s+149\.8\s+194\.5\s+198\.5\s+200", out), out
-    assert re.search(r"exact\s+0\.899\s+199\s+0\.920\s+50\s+-0\.021\s+\S+\s+within noise", out), out
+    assert re.search(r"exact\s+0\.899\s+199\s+0\.920\s+50\s+49\s+0/4\s+\S+\s+within noise; shown within 0\.20",
+                     out), out
+    assert re.search(r"success\s+199 of 200 ok, above 95\.00%\s+269\.6\s+20\s+shown", out), out
     assert "\x1b" not in out and "<script>" in out  # plain text, control characters dropped
 
 
@@ -384,12 +442,13 @@ def test_report_rules_fire(env):
     # insufficient_data: 10 pairs < 30 → 20 more
     simple(st, "few", 10, aa_every=2)
 
-    # success_rate: 45/50 (3 timeouts, 2 http_5xx) = 0.90 < 0.95
-    for i in range(50):
-        bad = fail("timeout") if i < 3 else fail("http_5xx", status=502) if i < 5 else None
+    # success_rate: the shadow fails 10 of 100 (6 timeouts, 4 http_5xx)
+    # where the primary never does: 10 discordant pairs against 0
+    for i in range(100):
+        bad = fail("timeout") if i < 6 else fail("http_5xx", status=502) if i < 10 else None
         st.pair("flaky", T0 + i, leg(latency_ms=100.0), bad or leg(latency_ms=100.0),
                 cmp=dict(status_agree=0 if bad else 1))
-    st.counters("flaky", mirrored=60, stored=50, dropped_cap=4)  # 6 unaccounted
+    st.counters("flaky", mirrored=110, stored=100, dropped_cap=4)  # 6 unaccounted
 
     # latency_ratio: shadow = 2 × primary → p50 ratio 2.0 > 1.5
     simple(st, "slow", 50, ratio=2.0, aa_every=5)
@@ -401,7 +460,7 @@ def test_report_rules_fire(env):
                 cmp=dict(exact=0 if i % 10 < 3 else 1),
                 cmp_aa=dict(exact=0 if i == 0 else 1) if aa else None)
 
-    # judge_better: 12 win, 3 loss, 5 tie, 2 inconsistent, 1 error
+    # a judge at 12 win, 3 loss, 5 tie, 2 inconsistent, 1 error
     outcomes = ["win"] * 12 + ["loss"] * 3 + ["tie"] * 5 + ["inconsistent"] * 2 + ["error"]
     for i in range(60):
         aa = i % 3 == 0
@@ -409,23 +468,21 @@ def test_report_rules_fire(env):
         st.pair("judged", T0 + i, leg(), leg(), aa=leg() if aa else None, cmp=dict(exact=1),
                 cmp_aa=dict(exact=1) if aa else None, judge=judge)
 
-    # keep_collecting: 40/40 successes, but the Wilson lower bound
-    # 40/(40 + z²) = 0.9124 < 0.95; at a 100 % rate it clears at n = 73
-    # (n/(n + z²) >= 0.95 ⇔ n >= 19 z² = 72.99), so 33 more
+    # keep_collecting: 40/40 successes, E(40, 0, 0.95) < 20: not yet
+    # shown above 0.95
     young = simple(st, "young", 40, aa_every=4)
-    # and a judge at 8 wins, 2 losses: p = 56/1024 = 0.0547, not yet
-    # significant; at a 0.8 share, 9 of 11 would be (p = 67/2048 = 0.033)
+    # and a judge at 8 wins, 2 losses
     for i, pid in enumerate(young[:10]):
         st.db.execute("INSERT INTO judgements (pair_id, judge, outcome, ts) VALUES (?,?,?,?)",
                       (pid, "judge-a", "win" if i < 8 else "loss", T0))
 
-    # keep_collecting on latency: 80/80 successes (lower bound 80/(80 + z²)
-    # = 0.954 >= 0.95), primary always 100 ms, shadow 100 ms for 41 pairs and
-    # 200 ms for 39: sorted, h = 79 × 0.5 = 39.5 falls between two 100s, so
-    # the p50 ratio is 1.0; but a resample draws 41+ of the slow pairs about
-    # a third of the time, making its ratio 2.0, so the 97.5th percentile of
-    # the resampled ratios is 2.0 > 1.5.  Scaling the half-width like 1/√n:
-    # 80 × ((2.0 - 1.0)/(1.5 - 1.0))² = 320 pairs, 240 more.
+    # keep_collecting on latency: 80/80 successes, primary always 100 ms,
+    # shadow 100 ms for 41 pairs and 200 ms for 39: faster than 1.5x in 41 of
+    # 80 pairs is no evidence that it is in most, and slower than 1.2x in 39
+    # of 80 no evidence of the reverse.  The bootstrap (one look, for
+    # context): sorted, h = 79 × 0.5 = 39.5 falls between two 100s, so the
+    # p50 ratio is 1.0; a resample draws 41+ of the slow pairs about a third
+    # of the time, making its ratio 2.0: the interval is [1.0, 2.0].
     for i in range(80):
         aa = i % 4 == 0
         st.pair("jittery", T0 + i, leg(latency_ms=100.0), leg(latency_ms=100.0 if i % 2 == 0 or i == 79 else 200.0),
@@ -443,14 +500,23 @@ def test_report_rules_fire(env):
     s = section(db, "flaky")
     assert (s["recommendation"]["rule"], s["recommendation"]["action"]) == ("success_rate", "investigate")
     sh = s["success"]["shadow"]
-    assert sh["ok"] == 45 and sh["failures"] == {"timeout": 3, "http_5xx": 2}
-    # 45/50: centre (0.9 + 0.0384146)/1.0768292 = 0.8714610, half-width
-    # 1.959964 × √(0.0018 + 0.000384146)/1.0768292 = 0.0850633
-    near(sh["wilson_lo"], 0.7863977)
-    near(sh["wilson_hi"], 0.9565242)
+    assert sh["ok"] == 90 and sh["failures"] == {"timeout": 6, "http_5xx": 4}
+    lo, hi = wilson(90, 100)
+    near(sh["wilson_lo"], lo)
+    near(sh["wilson_hi"], hi)
+    # the 10 discordant pairs all come first: the looks at 10, 20, ... see
+    # 10 vs 0, E = 2^11 (1 - 2^-11)/11 = 2047/11 = 186.09 >= 1/(0.15 x 0.05)
+    a = s["decision"]["alarms"]["success_worse"]
+    assert (a["for"], a["against"], a["crossed"]) == (10, 0, True)
+    near(a["e_value_max"], 2047 / 11, 1e-6)
+    near(e_sign(10, 0), 2047 / 11, 1e-9)
+    near(a["always_valid_p"], 11 / 2047)
+    near(a["threshold"], 1 / (0.15 * 0.05), 1e-9)
+    assert s["decision"]["first_alarm_pair"] == 10
     assert not s["counters"]["invariant_ok"] and s["counters"]["unaccounted"] == 6
     _, out, _ = run("--db", db, "--shadow", "flaky")
     assert "investigate  (rule success_rate)" in out and "MISMATCH" in out and "+6 unaccounted" in out
+    assert "10 vs 0 discordant pairs" in out
 
     s = section(db, "slow")
     assert (s["recommendation"]["rule"], s["recommendation"]["action"]) == ("latency_ratio", "too_slow")
@@ -458,69 +524,89 @@ def test_report_rules_fire(env):
     near(s["latency"]["primary"]["latency_ms"]["p50"], 124.5)
     near(s["latency"]["shadow"]["latency_ms"]["p50"], 249)
     near(s["latency"]["ratio"]["p50"]["ratio"], 2.0)
+    near(s["latency"]["ratio"]["per_pair"]["median"], 2.0)
+    assert s["decision"]["alarms"]["latency_slower"]["for"] == 50
+    assert s["decision"]["first_alarm_pair"] == 10  # E(10, 0, 1/2) = 2047/11 >= 133.3
 
     s = section(db, "worse")
     rec = s["recommendation"]
     assert (rec["rule"], rec["action"], rec["comparators"]) == ("quality_regression", "investigate", ["exact"])
     ex = {c["name"]: c for c in s["comparators"]}["exact"]
-    # pooled (70 + 39)/140 = 0.778571, se = √(0.778571 × 0.221429 × (1/100 + 1/40))
-    # = 0.077678, z = (0.975 - 0.70)/0.077678 = 3.540, p = 0.0004
-    near(ex["p_value"], two_prop_p(70, 100, 39, 40))
-    assert ex["p_value"] < 0.001
-    near(ex["diff"], 0.70 - 0.975)  # |diff| 0.275 > 0.03 and > 0.20 × max(0.30, 0.025)
+    # paired (i % 5 < 2: 40 pairs): the shadow misses when i % 10 < 3, so
+    # at i % 10 in {0, 1}: 20 pairs, one of them (i = 0) a tie with the A/A
+    # miss: 19 worse, 0 better
+    assert (ex["paired"], ex["worse"], ex["better"]) == (40, 19, 0)
+    near(ex["e_value"], e_sign(19, 0), 1e-6 * e_sign(19, 0))
+    near(ex["p_value"], 1 / e_sign(19, 0), 1e-9)
+    near(ex["diff"], 0.70 - 0.975)
     assert ex["beyond_noise"] and ex["direction"] == "worse"
     _, out, _ = run("--db", db, "--shadow", "worse")
-    assert "BEYOND NOISE (worse)" in out and "investigate  (rule quality_regression)" in out
+    assert "WORSE than the noise floor" in out and "investigate  (rule quality_regression)" in out
 
     s = section(db, "judged")
-    assert (s["recommendation"]["rule"], s["recommendation"]["action"]) == ("judge_better", "ready_for_canary")
+    # the judge prefers the shadow, but that alone never made it ready
+    # (the old judge_better rule did, before success and latency were shown)
+    assert s["recommendation"]["action"] == "keep_collecting", s["recommendation"]
     jd = s["judge"]
     assert (jd["win"], jd["loss"], jd["tie"], jd["inconsistent"], jd["error"]) == (12, 3, 5, 2, 1)
     assert jd["judges"] == ["judge-a", "judge-b"] and jd["decisive"] == 15 and jd["total"] == 23
-    # P(X >= 12 | 15) = (455 + 105 + 15 + 1)/2^15 = 576/32768 = 0.017578125
-    near(jd["p_better"], 0.017578125, 1e-12)
-    near(jd["p_worse"], binom_tail(3, 15))
+    # 12 vs 3: E = 12! 3! / 16! x P(Bin(16, 1/2) >= 4) x 2^16 = 64839/7280
+    near(e_sign(12, 3), 64839 / 7280, 1e-9)
+    near(jd["p_better"], 7280 / 64839)
+    assert jd["p_worse"] == 1
     near(jd["win_share"], 0.8)
-    lo, hi = wilson(12, 15)
-    near(jd["win_share_lo"], lo)
-    near(jd["win_share_hi"], hi)
+    near(e_value(12, 3, jd["win_share_lo"]), 40, 1e-3)  # the confidence sequence's end
     near(jd["inconsistency_rate"], 2 / 22)  # inconsistent / (win + loss + tie + inconsistent)
-    assert jd["decisive_needed"] is None  # already significant
+    assert jd["decisive_needed"] > 15
 
     s = section(db, "young")
     rec = s["recommendation"]
-    assert (rec["rule"], rec["action"], rec["criterion"]) == ("keep_collecting", "keep_collecting", "success_ci")
-    assert rec["more_pairs"] == 33, rec
-    near(s["success"]["shadow"]["wilson_lo"], 40 / (40 + Z * Z))
-    near(s["judge"]["p_better"], 0.0546875, 1e-12)
-    assert s["judge"]["decisive_needed"] == 11
+    assert (rec["rule"], rec["action"]) == ("keep_collecting", "keep_collecting")
+    assert rec["criterion"] in ("success_ci", "quality"), rec
+    assert e_value(40, 0, 0.95) < 20 and not s["decision"]["ready"]["success"]["crossed"]
+    # planned for an 80 % chance at a pessimistic rate (the one-sided 80 %
+    # Wilson bound 40/(40 + 0.8416²) = 0.98260): far more than the 33 the
+    # old rule said from the point estimate, which gave even odds
+    assert rec["more_pairs"] > 100, rec
+    near(s["judge"]["p_better"], 1 / e_sign(8, 2), 1e-9)
 
     s = section(db, "jittery")
     rec, r = s["recommendation"], s["latency"]["ratio"]
-    assert (rec["rule"], rec["criterion"], rec["more_pairs"]) == ("keep_collecting", "latency_ci", 240), rec
+    assert (rec["rule"], rec["criterion"], rec["more_pairs"]) == ("keep_collecting", "latency_ci", None), rec
+    d = s["decision"]
+    assert (d["ready"]["latency"]["for"], d["ready"]["latency"]["against"]) == (41, 39)
+    assert (d["alarms"]["latency_slower"]["for"], d["alarms"]["latency_slower"]["against"]) == (39, 41)
     near(r["p50"]["ratio"], 1.0)
     near(r["p50"]["ci_lo"], 1.0)
     near(r["p50"]["ci_hi"], 2.0)
-    assert s["success"]["shadow"]["wilson_lo"] >= 0.95
+    near(r["per_pair"]["median"], 1.0)
+    near(r["per_pair"]["cs_lo"], 1.0)
+    near(r["per_pair"]["cs_hi"], 2.0)
 
     s = section(db, "noaa")
     rec = s["recommendation"]
     assert (rec["rule"], rec["criterion"], rec["more_pairs"]) == ("keep_collecting", "noise_floor", None)
     assert not s["noise_floor_known"] and s["comparisons"]["aa"] == 0
+    assert s["decision"]["ready"]["success"]["crossed"] and s["decision"]["ready"]["latency"]["crossed"]
     _, out, _ = run("--db", db, "--shadow", "noaa")
     assert "the noise floor is unknown" in out
 
-    # rule thresholds from the command line: 2.0x is fine under a 2.5 limit
-    s = section(db, "slow", "--latency-ratio-max", "2.5")
+    # rule thresholds from the command line: 2.0x is within a 2.5 margin
+    s = section(db, "slow", "--latency-margin", "2.5")
     assert s["recommendation"]["rule"] != "latency_ratio"
     s = section(db, "few", "--min-pairs", "5")
     assert s["recommendation"]["rule"] != "insufficient_data"
+    # a stricter alpha: 10 vs 0 (186) is below 1/(0.15 x 0.001)
+    s = section(db, "flaky", "--alpha", "0.001")
+    assert s["recommendation"]["rule"] != "success_rate"
 
     # every shadow, one section each, sorted by name
     j = report_json(db)
     assert [s["shadow"] for s in j["shadows"]] == ["few", "flaky", "jittery", "judged", "noaa", "slow", "worse",
                                                    "young"]
     assert j["rules"]["success_min"] == 0.95 and j["rules"]["min_pairs"] == 30
+    assert j["rules"]["latency_margin"] == 1.2 and j["rules"]["quality_margin"] == 0.1
+    assert j["rules"]["alpha"] == 0.05 and j["rules"]["look_every"] == 10
     _, out, _ = run("--db", db)
     assert out.count("== shadow ") == 8
 
@@ -561,6 +647,17 @@ def test_report_window_filters(env):
     assert [x["shadow"] for x in report_json(db)["shadows"]] == ["other", "timed"]
     s = section(db, "other")
     assert s["pairs"] == 35
+    # --since start: from the shadow's newest 'start' event, as the live
+    # analysis counts (a resume restarts the anytime-valid tests)
+    st = Store(db)
+    st.event("timed", now - 5000, "start", "admin API")
+    st.event("timed", cut, "start", "admin API")
+    st.close()
+    s = section(db, "timed", "--since", "start")
+    assert s["pairs"] == 20 and s["success"]["shadow"]["failures"] == {}
+    near(s["analysis_start"], cut, 1e-6)
+    assert s["decision"]["pairs"] == 20 and not s["decision"]["alarms"]["success_worse"]["crossed"]
+    assert report_json(db, "--shadow", "timed", "--since", "start")["query"]["from_start"] is True
     # an unknown shadow is an error naming the known ones
     rc, _, err = run("--db", db, "--shadow", "nope", ok=(1,))
     assert "no shadow named 'nope'" in err and "'timed'" in err
@@ -572,7 +669,7 @@ def test_report_html_escaped_with_svg(env):
     build_ready(st)
     st.close()
     out_file = os.path.join(env.tmp, "report.html")
-    _, out, _ = run("--db", db, "--format", "html", "--out", out_file)
+    _, out, _ = run("--db", db, "--format", "html", "--out", out_file, "--quality-margin", "0.2")
     assert out == ""
     with open(out_file, encoding="utf-8") as f:
         page = f.read()

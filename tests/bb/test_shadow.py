@@ -380,12 +380,20 @@ def test_auto_stop_on_failing_shadow(env):
     failing = env.sim("--error-rate", 1)
     db = os.path.join(env.tmp, "pairs.db")
     gw = env.gateway(shadow_config(primary, f"http://127.0.0.1:{failing}", db,
-                                   "aa_percent: 0\nanalysis: { interval: 200ms, window: 20, min_pairs: 10 }"))
-    for i in range(12):
+                                   "aa_percent: 0\nanalysis: { interval: 200ms, min_pairs: 10 }"))
+    # the CUSUM at the default bar (0.90, false-stop chance 0.05 within
+    # 100000 pairs) needs 21 failures in a row: log(0.2/0.1) = 0.693 each
+    # against log(100000/0.05) = 14.5; 20 are not enough
+    for i in range(20):
+        assert post(gw, chat(f"q{i}"))[0] == 200
+    settled(gw, 20)
+    time.sleep(0.8)  # several analysis intervals
+    assert shadows(gw)["cand"]["state"] == "running"
+    for i in range(20, 25):
         assert post(gw, chat(f"q{i}"))[0] == 200
     s = wait_until(lambda: (lambda x: x if x["state"] == "stopped" else None)(shadows(gw)["cand"]),
                    what="auto-stop")
-    assert "auto-stop" in s["reason"] and "0.0%" in s["reason"], s["reason"]
+    assert "auto-stop" in s["reason"] and "below 90.0%" in s["reason"], s["reason"]
     m = metrics(gw)
     assert m['shade_shadow_state{shadow="cand",state="stopped"}'] == 1
     before = shadows(gw)["cand"]["counters"]["mirrored"]
@@ -398,6 +406,37 @@ def test_auto_stop_on_failing_shadow(env):
     stop_gateway(env)
     ev = db_rows(db, "SELECT kind, detail FROM events WHERE shadow = 'cand'")
     assert ev and ev[-1][0] == "auto_stop", ev
+
+
+def test_auto_stop_counts_from_resume(env):
+    """A resume is a new start: the anytime-valid analysis and the CUSUM
+    begin again from it, so the failures before the stop do not stop the
+    shadow again at once."""
+    primary = env.sim("--ttft-ms", 0, "--tps", 0)
+    failing = env.sim("--error-rate", 1)
+    db = os.path.join(env.tmp, "pairs.db")
+    gw = env.gateway(shadow_config(primary, f"http://127.0.0.1:{failing}", db,
+                                   "aa_percent: 0\nanalysis: { interval: 200ms, min_pairs: 10, stop_horizon: 1000 }"))
+    # horizon 1000: log(1000/0.05) = 9.9, 15 failures in a row
+    for i in range(16):
+        assert post(gw, chat(f"q{i}"))[0] == 200
+    wait_until(lambda: shadows(gw)["cand"]["state"] == "stopped", what="auto-stop")
+    assert request(gw, "POST", "/admin/shadows/cand/start")[0] == 200
+    for i in range(5):
+        assert post(gw, chat(f"r{i}"))[0] == 200
+    settled(gw, 21)
+    time.sleep(0.8)
+    s = shadows(gw)["cand"]
+    assert s["state"] == "running", s
+    # the live analysis counts from the resume too
+    st, _, body = request(gw, "GET", "/admin/shadows/cand/report?format=json")
+    assert st == 200, body
+    rep = json.loads(body)
+    sec = rep["shadows"][0] if "shadows" in rep else rep
+    assert sec["pairs"] == 5 and sec["analysis_start"] is not None, sec
+    for i in range(15):
+        assert post(gw, chat(f"s{i}"))[0] == 200
+    wait_until(lambda: shadows(gw)["cand"]["state"] == "stopped", what="second auto-stop")
 
 
 def test_admin_api_and_key(env):

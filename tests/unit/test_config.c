@@ -830,7 +830,8 @@ static void test_shadows(void)
                                "    set: { temperature: 0, top_p: 0.5, user: \"probe\", seed: null, note: hello world }\n"
                                "    stream: \"true\"\n    refusal_patterns: [\"no can do\", \"I refuse\"]\n"
                                "    judge: { model: other, sample: 50 }\n"
-                               "    analysis: { interval: 250ms, window: 40, min_pairs: 5, stop_below: 0.8 }\n"
+                               "    analysis: { interval: 250ms, min_pairs: 5, stop_below: 0.8, stop_alpha: 0.01, stop_horizon: 5000 }\n"
+                               "    recommend: { alpha: 0.01, latency_margin: 1.3, quality_margin: 0.05 }\n"
                                "shadow_store:\n  path: /tmp/x.db\n  redact: [\"[0-9]{3}-[0-9]{4}\"]\n");
     if (c) {
         CHECK_EQ_INT(c->nmodels, 3);
@@ -857,14 +858,15 @@ static void test_shadows(void)
         CHECK_EQ_STR(sh->judge_model, "other");
         CHECK(sh->judge_sample_percent == 50);
         CHECK_EQ_INT(sh->analysis_interval_ms, 250);
-        CHECK_EQ_INT(sh->autostop_window, 40);
-        CHECK(sh->autostop_success_min == 0.8);
+        CHECK(sh->autostop_success_min == 0.8 && sh->autostop_alpha == 0.01 && sh->autostop_horizon == 5000);
+        CHECK(sh->rec_alpha == 0.01 && sh->rec_latency_margin == 1.3 && sh->rec_quality_margin == 0.05);
         /* defaults */
         CHECK_EQ_INT(sh->deadline_ms, 60000);
         CHECK_EQ_INT(sh->max_concurrent, 32);
         CHECK(sh->aa_percent == 10 && sh->skip_tool_results && !sh->cancel_on_client_abort);
         CHECK_EQ_STR(sh->opt_out_header, "x-shade-no-shadow");
         CHECK(sh->rec_success_min == 0.95 && sh->rec_latency_ratio_max == 1.5);
+        CHECK_EQ_INT(sh->rec_min_pairs, 30);
         CHECK_EQ_INT(c->store.queue_size, 10000);
         CHECK(c->store.queue_max_bytes == 256ull << 20);
         CHECK_EQ_INT(c->store.response_max_bytes, 32768);
@@ -881,6 +883,14 @@ static void test_shadows(void)
     }
     expect_err(SHADOW_BASE "shadows:\n  - name: cand\n    model: demo\n",
                "9:5: shadow \"cand\": give either \"target\" (a configured model) or \"backends\"");
+    expect_err(SHADOW_BASE "shadows:\n  - name: cand\n    model: demo\n    target: other\n    analysis: { stop_below: 1 }\n",
+               "9:5: shadow \"cand\": analysis.stop_below must be below 1 (0 turns auto-stop off)");
+    expect_err(SHADOW_BASE "shadows:\n  - name: cand\n    model: demo\n    target: other\n    recommend: { alpha: 0.6 }\n",
+               "9:5: shadow \"cand\": recommend.alpha must be in (0, 0.5]");
+    expect_err(SHADOW_BASE "shadows:\n  - name: cand\n    model: demo\n    target: other\n    recommend: { quality_margin: 0 }\n",
+               "9:5: shadow \"cand\": recommend.quality_margin must be in (0, 1)");
+    expect_err_prefix(SHADOW_BASE "shadows:\n  - name: cand\n    model: demo\n    target: other\n    analysis: { window: 20 }\n",
+                      "12:17: unknown key \"window\" in analysis");
     expect_err(SHADOW_BASE "shadows:\n  - name: cand\n    model: nope\n    target: other\n",
                "9:5: shadow \"cand\": no model named \"nope\"");
     expect_err(SHADOW_BASE "shadows:\n  - name: cand\n    model: demo\n    target: demo\n",

@@ -336,25 +336,42 @@ static sqlite3 *small_store(void)
     return db;
 }
 
-static void test_recent_success(void)
+/* Auto-stop's CUSUM over the stored pairs of 's': pairs 1..5 failed,
+ * 6..9 succeeded, 10 has no shadow leg (a failure).  At the bar 0.9 the
+ * failure rate doubled is 0.2: a failure adds log(0.2/0.1) = log 2, a
+ * success log(0.8/0.9). */
+static void test_autostop(void)
 {
     sqlite3 *db = small_store();
-    uint64_t n = 0, k = 0;
-    /* newest 4: pairs 10 (no shadow leg), 9, 8, 7 → 3 of 4 */
-    CHECK_EQ_INT(report_recent_success(db, "s", 4, &n, &k), 0);
-    CHECK_EQ_INT(n, 4);
-    CHECK_EQ_INT(k, 3);
-    /* newest 8: pairs 3..10 → 6..9 succeeded: 4 of 8 */
-    CHECK_EQ_INT(report_recent_success(db, "s", 8, &n, &k), 0);
-    CHECK_EQ_INT(n, 8);
-    CHECK_EQ_INT(k, 4);
-    /* 0 = every pair: 4 of 10 */
-    CHECK_EQ_INT(report_recent_success(db, "s", 0, &n, &k), 0);
+    struct verdict_rules r;
+    verdict_rules_default(&r);
+    uint64_t n = 0;
+    bool stop = true;
+    double stat = -1;
+    CHECK_EQ_INT(report_autostop(db, "s", &r, &n, &stop, &stat), 0);
     CHECK_EQ_INT(n, 10);
-    CHECK_EQ_INT(k, 4);
-    CHECK_EQ_INT(report_recent_success(db, "nope", 10, &n, &k), 0);
+    CHECK(!stop); /* the threshold is log(100000/0.05) = 14.5 */
+    CHECK_NEAR(stat, 6 * log(2.0) + 4 * log(8.0 / 9), 1e-12);
+    /* a short horizon and a loose bound: log(10/0.5) = 3.0 is crossed at
+     * pair 5 (5 log 2 = 3.47), and a crossing stays a stop */
+    r.stop_horizon = 10;
+    r.stop_alpha = 0.5;
+    CHECK_EQ_INT(report_autostop(db, "s", &r, &n, &stop, &stat), 0);
+    CHECK(stop);
+    /* from the newest start event on: pairs 6..10 only */
+    double ts = -1;
+    CHECK_EQ_INT(report_analysis_start(db, "s", &ts), 0);
+    CHECK(ts == 0);
+    exec_sql(db, "INSERT INTO events (ts, shadow, kind, detail) VALUES (1002, 's', 'start', ''), "
+                 "(1005.5, 's', 'start', 'admin API'), (1007, 's', 'pause', '')");
+    CHECK_EQ_INT(report_analysis_start(db, "s", &ts), 0);
+    CHECK(ts == 1005.5);
+    CHECK_EQ_INT(report_autostop(db, "s", &r, &n, &stop, &stat), 0);
+    CHECK_EQ_INT(n, 5);
+    CHECK(!stop);
+    CHECK_NEAR(stat, log(2.0), 1e-12);
+    CHECK_EQ_INT(report_autostop(db, "nope", &r, &n, &stop, &stat), 0);
     CHECK_EQ_INT(n, 0);
-    CHECK_EQ_INT(k, 0);
     sqlite3_close(db);
 }
 
@@ -406,7 +423,7 @@ int main(void)
     test_rng();
     test_bootstrap();
     test_parse_time();
-    test_recent_success();
+    test_autostop();
     test_render();
     UNIT_DONE();
 }
