@@ -1,8 +1,30 @@
 /* mod_accesslog.c — one JSON access-log line per API request
- * (doc/observability.md lists the fields). */
+ * (doc/observability.md lists the fields), and its config section
+ * (access_log:). */
+#include "mod_accesslog.h"
+
 #include "accesslog.h"
+#include "config_schema.h"
 #include "gateway.h"
 #include "module.h"
+
+#define S struct config_access_log
+static const struct field access_log_fields[] = {
+    STR(S, "path", path, 0, 1, 4096, NULL, NULL),
+    BOOL(S, "prompts", prompts, "false"),
+    SIZE(S, "buffer", buffer_bytes, 0, 16777216, "32KiB"),
+    DUR(S, "flush", flush_ms, "1s"),
+};
+static const struct section access_log_section =
+    SECTION("access_log", "in access_log", access_log_fields, S, NULL, NULL);
+#undef S
+
+const struct config_access_log *accesslog_config(const struct config *cfg)
+{
+    static const struct config_access_log off; /* a config loaded without this module */
+    const struct config_access_log *c = pl_config(cfg, &mod_accesslog);
+    return c ? c : &off;
+}
 
 static void accesslog_finish(struct pl_req *q, void *ctx, const struct pl_outcome *o)
 {
@@ -48,4 +70,5 @@ const struct pl_module mod_accesslog = {
     .name = "accesslog",
     .phase = PH_NONE,
     .on_finish = accesslog_finish,
+    .config = &access_log_section,
 };

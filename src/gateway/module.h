@@ -30,6 +30,10 @@
  * Per-request state: a module declares ctx_size; the engine lays all of
  * them out after the core's own request struct, so a request is ONE
  * allocation (pl_req_alloc), zeroed, and pl_ctx() finds a module's part.
+ *
+ * Config: a module may bring a top-level config section (config, a table
+ * of config_schema.h); each loaded config holds one parsed blob per module
+ * (a reload is a new config, so new blobs), read with pl_config().
  */
 #ifndef SHADE_MODULE_H
 #define SHADE_MODULE_H
@@ -52,6 +56,8 @@ struct buf;
 struct model_rt;
 struct backend;
 struct pl_head;
+struct config;
+struct section;
 
 /* Request phases after decoding.  The order of this enum, then the order of
  * the table in modules.c, is the policy: a key is known before its limits
@@ -153,6 +159,10 @@ struct pl_module {
     const struct route *routes;
     size_t nroutes;
     void (*metrics_render)(const struct gateway *gw, struct buf *out);
+    /* Its own top-level config section (config_schema.h): section->name is
+     * the key, section->size the blob's size, the fields' defaults and the
+     * section's finish hook its defaults and checks.  Read: pl_config(). */
+    const struct section *config;
 };
 
 /* A response head being built (on_head). */
@@ -186,6 +196,10 @@ struct pl_core {
 };
 
 #define PL_MAX_MODULES 32
+
+/* A module's parsed config section in cfg (pl_module.config), or NULL when
+ * the module brings none or cfg was loaded without it. */
+const void *pl_config(const struct config *cfg, const struct pl_module *m);
 
 struct pl_engine {
     const struct pl_module *const *mods;

@@ -228,6 +228,15 @@ void pl_write_overrides(struct buf *out, const struct config_override *set, size
     }
 }
 
+const void *pl_config(const struct config *cfg, const struct pl_module *m)
+{
+    /* a module's section table is its own: it names the blob */
+    for (size_t i = 0; cfg && m->config && i < cfg->nmod_conf; i++)
+        if (cfg->mod_sec[i] == m->config)
+            return cfg->mod_conf[i];
+    return NULL;
+}
+
 void pl_sent(struct pl_req *q)
 {
     if (q->sent || q->finished)
