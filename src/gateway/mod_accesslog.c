@@ -1,6 +1,6 @@
 /* mod_accesslog.c — one JSON access-log line per API request
- * (doc/observability.md lists the fields), and its config section
- * (access_log:). */
+ * (doc/observability.md lists the fields): its config section (access_log:),
+ * its per-worker buffer, its line at finish. */
 #include "mod_accesslog.h"
 
 #include "accesslog.h"
@@ -26,9 +26,23 @@ const struct config_access_log *accesslog_config(const struct config *cfg)
     return c ? c : &off;
 }
 
+struct alog_worker *accesslog_worker(const struct worker *w) { return pl_slot(&w->mods, &mod_accesslog); }
+
+/* the worker's buffer, when the serving process opened the log */
+static int accesslog_worker_init(struct worker *w, void **slot)
+{
+    if (!w->gw->alog)
+        return 0;
+    *slot = accesslog_worker_new(w->gw->alog, w->loop);
+    return *slot ? 0 : -1;
+}
+
+/* the last lines, before the worker's loop goes */
+static void accesslog_worker_done(struct worker *w, void *slot) { accesslog_worker_free(slot); }
+
 static void accesslog_finish(struct pl_req *q, void *ctx, const struct pl_outcome *o)
 {
-    struct alog_worker *al = q->w->alog;
+    struct alog_worker *al = accesslog_worker(q->w);
     if (!al)
         return;
     http_req *r = q->http;
@@ -71,4 +85,6 @@ const struct pl_module mod_accesslog = {
     .phase = PH_NONE,
     .on_finish = accesslog_finish,
     .config = &access_log_section,
+    .worker_init = accesslog_worker_init,
+    .worker_free = accesslog_worker_done,
 };

@@ -1,6 +1,7 @@
-/* mod_accesslog.h — the access log module's config section (access_log:),
- * for the code outside the module that needs it: the serving process opens
- * the file (server.c). */
+/* mod_accesslog.h — the access log module's config section (access_log:)
+ * and its per-worker buffer, for the code outside the module that needs
+ * them: the serving process opens the file (server.c), the router logs the
+ * answers it makes itself (router.c). */
 #ifndef SHADE_MOD_ACCESSLOG_H
 #define SHADE_MOD_ACCESSLOG_H
 
@@ -8,6 +9,8 @@
 #include <stdint.h>
 
 struct config;
+struct worker;
+struct alog_worker;
 
 /* access_log: one JSON line per request (accesslog.c) */
 struct config_access_log {
@@ -21,5 +24,7 @@ extern const struct pl_module mod_accesslog;
 
 /* The access_log: section of a config loaded with the gateway's table. */
 const struct config_access_log *accesslog_config(const struct config *cfg);
+/* This worker's access log buffer, NULL when there is no access log. */
+struct alog_worker *accesslog_worker(const struct worker *w);
 
 #endif

@@ -34,6 +34,8 @@
  * Config: a module may bring a top-level config section (config, a table
  * of config_schema.h); each loaded config holds one parsed blob per module
  * (a reload is a new config, so new blobs), read with pl_config().
+ * Per-worker state: worker_init fills the module's slot in the worker,
+ * worker_free empties it; pl_slot() finds it.
  */
 #ifndef SHADE_MODULE_H
 #define SHADE_MODULE_H
@@ -163,6 +165,12 @@ struct pl_module {
      * the key, section->size the blob's size, the fields' defaults and the
      * section's finish hook its defaults and checks.  Read: pl_config(). */
     const struct section *config;
+    /* Per-worker state, when the worker is set up: put it in *slot (or
+     * leave it NULL) and return 0, or -1 to fail the worker's start.
+     * worker_free gets the slot back once, when the worker goes (only after
+     * a worker_init that returned 0), before the worker's loop is freed. */
+    int (*worker_init)(struct worker *w, void **slot);
+    void (*worker_free)(struct worker *w, void *slot);
 };
 
 /* A response head being built (on_head). */
@@ -200,6 +208,21 @@ struct pl_core {
 /* A module's parsed config section in cfg (pl_module.config), or NULL when
  * the module brings none or cfg was loaded without it. */
 const void *pl_config(const struct config *cfg, const struct pl_module *m);
+
+/* Each module's per-worker state, by table index (struct worker.mods). */
+struct pl_slots {
+    const struct pl_module *const *mods;
+    size_t n;
+    void *slot[PL_MAX_MODULES];
+    uint32_t live;                     /* worker_init returned 0: worker_free is owed */
+};
+/* Run each module's worker_init, in table order.  0, or -1 when one failed
+ * (pl_worker_free then frees those that succeeded). */
+int pl_worker_init(struct pl_slots *s, const struct pl_module *const *mods, size_t n, struct worker *w);
+/* Each live module's worker_free, in reverse table order; again: nothing. */
+void pl_worker_free(struct pl_slots *s, struct worker *w);
+/* Module m's per-worker state, or NULL. */
+void *pl_slot(const struct pl_slots *s, const struct pl_module *m);
 
 struct pl_engine {
     const struct pl_module *const *mods;

@@ -237,6 +237,45 @@ const void *pl_config(const struct config *cfg, const struct pl_module *m)
     return NULL;
 }
 
+int pl_worker_init(struct pl_slots *s, const struct pl_module *const *mods, size_t n, struct worker *w)
+{
+    memset(s, 0, sizeof *s);
+    if (n > PL_MAX_MODULES)
+        return -1;
+    s->mods = mods;
+    s->n = n;
+    for (size_t i = 0; i < n; i++) {
+        if (!mods[i]->worker_init)
+            continue;
+        if (mods[i]->worker_init(w, &s->slot[i]) < 0) {
+            s->slot[i] = NULL;
+            return -1;
+        }
+        s->live |= 1u << i;
+    }
+    return 0;
+}
+
+void pl_worker_free(struct pl_slots *s, struct worker *w)
+{
+    for (size_t i = s->n; i-- > 0;) {
+        if (!(s->live & (1u << i)))
+            continue;
+        s->live &= ~(1u << i);
+        if (s->mods[i]->worker_free)
+            s->mods[i]->worker_free(w, s->slot[i]);
+        s->slot[i] = NULL;
+    }
+}
+
+void *pl_slot(const struct pl_slots *s, const struct pl_module *m)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->mods[i] == m)
+            return s->slot[i];
+    return NULL;
+}
+
 void pl_sent(struct pl_req *q)
 {
     if (q->sent || q->finished)

@@ -29,6 +29,7 @@
 #include "log.h"
 #include "mod_accesslog.h"
 #include "mod_trace.h"
+#include "module.h"
 #include "proxy.h"
 #include "recorder.h"
 #include "router.h"
@@ -192,8 +193,7 @@ static void worker_free(struct worker *w)
     if (w->httpd)
         httpd_free(w->httpd);
     side_cancel_all(w); /* shadow legs: their pairs go to the recorder as they are */
-    accesslog_worker_free(w->alog); /* the last lines, before the loop goes */
-    w->alog = NULL;
+    pl_worker_free(&w->mods, w); /* modules' worker state (the access log's last lines), before the loop goes */
     if (w->pools) {
         for (size_t i = 0; i < w->gw->nbackends; i++)
             up_pool_free(w->pools[i]);
@@ -247,7 +247,7 @@ static struct worker *worker_new(struct gateway *gw, int id, int lfd)
         .keepalive_timeout_ms = s->keepalive_timeout_ms,
         .max_connections = s->max_connections,
     };
-    if (gw->alog && !(w->alog = accesslog_worker_new(gw->alog, w->loop)))
+    if (pl_worker_init(&w->mods, pl_modules, pl_nmodules, w) < 0)
         goto fail;
     w->httpd = httpd_new(w->loop, &lim, route_handle, w);
     if (!w->httpd || ev_async_init(w->loop, &w->wake, wake_cb, w) < 0)
