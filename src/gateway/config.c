@@ -11,7 +11,10 @@
  * express (listen addresses, backend URLs, environment variables, files).
  *
  * Adding a section = a struct in config.h, a field table and a struct
- * section here, and one MAP() or LIST() row in the parent's table.
+ * section here, and one MAP() or LIST() row in the parent's table.  A
+ * module brings its own top-level section instead (pl_module.config, with
+ * the same machinery from config_schema.h): config_load_with() adds a row
+ * for it to the top level and parses it into a blob the config owns.
  */
 #include "config.h"
 
@@ -30,101 +33,12 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "config_schema.h"
 #include "json.h"
 
 #define CONFIG_MAX_FILE_BYTES (16u << 20)
 
 /* ---------------------------------------------------------------- schema */
-
-enum ftype {
-    T_STR,      /* char *, strdup'ed; optional .choices and .check */
-    T_UINT,     /* unsigned integer of .width bytes, decimal only */
-    T_SIZE,     /* byte count: "1048576", "512KiB", "16MiB", "1GiB" */
-    T_DURATION, /* milliseconds in a uint32_t: "250ms", "10s", "2m", "1h" */
-    T_BOOL,     /* bool: true | false */
-    T_DOUBLE,   /* double, bounds in .min/.max */
-    T_ENUM,     /* enum stored as int: index into .choices */
-    T_MAP,      /* nested mapping parsed with .sub at base + .offset */
-    T_LIST,     /* sequence of mappings: array pointer at .offset, size_t
-                   count at .count_offset, elements parsed with .sub */
-    T_STRLIST,  /* sequence of strings: char ** at .offset, size_t count at
-                   .count_offset; each 1...max characters, no whitespace
-                   (unless F_SPACES) */
-    T_KVMAP,    /* mapping of name -> scalar: struct config_override * at
-                   .offset, size_t count at .count_offset; values kept as
-                   JSON text (plain true/false/null/numbers as is, anything
-                   else as a JSON string) */
-};
-
-#define F_REQUIRED 0x1u /* missing key is an error (else the default applies) */
-#define F_UNIQUE   0x2u /* T_STR in a list element: distinct across the list */
-#define F_TOKEN    0x4u /* T_STR: no whitespace or control characters */
-#define F_SPACES   0x8u /* T_STRLIST: entries may contain spaces (not control characters) */
-
-struct loader;
-struct field;
-
-/* Runs after a T_STR value has been stored; validates it and fills derived
- * members.  `at` is the value's position (NULL when applying a default). */
-typedef int (*check_fn)(struct loader *ld, const struct field *f, const yaml_mark_t *at,
-                        void *base);
-
-struct section {
-    const char *name;  /* "backend": used in "duplicate backend name ..." */
-    const char *where; /* "in backend": used in "unknown key ... in backend" */
-    const struct field *fields;
-    size_t nfields;    /* at most 64 */
-    size_t size;       /* sizeof the struct, for LIST elements */
-    /* after all keys are parsed and defaults applied (map may be NULL) */
-    int (*finish)(struct loader *ld, const yaml_node_t *map, void *base);
-    /* frees what check hooks and finish allocated beyond the table's fields */
-    void (*release)(void *base);
-};
-
-struct field {
-    const char *name;
-    enum ftype type;
-    unsigned flags;
-    size_t offset;               /* of the member in the section's struct */
-    size_t width;                /* sizeof the member */
-    uint64_t min, max;           /* numbers: value; T_STR: length; T_LIST: count */
-    const char *def;             /* default, in file syntax; NULL = zero */
-    const char *const *choices;  /* T_ENUM, T_STR: NULL-terminated */
-    check_fn check;              /* T_STR */
-    const struct section *sub;   /* T_MAP, T_LIST */
-    size_t count_offset;         /* T_LIST */
-};
-
-#define NFIELDS(a) (sizeof(a) / sizeof((a)[0]))
-#define AT(S, m) .offset = offsetof(S, m), .width = sizeof(((S *)0)->m)
-#define MS_1H (60ull * 60 * 1000)
-
-#define STR(S, k, m, fl, lo, hi, chk, d)                                                 \
-    { .name = k, .type = T_STR, AT(S, m), .flags = fl, .min = lo, .max = hi, .check = chk, \
-      .def = d }
-#define CHOICE(S, k, m, names, d)                                                        \
-    { .name = k, .type = T_STR, AT(S, m), .min = 1, .max = 64, .choices = names, .def = d }
-#define ENUM(S, k, m, names, d) { .name = k, .type = T_ENUM, AT(S, m), .choices = names, .def = d }
-#define UINT(S, k, m, lo, hi, d) { .name = k, .type = T_UINT, AT(S, m), .min = lo, .max = hi, .def = d }
-#define SIZE(S, k, m, lo, hi, d) { .name = k, .type = T_SIZE, AT(S, m), .min = lo, .max = hi, .def = d }
-#define DUR(S, k, m, d) { .name = k, .type = T_DURATION, AT(S, m), .min = 1, .max = 24 * MS_1H, .def = d }
-#define BOOL(S, k, m, d) { .name = k, .type = T_BOOL, AT(S, m), .def = d }
-#define NUM(S, k, m, lo, hi, d) { .name = k, .type = T_DOUBLE, AT(S, m), .min = lo, .max = hi, .def = d }
-#define MAP(S, k, m, sec) { .name = k, .type = T_MAP, AT(S, m), .sub = &(sec) }
-/* a nested mapping whose keys are members of the enclosing struct */
-#define FLAT(k, sec) { .name = k, .type = T_MAP, .offset = 0, .sub = &(sec) }
-#define LIST(S, k, m, n, fl, lo, sec)                                                    \
-    { .name = k, .type = T_LIST, AT(S, m), .count_offset = offsetof(S, n), .flags = fl,   \
-      .min = lo, .max = SIZE_MAX, .sub = &(sec) }
-#define STRLIST(S, k, m, n, maxlen)                                                      \
-    { .name = k, .type = T_STRLIST, AT(S, m), .count_offset = offsetof(S, n), .max = maxlen }
-#define TEXTLIST(S, k, m, n, maxlen)                                                     \
-    { .name = k, .type = T_STRLIST, AT(S, m), .count_offset = offsetof(S, n), .max = maxlen, \
-      .flags = F_SPACES }
-#define KVMAP(S, k, m, n) { .name = k, .type = T_KVMAP, AT(S, m), .count_offset = offsetof(S, n) }
-#define SECTION(nm, wh, tbl, S, fin, rel)                                                \
-    { .name = nm, .where = wh, .fields = tbl, .nfields = NFIELDS(tbl), .size = sizeof(S), \
-      .finish = fin, .release = rel }
 
 static int check_listen(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base);
 static int check_url(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base);
@@ -143,7 +57,6 @@ static int finish_outlier(struct loader *ld, const yaml_node_t *map, void *base)
 static int finish_shadow(struct loader *ld, const yaml_node_t *map, void *base);
 static int check_admin_key_env(struct loader *ld, const struct field *f, const yaml_mark_t *at,
                                void *base);
-static int check_tracing_endpoint(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base);
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const balance_names[] = {
@@ -339,29 +252,6 @@ static const struct section store_section =
     SECTION("shadow_store", "in shadow_store", store_fields, S, NULL, NULL);
 #undef S
 
-#define S struct config_access_log
-static const struct field access_log_fields[] = {
-    STR(S, "path", path, 0, 1, 4096, NULL, NULL),
-    BOOL(S, "prompts", prompts, "false"),
-    SIZE(S, "buffer", buffer_bytes, 0, 16777216, "32KiB"),
-    DUR(S, "flush", flush_ms, "1s"),
-};
-static const struct section access_log_section =
-    SECTION("access_log", "in access_log", access_log_fields, S, NULL, NULL);
-#undef S
-
-#define S struct config_tracing
-static const struct field tracing_fields[] = {
-    STR(S, "endpoint", endpoint, F_TOKEN, 8, 2048, check_tracing_endpoint, NULL),
-    NUM(S, "sample", sample, 0, 1, "1"),
-    STR(S, "service_name", service_name, 0, 1, 128, NULL, "shade"),
-    UINT(S, "queue_size", queue_size, 16, 10000000, "4096"),
-    UINT(S, "batch_size", batch_size, 1, 100000, "512"),
-    DUR(S, "interval", interval_ms, "1s"),
-};
-static const struct section tracing_section = SECTION("tracing", "in tracing", tracing_fields, S, NULL, NULL);
-#undef S
-
 #define S struct config_admin
 static const struct field admin_fields[] = {
     STR(S, "key_env", key_env, F_TOKEN, 1, 256, check_admin_key_env, NULL),
@@ -400,8 +290,6 @@ static const struct field top_fields[] = {
     LIST(S, "shadows", shadows, nshadows, 0, 0, shadow_section),
     MAP(S, "shadow_store", store, store_section),
     MAP(S, "admin", admin, admin_section),
-    MAP(S, "access_log", access_log, access_log_section),
-    MAP(S, "tracing", tracing, tracing_section),
 };
 static const struct section top_section =
     SECTION("configuration", "at top level", top_fields, S, finish_top, NULL);
@@ -415,7 +303,7 @@ _Static_assert(NFIELDS(retry_fields) <= 64, "too many fields for the seen-mask")
 _Static_assert(NFIELDS(queue_fields) <= 64, "too many fields for the seen-mask");
 _Static_assert(NFIELDS(model_fields) <= 64, "too many fields for the seen-mask");
 _Static_assert(NFIELDS(server_fields) <= 64, "too many fields for the seen-mask");
-_Static_assert(NFIELDS(top_fields) <= 64, "too many fields for the seen-mask");
+_Static_assert(NFIELDS(top_fields) + CONFIG_MAX_MODULE_SECTIONS <= 64, "too many fields for the seen-mask");
 _Static_assert(NFIELDS(shadow_fields) <= 64, "too many fields for the seen-mask");
 _Static_assert(sizeof(enum shadow_select) == sizeof(int), "T_ENUM stores an int");
 _Static_assert(sizeof(enum balance_kind) == sizeof(int), "T_ENUM stores an int");
@@ -444,18 +332,32 @@ __attribute__((format(printf, 2, 3))) static int fail_file(struct loader *ld, co
 
 /* "FILE:LINE:COLUMN: message"; marks are 0-based, messages 1-based.  A NULL
  * mark means 1:1. */
-__attribute__((format(printf, 3, 4))) static int fail(struct loader *ld, const yaml_mark_t *m,
-                                                      const char *fmt, ...)
+__attribute__((format(printf, 3, 0))) static int vfail(struct loader *ld, const yaml_mark_t *m,
+                                                       const char *fmt, va_list ap)
 {
     if (!ld->err || ld->errlen == 0) return -1;
     size_t line = m ? m->line + 1 : 1, col = m ? m->column + 1 : 1;
     int n = snprintf(ld->err, ld->errlen, "%s:%zu:%zu: ", ld->file, line, col);
-    if (n >= 0 && (size_t)n < ld->errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(ld->err + n, ld->errlen - (size_t)n, fmt, ap);
-        va_end(ap);
-    }
+    if (n >= 0 && (size_t)n < ld->errlen) vsnprintf(ld->err + n, ld->errlen - (size_t)n, fmt, ap);
+    return -1;
+}
+
+__attribute__((format(printf, 3, 4))) static int fail(struct loader *ld, const yaml_mark_t *m,
+                                                      const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(ld, m, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int config_fail(struct loader *ld, const yaml_mark_t *at, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(ld, at, fmt, ap);
+    va_end(ap);
     return -1;
 }
 
@@ -480,6 +382,14 @@ static const char *show(struct showbuf *b, const char *s, size_t len)
     }
     b->s[o] = '\0';
     return b->s;
+}
+
+_Static_assert(sizeof(struct showbuf) == CONFIG_SHOW_BYTES, "config_show's buffer");
+const char *config_show(char buf[CONFIG_SHOW_BYTES], const char *s, size_t len)
+{
+    struct showbuf sb;
+    memcpy(buf, show(&sb, s, len), sizeof sb.s);
+    return buf;
 }
 
 static char *dupn(struct loader *ld, const yaml_mark_t *at, const char *s, size_t len)
@@ -845,17 +755,6 @@ static int check_admin_key_env(struct loader *ld, const struct field *f, const y
     return read_env_field(ld, f, at, a->key_env, &a->key);
 }
 
-/* tracing.endpoint: plain http (OTLP/HTTP); a collector on the host or
- * next to it.  The host is resolved by the exporter when it starts. */
-static int check_tracing_endpoint(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base)
-{
-    const char *v = *(char **)((char *)base + f->offset);
-    struct showbuf sb;
-    if (strncmp(v, "http://", 7) != 0 || !v[7] || v[7] == '/')
-        return fail(ld, at, "\"endpoint\": must be http://host[:port]/path (got \"%s\")", show(&sb, v, strlen(v)));
-    return 0;
-}
-
 /* an HTTP header name: RFC 9110 token characters only */
 static int check_http_token(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base)
 {
@@ -968,7 +867,8 @@ static const char *expected(const struct field *f, char *buf, size_t cap)
     case T_DURATION: return "a duration such as 250ms, 10s, 2m or 1h";
     case T_BOOL: return "true or false";
     case T_DOUBLE: return "a number";
-    case T_MAP: return "a mapping";
+    case T_MAP:
+    case T_MODULE: return "a mapping";
     case T_LIST: return "a sequence";
     case T_STRLIST: return (f->flags & F_SPACES) ? "a sequence of strings" : "a sequence of names";
     case T_KVMAP: return "a mapping of names to values";
@@ -1102,6 +1002,7 @@ static int parse_scalar(struct loader *ld, const struct field *f, const yaml_nod
         *(int *)p = rc;
         return 0;
     case T_MAP:
+    case T_MODULE:
     case T_LIST:
     case T_STRLIST:
     case T_KVMAP: break;
@@ -1440,14 +1341,23 @@ static int parse_kvmap(struct loader *ld, const struct field *f, const yaml_node
     return 0;
 }
 
+/* Where a T_MAP or T_MODULE field's section is stored: inside base, or (a
+ * module's, at the top level: base is the config) in the module's blob. */
+static void *sub_base(const struct field *f, void *base)
+{
+    if (f->type == T_MODULE) return ((struct config *)base)->mod_conf[f->offset];
+    return (char *)base + f->offset;
+}
+
 static int parse_value(struct loader *ld, const struct field *f, const yaml_node_t *v, void *base)
 {
     switch (f->type) {
     case T_MAP:
+    case T_MODULE:
         if (is_null(v)) /* "server:" with everything commented out */
-            return parse_section(ld, f->sub, NULL, &v->start_mark, (char *)base + f->offset);
+            return parse_section(ld, f->sub, NULL, &v->start_mark, sub_base(f, base));
         if (v->type != YAML_MAPPING_NODE) return type_error(ld, f, v);
-        return parse_section(ld, f->sub, v, &v->start_mark, (char *)base + f->offset);
+        return parse_section(ld, f->sub, v, &v->start_mark, sub_base(f, base));
     case T_LIST: return parse_list(ld, f, v, base);
     case T_STRLIST: return parse_strlist(ld, f, v, base);
     case T_KVMAP: return parse_kvmap(ld, f, v, base);
@@ -1462,7 +1372,7 @@ static int parse_value(struct loader *ld, const struct field *f, const yaml_node
 
 static int apply_default(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base)
 {
-    if (f->type == T_MAP) return parse_section(ld, f->sub, NULL, at, (char *)base + f->offset);
+    if (f->type == T_MAP || f->type == T_MODULE) return parse_section(ld, f->sub, NULL, at, sub_base(f, base));
     if (!f->def || f->type == T_LIST || f->type == T_STRLIST || f->type == T_KVMAP) return 0;
     return parse_scalar(ld, f, NULL, f->def, strlen(f->def), base);
 }
@@ -1614,7 +1524,35 @@ static int syntax_error(struct loader *ld, const yaml_parser_t *p, const char *t
     return fail(ld, &p->problem_mark, "%s", problem);
 }
 
-int config_load(const char *file, struct config **out, char *err, size_t errlen)
+/* The top level: the core's keys, then a row for each module's section,
+ * whose blob is allocated here (zeroed, so it is safe to free as is). */
+static int module_sections(struct loader *ld, struct config *c, const struct section *const *secs, size_t n,
+                           struct field *top, struct section *sec)
+{
+    *sec = top_section;
+    sec->fields = top;
+    memcpy(top, top_fields, sizeof top_fields);
+    size_t nt = NFIELDS(top_fields);
+    if (n > CONFIG_MAX_MODULE_SECTIONS)
+        return fail_file(ld, "internal error: more than %d module sections", CONFIG_MAX_MODULE_SECTIONS);
+    if (n && (!(c->mod_sec = calloc(n, sizeof *c->mod_sec)) || !(c->mod_conf = calloc(n, sizeof *c->mod_conf))))
+        return fail_file(ld, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const struct section *ms = secs[i];
+        for (size_t j = 0; j < nt; j++)
+            if (strcmp(top[j].name, ms->name) == 0)
+                return fail_file(ld, "internal error: two sections \"%s\"", ms->name);
+        if (!(c->mod_conf[i] = calloc(1, ms->size ? ms->size : 1))) return fail_file(ld, "out of memory");
+        c->mod_sec[i] = ms;
+        c->nmod_conf = i + 1;
+        top[nt++] = (struct field){ .name = ms->name, .type = T_MODULE, .offset = i, .sub = ms };
+    }
+    sec->nfields = nt;
+    return 0;
+}
+
+int config_load_with(const char *file, const struct section *const *sections, size_t n, struct config **out,
+                     char *err, size_t errlen)
 {
     struct loader ld = {.file = file ? file : "(null)", .err = err, .errlen = errlen};
     char *text = NULL;
@@ -1625,6 +1563,8 @@ int config_load(const char *file, struct config **out, char *err, size_t errlen)
     if (read_whole_file(&ld, &text, &len) < 0) return -1;
 
     struct config *c = calloc(1, sizeof *c);
+    struct field top[NFIELDS(top_fields) + CONFIG_MAX_MODULE_SECTIONS];
+    struct section top_sec;
     yaml_parser_t parser;
     yaml_document_t doc, extra;
     bool have_doc = false;
@@ -1633,6 +1573,7 @@ int config_load(const char *file, struct config **out, char *err, size_t errlen)
         fail_file(&ld, "out of memory");
         goto out_text;
     }
+    if (module_sections(&ld, c, sections, n, top, &top_sec) < 0) goto out_text;
     if (!yaml_parser_initialize(&parser)) {
         fail_file(&ld, "out of memory");
         goto out_text;
@@ -1664,7 +1605,7 @@ int config_load(const char *file, struct config **out, char *err, size_t errlen)
     else if (root->type != YAML_MAPPING_NODE)
         fail(&ld, NULL, "the top level must be a mapping (server:, models:)");
     else
-        rc = parse_section(&ld, &top_section, root, &root->start_mark, c);
+        rc = parse_section(&ld, &top_sec, root, &root->start_mark, c);
 
 out_parser:
     if (have_doc) yaml_document_delete(&doc);
@@ -1680,6 +1621,12 @@ void config_free(struct config *c)
 {
     if (!c) return;
     free_section(&top_section, c);
+    for (size_t i = 0; i < c->nmod_conf; i++) {
+        free_section(c->mod_sec[i], c->mod_conf[i]);
+        free(c->mod_conf[i]);
+    }
+    free(c->mod_conf);
+    free(c->mod_sec);
     free(c->path);
     free(c);
 }

@@ -186,24 +186,6 @@ struct config_store {
                                      (also survives power loss, slower) */
 };
 
-/* access_log: one JSON line per request (accesslog.c) */
-struct config_access_log {
-    char *path;                   /* a file, or "stdout"; NULL = no access log */
-    bool prompts;                 /* include the prompt (bounded); default false */
-    uint32_t buffer_bytes;        /* per worker; default 32KiB */
-    uint32_t flush_ms;            /* default 1s */
-};
-
-/* tracing: OpenTelemetry spans over OTLP/HTTP (trace.c) */
-struct config_tracing {
-    char *endpoint;               /* http://host:port/v1/traces; NULL = no export */
-    double sample;                /* ratio of new traces sampled, 0..1; default 1 */
-    char *service_name;           /* default "shade" */
-    uint32_t queue_size;          /* spans waiting for the exporter; default 4096 */
-    uint32_t batch_size;          /* default 512 */
-    uint32_t interval_ms;         /* default 1s */
-};
-
 /* admin: the /admin/ endpoints */
 struct config_admin {
     char *key_env;                /* environment variable holding the admin key */
@@ -236,14 +218,24 @@ struct config {
     size_t nshadows;
     struct config_store store;
     struct config_admin admin;
-    struct config_access_log access_log;
-    struct config_tracing tracing;
+    /* the top-level sections modules bring (pl_module.config), each parsed
+     * into a blob of its own; a module reads its blob with pl_config() */
+    const struct section **mod_sec;    /* [nmod_conf] their tables (config_schema.h) */
+    void **mod_conf;                   /* [nmod_conf] the parsed blobs */
+    size_t nmod_conf;
 };
 
-/* Load and validate FILE.  On error returns -1 and writes one message of the
- * form "FILE:LINE:COLUMN: message" into err (NUL-terminated, truncated to
- * errlen).  On success returns 0 and *out owns all its memory. */
+struct section;
+
+/* Load and validate FILE: the core's sections, and the section each module
+ * of the gateway's table brings (modules.c).  On error returns -1 and
+ * writes one message of the form "FILE:LINE:COLUMN: message" into err
+ * (NUL-terminated, truncated to errlen).  On success returns 0 and *out
+ * owns all its memory. */
 int config_load(const char *file, struct config **out, char *err, size_t errlen);
+/* The same with these module sections (tests, fuzzers; NULL, 0: none). */
+int config_load_with(const char *file, const struct section *const *sections, size_t n, struct config **out,
+                     char *err, size_t errlen);
 void config_free(struct config *c);
 
 /* Find a model by public name (exact, case-sensitive); NULL if absent. */

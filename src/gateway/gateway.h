@@ -20,6 +20,7 @@
 #include "httpd.h"
 #include "loop.h"
 #include "metrics.h"
+#include "module.h"
 #include "upstream.h"
 
 #define MAX_BACKENDS_PER_MODEL 64
@@ -47,7 +48,6 @@ struct side_call;
 struct judge;
 struct tracer;
 struct accesslog;
-struct alog_worker;
 
 struct gateway {
     struct config *cfg;
@@ -88,7 +88,7 @@ struct worker {
     ev_timer queue_timer;        /* while anything waits: timeouts, capacity freed elsewhere */
     ev_defer queue_kick;         /* capacity freed here: look at the queues */
     uint64_t rng;                /* balance.c's PRNG state (p2c_ewma); 0 = unseeded */
-    struct alog_worker *alog;    /* this worker's access log buffer, NULL when off */
+    struct pl_slots mods;        /* each module's own per-worker state (module.h) */
     struct side_call *side_calls; /* side calls running on this worker (side.c): shadow legs, ... */
     size_t side_ncalls;
 };

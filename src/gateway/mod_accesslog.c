@@ -1,12 +1,48 @@
 /* mod_accesslog.c — one JSON access-log line per API request
- * (doc/observability.md lists the fields). */
+ * (doc/observability.md lists the fields): its config section (access_log:),
+ * its per-worker buffer, its line at finish. */
+#include "mod_accesslog.h"
+
 #include "accesslog.h"
+#include "config_schema.h"
 #include "gateway.h"
 #include "module.h"
 
+#define S struct config_access_log
+static const struct field access_log_fields[] = {
+    STR(S, "path", path, 0, 1, 4096, NULL, NULL),
+    BOOL(S, "prompts", prompts, "false"),
+    SIZE(S, "buffer", buffer_bytes, 0, 16777216, "32KiB"),
+    DUR(S, "flush", flush_ms, "1s"),
+};
+static const struct section access_log_section =
+    SECTION("access_log", "in access_log", access_log_fields, S, NULL, NULL);
+#undef S
+
+const struct config_access_log *accesslog_config(const struct config *cfg)
+{
+    static const struct config_access_log off; /* a config loaded without this module */
+    const struct config_access_log *c = pl_config(cfg, &mod_accesslog);
+    return c ? c : &off;
+}
+
+struct alog_worker *accesslog_worker(const struct worker *w) { return pl_slot(&w->mods, &mod_accesslog); }
+
+/* the worker's buffer, when the serving process opened the log */
+static int accesslog_worker_init(struct worker *w, void **slot)
+{
+    if (!w->gw->alog)
+        return 0;
+    *slot = accesslog_worker_new(w->gw->alog, w->loop);
+    return *slot ? 0 : -1;
+}
+
+/* the last lines, before the worker's loop goes */
+static void accesslog_worker_done(struct worker *w, void *slot) { accesslog_worker_free(slot); }
+
 static void accesslog_finish(struct pl_req *q, void *ctx, const struct pl_outcome *o)
 {
-    struct alog_worker *al = q->w->alog;
+    struct alog_worker *al = accesslog_worker(q->w);
     if (!al)
         return;
     http_req *r = q->http;
@@ -48,4 +84,7 @@ const struct pl_module mod_accesslog = {
     .name = "accesslog",
     .phase = PH_NONE,
     .on_finish = accesslog_finish,
+    .config = &access_log_section,
+    .worker_init = accesslog_worker_init,
+    .worker_free = accesslog_worker_done,
 };

@@ -1,11 +1,47 @@
 /* mod_trace.c — the request's own span (SERVER kind) when it ends; the
  * upstream attempts' spans are the core's (proxy.c attempt_end), as they
  * follow attempts, not the request (doc/observability.md). */
+#include "mod_trace.h"
+
 #include <stdio.h>
 #include <string.h>
 
+#include "config_schema.h"
 #include "gateway.h"
 #include "module.h"
+
+/* tracing.endpoint: plain http (OTLP/HTTP); a collector on the host or
+ * next to it.  The host is resolved by the exporter when it starts. */
+static int check_tracing_endpoint(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base)
+{
+    const char *v = *(char **)((char *)base + f->offset);
+    char sb[CONFIG_SHOW_BYTES];
+    if (strncmp(v, "http://", 7) != 0 || !v[7] || v[7] == '/')
+        return config_fail(ld, at, "\"endpoint\": must be http://host[:port]/path (got \"%s\")",
+                           config_show(sb, v, strlen(v)));
+    return 0;
+}
+
+#define S struct config_tracing
+static const struct field tracing_fields[] = {
+    STR(S, "endpoint", endpoint, F_TOKEN, 8, 2048, check_tracing_endpoint, NULL),
+    NUM(S, "sample", sample, 0, 1, "1"),
+    STR(S, "service_name", service_name, 0, 1, 128, NULL, "shade"),
+    UINT(S, "queue_size", queue_size, 16, 10000000, "4096"),
+    UINT(S, "batch_size", batch_size, 1, 100000, "512"),
+    DUR(S, "interval", interval_ms, "1s"),
+};
+static const struct section tracing_section = SECTION("tracing", "in tracing", tracing_fields, S, NULL, NULL);
+#undef S
+
+const struct config_tracing *tracing_config(const struct config *cfg)
+{
+    /* a config loaded without this module: the defaults, no export */
+    static const struct config_tracing off = { .sample = 1, .queue_size = 4096, .batch_size = 512,
+                                               .interval_ms = 1000 };
+    const struct config_tracing *c = pl_config(cfg, &mod_trace);
+    return c ? c : &off;
+}
 
 static const char *op_name(enum met_endpoint ep)
 {
@@ -58,4 +94,5 @@ const struct pl_module mod_trace = {
     .name = "trace",
     .phase = PH_NONE,
     .on_finish = trace_finish,
+    .config = &tracing_section,
 };

@@ -30,6 +30,12 @@
  * Per-request state: a module declares ctx_size; the engine lays all of
  * them out after the core's own request struct, so a request is ONE
  * allocation (pl_req_alloc), zeroed, and pl_ctx() finds a module's part.
+ *
+ * Config: a module may bring a top-level config section (config, a table
+ * of config_schema.h); each loaded config holds one parsed blob per module
+ * (a reload is a new config, so new blobs), read with pl_config().
+ * Per-worker state: worker_init fills the module's slot in the worker,
+ * worker_free empties it; pl_slot() finds it.
  */
 #ifndef SHADE_MODULE_H
 #define SHADE_MODULE_H
@@ -52,6 +58,8 @@ struct buf;
 struct model_rt;
 struct backend;
 struct pl_head;
+struct config;
+struct section;
 
 /* Request phases after decoding.  The order of this enum, then the order of
  * the table in modules.c, is the policy: a key is known before its limits
@@ -153,6 +161,16 @@ struct pl_module {
     const struct route *routes;
     size_t nroutes;
     void (*metrics_render)(const struct gateway *gw, struct buf *out);
+    /* Its own top-level config section (config_schema.h): section->name is
+     * the key, section->size the blob's size, the fields' defaults and the
+     * section's finish hook its defaults and checks.  Read: pl_config(). */
+    const struct section *config;
+    /* Per-worker state, when the worker is set up: put it in *slot (or
+     * leave it NULL) and return 0, or -1 to fail the worker's start.
+     * worker_free gets the slot back once, when the worker goes (only after
+     * a worker_init that returned 0), before the worker's loop is freed. */
+    int (*worker_init)(struct worker *w, void **slot);
+    void (*worker_free)(struct worker *w, void *slot);
 };
 
 /* A response head being built (on_head). */
@@ -186,6 +204,25 @@ struct pl_core {
 };
 
 #define PL_MAX_MODULES 32
+
+/* A module's parsed config section in cfg (pl_module.config), or NULL when
+ * the module brings none or cfg was loaded without it. */
+const void *pl_config(const struct config *cfg, const struct pl_module *m);
+
+/* Each module's per-worker state, by table index (struct worker.mods). */
+struct pl_slots {
+    const struct pl_module *const *mods;
+    size_t n;
+    void *slot[PL_MAX_MODULES];
+    uint32_t live;                     /* worker_init returned 0: worker_free is owed */
+};
+/* Run each module's worker_init, in table order.  0, or -1 when one failed
+ * (pl_worker_free then frees those that succeeded). */
+int pl_worker_init(struct pl_slots *s, const struct pl_module *const *mods, size_t n, struct worker *w);
+/* Each live module's worker_free, in reverse table order; again: nothing. */
+void pl_worker_free(struct pl_slots *s, struct worker *w);
+/* Module m's per-worker state, or NULL. */
+void *pl_slot(const struct pl_slots *s, const struct pl_module *m);
 
 struct pl_engine {
     const struct pl_module *const *mods;

@@ -9,6 +9,7 @@
  * the access line, which read the same outcome, then shadowing, which hands
  * the primary's answer to the pair store.
  */
+#include "config.h"
 #include "module.h"
 
 extern const struct pl_module mod_set, mod_usage, mod_backend_header, mod_metrics, mod_trace, mod_accesslog,
@@ -26,3 +27,15 @@ const struct pl_module *const pl_modules[] = {
     &mod_shadow_admin,       /* /admin/shadows…, the shadow and judge metrics */
 };
 const size_t pl_nmodules = sizeof pl_modules / sizeof pl_modules[0];
+
+/* The gateway's config: the core's sections and those the table's modules
+ * bring (pl_module.config). */
+int config_load(const char *file, struct config **out, char *err, size_t errlen)
+{
+    const struct section *secs[PL_MAX_MODULES];
+    size_t n = 0;
+    for (size_t i = 0; i < pl_nmodules && n < PL_MAX_MODULES; i++)
+        if (pl_modules[i]->config)
+            secs[n++] = pl_modules[i]->config;
+    return config_load_with(file, secs, n, out, err, errlen);
+}

@@ -228,6 +228,54 @@ void pl_write_overrides(struct buf *out, const struct config_override *set, size
     }
 }
 
+const void *pl_config(const struct config *cfg, const struct pl_module *m)
+{
+    /* a module's section table is its own: it names the blob */
+    for (size_t i = 0; cfg && m->config && i < cfg->nmod_conf; i++)
+        if (cfg->mod_sec[i] == m->config)
+            return cfg->mod_conf[i];
+    return NULL;
+}
+
+int pl_worker_init(struct pl_slots *s, const struct pl_module *const *mods, size_t n, struct worker *w)
+{
+    memset(s, 0, sizeof *s);
+    if (n > PL_MAX_MODULES)
+        return -1;
+    s->mods = mods;
+    s->n = n;
+    for (size_t i = 0; i < n; i++) {
+        if (!mods[i]->worker_init)
+            continue;
+        if (mods[i]->worker_init(w, &s->slot[i]) < 0) {
+            s->slot[i] = NULL;
+            return -1;
+        }
+        s->live |= 1u << i;
+    }
+    return 0;
+}
+
+void pl_worker_free(struct pl_slots *s, struct worker *w)
+{
+    for (size_t i = s->n; i-- > 0;) {
+        if (!(s->live & (1u << i)))
+            continue;
+        s->live &= ~(1u << i);
+        if (s->mods[i]->worker_free)
+            s->mods[i]->worker_free(w, s->slot[i]);
+        s->slot[i] = NULL;
+    }
+}
+
+void *pl_slot(const struct pl_slots *s, const struct pl_module *m)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->mods[i] == m)
+            return s->slot[i];
+    return NULL;
+}
+
 void pl_sent(struct pl_req *q)
 {
     if (q->sent || q->finished)

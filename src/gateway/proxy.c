@@ -35,6 +35,7 @@
 #include "gateway.h"
 #include "accesslog.h"
 #include "json.h"
+#include "mod_trace.h"
 #include "module.h"
 #include "shadow.h"
 #include "rand.h"
@@ -1326,7 +1327,7 @@ void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
         p->pl.has_parent = true;
     } else {
         trace_new_trace_id(&w->rng, p->pl.tc.trace_id);
-        p->pl.tc.flags = trace_ratio_sampled(p->pl.tc.trace_id, w->gw->cfg->tracing.sample) ? TRACE_FLAG_SAMPLED : 0;
+        p->pl.tc.flags = trace_ratio_sampled(p->pl.tc.trace_id, tracing_config(w->gw->cfg)->sample) ? TRACE_FLAG_SAMPLED : 0;
     }
     trace_new_span_id(&w->rng, p->pl.tc.span_id);
     p->pl.body = r->body;

@@ -21,6 +21,7 @@
 #include "gateway.h"
 #include "health.h"
 #include "metrics.h"
+#include "mod_accesslog.h"
 #include "prometheus.h"
 #include "proxy.h"
 #include "module.h"
@@ -31,7 +32,8 @@ static void count_local(struct worker *w, http_req *r, int status)
 {
     size_t key = metrics_key(&w->gw->lay, -1, -1);
     met_add(&w->met->requests[key][status - 100], 1);
-    if (!w->alog)
+    struct alog_worker *al = accesslog_worker(w);
+    if (!al)
         return;
     struct access_record a = {
         .ts = (double)(trace_unix_ns() - (mono_ns() - r->t_start_ns)) / 1e9,
@@ -43,7 +45,7 @@ static void count_local(struct worker *w, http_req *r, int status)
         .latency_ms = (double)(mono_ns() - r->t_start_ns) / 1e6,
         .ttft_ms = -1, .overhead_us = -1, .tokens_in = -1, .tokens_out = -1, .cost_usd = -1,
     };
-    accesslog_write(w->alog, &a);
+    accesslog_write(al, &a);
 }
 
 /* ---------- endpoints ---------- */

@@ -27,6 +27,9 @@
 #include "judge.h"
 #include "trace.h"
 #include "log.h"
+#include "mod_accesslog.h"
+#include "mod_trace.h"
+#include "module.h"
 #include "proxy.h"
 #include "recorder.h"
 #include "router.h"
@@ -190,8 +193,7 @@ static void worker_free(struct worker *w)
     if (w->httpd)
         httpd_free(w->httpd);
     side_cancel_all(w); /* shadow legs: their pairs go to the recorder as they are */
-    accesslog_worker_free(w->alog); /* the last lines, before the loop goes */
-    w->alog = NULL;
+    pl_worker_free(&w->mods, w); /* modules' worker state (the access log's last lines), before the loop goes */
     if (w->pools) {
         for (size_t i = 0; i < w->gw->nbackends; i++)
             up_pool_free(w->pools[i]);
@@ -245,7 +247,7 @@ static struct worker *worker_new(struct gateway *gw, int id, int lfd)
         .keepalive_timeout_ms = s->keepalive_timeout_ms,
         .max_connections = s->max_connections,
     };
-    if (gw->alog && !(w->alog = accesslog_worker_new(gw->alog, w->loop)))
+    if (pl_worker_init(&w->mods, pl_modules, pl_nmodules, w) < 0)
         goto fail;
     w->httpd = httpd_new(w->loop, &lim, route_handle, w);
     if (!w->httpd || ev_async_init(w->loop, &w->wake, wake_cb, w) < 0)
@@ -272,18 +274,18 @@ static void tell_workers(struct gateway *gw, int cmd)
 /* The access log and the span exporter, when configured. */
 static int start_telemetry(struct gateway *gw, char *err, size_t errlen)
 {
-    const struct config *cfg = gw->cfg;
-    if (cfg->access_log.path) {
-        struct accesslog_opts ao = { .path = cfg->access_log.path, .prompts = cfg->access_log.prompts,
-                                     .buffer_bytes = cfg->access_log.buffer_bytes,
-                                     .flush_ms = cfg->access_log.flush_ms };
+    const struct config_access_log *al = accesslog_config(gw->cfg);
+    const struct config_tracing *tr = tracing_config(gw->cfg);
+    if (al->path) {
+        struct accesslog_opts ao = { .path = al->path, .prompts = al->prompts, .buffer_bytes = al->buffer_bytes,
+                                     .flush_ms = al->flush_ms };
         if (!(gw->alog = accesslog_open(&ao, err, errlen)))
             return -1;
     }
-    if (cfg->tracing.endpoint) {
-        struct tracer_opts to = { .endpoint = cfg->tracing.endpoint, .service_name = cfg->tracing.service_name,
-                                  .queue_size = cfg->tracing.queue_size, .batch_size = cfg->tracing.batch_size,
-                                  .interval_ms = cfg->tracing.interval_ms };
+    if (tr->endpoint) {
+        struct tracer_opts to = { .endpoint = tr->endpoint, .service_name = tr->service_name,
+                                  .queue_size = tr->queue_size, .batch_size = tr->batch_size,
+                                  .interval_ms = tr->interval_ms };
         if (!(gw->tracer = tracer_start(&to, err, errlen)))
             return -1;
     }
@@ -296,9 +298,9 @@ static void reopen_logs(struct gateway *gw)
     if (!gw->alog)
         return;
     if (accesslog_reopen(gw->alog) < 0)
-        log_error("access log %s: cannot reopen: %s", gw->cfg->access_log.path, strerror(errno));
+        log_error("access log %s: cannot reopen: %s", accesslog_config(gw->cfg)->path, strerror(errno));
     else
-        log_info("access log %s reopened", gw->cfg->access_log.path);
+        log_info("access log %s reopened", accesslog_config(gw->cfg)->path);
 }
 
 /* The judge calls the judge model through this gateway's own listener. */

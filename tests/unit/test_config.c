@@ -2,6 +2,10 @@
  * with its exact position, durations, sizes, listen addresses, URLs.
  * Run from the repository root (it also loads examples/basic.yaml). */
 #include "config.h"
+#include "config_schema.h"
+#include "mod_accesslog.h"
+#include "mod_trace.h"
+#include "module.h"
 #include "unit.h"
 
 #include <arpa/inet.h>
@@ -920,6 +924,185 @@ static void test_shadows(void)
                "9:12: \"key_env\": environment variable SHADE_TEST_SURELY_UNSET_VAR is not set or empty");
 }
 
+/* ---- a module bringing its own section: parsed with the same tables ---- */
+
+struct fake_conf {
+    char *greeting;
+    uint32_t limit;
+    uint32_t window_ms;
+    double ratio;
+    bool loud;
+    char **names;
+    size_t nnames;
+};
+
+static int check_greeting(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base)
+{
+    const char *v = *(char **)((char *)base + f->offset);
+    char sb[CONFIG_SHOW_BYTES];
+    if (strncmp(v, "hello", 5) != 0)
+        return config_fail(ld, at, "\"greeting\": must start with hello (got \"%s\")", config_show(sb, v, strlen(v)));
+    return 0;
+}
+
+static int finish_fake(struct loader *ld, const yaml_node_t *map, void *base)
+{
+    const struct fake_conf *fc = base;
+    if (fc->loud && fc->limit > 100)
+        return config_fail(ld, map ? &map->start_mark : NULL, "\"loud\" needs \"limit\" of at most 100 in fake");
+    return 0;
+}
+
+#define S struct fake_conf
+static const struct field fake_fields[] = {
+    STR(S, "greeting", greeting, 0, 1, 64, check_greeting, "hello world"),
+    UINT(S, "limit", limit, 1, 1000, "10"),
+    DUR(S, "window", window_ms, "1m"),
+    NUM(S, "ratio", ratio, 0, 1, "0.5"),
+    BOOL(S, "loud", loud, "false"),
+    STRLIST(S, "names", names, nnames, 32),
+};
+static const struct section fake_section = SECTION("fake", "in fake", fake_fields, S, finish_fake, NULL);
+#undef S
+
+static const struct pl_module mod_fake = { .name = "fake", .phase = PH_NONE, .config = &fake_section };
+static const struct pl_module mod_plain = { .name = "plain", .phase = PH_NONE };
+static const struct section *const fake_sections[] = { &fake_section };
+
+static struct config *load_fake(const char *yaml, char *err, size_t errlen)
+{
+    char path[64];
+    struct config *c = NULL;
+    write_tmp(yaml, path, sizeof path);
+    int rc = config_load_with(path, fake_sections, 1, &c, err, errlen);
+    /* the error names the file first: keep only what follows "FILE:" */
+    size_t pl = strlen(path);
+    if (rc < 0 && strncmp(err, path, pl) == 0 && err[pl] == ':')
+        memmove(err, err + pl + 1, strlen(err + pl + 1) + 1);
+    unlink(path);
+    return rc == 0 ? c : NULL;
+}
+
+static void expect_fake_err(int line, const char *yaml, const char *want)
+{
+    char err[512];
+    struct config *c = load_fake(yaml, err, sizeof err);
+    unit_checks++;
+    if (c) {
+        report(line, yaml, "config_load_with succeeded", "(success)", want);
+        config_free(c);
+    } else if (strcmp(err, want) != 0) {
+        report(line, yaml, "wrong error", err, want);
+    }
+}
+
+static void test_module_section(void)
+{
+    char err[512];
+    /* every field given */
+    struct config *c = load_fake(MIN_YAML "fake:\n  greeting: hello there\n  limit: 50\n  window: 250ms\n"
+                                 "  ratio: 0.25\n  loud: true\n  names: [a, b]\n", err, sizeof err);
+    CHECK(c != NULL);
+    if (c) {
+        const struct fake_conf *fc = pl_config(c, &mod_fake);
+        CHECK(fc != NULL);
+        CHECK_EQ_STR(fc->greeting, "hello there");
+        CHECK_EQ_INT(fc->limit, 50);
+        CHECK_EQ_INT(fc->window_ms, 250);
+        CHECK(fc->ratio == 0.25);
+        CHECK(fc->loud);
+        CHECK_EQ_INT(fc->nnames, 2);
+        CHECK_EQ_STR(fc->names[1], "b");
+        CHECK(pl_config(c, &mod_plain) == NULL); /* brings no section */
+        config_free(c);
+    }
+    /* absent, or present and empty: the table's defaults */
+    const char *const absent[] = { MIN_YAML, MIN_YAML "fake:\n", MIN_YAML "fake: {}\n" };
+    for (size_t i = 0; i < 3; i++) {
+        c = load_fake(absent[i], err, sizeof err);
+        CHECK(c != NULL);
+        if (!c) continue;
+        const struct fake_conf *fc = pl_config(c, &mod_fake);
+        CHECK(fc != NULL);
+        if (fc) {
+            CHECK_EQ_STR(fc->greeting, "hello world");
+            CHECK_EQ_INT(fc->limit, 10);
+            CHECK_EQ_INT(fc->window_ms, 60000);
+            CHECK(fc->ratio == 0.5);
+            CHECK(!fc->loud);
+            CHECK_EQ_INT(fc->nnames, 0);
+        }
+        config_free(c);
+    }
+    /* bad values, unknown keys, the module's own checks: file:line:column */
+    expect_fake_err(__LINE__, MIN_YAML "fake:\n  limit: 0\n", "6:10: \"limit\": 0 is out of range (1..1000)");
+    expect_fake_err(__LINE__, MIN_YAML "fake:\n  window: soon\n",
+                    "6:11: \"window\": expected a duration such as 250ms, 10s, 2m or 1h, got \"soon\"");
+    expect_fake_err(__LINE__, MIN_YAML "fake:\n  limt: 5\n", "6:3: unknown key \"limt\" in fake (did you mean \"limit\"?)");
+    expect_fake_err(__LINE__, MIN_YAML "fake:\n  colour: red\n", "6:3: unknown key \"colour\" in fake");
+    expect_fake_err(__LINE__, MIN_YAML "fak:\n  limit: 5\n", "5:1: unknown key \"fak\" at top level (did you mean \"fake\"?)");
+    expect_fake_err(__LINE__, MIN_YAML "fake: [1]\n", "5:7: \"fake\": expected a mapping, got a sequence");
+    expect_fake_err(__LINE__, MIN_YAML "fake:\n  greeting: bye\n",
+                    "6:13: \"greeting\": must start with hello (got \"bye\")");
+    expect_fake_err(__LINE__, MIN_YAML "fake:\n  loud: true\n  limit: 500\n",
+                    "6:3: \"loud\" needs \"limit\" of at most 100 in fake");
+    expect_fake_err(__LINE__, MIN_YAML "fake: {}\nfake: {}\n", "6:1: duplicate key \"fake\" at top level (first at line 5)");
+    /* without the module, its key is unknown */
+    expect_err(MIN_YAML "fake:\n  limit: 5\n", "5:1: unknown key \"fake\" at top level");
+    /* a reload is a new config: blobs of its own */
+    struct config *a = load_fake(MIN_YAML "fake:\n  limit: 7\n", err, sizeof err);
+    struct config *b = load_fake(MIN_YAML "fake:\n  limit: 8\n", err, sizeof err);
+    CHECK(a && b);
+    if (a && b) {
+        const struct fake_conf *fa = pl_config(a, &mod_fake), *fb = pl_config(b, &mod_fake);
+        CHECK(fa != fb);
+        CHECK_EQ_INT(fa->limit, 7);
+        CHECK_EQ_INT(fb->limit, 8);
+    }
+    config_free(a);
+    config_free(b);
+}
+
+/* access_log: and tracing: are the modules' own now, through config_load */
+static void test_module_sections_real(void)
+{
+    struct config *c = load_ok(MIN_YAML);
+    if (c) {
+        const struct config_access_log *al = accesslog_config(c);
+        CHECK(al == pl_config(c, &mod_accesslog));
+        CHECK(al->path == NULL);
+        CHECK(!al->prompts);
+        CHECK_EQ_INT(al->buffer_bytes, 32768);
+        CHECK_EQ_INT(al->flush_ms, 1000);
+        const struct config_tracing *tr = tracing_config(c);
+        CHECK(tr == pl_config(c, &mod_trace));
+        CHECK(tr->endpoint == NULL);
+        CHECK(tr->sample == 1.0);
+        CHECK_EQ_STR(tr->service_name, "shade");
+        CHECK_EQ_INT(tr->queue_size, 4096);
+        CHECK_EQ_INT(tr->batch_size, 512);
+        CHECK_EQ_INT(tr->interval_ms, 1000);
+        config_free(c);
+    }
+    c = load_ok(MIN_YAML "access_log:\n  path: stdout\n  prompts: true\n  buffer: 1KiB\n  flush: 5s\n"
+                "tracing:\n  endpoint: http://127.0.0.1:4318/v1/traces\n  sample: 0.1\n  service_name: gw\n");
+    if (c) {
+        const struct config_access_log *al = accesslog_config(c);
+        CHECK_EQ_STR(al->path, "stdout");
+        CHECK(al->prompts);
+        CHECK_EQ_INT(al->buffer_bytes, 1024);
+        CHECK_EQ_INT(al->flush_ms, 5000);
+        const struct config_tracing *tr = tracing_config(c);
+        CHECK_EQ_STR(tr->endpoint, "http://127.0.0.1:4318/v1/traces");
+        CHECK(tr->sample == 0.1);
+        CHECK_EQ_STR(tr->service_name, "gw");
+        config_free(c);
+    }
+    expect_err(MIN_YAML "access_log:\n  flush: 0ms\n", "6:10: \"flush\": 0ms is out of range (1ms..24h)");
+    expect_err(MIN_YAML "tracing:\n  endpoint: https://x/v1\n",
+               "6:13: \"endpoint\": must be http://host[:port]/path (got \"https://x/v1\")");
+}
+
 int main(void)
 {
     test_defaults();
@@ -935,6 +1118,8 @@ int main(void)
     test_example();
     test_resilience_keys();
     test_shadows();
+    test_module_section();
+    test_module_sections_real();
     config_free(NULL);
     UNIT_DONE();
 }

@@ -2,7 +2,9 @@
  * order by phase then table order, pass / answered / wait-and-resume /
  * error, a client leaving while a phase waits, finish exactly once, one
  * zeroed allocation with every module's context; response transforms
- * (opt-in per request, chained in table order, drop, pass-through). */
+ * (opt-in per request, chained in table order, drop, pass-through);
+ * per-worker module state (worker_init / worker_free, once per worker). */
+#include "gateway.h"
 #include "module.h"
 #include "unit.h"
 
@@ -392,6 +394,88 @@ static void test_head(void)
     free(q);
 }
 
+/* ---- per-worker state: a slot per module, init and free once per worker ---- */
+
+static int winit_a, wfree_a, winit_b, wfree_b, fail_b;
+
+static int a_worker_init(struct worker *w, void **slot)
+{
+    winit_a++;
+    int *st = malloc(sizeof *st);
+    if (!st)
+        return -1;
+    *st = w->id;
+    *slot = st;
+    return 0;
+}
+static void a_worker_free(struct worker *w, void *slot)
+{
+    wfree_a++;
+    CHECK(slot && *(int *)slot == w->id); /* its own worker's state comes back */
+    free(slot);
+}
+static int b_worker_init(struct worker *w, void **slot)
+{
+    winit_b++;
+    if (fail_b)
+        return -1;
+    *slot = w; /* any pointer: the module's business */
+    return 0;
+}
+static void b_worker_free(struct worker *w, void *slot)
+{
+    wfree_b++;
+    CHECK(slot == w);
+}
+
+static const struct pl_module wmod_a = { .name = "wa", .phase = PH_NONE, .worker_init = a_worker_init,
+                                         .worker_free = a_worker_free };
+static const struct pl_module wmod_plain = { .name = "wplain", .phase = PH_NONE };
+static const struct pl_module wmod_b = { .name = "wb", .phase = PH_NONE, .worker_init = b_worker_init,
+                                         .worker_free = b_worker_free };
+static const struct pl_module *const wtable[] = { &wmod_a, &wmod_plain, &wmod_b };
+
+static void test_worker_slots(void)
+{
+    struct worker w1 = { .id = 1 }, w2 = { .id = 2 };
+    CHECK_EQ_INT(pl_worker_init(&w1.mods, wtable, 3, &w1), 0);
+    CHECK_EQ_INT(pl_worker_init(&w2.mods, wtable, 3, &w2), 0);
+    CHECK_EQ_INT(winit_a, 2);
+    CHECK_EQ_INT(winit_b, 2);
+    int *s1 = pl_slot(&w1.mods, &wmod_a), *s2 = pl_slot(&w2.mods, &wmod_a);
+    CHECK(s1 && s2 && s1 != s2);
+    CHECK_EQ_INT(s1 ? *s1 : 0, 1);
+    CHECK_EQ_INT(s2 ? *s2 : 0, 2);
+    CHECK(pl_slot(&w1.mods, &wmod_b) == &w1);
+    CHECK(pl_slot(&w1.mods, &wmod_plain) == NULL); /* no hooks: no state */
+    CHECK(pl_slot(&w1.mods, &observer) == NULL);     /* not in the table */
+    pl_worker_free(&w1.mods, &w1);
+    pl_worker_free(&w2.mods, &w2);
+    CHECK_EQ_INT(wfree_a, 2);
+    CHECK_EQ_INT(wfree_b, 2);
+    CHECK(pl_slot(&w1.mods, &wmod_a) == NULL);
+    pl_worker_free(&w1.mods, &w1); /* again: nothing */
+    CHECK_EQ_INT(wfree_a, 2);
+
+    /* a module's init fails: the worker does not start; only those whose
+     * init succeeded are freed, once */
+    struct worker w3 = { .id = 3 };
+    fail_b = 1;
+    CHECK_EQ_INT(pl_worker_init(&w3.mods, wtable, 3, &w3), -1);
+    pl_worker_free(&w3.mods, &w3);
+    pl_worker_free(&w3.mods, &w3);
+    CHECK_EQ_INT(winit_a, 3);
+    CHECK_EQ_INT(wfree_a, 3);
+    CHECK_EQ_INT(winit_b, 3);
+    CHECK_EQ_INT(wfree_b, 2);
+    fail_b = 0;
+
+    /* a worker that never ran init (set-up failed earlier): nothing to free */
+    struct worker w4 = { .id = 4 };
+    pl_worker_free(&w4.mods, &w4);
+    CHECK_EQ_INT(wfree_a, 3);
+}
+
 int main(void)
 {
     test_layout();
@@ -402,5 +486,6 @@ int main(void)
     test_abort_while_waiting();
     test_transform();
     test_head();
+    test_worker_slots();
     UNIT_DONE();
 }
