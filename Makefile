@@ -31,7 +31,7 @@ LIB_OBJS := $(filter-out $(B)/main.o,$(OBJS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all deps check check-depgraph check-unit check-bb check-sdk demo bench bench-balance bench-shadow bench-compare fuzz clean format
+.PHONY: all deps check check-depgraph check-unit check-bb check-sdk demo bench bench-balance bench-shadow bench-compare bench-decisions fuzz clean format
 all: $(BIN)
 
 $(BIN): $(OBJS)
@@ -112,6 +112,11 @@ bench-compare: deps
 	@$(B)/bench/compare_bench $(BENCH_PAIRS)
 	@echo
 	@SHADE_BIN=$(BIN) bench/compare_e2e.py
+
+# the shadow decision rules on simulated pair streams: false alarms and
+# pairs to detection per scenario, 1,000 runs each (doc/shadow-report.md)
+bench-decisions: all
+	@$(BIN) simulate-decisions $(DECISION_ARGS)
 
 $(B)/bench/compare_bench: bench/compare_bench.c $(LIB_OBJS) tests/unit/compare_ref.h
 	@mkdir -p $(B)/bench

@@ -1490,7 +1490,7 @@ static void render_text(struct w *w, const struct report_query *q, const struct 
             char c50[80], c95[80];
             snprintf(c50, sizeof c50, "[%s, %s]", f_num(a, sizeof a, cs[0][0], 0), f_num(b, sizeof b, cs[0][1], 0));
             snprintf(c95, sizeof c95, "[%s, %s]", f_num(a, sizeof a, cs[1][0], 0), f_num(b, sizeof b, cs[1][1], 0));
-            w_fmt(w, "    %-13s%-20s%-20s\n", "95% CS", c50, c95);
+            w_fmt(w, "    %-13s%-20s%s\n", "95% CS", c50, c95);
         }
         if (m == 0) {
             w_fmt(w, "  %-15smedian %s, 95%% CS [%s, %s], over %zu pairs (a shadow timeout counts as "
