@@ -1367,9 +1367,9 @@ static void cmp_verdict(const struct report_rules *r, const struct section *s, s
     else if (s->v.cmp_alarm[i])
         snprintf(out, cap, "WORSE than the noise floor");
     else if (s->v.cmp_ready[i])
-        snprintf(out, cap, "within noise; shown within %.2f", r->v.quality_margin);
+        snprintf(out, cap, "within noise: shown within %.2f", r->v.quality_margin);
     else
-        snprintf(out, cap, "within noise; cannot detect a drop below %.3f yet", s->v.cmp_mde[i]);
+        snprintf(out, cap, "not shown worse; cannot detect a drop below %.3f yet", s->v.cmp_mde[i]);
 }
 
 static void t_test(struct w *w, const char *name, const char *what, double log_e_max, double log_thr,

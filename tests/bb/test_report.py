@@ -429,7 +429,7 @@ def test_report_no_regression_figures(env):
     cs = "[%.2f%%, %.2f%%]" % (100 * sh["cs_lo"], 100 * sh["cs_hi"])
     assert re.search(r"shadow\s+99\.50%\s+" + re.escape(cs) + r"\s+200\s+timeout 1", out), out
     assert re.search(r"primary\s+149\.8\s+194\.5\s+198\.5\s+200", out), out
-    assert re.search(r"exact\s+0\.899\s+199\s+0\.920\s+50\s+49\s+0/4\s+\S+\s+within noise; shown within 0\.20",
+    assert re.search(r"exact\s+0\.899\s+199\s+0\.920\s+50\s+49\s+0/4\s+\S+\s+within noise: shown within 0\.20",
                      out), out
     assert re.search(r"success\s+199 of 200 ok, above 95\.00%\s+269\.6\s+20\s+shown", out), out
     assert "\x1b" not in out and "<script>" in out  # plain text, control characters dropped
