@@ -1008,60 +1008,79 @@ static bool is_timeout(const char *error)
     ".rouge_l, " t ".length_ratio, " t ".json_valid, " t ".json_same, " t ".tool_agree, " t \
     ".refusal_other"
 
+#define SEQ_SELECT                                                                         \
+    "SELECT lp.pair_id, lp.status, lp.error, lp.latency_ms, "                            \
+    "ls.pair_id, ls.status, ls.error, ls.latency_ms, "                                   \
+    "cs.pair_id, " CMP_COLS("cs") ", ca.pair_id, " CMP_COLS("ca") ", j.outcome, p.id "   \
+    "FROM pairs p "                                                                      \
+    "LEFT JOIN legs lp ON lp.pair_id = p.id AND lp.leg = 'primary' "                     \
+    "LEFT JOIN legs ls ON ls.pair_id = p.id AND ls.leg = 'shadow' "                      \
+    "LEFT JOIN comparisons cs ON cs.pair_id = p.id AND cs.against = 'shadow' "           \
+    "LEFT JOIN comparisons ca ON ca.pair_id = p.id AND ca.against = 'aa' "               \
+    "LEFT JOIN judgements j ON j.pair_id = p.id "
+#define SEQ_ID_COL (9 + 2 * (VERDICT_NCMP + 1))
+
+/* One row of SEQ_SELECT as the decision sees the pair. */
+static void seq_row(sqlite3_stmt *st, struct verdict_obs *o)
+{
+    verdict_obs_clear(o);
+    for (int l = 0; l < 2; l++) {
+        int b = 4 * l;
+        if (sqlite3_column_type(st, b) == SQLITE_NULL)
+            continue; /* no leg: a failure */
+        int status = sqlite3_column_int(st, b + 1);
+        const char *error = (const char *)sqlite3_column_text(st, b + 2);
+        bool ok = !error && status >= 200 && status < 300;
+        double lat = col_real(st, b + 3);
+        if (l == 0) {
+            o->p_ok = ok;
+            o->p_lat = lat;
+        } else {
+            o->c_ok = ok;
+            o->c_lat = lat;
+            o->c_timeout = !ok && is_timeout(error);
+        }
+    }
+    for (int a = 0; a < 2; a++) {
+        int b = 8 + a * (VERDICT_NCMP + 1);
+        if (sqlite3_column_type(st, b) == SQLITE_NULL)
+            continue;
+        if (a == 1)
+            o->has_aa = true;
+        double *dst = a ? o->cmp_aa : o->cmp_c;
+        for (int k = 0; k < VERDICT_NCMP; k++)
+            dst[k] = col_real(st, b + 1 + k);
+    }
+    const char *jo = (const char *)sqlite3_column_text(st, 8 + 2 * (VERDICT_NCMP + 1));
+    o->judge = !jo ? 0 : strcmp(jo, "win") == 0 ? 1 : strcmp(jo, "loss") == 0 ? -1 : 0;
+}
+
+static void seq_add(struct verdict_state *vs, const struct verdict_obs *o)
+{
+    verdict_add(vs, o);
+    if (vs->n % VERDICT_LOOK_EVERY == 0)
+        verdict_look(vs);
+}
+
 static int load_sequence(struct ctx *c, struct section *s)
 {
-    sqlite3_stmt *st = prep(c,
-        "SELECT lp.pair_id, lp.status, lp.error, lp.latency_ms, "
-        "ls.pair_id, ls.status, ls.error, ls.latency_ms, "
-        "cs.pair_id, " CMP_COLS("cs") ", ca.pair_id, " CMP_COLS("ca") ", j.outcome "
-        "FROM pairs p "
-        "LEFT JOIN legs lp ON lp.pair_id = p.id AND lp.leg = 'primary' "
-        "LEFT JOIN legs ls ON ls.pair_id = p.id AND ls.leg = 'shadow' "
-        "LEFT JOIN comparisons cs ON cs.pair_id = p.id AND cs.against = 'shadow' "
-        "LEFT JOIN comparisons ca ON ca.pair_id = p.id AND ca.against = 'aa' "
-        "LEFT JOIN judgements j ON j.pair_id = p.id "
-        "WHERE p.id IN (" SEL_PAIRS ") ORDER BY p.id",
-        "pair sequence");
+    sqlite3_stmt *st = prep(c, SEQ_SELECT "WHERE p.id IN (" SEL_PAIRS ") ORDER BY p.id", "pair sequence");
     if (!st)
         return -1;
     bind_sel(c, st, s->shadow);
-    verdict_init(&s->vs, &c->rules->v);
+    /* the live analysis brings its own state, fed incrementally over every
+     * pair since the start (report_feed); the rows here then only give the
+     * per-pair latency ratios of the window */
+    if (c->q->decided)
+        s->vs = *c->q->decided;
+    else
+        verdict_init(&s->vs, &c->rules->v);
     struct verdict_obs o;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        verdict_obs_clear(&o);
-        for (int l = 0; l < 2; l++) {
-            int b = 4 * l;
-            if (sqlite3_column_type(st, b) == SQLITE_NULL)
-                continue; /* no leg: a failure */
-            int status = sqlite3_column_int(st, b + 1);
-            const char *error = (const char *)sqlite3_column_text(st, b + 2);
-            bool ok = !error && status >= 200 && status < 300;
-            double lat = col_real(st, b + 3);
-            if (l == 0) {
-                o.p_ok = ok;
-                o.p_lat = lat;
-            } else {
-                o.c_ok = ok;
-                o.c_lat = lat;
-                o.c_timeout = !ok && is_timeout(error);
-            }
-        }
-        for (int a = 0; a < 2; a++) {
-            int b = 8 + a * (VERDICT_NCMP + 1);
-            if (sqlite3_column_type(st, b) == SQLITE_NULL)
-                continue;
-            if (a == 1)
-                o.has_aa = true;
-            double *dst = a ? o.cmp_aa : o.cmp_c;
-            for (int k = 0; k < VERDICT_NCMP; k++)
-                dst[k] = col_real(st, b + 1 + k);
-        }
-        const char *jo = (const char *)sqlite3_column_text(st, 8 + 2 * (VERDICT_NCMP + 1));
-        o.judge = !jo ? 0 : strcmp(jo, "win") == 0 ? 1 : strcmp(jo, "loss") == 0 ? -1 : 0;
-        verdict_add(&s->vs, &o);
-        if (s->vs.n % VERDICT_LOOK_EVERY == 0)
-            verdict_look(&s->vs);
+        seq_row(st, &o);
+        if (!c->q->decided)
+            seq_add(&s->vs, &o);
         if (o.p_ok && isfinite(o.p_lat) && o.p_lat > 0 && (o.c_timeout || (o.c_ok && isfinite(o.c_lat))) &&
             dvec_push(&s->ratios, o.c_timeout ? INFINITY : o.c_lat / o.p_lat) < 0) {
             sqlite3_finalize(st);
@@ -1073,6 +1092,29 @@ static int load_sequence(struct ctx *c, struct section *s)
         return db_fail(c, "pair sequence");
     verdict_look(&s->vs);
     verdict_decide(&s->vs, &s->v);
+    return 0;
+}
+
+int report_feed(sqlite3 *db, const char *shadow, double since, int64_t *last_id, struct verdict_state *vs)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, SEQ_SELECT "WHERE p.shadow = ?1 AND p.ts >= ?2 AND p.id > ?3 ORDER BY p.id",
+                           -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, shadow, -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 2, since > 0 ? since : -1e300);
+    sqlite3_bind_int64(st, 3, *last_id);
+    struct verdict_obs o;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        seq_row(st, &o);
+        seq_add(vs, &o);
+        *last_id = sqlite3_column_int64(st, SEQ_ID_COL);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return -1;
+    verdict_look(vs);
     return 0;
 }
 
@@ -2666,39 +2708,6 @@ int report_analysis_start(sqlite3 *db, const char *shadow, double *ts)
         *ts = sqlite3_column_double(st, 0);
     sqlite3_finalize(st);
     return rc == SQLITE_ROW ? 0 : -1;
-}
-
-int report_autostop(sqlite3 *db, const char *shadow, const struct verdict_rules *r, uint64_t *n,
-                    bool *stop, double *stat)
-{
-    double since;
-    *n = 0;
-    *stop = false;
-    *stat = 0;
-    if (report_analysis_start(db, shadow, &since) < 0)
-        return -1;
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT l.status, l.error, l.pair_id FROM pairs p LEFT JOIN legs l "
-                           "ON l.pair_id = p.id AND l.leg = 'shadow' WHERE p.shadow = ?1 AND p.ts >= ?2 "
-                           "ORDER BY p.id",
-                           -1, &st, NULL) != SQLITE_OK)
-        return -1;
-    sqlite3_bind_text(st, 1, shadow, -1, SQLITE_STATIC);
-    sqlite3_bind_double(st, 2, since > 0 ? since : -1e300);
-    struct seq_cusum cu;
-    seq_cusum_init(&cu, r->stop_below, r->stop_horizon, r->stop_alpha);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        bool ok = sqlite3_column_type(st, 2) != SQLITE_NULL && sqlite3_column_type(st, 1) == SQLITE_NULL &&
-                  sqlite3_column_int(st, 0) >= 200 && sqlite3_column_int(st, 0) < 300;
-        if (seq_cusum_add(&cu, ok))
-            *stop = true;
-        (*n)++;
-    }
-    sqlite3_finalize(st);
-    *stat = cu.w;
-    return rc == SQLITE_DONE ? 0 : -1;
 }
 
 static bool all_of(const char *s, const char *set)

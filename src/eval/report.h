@@ -36,6 +36,10 @@ struct report_query {
     uint32_t max_pairs; /* newest N pairs, 0 = all */
     bool from_start;    /* and only pairs since the shadow's newest 'start' event:
                            the live analysis's fixed starting point */
+    /* the decision already made over every pair since the start
+     * (report_feed), used instead of replaying the window; the live analysis
+     * keeps one per shadow so each analysis reads only the new pairs */
+    const struct verdict_state *decided;
 };
 
 enum report_format { REPORT_TEXT, REPORT_JSON, REPORT_HTML };
@@ -51,14 +55,11 @@ int report_render(sqlite3 *db, const struct report_query *q, const struct report
  * or -1 (sqlite3_errmsg(db) says why). */
 int report_analysis_start(sqlite3 *db, const char *shadow, double *ts);
 
-/* Auto-stop: the CUSUM of verdict.h over the candidate's success (a pair
- * without a shadow leg counts as a failure), pair by pair in the order they
- * were stored, from the analysis start.  *n = pairs read, *stop = the
- * statistic reached its threshold at some pair, *stat = its value at the
- * end.  One indexed query; usable on the recorder's own connection.
- * Returns 0 or -1. */
-int report_autostop(sqlite3 *db, const char *shadow, const struct verdict_rules *r, uint64_t *n,
-                    bool *stop, double *stat);
+/* Feed the pairs of `shadow` stored after *last_id (and at or after
+ * `since`), in stored order, into vs, with a look every VERDICT_LOOK_EVERY
+ * pairs and one at the end; *last_id becomes the last pair read.  The same
+ * replay `shade report` does, done a piece at a time.  Returns 0 or -1. */
+int report_feed(sqlite3 *db, const char *shadow, double since, int64_t *last_id, struct verdict_state *vs);
 
 /* `shade report --db FILE [--shadow NAME] [--since TIME] [--format
  * text|json|html] [--out FILE] [--worst N] [--max-pairs N] [rule options]`;

@@ -59,6 +59,7 @@ static struct recorder {
     struct persisted *told;
     double *next_analysis;
     uint64_t *analysed_at;        /* stored count at the last analysis, +1 (0 = never) */
+    struct live *live;            /* [nshadows] the decision, fed pair by pair since the start */
     double next_prune;            /* retention: when to look for old pairs next */
     sqlite3_stmt *ins_pair, *ins_leg, *ins_cmp, *ins_event, *upd_counter;
 } R;
@@ -478,6 +479,17 @@ static void prune(void)
 
 /* ---------------------------------------------------------------- analysis */
 
+/* The live decision of one shadow: verdict.h's state over every pair since
+ * the shadow's newest start, fed only the pairs stored since the last
+ * analysis (report_feed), so an analysis costs the new pairs plus a report
+ * of the newest LIVE_WINDOW pairs, however long the shadow has run. */
+#define LIVE_WINDOW 20000
+struct live {
+    struct verdict_state vs;
+    int64_t last_id;
+    double start; /* the start the state counts from; -1 = not set up */
+};
+
 static void rules_of(const struct config_shadow *c, struct report_rules *r)
 {
     report_rules_default(r);
@@ -501,29 +513,40 @@ static char *take(struct buf *b)
     return s;
 }
 
-static void analyse(struct shadow_rt *sh)
+static void analyse(struct shadow_rt *sh, struct live *lv)
 {
     const struct config_shadow *c = sh->cfg;
     struct report_rules rules;
     rules_of(c, &rules);
-    uint64_t n = 0;
-    bool stop = false;
-    double stat = 0;
-    if (atomic_load(&sh->state) == SHADOW_RUNNING && c->autostop_success_min > 0 &&
-        report_autostop(R.db, c->name, &rules.v, &n, &stop, &stat) == 0 && stop &&
-        n >= c->autostop_min_pairs) {
+    /* a start (or resume) is a new analysis: the tests begin again */
+    double start = 0;
+    if (report_analysis_start(R.db, c->name, &start) < 0) {
+        log_warn("shadow %s: analysis failed: %s", c->name, sqlite3_errmsg(R.db));
+        return;
+    }
+    if (lv->start != start) {
+        verdict_init(&lv->vs, &rules.v);
+        lv->last_id = 0;
+        lv->start = start;
+    }
+    if (report_feed(R.db, c->name, start, &lv->last_id, &lv->vs) < 0) {
+        log_warn("shadow %s: analysis failed: %s", c->name, sqlite3_errmsg(R.db));
+        return;
+    }
+    if (atomic_load(&sh->state) == SHADOW_RUNNING && c->autostop_success_min > 0 && lv->vs.stop_n &&
+        lv->vs.n >= c->autostop_min_pairs) {
         char why[256];
         snprintf(why, sizeof why,
                  "auto-stop: shadow success fell below %.1f%% (CUSUM over %llu pairs since start; a "
                  "candidate at the bar is stopped within %.0f pairs with chance <= %g)",
-                 100.0 * c->autostop_success_min, (unsigned long long)n, c->autostop_horizon,
+                 100.0 * c->autostop_success_min, (unsigned long long)lv->vs.n, c->autostop_horizon,
                  c->autostop_alpha);
         recorder_set_state(sh, SHADOW_STOPPED, "auto_stop", why);
     }
-    /* every pair since the shadow's newest start, in stored order: the
-     * decision is an e-process from a fixed start, valid however often it
-     * is recomputed */
-    struct report_query q = { .shadow = c->name, .since = 0, .worst = 3, .max_pairs = 0, .from_start = true };
+    /* the decision over every pair since the start; the tables over the
+     * newest LIVE_WINDOW of them */
+    struct report_query q = { .shadow = c->name, .since = 0, .worst = 3, .max_pairs = LIVE_WINDOW,
+                              .from_start = true, .decided = &lv->vs };
     struct buf js = { 0 }, tx = { 0 };
     char err[256];
     if (report_render(R.db, &q, &rules, REPORT_JSON, &js, err, sizeof err) < 0 ||
@@ -586,7 +609,7 @@ static void *writer_main(void *arg)
             /* nothing new since the last analysis: nothing to redo */
             uint64_t st = atomic_load(&R.gw->shadows[i].stored) + 1;
             if (R.analysed_at[i] != st) {
-                analyse(&R.gw->shadows[i]);
+                analyse(&R.gw->shadows[i], &R.live[i]);
                 R.analysed_at[i] = st;
             }
             R.next_analysis[i] = unix_now() + (double)R.gw->shadows[i].cfg->analysis_interval_ms / 1000.0;
@@ -653,6 +676,7 @@ static void close_all(void)
     free(R.told);
     free(R.next_analysis);
     free(R.analysed_at);
+    free(R.live);
     pthread_mutex_destroy(&R.lock);
     pthread_cond_destroy(&R.cond);
     memset(&R, 0, sizeof R);
@@ -672,8 +696,11 @@ int recorder_start(struct gateway *gw, char *err, size_t errlen)
     R.told = calloc(gw->nshadows, sizeof *R.told);
     R.next_analysis = calloc(gw->nshadows, sizeof *R.next_analysis);
     R.analysed_at = calloc(gw->nshadows, sizeof *R.analysed_at);
+    R.live = calloc(gw->nshadows, sizeof *R.live);
+    for (size_t i = 0; R.live && i < gw->nshadows; i++)
+        R.live[i].start = -1;
     R.redact = calloc(cs->nredact ? cs->nredact : 1, sizeof *R.redact);
-    if (!R.told || !R.next_analysis || !R.analysed_at || !R.redact) {
+    if (!R.told || !R.next_analysis || !R.analysed_at || !R.live || !R.redact) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }

@@ -434,6 +434,16 @@ def test_auto_stop_counts_from_resume(env):
     rep = json.loads(body)
     sec = rep["shadows"][0] if "shadows" in rep else rep
     assert sec["pairs"] == 5 and sec["analysis_start"] is not None, sec
+    assert sec["decision"]["pairs"] == 5 and sec["decision"]["autostop"]["statistic"] > 0, sec["decision"]
+    # the live decision (fed piece by piece) is the one `shade report
+    # --since start` computes by replaying the store
+    import harness
+    import subprocess
+    out = subprocess.run([harness.BIN, "report", "--db", db, "--since", "start", "--format", "json",
+                          "--autostop-horizon", "1000"],
+                         capture_output=True, timeout=60 * SLOW, check=True).stdout
+    replay = json.loads(out)["shadows"][0]["decision"]
+    assert replay == sec["decision"], (replay, sec["decision"])
     for i in range(15):
         assert post(gw, chat(f"s{i}"))[0] == 200
     wait_until(lambda: shadows(gw)["cand"]["state"] == "stopped", what="second auto-stop")

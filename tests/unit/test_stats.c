@@ -336,29 +336,49 @@ static sqlite3 *small_store(void)
     return db;
 }
 
-/* Auto-stop's CUSUM over the stored pairs of 's': pairs 1..5 failed,
- * 6..9 succeeded, 10 has no shadow leg (a failure).  At the bar 0.9 the
- * failure rate doubled is 0.2: a failure adds log(0.2/0.1) = log 2, a
- * success log(0.8/0.9). */
-static void test_autostop(void)
+/* The live decision fed from the store of 's' (pairs 1..5: the shadow
+ * failed, 6..9: it succeeded, 10: no shadow leg): in one piece or in two,
+ * the same state; auto-stop's CUSUM inside it (at the bar 0.9 a failure
+ * adds log(0.2/0.1) = log 2, a success log(0.8/0.9)); and from the newest
+ * start event on. */
+static void test_feed(void)
 {
     sqlite3 *db = small_store();
     struct verdict_rules r;
     verdict_rules_default(&r);
-    uint64_t n = 0;
-    bool stop = true;
-    double stat = -1;
-    CHECK_EQ_INT(report_autostop(db, "s", &r, &n, &stop, &stat), 0);
-    CHECK_EQ_INT(n, 10);
-    CHECK(!stop); /* the threshold is log(100000/0.05) = 14.5 */
-    CHECK_NEAR(stat, 6 * log(2.0) + 4 * log(8.0 / 9), 1e-12);
+    struct verdict_state *a = calloc(1, sizeof *a), *b = calloc(1, sizeof *b);
+    verdict_init(a, &r);
+    int64_t last = 0;
+    CHECK_EQ_INT(report_feed(db, "s", 0, &last, a), 0);
+    CHECK_EQ_INT(last, 10);
+    CHECK_EQ_INT(a->n, 10);
+    CHECK_EQ_INT(a->succ_worse.a, 6); /* primary ok, shadow failed: 1..5 and 10 */
+    CHECK(!a->stop_n);                /* the threshold is log(100000/0.05) = 14.5 */
+    CHECK_NEAR(a->cusum.w, 6 * log(2.0) + 4 * log(8.0 / 9), 1e-12);
+    /* nothing new: nothing changes */
+    CHECK_EQ_INT(report_feed(db, "s", 0, &last, a), 0);
+    CHECK_EQ_INT(a->n, 10);
+    /* in two pieces: the first 5, then the rest */
+    verdict_init(b, &r);
+    last = 0;
+    exec_sql(db, "CREATE TEMP TABLE hold AS SELECT * FROM pairs WHERE id > 5 AND shadow = 's';"
+                 "DELETE FROM pairs WHERE id > 5 AND shadow = 's';");
+    CHECK_EQ_INT(report_feed(db, "s", 0, &last, b), 0);
+    CHECK_EQ_INT(last, 5);
+    exec_sql(db, "INSERT INTO pairs SELECT * FROM hold;");
+    CHECK_EQ_INT(report_feed(db, "s", 0, &last, b), 0);
+    CHECK_EQ_INT(b->n, 10);
+    CHECK(b->cusum.w == a->cusum.w && b->succ_worse.a == a->succ_worse.a &&
+          b->succ_ready.log_e_max == a->succ_ready.log_e_max);
     /* a short horizon and a loose bound: log(10/0.5) = 3.0 is crossed at
-     * pair 5 (5 log 2 = 3.47), and a crossing stays a stop */
+     * pair 5 (5 log 2 = 3.47), and a crossing is remembered */
     r.stop_horizon = 10;
     r.stop_alpha = 0.5;
-    CHECK_EQ_INT(report_autostop(db, "s", &r, &n, &stop, &stat), 0);
-    CHECK(stop);
-    /* from the newest start event on: pairs 6..10 only */
+    verdict_init(a, &r);
+    last = 0;
+    CHECK_EQ_INT(report_feed(db, "s", 0, &last, a), 0);
+    CHECK_EQ_INT(a->stop_n, 5);
+    /* the analysis start: the newest 'start' event */
     double ts = -1;
     CHECK_EQ_INT(report_analysis_start(db, "s", &ts), 0);
     CHECK(ts == 0);
@@ -366,12 +386,18 @@ static void test_autostop(void)
                  "(1005.5, 's', 'start', 'admin API'), (1007, 's', 'pause', '')");
     CHECK_EQ_INT(report_analysis_start(db, "s", &ts), 0);
     CHECK(ts == 1005.5);
-    CHECK_EQ_INT(report_autostop(db, "s", &r, &n, &stop, &stat), 0);
-    CHECK_EQ_INT(n, 5);
-    CHECK(!stop);
-    CHECK_NEAR(stat, log(2.0), 1e-12);
-    CHECK_EQ_INT(report_autostop(db, "nope", &r, &n, &stop, &stat), 0);
-    CHECK_EQ_INT(n, 0);
+    verdict_init(a, &r);
+    last = 0;
+    CHECK_EQ_INT(report_feed(db, "s", ts, &last, a), 0);
+    CHECK_EQ_INT(a->n, 5); /* pairs 6..10 */
+    CHECK(!a->stop_n);
+    CHECK_NEAR(a->cusum.w, log(2.0), 1e-12);
+    verdict_init(a, &r);
+    last = 0;
+    CHECK_EQ_INT(report_feed(db, "nope", 0, &last, a), 0);
+    CHECK_EQ_INT(a->n, 0);
+    free(a);
+    free(b);
     sqlite3_close(db);
 }
 
@@ -423,7 +449,7 @@ int main(void)
     test_rng();
     test_bootstrap();
     test_parse_time();
-    test_autostop();
+    test_feed();
     test_render();
     UNIT_DONE();
 }
