@@ -7,6 +7,7 @@
 #include "master.h"
 #include "decsim.h"
 #include "report.h"
+#include "rollout.h"
 #include "server.h"
 #include "sim.h"
 
@@ -20,6 +21,7 @@ static const char usage_main[] =
     "  check -c FILE   validate FILE and report errors as file:line:column: message\n"
     "  sim [options]   run the model server simulator (see `shade sim --help`)\n"
     "  report --db F   report on a shadow pair store (see `shade report --help`)\n"
+    "  rollout status|replay --db F   a rollout's stored decisions (see `shade rollout --help`)\n"
     "\n"
     "options:\n"
     "  -h, --help      show this help (also: shade <command> --help)\n"
@@ -94,6 +96,8 @@ int main(int argc, char **argv)
         return sim_main(argc - 1, argv + 1);
     if (strcmp(cmd, "report") == 0)
         return report_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "rollout") == 0)
+        return rollout_main(argc - 1, argv + 1);
     if (strcmp(cmd, "simulate-decisions") == 0)
         return decsim_main(argc - 1, argv + 1);
     if (strcmp(cmd, "serve") == 0 || strcmp(cmd, "check") == 0) {

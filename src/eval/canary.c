@@ -154,7 +154,7 @@ void canary_check(struct canary_state *s, const struct canary_rules *r, double n
     if (s->step + 1 < r->nsteps) {
         d->action = CA_ADVANCE;
         snprintf(d->reason, sizeof d->reason,
-                 "step %zu (%.4g%%) held for %.0f s and %llu canary requests with no alarm: on to %.4g%%",
+                 "step %zu (%.4g%%) held for %.1f s and %llu canary requests with no alarm: on to %.4g%%",
                  s->step + 1, w, now - s->step_started, (unsigned long long)s->cur.can_req,
                  r->steps[s->step + 1].share);
         for (int f = 0; f < CANARY_FAMILIES; f++)

@@ -283,11 +283,49 @@ static const struct field server_fields[] = {
 static const struct section server_section = SECTION("server", "in server", server_fields, S, NULL, NULL);
 #undef S
 
+static const char *const rollout_unit_names[] = {"user", "header", "key", NULL};
+static const char *const rollout_failure_names[] = {"rollback", "pause", NULL};
+
+#define S struct config_rollout_step
+static const struct field rollout_step_fields[] = {
+    /* 0 < percent < 100, increasing: finish_rollouts */
+    { .name = "percent", .type = T_DOUBLE, AT(S, percent), .flags = F_REQUIRED, .min = 0, .max = 100 },
+    DUR(S, "min_duration", min_duration_ms, "60s"),
+    UINT(S, "min_requests", min_requests, 0, 100000000, "100"),
+};
+static const struct section rollout_step_section =
+    SECTION("step", "in step", rollout_step_fields, S, NULL, NULL);
+#undef S
+
+#define S struct config_rollout
+static const struct field rollout_fields[] = {
+    STR(S, "name", name, F_REQUIRED | F_UNIQUE | F_TOKEN, 1, 128, NULL, NULL),
+    STR(S, "model", model, F_REQUIRED | F_TOKEN, 1, 256, NULL, NULL),
+    STR(S, "candidate", candidate, F_REQUIRED | F_TOKEN, 1, 256, NULL, NULL),
+    ENUM(S, "unit", unit, rollout_unit_names, "user"),
+    STR(S, "unit_header", unit_header, F_TOKEN, 1, 256, check_http_token, NULL),
+    STR(S, "salt", salt, 0, 1, 256, NULL, NULL),
+    LIST(S, "steps", steps, nsteps, F_REQUIRED, 1, rollout_step_section),
+    DUR(S, "check_interval", check_interval_ms, "10s"),
+    NUM(S, "alpha", alpha, 0, 1, "0.05"),                 /* (0, 0.5]: finish_rollouts */
+    NUM(S, "alpha_promote", alpha_promote, 0, 1, "0.01"), /* (0, 0.5] */
+    NUM(S, "latency_margin", latency_margin, 1, 1000, "1.2"),
+    NUM(S, "latency_ratio_max", latency_ratio_max, 1, 1000, "1.5"),
+    NUM(S, "success_min", success_min, 0, 1, "0.95"),
+    NUM(S, "srm_alpha", srm_alpha, 0, 1, "0.001"),         /* (0, 0.5] */
+    ENUM(S, "on_failure", on_failure, rollout_failure_names, "rollback"),
+    BOOL(S, "variant_header", variant_header, "false"),
+};
+static const struct section rollout_section =
+    SECTION("rollout", "in rollout", rollout_fields, S, NULL, NULL);
+#undef S
+
 #define S struct config
 static const struct field top_fields[] = {
     MAP(S, "server", server, server_section),
     LIST(S, "models", models, nmodels, F_REQUIRED, 1, model_section),
     LIST(S, "shadows", shadows, nshadows, 0, 0, shadow_section),
+    LIST(S, "rollouts", rollouts, nrollouts, 0, 0, rollout_section),
     MAP(S, "shadow_store", store, store_section),
     MAP(S, "admin", admin, admin_section),
 };
@@ -1174,6 +1212,47 @@ static int finish_shadows(struct loader *ld, const yaml_node_t *map, struct conf
     return 0;
 }
 
+/* Rollouts: resolve the models, check the steps and the bounds the field
+ * table cannot say; one rollout per public model at a time. */
+static int finish_rollouts(struct loader *ld, const yaml_node_t *map, struct config *c)
+{
+    for (size_t i = 0; i < c->nrollouts; i++) {
+        struct config_rollout *ro = &c->rollouts[i];
+        const yaml_node_t *item = list_item(ld, map, "rollouts", i);
+        const yaml_mark_t *at = item ? &item->start_mark : NULL;
+        const struct config_model *m = config_find_model(c, ro->model, strlen(ro->model));
+        if (!m || m->hidden) return fail(ld, at, "rollout \"%s\": no model named \"%s\"", ro->name, ro->model);
+        const struct config_model *k = config_find_model(c, ro->candidate, strlen(ro->candidate));
+        if (!k) return fail(ld, at, "rollout \"%s\": no candidate model named \"%s\"", ro->name, ro->candidate);
+        if (k == m) return fail(ld, at, "rollout \"%s\": the candidate is the model itself", ro->name);
+        ro->model_index = (size_t)(m - c->models);
+        ro->candidate_index = (size_t)(k - c->models);
+        for (size_t j = 0; j < i; j++)
+            if (c->rollouts[j].model_index == ro->model_index)
+                return fail(ld, at, "rollout \"%s\": rollout \"%s\" already moves model \"%s\"", ro->name,
+                            c->rollouts[j].name, ro->model);
+        if (ro->unit == ROLLOUT_UNIT_HEADER && !ro->unit_header)
+            return fail(ld, at, "rollout \"%s\": unit: header needs \"unit_header\"", ro->name);
+        if (ro->nsteps > 16) return fail(ld, at, "rollout \"%s\": at most 16 steps", ro->name);
+        double prev = 0;
+        for (size_t j = 0; j < ro->nsteps; j++) {
+            double pc = ro->steps[j].percent;
+            if (!(pc > prev && pc < 100))
+                return fail(ld, at, "rollout \"%s\": step %zu: percent must be above the previous step's "
+                            "(%g) and below 100 (promotion takes it to 100)", ro->name, j + 1, prev);
+            prev = pc;
+        }
+        double *alphas[] = { &ro->alpha, &ro->alpha_promote, &ro->srm_alpha };
+        const char *names[] = { "alpha", "alpha_promote", "srm_alpha" };
+        for (int a = 0; a < 3; a++)
+            if (!(*alphas[a] > 0 && *alphas[a] <= 0.5))
+                return fail(ld, at, "rollout \"%s\": %s must be in (0, 0.5]", ro->name, names[a]);
+        if (!(ro->success_min < 1)) return fail(ld, at, "rollout \"%s\": success_min must be below 1", ro->name);
+        if (!ro->salt && !(ro->salt = dupn(ld, NULL, ro->name, strlen(ro->name)))) return -1;
+    }
+    return 0;
+}
+
 /* Cross-model checks, once every model is parsed: a fallback must name
  * another configured model. */
 static int finish_top(struct loader *ld, const yaml_node_t *map, void *base)
@@ -1200,7 +1279,8 @@ static int finish_top(struct loader *ld, const yaml_node_t *map, void *base)
                         fb);
         }
     }
-    return finish_shadows(ld, map, c);
+    if (finish_shadows(ld, map, c) < 0) return -1;
+    return finish_rollouts(ld, map, c);
 }
 
 /* After element i of a list is parsed: its F_UNIQUE strings must differ

@@ -132,6 +132,36 @@ enum shadow_select {
 enum shadow_stream { SHADOW_STREAM_AUTO = 0, SHADOW_STREAM_ON, SHADOW_STREAM_OFF };
 enum shadow_state { SHADOW_RUNNING = 0, SHADOW_PAUSED, SHADOW_STOPPED };
 
+/* rollouts: move a public model's traffic to a candidate step by step,
+ * deciding with anytime-valid tests (rollout.c, canary.h) */
+enum rollout_unit { ROLLOUT_UNIT_USER, ROLLOUT_UNIT_HEADER, ROLLOUT_UNIT_KEY };
+enum rollout_on_failure { ROLLOUT_ON_FAILURE_ROLLBACK, ROLLOUT_ON_FAILURE_PAUSE };
+struct config_rollout_step {
+    double percent;               /* of units on the candidate, 0 < percent < 100, increasing */
+    uint32_t min_duration_ms;     /* default 60s */
+    uint32_t min_requests;        /* candidate requests; default 100 */
+};
+struct config_rollout {
+    char *name;                   /* unique */
+    char *model;                  /* the public model whose traffic moves */
+    char *candidate;              /* a configured model: serves the canary arm */
+    int unit;                     /* enum rollout_unit: what keeps a client on one arm; default user */
+    char *unit_header;            /* unit: header */
+    char *salt;                   /* default: the name */
+    struct config_rollout_step *steps;
+    size_t nsteps;                /* 1..16 */
+    uint32_t check_interval_ms;   /* default 10s */
+    double alpha;                 /* rollback; default 0.05 */
+    double alpha_promote;         /* default 0.01 */
+    double latency_margin;        /* default 1.2 */
+    double latency_ratio_max;     /* default 1.5 */
+    double success_min;           /* default 0.95 */
+    double srm_alpha;             /* default 0.001 */
+    int on_failure;               /* enum rollout_on_failure; default rollback */
+    bool variant_header;          /* x-shade-variant on responses; default false */
+    size_t model_index, candidate_index; /* resolved */
+};
+
 /* shadows: mirror a public model's traffic to a candidate (shadow.c) */
 struct config_shadow {
     char *name;                   /* unique; metrics label and key in the pair store */
@@ -216,6 +246,8 @@ struct config {
     size_t nmodels;
     struct config_shadow *shadows;
     size_t nshadows;
+    struct config_rollout *rollouts;
+    size_t nrollouts;
     struct config_store store;
     struct config_admin admin;
     /* the top-level sections modules bring (pl_module.config), each parsed

@@ -40,10 +40,12 @@ struct model_rt {
     _Atomic int inflight;        /* admitted requests, all workers (max_in_flight) */
     struct shadow_rt **shadows;  /* shadows mirroring this model (shadow.c) */
     size_t nshadows;
+    struct rollout_rt *rollout;  /* the rollout moving this model's traffic (rollout.c), or NULL */
 };
 
 struct worker;
 struct shadow_rt;
+struct rollout_rt;
 struct side_call;
 struct judge;
 struct tracer;
@@ -62,6 +64,8 @@ struct gateway {
     uint64_t started_unix;
     struct shadow_rt *shadows;   /* [nshadows] (shadow.c) */
     size_t nshadows;
+    struct rollout_rt *rollouts; /* [nrollouts] (rollout.c) */
+    size_t nrollouts;
     struct judge *judge;         /* the judge thread (judge.c), NULL when no shadow has a judge */
     struct tracer *tracer;       /* OTLP span exporter (trace.c), NULL when tracing is off */
     struct accesslog *alog;      /* the access log (accesslog.c), NULL when off */

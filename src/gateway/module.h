@@ -91,6 +91,8 @@ struct pl_req {
     bool has_parent;
     uint64_t start_unix_ns;            /* first byte of the request, wall clock */
     int mirrored;                      /* pairs this request is the primary of (shadow) */
+    bool renamed;                      /* a route module chose m0 (a rollout's candidate): upstream it is
+                                          named as m0, not as the client named it */
     /* gateway overhead: time in shade's code, in segments; a wait ends one */
     uint64_t ovh_ns, seg_start;
     /* a phase's error, answered by the core (PL_ERROR) */

@@ -1114,7 +1114,9 @@ static void start_attempt(struct pctx *p)
     int n = 0;
     /* the upstream's model name: the backend's own, or the public name of
      * the model serving the request (differs from the body's on fallback) */
-    const char *um = p->be->cfg->model ? p->be->cfg->model : p->pl.m != p->pl.m0 ? p->pl.m->cfg->name : NULL;
+    const char *um = p->be->cfg->model                             ? p->be->cfg->model
+                     : p->pl.m != p->pl.m0 || p->pl.renamed ? p->pl.m->cfg->name
+                                                              : NULL;
     char esc[600];
     long el = -1;
     if (um && p->model_val.p)

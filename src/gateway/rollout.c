@@ -1,0 +1,1084 @@
+/* rollout.c — progressive delivery (rollout.h): the routing module, the
+ * controller thread, the store, the admin API and `shade rollout`. */
+#include "rollout.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "buf.h"
+#include "canary.h"
+#include "gateway.h"
+#include "json.h"
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+#include "module.h"
+#include "router.h"
+
+#define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+/* what the workers count, since the serving process started */
+enum {
+    RC_BASE_REQ, RC_CAN_REQ, RC_BASE_FAIL, RC_CAN_FAIL, RC_LAT_SLOW, RC_LAT_OTHER,
+    RC_LAT_FAST, RC_LAT_NOTFAST, RC_TTFT_SLOW, RC_TTFT_OTHER, RC_COUNTS, /* = canary_counts */
+    RC_NOUNIT = RC_COUNTS, RC__N
+};
+
+#define PAIR_BUF 64 /* newest unpaired baseline requests kept for pairing */
+
+/* admin commands, applied by the controller (so every change of state is
+ * one stored check, in order) */
+enum { CMD_NONE, CMD_PAUSE, CMD_RESUME, CMD_PROMOTE, CMD_ROLLBACK };
+static const char *const cmd_names[] = { "", "pause", "resume", "promote", "rollback" };
+
+struct rollout_rt {
+    const struct config_rollout *cfg;
+    struct model_rt *base, *cand;
+    struct canary_rules rules;
+    char fingerprint[1024];         /* the rules as JSON: a changed config is a new rollout */
+    _Atomic uint32_t share_bp;      /* canary share in basis points: read by every worker */
+    _Atomic int phase;              /* enum canary_phase */
+    _Atomic uint64_t cnt[RC__N];
+    _Atomic uint64_t decisions[5];  /* by canary action */
+    pthread_mutex_t lock;           /* the pairing buffer, st, reason, cmd */
+    struct { double lat, ttft; } base_buf[PAIR_BUF];
+    size_t base_head, base_n;
+    struct canary_state st;
+    uint64_t given[RC_COUNTS];      /* counts already handed to st (controller only) */
+    char reason[600];
+    double decided_at;
+    int cmd;                        /* pending admin command */
+    double next_check;
+};
+
+static struct {
+    pthread_t th;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool running, stop;
+    sqlite3 *db;
+    struct gateway *gw;
+} C = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+
+static void set_share(struct rollout_rt *ro)
+{
+    double s = canary_share(&ro->st, &ro->rules);
+    atomic_store(&ro->share_bp, (uint32_t)llround(s * 100));
+    atomic_store(&ro->phase, (int)ro->st.phase);
+}
+
+/* ================================================================ module */
+
+struct ro_ctx {
+    struct rollout_rt *ro; /* NULL: the model has no rollout */
+    bool canary;
+};
+
+static enum pl_rc rollout_request(struct pl_req *q, void *ctx)
+{
+    struct ro_ctx *c = ctx;
+    struct rollout_rt *ro = q->m0 ? q->m0->rollout : NULL;
+    if (!ro)
+        return PL_NEXT;
+    const struct config_rollout *cfg = ro->cfg;
+    const char *u = NULL;
+    size_t ul = 0;
+    if (cfg->unit == ROLLOUT_UNIT_USER) {
+        struct json_span v;
+        if (json_get(&q->root, "user", &v) && v.type == JSON_STRING && v.len > 2)
+            u = v.p, ul = v.len;
+    } else {
+        const char *name = cfg->unit == ROLLOUT_UNIT_HEADER ? cfg->unit_header : "authorization";
+        const struct http_hdr *h = http_req_header(q->http, name);
+        if (!h && cfg->unit == ROLLOUT_UNIT_KEY)
+            h = http_req_header(q->http, "api-key");
+        if (!h && cfg->unit == ROLLOUT_UNIT_KEY)
+            h = http_req_header(q->http, "x-api-key");
+        if (h && h->value_len)
+            u = h->value, ul = h->value_len;
+    }
+    if (!u) { /* no unit: not sticky, counted */
+        u = q->http->reqid;
+        ul = q->http->reqid_len;
+        atomic_fetch_add_explicit(&ro->cnt[RC_NOUNIT], 1, memory_order_relaxed);
+    }
+    uint32_t b = canary_bucket(cfg->salt, strlen(cfg->salt), u, ul);
+    c->ro = ro;
+    c->canary = b < atomic_load_explicit(&ro->share_bp, memory_order_relaxed);
+    if (c->canary) {
+        /* served as the candidate model: its pool, limits, fallbacks and
+         * metrics; upstream it is named as the candidate */
+        q->m0 = q->m = ro->cand;
+        q->renamed = true;
+    }
+    return PL_NEXT;
+}
+
+static void rollout_finish(struct pl_req *q, void *ctx, const struct pl_outcome *o)
+{
+    struct ro_ctx *c = ctx;
+    struct rollout_rt *ro = c->ro;
+    if (!ro || o->aborted) /* a client that left says nothing about either arm */
+        return;
+    bool ok = o->status >= 200 && o->status < 300 && !o->err_kind;
+    bool timeout = o->err_kind && (strcmp(o->err_kind, "timeout") == 0 || strcmp(o->err_kind, "deadline") == 0);
+    double lat = (double)(mono_ns() - q->http->t_start_ns) / 1e6;
+    double ttft = o->is_sse && o->t_first_token ? (double)(o->t_first_token - q->http->t_start_ns) / 1e6 : NAN;
+    atomic_fetch_add_explicit(&ro->cnt[c->canary ? RC_CAN_REQ : RC_BASE_REQ], 1, memory_order_relaxed);
+    if (!ok)
+        atomic_fetch_add_explicit(&ro->cnt[c->canary ? RC_CAN_FAIL : RC_BASE_FAIL], 1, memory_order_relaxed);
+    const struct canary_rules *r = &ro->rules;
+    pthread_mutex_lock(&ro->lock);
+    if (!c->canary) {
+        if (ok) { /* the newest baseline answer waits for the next canary one */
+            size_t i = (ro->base_head + ro->base_n) % PAIR_BUF;
+            if (ro->base_n == PAIR_BUF)
+                ro->base_head = (ro->base_head + 1) % PAIR_BUF; /* the oldest goes */
+            else
+                ro->base_n++;
+            ro->base_buf[i].lat = lat;
+            ro->base_buf[i].ttft = ttft;
+        }
+        pthread_mutex_unlock(&ro->lock);
+        return;
+    }
+    if ((!ok && !timeout) || !ro->base_n) {
+        pthread_mutex_unlock(&ro->lock);
+        return;
+    }
+    size_t i = (ro->base_head + ro->base_n - 1) % PAIR_BUF; /* the newest */
+    ro->base_n--;
+    double bl = ro->base_buf[i].lat, bt = ro->base_buf[i].ttft;
+    pthread_mutex_unlock(&ro->lock);
+    bool slow = timeout || lat > r->latency_margin * bl, fast = ok && lat < r->latency_ratio_max * bl;
+    atomic_fetch_add_explicit(&ro->cnt[slow ? RC_LAT_SLOW : RC_LAT_OTHER], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&ro->cnt[fast ? RC_LAT_FAST : RC_LAT_NOTFAST], 1, memory_order_relaxed);
+    if (isfinite(bt) && (isfinite(ttft) || timeout)) {
+        bool tslow = timeout || ttft > r->latency_margin * bt;
+        atomic_fetch_add_explicit(&ro->cnt[tslow ? RC_TTFT_SLOW : RC_TTFT_OTHER], 1, memory_order_relaxed);
+    }
+}
+
+/* x-shade-variant: the arm, when the rollout asks for it */
+static void rollout_head(struct pl_req *q, void *ctx, const struct pl_head *h)
+{
+    struct ro_ctx *c = ctx;
+    if (c->ro && c->ro->cfg->variant_header)
+        pl_head_add(h, "x-shade-variant", c->canary ? "canary" : "baseline", c->canary ? 6 : 8);
+}
+
+/* ================================================================ store */
+
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS rollout_state (\n"
+    "  rollout TEXT PRIMARY KEY,\n"
+    "  ts REAL NOT NULL,\n"            /* last written */
+    "  fingerprint TEXT NOT NULL,\n"   /* the rules (JSON): another config = another rollout */
+    "  state TEXT NOT NULL\n"          /* canary_state as JSON */
+    ");\n"
+    "CREATE TABLE IF NOT EXISTS rollout_checks (\n"
+    "  id INTEGER PRIMARY KEY,\n"
+    "  rollout TEXT NOT NULL,\n"
+    "  ts REAL NOT NULL,\n"            /* the time the check used */
+    "  fingerprint TEXT NOT NULL,\n"
+    "  counts TEXT NOT NULL,\n"        /* what finished since the previous check: JSON array */
+    "  action TEXT,\n"                 /* NULL | start | advance | promote | rollback | freeze | */
+                                       /* manual_pause | manual_resume | manual_promote | manual_rollback */
+    "  share REAL NOT NULL,\n"         /* the canary share after it, percent */
+    "  phase TEXT NOT NULL,\n"
+    "  reason TEXT\n"
+    ");\n"
+    "CREATE INDEX IF NOT EXISTS rollout_checks_rollout ON rollout_checks(rollout, id);\n";
+
+static void fingerprint(const struct config_rollout *cfg, const struct canary_rules *r, char *out, size_t cap)
+{
+    int k = snprintf(out, cap,
+                     "{\"candidate\":\"%s\",\"alpha\":%.17g,\"alpha_promote\":%.17g,\"latency_margin\":%.17g,"
+                     "\"latency_ratio_max\":%.17g,\"success_min\":%.17g,\"srm_alpha\":%.17g,\"on_failure\":%d,"
+                     "\"steps\":[",
+                     cfg->candidate, r->alpha_rollback, r->alpha_promote, r->latency_margin, r->latency_ratio_max,
+                     r->success_min, r->srm_alpha, cfg->on_failure);
+    for (size_t i = 0; i < r->nsteps && k > 0 && (size_t)k < cap; i++)
+        k += snprintf(out + k, cap - (size_t)k, "%s[%.17g,%.17g,%llu]", i ? "," : "", r->steps[i].share,
+                      r->steps[i].min_seconds, (unsigned long long)r->steps[i].min_requests);
+    if (k > 0 && (size_t)k < cap)
+        snprintf(out + k, cap - (size_t)k, "]}");
+}
+
+/* The rules back from a fingerprint (replay needs no config file). */
+static int rules_of_fingerprint(const char *fp, struct canary_rules *r, int *on_failure)
+{
+    struct json_span root, v, steps, st, e;
+    struct json_error je;
+    if (json_validate(fp, strlen(fp), &root, &je) < 0 || root.type != JSON_OBJECT)
+        return -1;
+    canary_rules_default(r);
+    static const char *const keys[] = { "alpha", "alpha_promote", "latency_margin", "latency_ratio_max",
+                                        "success_min", "srm_alpha" };
+    double *dst[] = { &r->alpha_rollback, &r->alpha_promote, &r->latency_margin, &r->latency_ratio_max,
+                      &r->success_min, &r->srm_alpha };
+    for (int i = 0; i < 6; i++)
+        if (!json_get(&root, keys[i], &v) || !json_to_double(&v, dst[i]))
+            return -1;
+    int64_t of = 0;
+    if (!json_get(&root, "on_failure", &v) || !json_to_i64(&v, &of))
+        return -1;
+    *on_failure = (int)of;
+    if (!json_get(&root, "steps", &steps) || steps.type != JSON_ARRAY)
+        return -1;
+    r->nsteps = 0;
+    for (size_t i = 0; json_next(&steps, &i, NULL, &st) && r->nsteps < CANARY_MAX_STEPS;) {
+        double x[3];
+        size_t j = 0;
+        for (size_t k = 0; k < 3 && json_next(&st, &j, NULL, &e); k++)
+            if (!json_to_double(&e, &x[k]))
+                return -1;
+        r->steps[r->nsteps++] = (struct canary_step){ x[0], x[1], (uint64_t)x[2] };
+    }
+    return r->nsteps ? 0 : -1;
+}
+
+static void counts_json(const uint64_t *c, char *out, size_t cap)
+{
+    int k = snprintf(out, cap, "[");
+    for (int i = 0; i < RC_COUNTS && k > 0 && (size_t)k < cap; i++)
+        k += snprintf(out + k, cap - (size_t)k, "%s%llu", i ? "," : "", (unsigned long long)c[i]);
+    if (k > 0 && (size_t)k < cap)
+        snprintf(out + k, cap - (size_t)k, "]");
+}
+
+static int counts_parse(const char *s, uint64_t *c)
+{
+    struct json_span root, e;
+    struct json_error je;
+    if (json_validate(s, strlen(s), &root, &je) < 0 || root.type != JSON_ARRAY)
+        return -1;
+    size_t i = 0, k = 0;
+    int64_t x;
+    for (; k < RC_COUNTS && json_next(&root, &i, NULL, &e); k++) {
+        if (!json_to_i64(&e, &x) || x < 0)
+            return -1;
+        c[k] = (uint64_t)x;
+    }
+    return k == RC_COUNTS ? 0 : -1;
+}
+
+static void to_counts(const uint64_t *c, struct canary_counts *d)
+{
+    *d = (struct canary_counts){ c[RC_BASE_REQ], c[RC_CAN_REQ], c[RC_BASE_FAIL], c[RC_CAN_FAIL], c[RC_LAT_SLOW],
+                                 c[RC_LAT_OTHER], c[RC_LAT_FAST], c[RC_LAT_NOTFAST], c[RC_TTFT_SLOW],
+                                 c[RC_TTFT_OTHER] };
+}
+
+static void from_counts(const struct canary_counts *d, uint64_t *c)
+{
+    const uint64_t v[RC_COUNTS] = { d->base_req, d->can_req, d->base_fail, d->can_fail, d->lat_slow,
+                                    d->lat_other, d->lat_fast, d->lat_notfast, d->ttft_slow, d->ttft_other };
+    memcpy(c, v, sizeof v);
+}
+
+static void state_json(const struct canary_state *s, struct buf *b)
+{
+    uint64_t cur[RC_COUNTS], tot[RC_COUNTS];
+    char cc[512], tc[512];
+    from_counts(&s->cur, cur);
+    from_counts(&s->total, tot);
+    counts_json(cur, cc, sizeof cc);
+    counts_json(tot, tc, sizeof tc);
+    buf_printf(b, "{\"phase\":%d,\"step\":%zu,\"step_started\":%.17g,\"checks\":%llu,\"cur\":%s,\"total\":%s,"
+                  "\"log_carry\":[%.17g,%.17g,%.17g],\"log_e_max\":[%.17g,%.17g,%.17g]}",
+               (int)s->phase, s->step, s->step_started, (unsigned long long)s->checks, cc, tc, s->log_carry[0],
+               s->log_carry[1], s->log_carry[2], s->log_e_max[0], s->log_e_max[1], s->log_e_max[2]);
+}
+
+static int state_parse(const char *js, struct canary_state *s)
+{
+    struct json_span root, v, e;
+    struct json_error je;
+    if (json_validate(js, strlen(js), &root, &je) < 0 || root.type != JSON_OBJECT)
+        return -1;
+    memset(s, 0, sizeof *s);
+    int64_t x;
+    if (!json_get(&root, "phase", &v) || !json_to_i64(&v, &x) || x < 0 || x > CP_FROZEN)
+        return -1;
+    s->phase = (enum canary_phase)x;
+    if (!json_get(&root, "step", &v) || !json_to_i64(&v, &x) || x < 0 || x >= CANARY_MAX_STEPS)
+        return -1;
+    s->step = (size_t)x;
+    if (!json_get(&root, "checks", &v) || !json_to_i64(&v, &x) || x < 0)
+        return -1;
+    s->checks = (uint64_t)x;
+    if (!json_get(&root, "step_started", &v) || !json_to_double(&v, &s->step_started))
+        return -1;
+    uint64_t c[RC_COUNTS];
+    char tmp[1024];
+    const char *names[2] = { "cur", "total" };
+    struct canary_counts *dst[2] = { &s->cur, &s->total };
+    for (int k = 0; k < 2; k++) {
+        if (!json_get(&root, names[k], &v) || v.len >= sizeof tmp)
+            return -1;
+        memcpy(tmp, v.p, v.len);
+        tmp[v.len] = 0;
+        if (counts_parse(tmp, c) < 0)
+            return -1;
+        to_counts(c, dst[k]);
+    }
+    const char *arr[2] = { "log_carry", "log_e_max" };
+    double *ad[2] = { s->log_carry, s->log_e_max };
+    for (int k = 0; k < 2; k++) {
+        if (!json_get(&root, arr[k], &v) || v.type != JSON_ARRAY)
+            return -1;
+        size_t i = 0;
+        for (int f = 0; f < CANARY_FAMILIES; f++)
+            if (!json_next(&v, &i, NULL, &e) || !json_to_double(&e, &ad[k][f]))
+                return -1;
+    }
+    return 0;
+}
+
+static void persist(struct rollout_rt *ro, double ts, const uint64_t *delta, const char *action)
+{
+    if (!C.db)
+        return;
+    char counts[512];
+    counts_json(delta, counts, sizeof counts);
+    struct buf st = { 0 };
+    pthread_mutex_lock(&ro->lock);
+    state_json(&ro->st, &st);
+    double share = canary_share(&ro->st, &ro->rules);
+    const char *phase = canary_phase_names[ro->st.phase];
+    char reason[600];
+    snprintf(reason, sizeof reason, "%s", action ? ro->reason : "");
+    pthread_mutex_unlock(&ro->lock);
+    buf_append(&st, "", 1);
+    sqlite3_stmt *a = NULL, *b = NULL;
+    bool ok = buf_data(&st) &&
+              sqlite3_prepare_v2(C.db,
+                                 "INSERT INTO rollout_checks (rollout, ts, fingerprint, counts, action, share, "
+                                 "phase, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                 -1, &a, NULL) == SQLITE_OK &&
+              sqlite3_prepare_v2(C.db,
+                                 "INSERT INTO rollout_state (rollout, ts, fingerprint, state) VALUES (?1, ?2, ?3, ?4) "
+                                 "ON CONFLICT(rollout) DO UPDATE SET ts = ?2, fingerprint = ?3, state = ?4",
+                                 -1, &b, NULL) == SQLITE_OK;
+    if (ok) {
+        sqlite3_exec(C.db, "BEGIN", NULL, NULL, NULL);
+        sqlite3_bind_text(a, 1, ro->cfg->name, -1, SQLITE_STATIC);
+        sqlite3_bind_double(a, 2, ts);
+        sqlite3_bind_text(a, 3, ro->fingerprint, -1, SQLITE_STATIC);
+        sqlite3_bind_text(a, 4, counts, -1, SQLITE_STATIC);
+        if (action)
+            sqlite3_bind_text(a, 5, action, -1, SQLITE_STATIC);
+        sqlite3_bind_double(a, 6, share);
+        sqlite3_bind_text(a, 7, phase, -1, SQLITE_STATIC);
+        if (action)
+            sqlite3_bind_text(a, 8, reason, -1, SQLITE_STATIC);
+        sqlite3_bind_text(b, 1, ro->cfg->name, -1, SQLITE_STATIC);
+        sqlite3_bind_double(b, 2, ts);
+        sqlite3_bind_text(b, 3, ro->fingerprint, -1, SQLITE_STATIC);
+        sqlite3_bind_text(b, 4, buf_data(&st), -1, SQLITE_STATIC);
+        ok = sqlite3_step(a) == SQLITE_DONE && sqlite3_step(b) == SQLITE_DONE;
+        sqlite3_exec(C.db, ok ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL);
+    }
+    if (!ok)
+        log_warn("rollout %s: cannot write to the store: %s", ro->cfg->name, sqlite3_errmsg(C.db));
+    sqlite3_finalize(a);
+    sqlite3_finalize(b);
+    buf_free(&st);
+}
+
+/* ================================================================ controller */
+
+/* A decision of canary_check, as the rollout applies it: on_failure: pause
+ * turns a rollback into a freeze at the current share.  Replay applies the
+ * same. */
+static void apply_failure_policy(struct canary_state *st, int on_failure, const struct canary_decision *d)
+{
+    if (d->action == CA_ROLLBACK && on_failure == ROLLOUT_ON_FAILURE_PAUSE)
+        st->phase = CP_FROZEN;
+}
+
+/* An admin command on a state; false when it does not apply. */
+static bool apply_cmd(struct canary_state *st, int cmd, double now)
+{
+    switch (cmd) {
+    case CMD_PAUSE:
+        if (st->phase != CP_CANARY)
+            return false;
+        st->phase = CP_FROZEN;
+        return true;
+    case CMD_RESUME:
+        if (st->phase != CP_FROZEN)
+            return false;
+        canary_resume(st, now);
+        return true;
+    case CMD_PROMOTE:
+        if (st->phase != CP_CANARY && st->phase != CP_FROZEN)
+            return false;
+        st->phase = CP_PROMOTED;
+        return true;
+    case CMD_ROLLBACK:
+        if (st->phase == CP_ROLLED_BACK)
+            return false;
+        st->phase = CP_ROLLED_BACK;
+        return true;
+    default:
+        return false;
+    }
+}
+
+static void take_delta(struct rollout_rt *ro, uint64_t *delta)
+{
+    for (int i = 0; i < RC_COUNTS; i++) {
+        uint64_t now = LD(ro->cnt[i]);
+        delta[i] = now - ro->given[i];
+        ro->given[i] = now;
+    }
+}
+
+static void check(struct rollout_rt *ro, double now)
+{
+    uint64_t delta[RC_COUNTS];
+    take_delta(ro, delta);
+    struct canary_counts d;
+    to_counts(delta, &d);
+    struct canary_decision dec;
+    pthread_mutex_lock(&ro->lock);
+    int cmd = ro->cmd;
+    ro->cmd = CMD_NONE;
+    canary_add(&ro->st, &d);
+    const char *action = NULL;
+    char act[32];
+    if (cmd != CMD_NONE) {
+        /* a person's command, in place of the check */
+        if (apply_cmd(&ro->st, cmd, now)) {
+            snprintf(act, sizeof act, "manual_%s", cmd_names[cmd]);
+            action = act;
+            snprintf(ro->reason, sizeof ro->reason, "%s through the admin API", cmd_names[cmd]);
+            ro->decided_at = now;
+        }
+    } else {
+        canary_check(&ro->st, &ro->rules, now, &dec);
+        apply_failure_policy(&ro->st, ro->cfg->on_failure, &dec);
+        if (dec.action != CA_NONE) {
+            action = canary_action_names[dec.action];
+            snprintf(ro->reason, sizeof ro->reason, "%s%s", dec.reason,
+                     dec.action == CA_ROLLBACK && ro->st.phase == CP_FROZEN ? " (on_failure: pause)" : "");
+            ro->decided_at = now;
+            atomic_fetch_add(&ro->decisions[dec.action], 1);
+        }
+    }
+    set_share(ro);
+    char reason[600];
+    snprintf(reason, sizeof reason, "%s", ro->reason);
+    double share = canary_share(&ro->st, &ro->rules);
+    pthread_mutex_unlock(&ro->lock);
+    if (action)
+        log_info("rollout %s: %s -> %s at %.4g%%: %s", ro->cfg->name, action, canary_phase_names[atomic_load(&ro->phase)],
+                 share, reason);
+    persist(ro, now, delta, action);
+}
+
+static void *controller_main(void *arg)
+{
+    (void)arg;
+    struct gateway *gw = C.gw;
+    pthread_mutex_lock(&C.lock);
+    for (;;) {
+        double now = unix_now(), next = now + 3600;
+        bool cmd = false;
+        for (size_t i = 0; i < gw->nrollouts; i++) {
+            struct rollout_rt *ro = &gw->rollouts[i];
+            if (ro->next_check < next)
+                next = ro->next_check;
+            pthread_mutex_lock(&ro->lock);
+            cmd = cmd || ro->cmd != CMD_NONE;
+            pthread_mutex_unlock(&ro->lock);
+        }
+        if (!C.stop && !cmd && next > now) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            double wait = next - now;
+            ts.tv_sec += (time_t)wait;
+            ts.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&C.cond, &C.lock, &ts);
+        }
+        bool stop = C.stop;
+        pthread_mutex_unlock(&C.lock);
+        now = unix_now();
+        for (size_t i = 0; i < gw->nrollouts; i++) {
+            struct rollout_rt *ro = &gw->rollouts[i];
+            pthread_mutex_lock(&ro->lock);
+            bool has_cmd = ro->cmd != CMD_NONE;
+            pthread_mutex_unlock(&ro->lock);
+            if (stop || has_cmd || ro->next_check <= now) {
+                check(ro, now);
+                if (!has_cmd)
+                    ro->next_check = now + ro->cfg->check_interval_ms / 1000.0;
+            }
+        }
+        pthread_mutex_lock(&C.lock);
+        if (stop)
+            break;
+    }
+    pthread_mutex_unlock(&C.lock);
+    return NULL;
+}
+
+static void rules_of(const struct config_rollout *cfg, struct canary_rules *r)
+{
+    canary_rules_default(r);
+    r->alpha_rollback = cfg->alpha;
+    r->alpha_promote = cfg->alpha_promote;
+    r->latency_margin = cfg->latency_margin;
+    r->latency_ratio_max = cfg->latency_ratio_max;
+    r->success_min = cfg->success_min;
+    r->srm_alpha = cfg->srm_alpha;
+    r->nsteps = cfg->nsteps < CANARY_MAX_STEPS ? cfg->nsteps : CANARY_MAX_STEPS;
+    for (size_t i = 0; i < r->nsteps; i++)
+        r->steps[i] = (struct canary_step){ cfg->steps[i].percent, cfg->steps[i].min_duration_ms / 1000.0,
+                                            cfg->steps[i].min_requests };
+}
+
+/* The state of a rollout from the store, when its rules are unchanged. */
+static bool restore(struct rollout_rt *ro)
+{
+    sqlite3_stmt *st = NULL;
+    bool ok = false;
+    if (sqlite3_prepare_v2(C.db, "SELECT fingerprint, state FROM rollout_state WHERE rollout = ?1", -1, &st, NULL) !=
+        SQLITE_OK)
+        return false;
+    sqlite3_bind_text(st, 1, ro->cfg->name, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        const char *fp = (const char *)sqlite3_column_text(st, 0);
+        const char *js = (const char *)sqlite3_column_text(st, 1);
+        if (fp && js && strcmp(fp, ro->fingerprint) == 0 && state_parse(js, &ro->st) == 0 &&
+            ro->st.step < ro->rules.nsteps) {
+            ok = true;
+            log_info("rollout %s: resumed from the store: %s, step %zu of %zu, %.4g%%", ro->cfg->name,
+                     canary_phase_names[ro->st.phase], ro->st.step + 1, ro->rules.nsteps,
+                     canary_share(&ro->st, &ro->rules));
+        } else if (fp) {
+            log_warn("rollout %s: its rules changed since the stored state: starting again at step 1", ro->cfg->name);
+        }
+    }
+    sqlite3_finalize(st);
+    return ok;
+}
+
+int rollout_start(struct gateway *gw, char *err, size_t errlen)
+{
+    const struct config *cfg = gw->cfg;
+    gw->rollouts = NULL;
+    gw->nrollouts = 0;
+    if (!cfg->nrollouts)
+        return 0;
+    gw->rollouts = calloc(cfg->nrollouts, sizeof *gw->rollouts);
+    if (!gw->rollouts) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (sqlite3_open_v2(cfg->store.path, &C.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK ||
+        sqlite3_busy_timeout(C.db, 5000) != SQLITE_OK ||
+        sqlite3_exec(C.db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(C.db, schema_sql, NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "rollouts: store %s: %s", cfg->store.path, C.db ? sqlite3_errmsg(C.db) : "cannot open");
+        sqlite3_close(C.db);
+        C.db = NULL;
+        free(gw->rollouts);
+        gw->rollouts = NULL;
+        return -1;
+    }
+    double now = unix_now();
+    for (size_t i = 0; i < cfg->nrollouts; i++) {
+        struct rollout_rt *ro = &gw->rollouts[i];
+        ro->cfg = &cfg->rollouts[i];
+        ro->base = &gw->models[ro->cfg->model_index];
+        ro->cand = &gw->models[ro->cfg->candidate_index];
+        rules_of(ro->cfg, &ro->rules);
+        fingerprint(ro->cfg, &ro->rules, ro->fingerprint, sizeof ro->fingerprint);
+        pthread_mutex_init(&ro->lock, NULL);
+        bool resumed = restore(ro);
+        if (!resumed)
+            canary_init(&ro->st, now);
+        set_share(ro);
+        ro->next_check = now + ro->cfg->check_interval_ms / 1000.0;
+        ro->base->rollout = ro;
+        gw->nrollouts++;
+        if (!resumed) {
+            snprintf(ro->reason, sizeof ro->reason, "started at %.4g%%", canary_share(&ro->st, &ro->rules));
+            ro->decided_at = now;
+            uint64_t zero[RC_COUNTS] = { 0 };
+            persist(ro, now, zero, "start");
+            log_info("rollout %s: %s -> %s, starting at %.4g%%", ro->cfg->name, ro->cfg->model, ro->cfg->candidate,
+                     canary_share(&ro->st, &ro->rules));
+        }
+    }
+    C.gw = gw;
+    C.stop = false;
+    if (pthread_create(&C.th, NULL, controller_main, NULL) != 0) {
+        snprintf(err, errlen, "rollouts: cannot start the controller thread");
+        rollout_stop(gw);
+        return -1;
+    }
+    C.running = true;
+    return 0;
+}
+
+void rollout_stop(struct gateway *gw)
+{
+    if (C.running) {
+        pthread_mutex_lock(&C.lock);
+        C.stop = true;
+        pthread_cond_signal(&C.cond);
+        pthread_mutex_unlock(&C.lock);
+        pthread_join(C.th, NULL); /* its last check counts what the workers finished */
+        C.running = false;
+    }
+    if (C.db) {
+        sqlite3_close(C.db);
+        C.db = NULL;
+    }
+    for (size_t i = 0; i < gw->nrollouts; i++) {
+        gw->rollouts[i].base->rollout = NULL;
+        pthread_mutex_destroy(&gw->rollouts[i].lock);
+    }
+    free(gw->rollouts);
+    gw->rollouts = NULL;
+    gw->nrollouts = 0;
+    C.gw = NULL;
+}
+
+/* ================================================================ admin API */
+
+static void put_str(struct buf *b, const char *s)
+{
+    size_t n = strlen(s);
+    char *e = malloc(n * 6 + 3);
+    long el = e ? json_escape(s, n, e, n * 6 + 3) : -1;
+    if (el > 0)
+        buf_append(b, e, (size_t)el);
+    else
+        buf_append_str(b, "\"\"");
+    free(e);
+}
+
+static void put_num(struct buf *b, double x)
+{
+    if (isfinite(x))
+        buf_printf(b, "%.6g", x);
+    else
+        buf_append_str(b, "null");
+}
+
+static double ev(double le) { return le > 690 ? 1e300 : exp(le); }
+
+static void render_one(struct buf *b, struct rollout_rt *ro)
+{
+    const struct config_rollout *c = ro->cfg;
+    pthread_mutex_lock(&ro->lock);
+    struct canary_state s = ro->st;
+    char reason[600];
+    snprintf(reason, sizeof reason, "%s", ro->reason);
+    double at = ro->decided_at;
+    int cmd = ro->cmd;
+    pthread_mutex_unlock(&ro->lock);
+    buf_append_str(b, "{\"name\":");
+    put_str(b, c->name);
+    buf_append_str(b, ",\"model\":");
+    put_str(b, c->model);
+    buf_append_str(b, ",\"candidate\":");
+    put_str(b, c->candidate);
+    buf_printf(b, ",\"phase\":\"%s\",\"step\":%zu,\"steps\":[", canary_phase_names[s.phase], s.step + 1);
+    for (size_t i = 0; i < ro->rules.nsteps; i++) {
+        buf_printf(b, "%s{\"percent\":", i ? "," : "");
+        put_num(b, ro->rules.steps[i].share);
+        buf_printf(b, ",\"min_seconds\":");
+        put_num(b, ro->rules.steps[i].min_seconds);
+        buf_printf(b, ",\"min_requests\":%llu}", (unsigned long long)ro->rules.steps[i].min_requests);
+    }
+    buf_append_str(b, "],\"share\":");
+    put_num(b, canary_share(&s, &ro->rules));
+    buf_printf(b, ",\"step_started\":%.3f", s.step_started);
+    buf_append_str(b, ",\"reason\":");
+    put_str(b, reason);
+    if (at > 0)
+        buf_printf(b, ",\"decided_at\":%.3f", at);
+    else
+        buf_append_str(b, ",\"decided_at\":null");
+    buf_printf(b, ",\"pending_command\":%s%s%s,\"checks\":%llu", cmd ? "\"" : "", cmd ? cmd_names[cmd] : "null",
+               cmd ? "\"" : "", (unsigned long long)s.checks);
+    buf_printf(b, ",\"requests\":{\"baseline\":%llu,\"canary\":%llu,\"baseline_failed\":%llu,\"canary_failed\":%llu,"
+                  "\"without_unit\":%llu}",
+               (unsigned long long)s.total.base_req, (unsigned long long)s.total.can_req,
+               (unsigned long long)s.total.base_fail, (unsigned long long)s.total.can_fail,
+               (unsigned long long)LD(ro->cnt[RC_NOUNIT]));
+    buf_printf(b, ",\"pairs\":{\"latency_slower\":%llu,\"latency_not_slower\":%llu,\"latency_faster\":%llu,"
+                  "\"latency_not_faster\":%llu,\"ttft_slower\":%llu,\"ttft_not_slower\":%llu}",
+               (unsigned long long)s.total.lat_slow, (unsigned long long)s.total.lat_other,
+               (unsigned long long)s.total.lat_fast, (unsigned long long)s.total.lat_notfast,
+               (unsigned long long)s.total.ttft_slow, (unsigned long long)s.total.ttft_other);
+    buf_append_str(b, ",\"evidence\":{");
+    double thr = ev(log(CANARY_FAMILIES / ro->rules.alpha_rollback));
+    for (int f = 0; f < CANARY_FAMILIES; f++) {
+        buf_printf(b, "%s\"%s\":{\"e_value\":", f ? "," : "", canary_family_names[f]);
+        put_num(b, ev(s.log_e[f]));
+        buf_append_str(b, ",\"e_value_max\":");
+        put_num(b, ev(s.log_e_max[f]));
+        buf_append_str(b, ",\"rollback_at\":");
+        put_num(b, thr);
+        buf_append_str(b, "}");
+    }
+    buf_append_str(b, ",\"promote_success\":");
+    put_num(b, ev(s.log_promote_success));
+    buf_append_str(b, ",\"promote_latency\":");
+    put_num(b, ev(s.log_promote_latency));
+    buf_append_str(b, ",\"promote_at\":");
+    put_num(b, 1 / ro->rules.alpha_promote);
+    buf_append_str(b, ",\"split\":");
+    put_num(b, ev(s.log_srm));
+    buf_append_str(b, ",\"freeze_at\":");
+    put_num(b, 1 / ro->rules.srm_alpha);
+    buf_append_str(b, "}}");
+}
+
+static int respond_buf(http_req *r, int status, struct buf *b)
+{
+    if (!buf_data(b)) {
+        http_respond_error(r, 500, "server_error", NULL, NULL, "out of memory");
+        return 500;
+    }
+    http_respond(r, status, "application/json", buf_data(b), buf_used(b));
+    buf_free(b);
+    return status;
+}
+
+static int rollout_admin(struct worker *w, http_req *r)
+{
+    struct gateway *gw = w->gw;
+    const char *p = r->path + 15; /* after "/admin/rollouts" */
+    size_t n = r->path_len - 15;
+    bool get = r->method == HTTP_M_GET || r->method == HTTP_M_HEAD, post = r->method == HTTP_M_POST;
+    struct buf b = { 0 };
+    if (n == 0 || (n == 1 && p[0] == '/')) {
+        if (!get) {
+            http_respond_error(r, 405, "invalid_request_error", "method_not_allowed", NULL,
+                               "Method not allowed on /admin/rollouts (allowed: GET, HEAD).");
+            return 405;
+        }
+        buf_append_str(&b, "{\"rollouts\":[");
+        for (size_t i = 0; i < gw->nrollouts; i++) {
+            if (i)
+                buf_append_str(&b, ",");
+            render_one(&b, &gw->rollouts[i]);
+        }
+        buf_append_str(&b, "]}\n");
+        return respond_buf(r, 200, &b);
+    }
+    if (p[0] != '/')
+        goto not_found;
+    p++, n--;
+    const char *slash = memchr(p, '/', n);
+    size_t nl = slash ? (size_t)(slash - p) : n;
+    const char *action = slash ? slash + 1 : "";
+    size_t al = slash ? n - nl - 1 : 0;
+    struct rollout_rt *ro = NULL;
+    for (size_t i = 0; i < gw->nrollouts && !ro; i++)
+        if (strlen(gw->rollouts[i].cfg->name) == nl && memcmp(gw->rollouts[i].cfg->name, p, nl) == 0)
+            ro = &gw->rollouts[i];
+    if (!ro) {
+        http_respond_error(r, 404, "invalid_request_error", "rollout_not_found", NULL, "No rollout named '%.*s'.",
+                           (int)(nl > 200 ? 200 : nl), p);
+        return 404;
+    }
+    if (al == 0) {
+        if (!get) {
+            http_respond_error(r, 405, "invalid_request_error", "method_not_allowed", NULL,
+                               "Method not allowed here (allowed: GET, HEAD).");
+            return 405;
+        }
+        render_one(&b, ro);
+        buf_append_str(&b, "\n");
+        return respond_buf(r, 200, &b);
+    }
+    for (int c = CMD_PAUSE; c <= CMD_ROLLBACK; c++) {
+        if (al != strlen(cmd_names[c]) || memcmp(action, cmd_names[c], al) != 0)
+            continue;
+        if (!post) {
+            http_respond_error(r, 405, "invalid_request_error", "method_not_allowed", NULL,
+                               "Method not allowed here (allowed: POST).");
+            return 405;
+        }
+        /* the controller applies it within moments and stores it as a check;
+         * a command that does not apply to the state is refused now */
+        pthread_mutex_lock(&ro->lock);
+        struct canary_state probe = ro->st;
+        bool applies = apply_cmd(&probe, c, unix_now());
+        if (applies)
+            ro->cmd = c;
+        pthread_mutex_unlock(&ro->lock);
+        if (!applies) {
+            http_respond_error(r, 409, "invalid_request_error", "rollout_state_conflict", NULL,
+                               "Cannot %s rollout '%s' while it is %s.", cmd_names[c], ro->cfg->name,
+                               canary_phase_names[atomic_load(&ro->phase)]);
+            return 409;
+        }
+        pthread_mutex_lock(&C.lock);
+        pthread_cond_signal(&C.cond);
+        pthread_mutex_unlock(&C.lock);
+        render_one(&b, ro);
+        buf_append_str(&b, "\n");
+        return respond_buf(r, 202, &b);
+    }
+not_found:
+    http_respond_error(r, 404, "invalid_request_error", "unknown_url", NULL, "Invalid URL (%.*s %.*s)",
+                       (int)r->method_len, r->method_name, (int)r->path_len, r->path);
+    return 404;
+}
+
+/* ================================================================ metrics */
+
+static void rollout_metrics(const struct gateway *gw, struct buf *o)
+{
+    if (!gw->nrollouts)
+        return;
+    buf_append_str(o, "# HELP shade_rollout_share Percent of units on the candidate.\n"
+                      "# TYPE shade_rollout_share gauge\n");
+    for (size_t i = 0; i < gw->nrollouts; i++) {
+        buf_append_str(o, "shade_rollout_share{rollout=\"");
+        metrics_put_label(o, gw->rollouts[i].cfg->name);
+        buf_printf(o, "\"} %.6g\n", LD(gw->rollouts[i].share_bp) / 100.0);
+    }
+    buf_append_str(o, "# HELP shade_rollout_state Phase of each rollout (1 for the phase it is in).\n"
+                      "# TYPE shade_rollout_state gauge\n");
+    for (size_t i = 0; i < gw->nrollouts; i++)
+        for (int ph = 0; ph <= CP_FROZEN; ph++) {
+            buf_append_str(o, "shade_rollout_state{rollout=\"");
+            metrics_put_label(o, gw->rollouts[i].cfg->name);
+            buf_printf(o, "\",state=\"%s\"} %d\n", canary_phase_names[ph], LD(gw->rollouts[i].phase) == ph);
+        }
+    buf_append_str(o, "# HELP shade_rollout_requests_total Finished requests of a rollout's model by arm and outcome.\n"
+                      "# TYPE shade_rollout_requests_total counter\n");
+    for (size_t i = 0; i < gw->nrollouts; i++) {
+        const struct rollout_rt *ro = &gw->rollouts[i];
+        uint64_t v[4] = { LD(ro->cnt[RC_BASE_REQ]) - LD(ro->cnt[RC_BASE_FAIL]), LD(ro->cnt[RC_BASE_FAIL]),
+                          LD(ro->cnt[RC_CAN_REQ]) - LD(ro->cnt[RC_CAN_FAIL]), LD(ro->cnt[RC_CAN_FAIL]) };
+        for (int k = 0; k < 4; k++) {
+            buf_append_str(o, "shade_rollout_requests_total{rollout=\"");
+            metrics_put_label(o, ro->cfg->name);
+            buf_printf(o, "\",variant=\"%s\",outcome=\"%s\"} %llu\n", k < 2 ? "baseline" : "canary",
+                       k % 2 ? "error" : "ok", (unsigned long long)v[k]);
+        }
+    }
+    buf_append_str(o, "# HELP shade_rollout_decisions_total Decisions of the rollout controller by action.\n"
+                      "# TYPE shade_rollout_decisions_total counter\n");
+    for (size_t i = 0; i < gw->nrollouts; i++)
+        for (int a = CA_ADVANCE; a <= CA_FREEZE; a++) {
+            buf_append_str(o, "shade_rollout_decisions_total{rollout=\"");
+            metrics_put_label(o, gw->rollouts[i].cfg->name);
+            buf_printf(o, "\",action=\"%s\"} %llu\n", canary_action_names[a],
+                       (unsigned long long)LD(gw->rollouts[i].decisions[a]));
+        }
+}
+
+static const struct route rollout_routes[] = {
+    { ROUTE_ANY, "/admin/rollouts", true, true, rollout_admin },
+};
+
+const struct pl_module mod_rollout = {
+    .name = "rollout",
+    .phase = PH_ROUTE,
+    .ctx_size = sizeof(struct ro_ctx),
+    .on_request = rollout_request,
+    .on_finish = rollout_finish,
+    .on_head = rollout_head,
+    .routes = rollout_routes,
+    .nroutes = sizeof rollout_routes / sizeof rollout_routes[0],
+    .metrics_render = rollout_metrics,
+};
+
+/* ================================================================ shade rollout */
+
+static const char usage_rollout[] =
+    "usage: shade rollout status --db FILE [--rollout NAME]\n"
+    "       shade rollout replay --db FILE [--rollout NAME]\n"
+    "\n"
+    "status: each rollout's stored state and its decisions.\n"
+    "replay: recompute every decision from the stored checks (the counts each\n"
+    "check was given, in order) with the same code the gateway runs, and\n"
+    "compare with what was decided; exit status 1 on a difference.\n";
+
+static int replay_one(sqlite3 *db, const char *name, bool print)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT ts, fingerprint, counts, action, share, phase, reason FROM rollout_checks "
+                           "WHERE rollout = ?1 ORDER BY id",
+                           -1, &st, NULL) != SQLITE_OK) {
+        fprintf(stderr, "shade rollout: %s\n", sqlite3_errmsg(db));
+        return -1;
+    }
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    struct canary_rules rules;
+    struct canary_state s;
+    int on_failure = 0;
+    char fp[1024] = "";
+    bool have = false;
+    int diffs = 0;
+    uint64_t rows = 0, decisions = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        double ts = sqlite3_column_double(st, 0);
+        const char *f = (const char *)sqlite3_column_text(st, 1);
+        const char *counts = (const char *)sqlite3_column_text(st, 2);
+        const char *action = (const char *)sqlite3_column_text(st, 3);
+        double share = sqlite3_column_double(st, 4);
+        const char *reason = (const char *)sqlite3_column_text(st, 6);
+        rows++;
+        if (!f || !counts)
+            continue;
+        if (!have || strcmp(f, fp) != 0 || (action && strcmp(action, "start") == 0)) {
+            if (rules_of_fingerprint(f, &rules, &on_failure) < 0) {
+                fprintf(stderr, "shade rollout: %s: unreadable rules in the store\n", name);
+                sqlite3_finalize(st);
+                return -1;
+            }
+            snprintf(fp, sizeof fp, "%s", f);
+            canary_init(&s, ts);
+            have = true;
+            if (print)
+                printf("%s  %.3f  start at %.4g%%\n", name, ts, canary_share(&s, &rules));
+            if (action && strcmp(action, "start") == 0)
+                continue;
+        }
+        uint64_t c[RC_COUNTS];
+        struct canary_counts d;
+        if (counts_parse(counts, c) < 0)
+            continue;
+        to_counts(c, &d);
+        canary_add(&s, &d);
+        const char *got = NULL;
+        char act[32];
+        if (action && strncmp(action, "manual_", 7) == 0) {
+            int cmd = CMD_NONE;
+            for (int k = CMD_PAUSE; k <= CMD_ROLLBACK; k++)
+                if (strcmp(action + 7, cmd_names[k]) == 0)
+                    cmd = k;
+            if (apply_cmd(&s, cmd, ts)) {
+                snprintf(act, sizeof act, "%s", action);
+                got = act;
+            }
+        } else {
+            struct canary_decision dec;
+            canary_check(&s, &rules, ts, &dec);
+            apply_failure_policy(&s, on_failure, &dec);
+            got = dec.action != CA_NONE ? canary_action_names[dec.action] : NULL;
+        }
+        double my_share = canary_share(&s, &rules);
+        bool same = (!got && !action) || (got && action && strcmp(got, action) == 0);
+        same = same && fabs(my_share - share) < 1e-9;
+        if (got)
+            decisions++;
+        if (!same) {
+            diffs++;
+            printf("%s  %.3f  DIFFERS: stored %s at %.4g%%, recomputed %s at %.4g%%\n", name, ts,
+                   action ? action : "-", share, got ? got : "-", my_share);
+        } else if (print && got) {
+            printf("%s  %.3f  %s -> %s at %.4g%%: %s\n", name, ts, got, canary_phase_names[s.phase], my_share,
+                   reason ? reason : "");
+        }
+    }
+    sqlite3_finalize(st);
+    printf("%s: %llu checks, %llu decisions, %s\n", name, (unsigned long long)rows, (unsigned long long)decisions,
+           diffs ? "DIFFERENT from the stored ones" : "every decision recomputed the same");
+    return diffs ? 1 : 0;
+}
+
+int rollout_main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        fputs(usage_rollout, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *cmd = argv[1], *db_path = NULL, *only = NULL;
+    if (strcmp(cmd, "status") != 0 && strcmp(cmd, "replay") != 0) {
+        fprintf(stderr, "shade rollout: unknown command '%s'\n%s", cmd, usage_rollout);
+        return 2;
+    }
+    for (int i = 2; i < argc; i++) {
+        if (i + 1 < argc && strcmp(argv[i], "--db") == 0)
+            db_path = argv[++i];
+        else if (i + 1 < argc && strcmp(argv[i], "--rollout") == 0)
+            only = argv[++i];
+        else {
+            fprintf(stderr, "shade rollout: bad or unknown option '%s'\n%s", argv[i], usage_rollout);
+            return 2;
+        }
+    }
+    if (!db_path) {
+        fprintf(stderr, "shade rollout: missing --db FILE\n%s", usage_rollout);
+        return 2;
+    }
+    struct stat sb;
+    if (stat(db_path, &sb) < 0) {
+        fprintf(stderr, "shade rollout: %s: %s\n", db_path, strerror(errno));
+        return 1;
+    }
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        fprintf(stderr, "shade rollout: %s: cannot open\n", db_path);
+        sqlite3_close(db);
+        return 1;
+    }
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT rollout, ts, state FROM rollout_state ORDER BY rollout", -1, &st, NULL) !=
+        SQLITE_OK) {
+        fprintf(stderr, "shade rollout: %s: no rollouts in this store (%s)\n", db_path, sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return 1;
+    }
+    int rc = 0;
+    bool found = false;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        if (!name || (only && strcmp(name, only) != 0))
+            continue;
+        found = true;
+        if (strcmp(cmd, "status") == 0) {
+            struct canary_state s;
+            const char *js = (const char *)sqlite3_column_text(st, 2);
+            if (js && state_parse(js, &s) == 0)
+                printf("%s: %s, step %zu, %llu checks; canary %llu requests (%llu failed), baseline %llu (%llu "
+                       "failed)\n",
+                       name, canary_phase_names[s.phase], s.step + 1, (unsigned long long)s.checks,
+                       (unsigned long long)s.total.can_req, (unsigned long long)s.total.can_fail,
+                       (unsigned long long)s.total.base_req, (unsigned long long)s.total.base_fail);
+            if (replay_one(db, name, true) < 0)
+                rc = 1;
+        } else {
+            int r = replay_one(db, name, false);
+            if (r != 0)
+                rc = 1;
+        }
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    if (only && !found) {
+        fprintf(stderr, "shade rollout: no rollout named '%s' in %s\n", only, db_path);
+        return 1;
+    }
+    return rc;
+}

@@ -1,0 +1,43 @@
+/* rollout.h — progressive delivery: a public model's traffic moves to a
+ * candidate step by step, each step decided by anytime-valid tests
+ * (src/eval/canary.h), with rollback, freeze and promotion; doc/rollouts.md.
+ *
+ *   mod_rollout        the routing module (phase ROUTE, first): the unit's
+ *                      salted bucket picks the arm; the candidate arm serves
+ *                      the request as the candidate model.  At finish it
+ *                      counts the outcome and pairs a candidate request with
+ *                      the newest baseline request for latency and TTFT.
+ *   the controller     one thread per serving process: every check_interval
+ *                      it hands the new counts to canary_check, applies the
+ *                      decision (the new share is read by every worker at
+ *                      once; requests in flight finish on their arm), and
+ *                      writes the state and the check to the store
+ *   the admin API      GET /admin/rollouts[/NAME], POST
+ *                      /admin/rollouts/NAME/pause|resume|promote|rollback
+ *   `shade rollout`    status / replay from the store (rollout_main)
+ *
+ * State and every check persist in the SQLite store (shadow_store.path):
+ * a reload or restart resumes the rollout where it was; `shade rollout
+ * replay` recomputes every decision from the stored checks.
+ */
+#ifndef SHADE_ROLLOUT_H
+#define SHADE_ROLLOUT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct gateway;
+
+/* Set up the rollouts of gw's config (their runtime, the models' links to
+ * them, the state restored from the store) and start the controller.
+ * Returns 0, or -1 with a message in err. */
+int rollout_start(struct gateway *gw, char *err, size_t errlen);
+/* Stop the controller (a last check is written) and free the runtime. */
+void rollout_stop(struct gateway *gw);
+
+/* `shade rollout status|replay --db FILE [--rollout NAME]`; argv[0] is
+ * "rollout".  Exit status 0, 1 on errors (replay: 1 when a recomputed
+ * decision differs from the stored one), 2 on usage errors. */
+int rollout_main(int argc, char **argv);
+
+#endif

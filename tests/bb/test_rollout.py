@@ -1,0 +1,271 @@
+"""Rollouts: a public model's traffic moved to a candidate step by step by
+the controller's anytime-valid tests — promotion of a healthy candidate,
+rollback of a failing or slow one, sticky arms, the admin API, the state
+kept across a restart and every decision replayable from the store —
+against the real binary and simulated model servers."""
+import json
+import os
+import subprocess
+import threading
+import time
+
+import harness
+from harness import SLOW, chat, metrics, post, request
+
+
+def rollout_config(base, cand, db, extra="", steps=None, top_extra=""):
+    """demo over the `base` simulator; candidate demo-v2 over `cand`; one
+    rollout moving demo to demo-v2 with short steps and checks."""
+    steps = steps or [(10, "300ms", 15), (30, "300ms", 15), (60, "300ms", 15)]
+    lines = ["server:", "  listen: 127.0.0.1:{PORT}", "  workers: 2", "  log_level: warn",
+             "models:",
+             "  - name: demo", "    backends:", f"      - url: http://127.0.0.1:{base}", "        name: b0",
+             "  - name: demo-v2", "    backends:", f"      - url: http://127.0.0.1:{cand}", "        name: c0",
+             "rollouts:", "  - name: v2", "    model: demo", "    candidate: demo-v2",
+             "    check_interval: 100ms", "    variant_header: true", "    steps:"]
+    lines += [f"      - {{ percent: {p}, min_duration: {d}, min_requests: {n} }}" for p, d, n in steps]
+    lines += ["    " + l for l in extra.strip().splitlines()] if extra.strip() else []
+    lines += ["shadow_store:", f"  path: {db}"]
+    lines += top_extra.strip().splitlines() if top_extra.strip() else []
+    return "\n".join(lines) + "\n"
+
+
+def rollout(port, name="v2"):
+    st, _, body = request(port, "GET", f"/admin/rollouts/{name}")
+    assert st == 200, body
+    return json.loads(body)
+
+
+def ask(port, user, stream=False):
+    body = chat(f"hello from {user}", stream=stream)
+    body["user"] = user
+    st, headers, data = post(port, body)
+    return st, headers.get("x-shade-variant"), data
+
+
+class Load:
+    """Requests from 400 users in a background thread until stopped."""
+
+    def __init__(self, port):
+        self.port, self.stop, self.n = port, False, 0
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        i = 0
+        deadline = time.time() + 60 * SLOW
+        while not self.stop and time.time() < deadline:
+            try:
+                ask(self.port, f"u{i % 400}")
+            except Exception:
+                pass
+            i += 1
+            self.n = i
+
+    def end(self):
+        self.stop = True
+        self.t.join(10)
+
+
+def wait_phase(port, phases, timeout=30):
+    deadline = time.time() + timeout * SLOW
+    r = None
+    while time.time() < deadline:
+        r = rollout(port)
+        if r["phase"] in phases:
+            return r
+        time.sleep(0.1)
+    raise AssertionError(f"rollout did not reach {phases}: {r}")
+
+
+def replay(db):
+    p = subprocess.run([harness.BIN, "rollout", "replay", "--db", db], capture_output=True, text=True,
+                       timeout=60 * SLOW)
+    return p.returncode, p.stdout + p.stderr
+
+
+def test_healthy_candidate_promoted_through_every_step(env):
+    base = env.sim("--ttft-ms", 5, "--tps", 0, "--model", "demo")
+    cand = env.sim("--ttft-ms", 5, "--tps", 0, "--model", "demo-v2")
+    db = os.path.join(env.tmp, "store.db")
+    # promotion needs success shown above 0.5 and latency within 1.5x at
+    # alpha 0.05: a few dozen good canary requests
+    gw = env.gateway(rollout_config(base, cand, db, "alpha_promote: 0.05\nsuccess_min: 0.5\nlatency_ratio_max: 3"))
+    r = rollout(gw)
+    assert r["phase"] == "canary" and r["step"] == 1 and r["share"] == 10, r
+    load = Load(gw)
+    r = wait_phase(gw, ("promoted", "rolled_back", "frozen"))
+    load.end()
+    assert r["phase"] == "promoted", r
+    assert r["requests"]["canary"] > 0 and r["requests"]["baseline"] > 0
+    # promoted: every unit on the candidate, which is named as itself upstream
+    st, variant, data = ask(gw, "anyone")
+    assert st == 200 and variant == "canary", (st, variant)
+    assert json.loads(data)["model"] == "demo-v2"
+    m = metrics(gw)
+    assert m['shade_rollout_share{rollout="v2"}'] == 100
+    assert m['shade_rollout_state{rollout="v2",state="promoted"}'] == 1
+    assert m['shade_rollout_decisions_total{rollout="v2",action="advance"}'] == 2
+    assert m['shade_rollout_decisions_total{rollout="v2",action="promote"}'] == 1
+    env.last_gateway.stop()
+    # the decisions recompute the same from the stored checks
+    rc, out = replay(db)
+    assert rc == 0 and "every decision recomputed the same" in out, out
+    p = subprocess.run([harness.BIN, "rollout", "status", "--db", db], capture_output=True, text=True)
+    assert p.returncode == 0 and "v2: promoted, step 3" in p.stdout, p.stdout
+    assert p.stdout.count(" advance -> canary") == 2 and " promote -> promoted" in p.stdout, p.stdout
+
+
+def test_failing_candidate_rolled_back_before_25_percent(env):
+    base = env.sim("--ttft-ms", 0, "--tps", 0)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0, "--error-rate", 0.3)
+    db = os.path.join(env.tmp, "store.db")
+    gw = env.gateway(rollout_config(base, cand, db, steps=[(10, "20s", 500), (25, "20s", 500), (50, "20s", 500)]))
+    load = Load(gw)
+    r = wait_phase(gw, ("rolled_back",))
+    load.end()
+    assert r["step"] == 1 and "fails more than the baseline" in r["reason"], r
+    # rolled back: every unit back on the baseline, at once
+    for i in range(20):
+        st, variant, _ = ask(gw, f"u{i}")
+        assert st == 200 and variant == "baseline"
+    assert metrics(gw)['shade_rollout_share{rollout="v2"}'] == 0
+    env.last_gateway.stop()
+    rc, out = replay(db)
+    assert rc == 0, out
+
+
+def test_slow_candidate_rolled_back(env):
+    base = env.sim("--ttft-ms", 5, "--tps", 0)
+    cand = env.sim("--ttft-ms", 40, "--tps", 0)
+    db = os.path.join(env.tmp, "store.db")
+    gw = env.gateway(rollout_config(base, cand, db, steps=[(20, "20s", 500), (40, "20s", 500)]))
+    load = Load(gw)
+    r = wait_phase(gw, ("rolled_back",))
+    load.end()
+    assert r["step"] == 1 and "latency" in r["reason"], r
+    assert r["pairs"]["latency_slower"] > r["pairs"]["latency_not_slower"], r
+
+
+def test_on_failure_pause_holds_the_share(env):
+    base = env.sim("--ttft-ms", 0, "--tps", 0)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0, "--error-rate", 0.5)
+    db = os.path.join(env.tmp, "store.db")
+    gw = env.gateway(rollout_config(base, cand, db, "on_failure: pause", steps=[(20, "20s", 500)]))
+    load = Load(gw)
+    r = wait_phase(gw, ("frozen",))
+    load.end()
+    assert r["share"] == 20 and "on_failure: pause" in r["reason"], r
+    # a person decides: roll back
+    st, _, body = request(gw, "POST", "/admin/rollouts/v2/rollback")
+    assert st == 202, body
+    r = wait_phase(gw, ("rolled_back",))
+    assert r["share"] == 0 and "admin API" in r["reason"], r
+
+
+def test_arms_are_sticky_and_the_split_holds(env):
+    base = env.sim("--ttft-ms", 0, "--tps", 0)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0)
+    db = os.path.join(env.tmp, "store.db")
+    # long steps: the share stays at 30 % while we look
+    gw = env.gateway(rollout_config(base, cand, db, steps=[(30, "1h", 100000)]))
+    arms = {}
+    for i in range(300):
+        st, variant, _ = ask(gw, f"user-{i}")
+        assert st == 200
+        arms[i] = variant
+    share = sum(v == "canary" for v in arms.values()) / 300
+    assert 0.2 < share < 0.4, share  # 30 % ± 4 standard deviations
+    for i in range(0, 300, 7):  # the same user, the same arm, streamed or not
+        assert ask(gw, f"user-{i}", stream=bool(i % 2))[1] == arms[i]
+    # without a unit (no `user`): counted, assigned per request
+    st, _, _ = post(gw, chat("no user"))
+    assert st == 200
+    r = rollout(gw)
+    assert r["requests"]["without_unit"] >= 1 and r["phase"] == "canary"
+
+
+def test_admin_api_and_restart_keeps_state(env):
+    base = env.sim("--ttft-ms", 0, "--tps", 0)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0)
+    db = os.path.join(env.tmp, "store.db")
+    os.environ["SHADE_TEST_ADMIN_KEY"] = "k3y"
+    cfg = rollout_config(base, cand, db, steps=[(10, "200ms", 5), (50, "1h", 100000)],
+                         top_extra="admin:\n  key_env: SHADE_TEST_ADMIN_KEY")
+    gw = env.gateway(cfg)
+    key = {"x-shade-admin-key": "k3y"}
+    assert request(gw, "GET", "/admin/rollouts")[0] == 401
+    st, _, body = request(gw, "GET", "/admin/rollouts", headers=key)
+    assert st == 200 and [x["name"] for x in json.loads(body)["rollouts"]] == ["v2"]
+    assert request(gw, "GET", "/admin/rollouts/nope", headers=key)[0] == 404
+    assert request(gw, "GET", "/admin/rollouts/v2/pause", headers=key)[0] == 405
+    for i in range(40):
+        ask(gw, f"u{i}")
+    deadline = time.time() + 10 * SLOW
+    while time.time() < deadline:
+        st, _, body = request(gw, "GET", "/admin/rollouts/v2", headers=key)
+        if json.loads(body)["step"] == 2:
+            break
+        time.sleep(0.1)
+    assert json.loads(body)["step"] == 2 and json.loads(body)["share"] == 50, body
+    assert request(gw, "POST", "/admin/rollouts/v2/resume", headers=key)[0] == 409  # not frozen
+    assert request(gw, "POST", "/admin/rollouts/v2/pause", headers=key)[0] == 202
+    deadline = time.time() + 10 * SLOW
+    while time.time() < deadline:
+        r = json.loads(request(gw, "GET", "/admin/rollouts/v2", headers=key)[2])
+        if r["phase"] == "frozen":
+            break
+        time.sleep(0.05)
+    assert r["phase"] == "frozen" and r["share"] == 50, r
+    # a restart resumes where it was
+    env.last_gateway.stop()
+    gw = env.gateway(cfg)
+    r = json.loads(request(gw, "GET", "/admin/rollouts/v2", headers=key)[2])
+    assert (r["phase"], r["step"], r["share"]) == ("frozen", 2, 50), r
+    assert request(gw, "POST", "/admin/rollouts/v2/resume", headers=key)[0] == 202
+    deadline = time.time() + 10 * SLOW
+    while time.time() < deadline:
+        r = json.loads(request(gw, "GET", "/admin/rollouts/v2", headers=key)[2])
+        if r["phase"] == "canary":
+            break
+        time.sleep(0.05)
+    assert r["phase"] == "canary" and r["step"] == 2, r
+    assert request(gw, "POST", "/admin/rollouts/v2/promote", headers=key)[0] == 202
+    deadline = time.time() + 10 * SLOW
+    while time.time() < deadline and r["phase"] != "promoted":
+        r = json.loads(request(gw, "GET", "/admin/rollouts/v2", headers=key)[2])
+        time.sleep(0.05)
+    assert r["phase"] == "promoted" and r["share"] == 100, r
+    env.last_gateway.stop()
+    rc, out = replay(db)
+    assert rc == 0, out
+    # a changed config is a new rollout: it starts again at step 1
+    gw = env.gateway(cfg.replace("percent: 50", "percent: 40"))
+    r = json.loads(request(gw, "GET", "/admin/rollouts/v2", headers=key)[2])
+    assert (r["phase"], r["step"], r["share"]) == ("canary", 1, 10), r
+
+
+def test_config_errors(env):
+    bad = [
+        ("candidate: nope", 'no candidate model named "nope"'),
+        ("candidate: demo", "the candidate is the model itself"),
+        ("unit: header", 'unit: header needs "unit_header"'),
+        ("alpha: 0.9", "alpha must be in (0, 0.5]"),
+    ]
+    for repl, want in bad:
+        cfg = rollout_config(1, 2, "/tmp/x.db").replace("candidate: demo-v2", repl, 1)
+        if "unit" in repl:
+            cfg = rollout_config(1, 2, "/tmp/x.db", repl)
+        if "alpha" in repl:
+            cfg = rollout_config(1, 2, "/tmp/x.db", repl)
+        path = os.path.join(env.tmp, "bad.yaml")
+        with open(path, "w") as f:
+            f.write(cfg.replace("{PORT}", "1"))
+        p = subprocess.run([harness.BIN, "check", "-c", path], capture_output=True, text=True)
+        assert p.returncode != 0 and want in p.stderr, (repl, p.stderr)
+    cfg = rollout_config(1, 2, "/tmp/x.db", steps=[(30, "1s", 1), (20, "1s", 1)])
+    path = os.path.join(env.tmp, "bad.yaml")
+    with open(path, "w") as f:
+        f.write(cfg.replace("{PORT}", "1"))
+    p = subprocess.run([harness.BIN, "check", "-c", path], capture_output=True, text=True)
+    assert p.returncode != 0 and "step 2: percent must be above the previous step's (30)" in p.stderr, p.stderr
