@@ -487,6 +487,8 @@ static void check(struct rollout_rt *ro, double now)
     persist(ro, now, delta, action);
 }
 
+/* The controller's loop: every rollout checked when due, or at once when
+ * an admin command waits; a last check when the process stops. */
 static void *controller_main(void *arg)
 {
     (void)arg;
@@ -518,7 +520,9 @@ static void *controller_main(void *arg)
         bool stop = C.stop;
         pthread_mutex_unlock(&C.lock);
         now = unix_now();
-        for (size_t i = 0; i < gw->nrollouts; i++) {
+        /* a draining process (a reload: its successor has read the state and
+         * decides now) neither decides nor writes: one decision-maker */
+        for (size_t i = 0; i < gw->nrollouts && !atomic_load(&gw->draining); i++) {
             struct rollout_rt *ro = &gw->rollouts[i];
             pthread_mutex_lock(&ro->lock);
             bool has_cmd = ro->cmd != CMD_NONE;

@@ -4,6 +4,7 @@ rollback of a failing or slow one, sticky arms, the admin API, the state
 kept across a restart and every decision replayable from the store —
 against the real binary and simulated model servers."""
 import json
+import signal
 import os
 import subprocess
 import threading
@@ -269,3 +270,59 @@ def test_config_errors(env):
         f.write(cfg.replace("{PORT}", "1"))
     p = subprocess.run([harness.BIN, "check", "-c", path], capture_output=True, text=True)
     assert p.returncode != 0 and "step 2: percent must be above the previous step's (30)" in p.stderr, p.stderr
+
+
+def test_rollback_during_open_streams_cuts_none(env):
+    """Rolling back moves new requests at once; the streams already open on
+    the canary finish there, whole."""
+    base = env.sim("--ttft-ms", 0, "--tps", 0)
+    cand = env.sim("--ttft-ms", 20, "--tps", 40, "--max-tokens", 40)  # about a second per answer
+    db = os.path.join(env.tmp, "store.db")
+    gw = env.gateway(rollout_config(base, cand, db, steps=[(50, "1h", 100000)]))
+    results = []
+
+    def one(i):
+        st, variant, data = ask(gw, f"s{i}", stream=True)
+        results.append((st, variant, data))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(60)]
+    for t in threads:
+        t.start()
+    time.sleep(0.4 * SLOW)  # the canary's streams are open
+    assert request(gw, "POST", "/admin/rollouts/v2/rollback")[0] == 202
+    r = wait_phase(gw, ("rolled_back",))
+    assert r["share"] == 0
+    after = [ask(gw, f"s{i}")[1] for i in range(20)]
+    for t in threads:
+        t.join(30)
+    assert after == ["baseline"] * 20
+    canary = [x for x in results if x[1] == "canary"]
+    assert len(results) == 60 and len(canary) >= 10, (len(results), len(canary))
+    for st, variant, data in results:
+        evs = harness.sse_events(data)
+        assert st == 200 and evs and evs[-1] == "[DONE]", (st, variant, evs[-2:])
+
+
+def test_state_survives_reload(env):
+    base = env.sim("--ttft-ms", 0, "--tps", 0)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0)
+    db = os.path.join(env.tmp, "store.db")
+    cfg = rollout_config(base, cand, db, steps=[(10, "200ms", 5), (50, "1h", 100000)])
+    gw = env.gateway(cfg)
+    proc = env.last_gateway
+    for i in range(40):
+        ask(gw, f"u{i}")
+    deadline = time.time() + 10 * SLOW
+    while time.time() < deadline and rollout(gw)["step"] != 2:
+        time.sleep(0.1)
+    before = rollout(gw)
+    assert before["step"] == 2, before
+    old = proc.children()[0]
+    os.kill(proc.pid, signal.SIGHUP)
+    deadline = time.time() + 10 * SLOW
+    while time.time() < deadline and (not proc.children() or old in proc.children()):
+        time.sleep(0.02)
+    assert old not in proc.children()
+    r = rollout(gw)
+    assert (r["phase"], r["step"], r["share"]) == ("canary", 2, 50), r
+    assert r["requests"]["canary"] >= before["requests"]["canary"] - 5  # carried over, not reset
