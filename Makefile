@@ -31,7 +31,7 @@ LIB_OBJS := $(filter-out $(B)/main.o,$(OBJS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all deps check check-depgraph check-unit check-bb check-sdk demo bench bench-balance bench-shadow bench-compare bench-decisions fuzz clean format
+.PHONY: all deps check check-depgraph check-unit check-bb check-sdk demo bench bench-balance bench-shadow bench-compare bench-decisions bench-rollouts fuzz clean format
 all: $(BIN)
 
 $(BIN): $(OBJS)
@@ -117,6 +117,11 @@ bench-compare: deps
 # pairs to detection per scenario, 1,000 runs each (doc/shadow-report.md)
 bench-decisions: all
 	@$(BIN) simulate-decisions $(DECISION_ARGS)
+
+# the canary rollout decision on simulated traffic: wrongful rollbacks,
+# exposure before a rollback, freezes, 1,000 runs per scenario (doc/rollouts.md)
+bench-rollouts: all
+	@$(BIN) simulate-rollouts $(ROLLOUT_ARGS)
 
 $(B)/bench/compare_bench: bench/compare_bench.c $(LIB_OBJS) tests/unit/compare_ref.h
 	@mkdir -p $(B)/bench

@@ -8,6 +8,7 @@
 #include "decsim.h"
 #include "report.h"
 #include "rollout.h"
+#include "rollsim.h"
 #include "server.h"
 #include "sim.h"
 
@@ -100,6 +101,8 @@ int main(int argc, char **argv)
         return rollout_main(argc - 1, argv + 1);
     if (strcmp(cmd, "simulate-decisions") == 0)
         return decsim_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "simulate-rollouts") == 0)
+        return rollsim_main(argc - 1, argv + 1);
     if (strcmp(cmd, "serve") == 0 || strcmp(cmd, "check") == 0) {
         int code = 0;
         bool serve = strcmp(cmd, "serve") == 0;
