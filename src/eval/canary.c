@@ -23,7 +23,7 @@ void canary_rules_default(struct canary_rules *r)
     r->srm_alpha = 0.001;
     static const double shares[] = { 1, 5, 25, 50 };
     for (size_t i = 0; i < 4; i++)
-        r->steps[i] = (struct canary_step){ shares[i], 60, 100 };
+        r->steps[i] = (struct canary_step){ shares[i], 60, 300 };
     r->nsteps = 4;
 }
 
@@ -48,6 +48,8 @@ void canary_add(struct canary_state *s, const struct canary_counts *d)
         t[i]->lat_notfast += d->lat_notfast;
         t[i]->ttft_slow += d->ttft_slow;
         t[i]->ttft_other += d->ttft_other;
+        t[i]->base_units += d->base_units;
+        t[i]->can_units += d->can_units;
     }
 }
 
@@ -85,9 +87,12 @@ static void look(struct canary_state *s, const struct canary_rules *r)
 {
     const struct canary_counts *c = &s->cur;
     double w = canary_share(s, r) / 100;
+    /* failures conditional on the split: from the canary as often as a
+     * request is (the step's realized share; w before any request) */
+    uint64_t nreq = c->can_req + c->base_req;
+    double rw = nreq ? (double)c->can_req / (double)nreq : w;
     double cur[CANARY_FAMILIES] = {
-        /* failures conditional on the split: from the canary with chance w */
-        w < 1 ? seq_log_e((double)c->can_fail, (double)c->base_fail, w) : 0,
+        rw > 0 && rw < 1 ? seq_log_e((double)c->can_fail, (double)c->base_fail, rw) : 0,
         seq_log_e_sign((double)c->lat_slow, (double)c->lat_other),
         seq_log_e_sign((double)c->ttft_slow, (double)c->ttft_other),
     };
@@ -96,7 +101,7 @@ static void look(struct canary_state *s, const struct canary_rules *r)
         if (s->log_e[f] > s->log_e_max[f])
             s->log_e_max[f] = s->log_e[f];
     }
-    s->log_srm = w < 1 ? log_srm(c->can_req, c->base_req, w) : 0;
+    s->log_srm = w < 1 ? log_srm(c->can_units, c->base_units, w) : 0;
     const struct canary_counts *t = &s->total;
     s->log_promote_success = seq_log_e((double)(t->can_req - t->can_fail), (double)t->can_fail, r->success_min);
     s->log_promote_latency = seq_log_e_sign((double)t->lat_fast, (double)t->lat_notfast);
@@ -142,9 +147,9 @@ void canary_check(struct canary_state *s, const struct canary_rules *r, double n
         d->action = CA_FREEZE;
         s->phase = CP_FROZEN;
         snprintf(d->reason, sizeof d->reason,
-                 "sample-ratio mismatch: the canary got %llu of %llu requests this step at a share of "
+                 "sample-ratio mismatch: the canary got %llu of %llu new units this step at a share of "
                  "%.4g%% (e-value %.3g >= %.3g): assignment is broken, the data cannot be trusted",
-                 (unsigned long long)s->cur.can_req, (unsigned long long)(s->cur.can_req + s->cur.base_req),
+                 (unsigned long long)s->cur.can_units, (unsigned long long)(s->cur.can_units + s->cur.base_units),
                  w, exp(s->log_srm), 1 / r->srm_alpha);
         return;
     }

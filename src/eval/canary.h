@@ -1,7 +1,7 @@
 /* canary.h — the rollout decision: should the canary step up, be promoted,
  * be rolled back, or be frozen?  Pure: counts in, a decision out, no I/O.
  * The controller (src/gateway/rollout.c) keeps the counts and calls
- * canary_check at every check; the rollout simulator (decsim.c) runs the
+ * canary_check at every check; the rollout simulator (rollsim.c) runs the
  * same code.
  *
  * A canary shares traffic with its baseline: at share w, a request goes to
@@ -10,16 +10,20 @@
  * split* (no absolute rate is compared across hours):
  *
  *   failures   if both arms fail alike, a failure comes from the canary
- *              with probability w: the beta-mixture e-value of canary
- *              failures against baseline failures, H0 "share <= w"
+ *              as often as a request does: the beta-mixture e-value of
+ *              canary failures against baseline failures, H0 "share <=
+ *              the step's realized share of requests" (not w: with sticky
+ *              units a heavy client on one arm moves the request split,
+ *              and a broken split must freeze, not roll back)
  *   latency    each canary request is paired with the newest baseline
  *              request not yet paired (same moment, independent requests):
  *              H0 "the canary is more than latency_margin x slower in at
  *              most half the pairs" (a sign test); TTFT the same for
  *              streamed requests
- *   split      sample-ratio mismatch: the canary's share of requests
- *              against w, both sides; a drift means broken assignment and
- *              invalid data — the rollout freezes
+ *   split      sample-ratio mismatch: the canary's share of the *units*
+ *              first seen in the step against w, both sides (each new unit
+ *              lands on the canary with chance w, whatever its traffic); a
+ *              drift means broken assignment and invalid data — freeze
  *
  * Each step has its own w, so each step has its own e-values; a step that
  * ends hands its e-values on as a factor (a product of e-processes over
@@ -56,7 +60,7 @@ struct canary_rules {
     struct canary_step steps[CANARY_MAX_STEPS];
     size_t nsteps;
 };
-void canary_rules_default(struct canary_rules *r); /* steps 1, 5, 25, 50 % of 60 s / 100 requests */
+void canary_rules_default(struct canary_rules *r); /* steps 1, 5, 25, 50 % of 60 s / 300 requests */
 
 /* What the arms did during the current step. */
 struct canary_counts {
@@ -65,6 +69,7 @@ struct canary_counts {
     uint64_t lat_slow, lat_other;   /* pairs: canary > latency_margin x baseline (or timed out) */
     uint64_t lat_fast, lat_notfast; /* pairs: canary < latency_ratio_max x baseline */
     uint64_t ttft_slow, ttft_other; /* streamed pairs, the same on TTFT */
+    uint64_t base_units, can_units; /* units first seen in the step, by the arm they got */
 };
 
 enum canary_family { CF_FAILURES, CF_LATENCY, CF_TTFT, CANARY_FAMILIES };

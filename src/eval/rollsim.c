@@ -149,6 +149,9 @@ static void one_run(const struct rollsim_scenario *sc, const struct canary_rules
     canary_init(&st, 0);
     memset(&delta, 0, sizeof delta);
     struct pending lat = { 0 }, ttft = { 0 };
+    /* the units seen in the current step (the split is tested on new units) */
+    unsigned char *seen = zipf_cdf ? calloc(sc->users, 1) : NULL;
+    size_t seen_step = 0;
     double t = 0, next_check = ROLLSIM_CHECK_EVERY;
     double share = canary_share(&st, rules);
     for (;;) {
@@ -159,7 +162,12 @@ static void one_run(const struct rollsim_scenario *sc, const struct canary_rules
             memset(&delta, 0, sizeof delta);
             double step_share = canary_share(&st, rules);
             canary_check(&st, rules, next_check, &d);
+            if (seen && st.step != seen_step) {
+                memset(seen, 0, sc->users);
+                seen_step = st.step;
+            }
             if (d.action == CA_ROLLBACK || d.action == CA_PROMOTE || d.action == CA_FREEZE) {
+                free(seen);
                 out->action = d.action;
                 out->family = d.family;
                 out->exposure = st.total.can_req;
@@ -170,6 +178,7 @@ static void one_run(const struct rollsim_scenario *sc, const struct canary_rules
             share = canary_share(&st, rules);
             next_check += ROLLSIM_CHECK_EVERY;
             if (next_check > ROLLSIM_MAX_SECONDS) {
+                free(seen);
                 out->exposure = st.total.can_req;
                 out->share = share;
                 out->seconds = ROLLSIM_MAX_SECONDS;
@@ -180,8 +189,13 @@ static void one_run(const struct rollsim_scenario *sc, const struct canary_rules
 
         /* assignment: the real sticky hash */
         uint32_t bucket;
+        bool new_unit = true;
         if (zipf_cdf) {
             uint32_t user = zipf_pick(zipf_cdf, sc->users, unif(rng));
+            if (seen) {
+                new_unit = !seen[user];
+                seen[user] = 1;
+            }
             unsigned char u[4] = { (unsigned char)user, (unsigned char)(user >> 8),
                                    (unsigned char)(user >> 16), (unsigned char)(user >> 24) };
             bucket = canary_bucket((const char *)salt, sizeof salt, (const char *)u, sizeof u);
@@ -202,6 +216,12 @@ static void one_run(const struct rollsim_scenario *sc, const struct canary_rules
         bool timeout = !ok && bern(rng, TIMEOUT_SHARE);
         bool streamed = bern(rng, STREAMED);
 
+        if (new_unit) {
+            if (can)
+                delta.can_units++;
+            else
+                delta.base_units++;
+        }
         if (!can) {
             delta.base_req++;
             delta.base_fail += !ok;

@@ -291,7 +291,7 @@ static const struct field rollout_step_fields[] = {
     /* 0 < percent < 100, increasing: finish_rollouts */
     { .name = "percent", .type = T_DOUBLE, AT(S, percent), .flags = F_REQUIRED, .min = 0, .max = 100 },
     DUR(S, "min_duration", min_duration_ms, "60s"),
-    UINT(S, "min_requests", min_requests, 0, 100000000, "100"),
+    UINT(S, "min_requests", min_requests, 0, 100000000, "300"),
 };
 static const struct section rollout_step_section =
     SECTION("step", "in step", rollout_step_fields, S, NULL, NULL);

@@ -139,7 +139,7 @@ enum rollout_on_failure { ROLLOUT_ON_FAILURE_ROLLBACK, ROLLOUT_ON_FAILURE_PAUSE 
 struct config_rollout_step {
     double percent;               /* of units on the candidate, 0 < percent < 100, increasing */
     uint32_t min_duration_ms;     /* default 60s */
-    uint32_t min_requests;        /* candidate requests; default 100 */
+    uint32_t min_requests;        /* candidate requests; default 300 */
 };
 struct config_rollout {
     char *name;                   /* unique */

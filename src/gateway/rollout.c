@@ -21,6 +21,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "module.h"
+#include "rand.h"
 #include "router.h"
 
 #define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
@@ -28,11 +29,16 @@
 /* what the workers count, since the serving process started */
 enum {
     RC_BASE_REQ, RC_CAN_REQ, RC_BASE_FAIL, RC_CAN_FAIL, RC_LAT_SLOW, RC_LAT_OTHER,
-    RC_LAT_FAST, RC_LAT_NOTFAST, RC_TTFT_SLOW, RC_TTFT_OTHER, RC_COUNTS, /* = canary_counts */
+    RC_LAT_FAST, RC_LAT_NOTFAST, RC_TTFT_SLOW, RC_TTFT_OTHER, RC_BASE_UNITS, RC_CAN_UNITS,
+    RC_COUNTS, /* = canary_counts */
     RC_NOUNIT = RC_COUNTS, RC__N
 };
 
 #define PAIR_BUF 64 /* newest unpaired baseline requests kept for pairing */
+/* units seen in the current step, for the split test on new units: an
+ * open-addressing set of their 64-bit hashes; once 3/4 full, later new units
+ * are not counted (the split test then rests on the first ~98,000) */
+#define UNIT_SET (1u << 17)
 
 /* admin commands, applied by the controller (so every change of state is
  * one stored check, in order) */
@@ -51,6 +57,10 @@ struct rollout_rt {
     pthread_mutex_t lock;           /* the pairing buffer, st, reason, cmd */
     struct { double lat, ttft; } base_buf[PAIR_BUF];
     size_t base_head, base_n;
+    uint64_t *units;                /* [UNIT_SET] hashes (0 = empty) of this step's units */
+    size_t nunits;
+    size_t units_step;              /* the step (and phase) they belong to */
+    double units_started;           /* and its start */
     struct canary_state st;
     uint64_t given[RC_COUNTS];      /* counts already handed to st (controller only) */
     char reason[600];
@@ -113,6 +123,23 @@ static enum pl_rc rollout_request(struct pl_req *q, void *ctx)
     uint32_t b = canary_bucket(cfg->salt, strlen(cfg->salt), u, ul);
     c->ro = ro;
     c->canary = b < atomic_load_explicit(&ro->share_bp, memory_order_relaxed);
+    /* a unit new to this step: counted for the split test */
+    uint64_t h = rnd_mix64(rnd_fnv1a64(RND_FNV1A64_INIT, u, ul)) | 1;
+    bool fresh = false;
+    pthread_mutex_lock(&ro->lock);
+    if (ro->units && ro->nunits < UNIT_SET / 4 * 3) {
+        size_t i = (size_t)(h & (UNIT_SET - 1));
+        while (ro->units[i] && ro->units[i] != h)
+            i = (i + 1) & (UNIT_SET - 1);
+        if (!ro->units[i]) {
+            ro->units[i] = h;
+            ro->nunits++;
+            fresh = true;
+        }
+    }
+    pthread_mutex_unlock(&ro->lock);
+    if (fresh)
+        atomic_fetch_add_explicit(&ro->cnt[c->canary ? RC_CAN_UNITS : RC_BASE_UNITS], 1, memory_order_relaxed);
     if (c->canary) {
         /* served as the candidate model: its pool, limits, fallbacks and
          * metrics; upstream it is named as the candidate */
@@ -275,13 +302,14 @@ static void to_counts(const uint64_t *c, struct canary_counts *d)
 {
     *d = (struct canary_counts){ c[RC_BASE_REQ], c[RC_CAN_REQ], c[RC_BASE_FAIL], c[RC_CAN_FAIL], c[RC_LAT_SLOW],
                                  c[RC_LAT_OTHER], c[RC_LAT_FAST], c[RC_LAT_NOTFAST], c[RC_TTFT_SLOW],
-                                 c[RC_TTFT_OTHER] };
+                                 c[RC_TTFT_OTHER], c[RC_BASE_UNITS], c[RC_CAN_UNITS] };
 }
 
 static void from_counts(const struct canary_counts *d, uint64_t *c)
 {
     const uint64_t v[RC_COUNTS] = { d->base_req, d->can_req, d->base_fail, d->can_fail, d->lat_slow,
-                                    d->lat_other, d->lat_fast, d->lat_notfast, d->ttft_slow, d->ttft_other };
+                                    d->lat_other, d->lat_fast, d->lat_notfast, d->ttft_slow, d->ttft_other,
+                                    d->base_units, d->can_units };
     memcpy(c, v, sizeof v);
 }
 
@@ -477,6 +505,15 @@ static void check(struct rollout_rt *ro, double now)
         }
     }
     set_share(ro);
+    /* a new step (or a resumed one) counts its own new units */
+    size_t key = ro->st.step * 8 + (size_t)ro->st.phase;
+    if (key != ro->units_step || ro->st.step_started != ro->units_started) {
+        if (ro->units)
+            memset(ro->units, 0, UNIT_SET * sizeof *ro->units);
+        ro->nunits = 0;
+        ro->units_step = key;
+        ro->units_started = ro->st.step_started;
+    }
     char reason[600];
     snprintf(reason, sizeof reason, "%s", ro->reason);
     double share = canary_share(&ro->st, &ro->rules);
@@ -615,10 +652,13 @@ int rollout_start(struct gateway *gw, char *err, size_t errlen)
         rules_of(ro->cfg, &ro->rules);
         fingerprint(ro->cfg, &ro->rules, ro->fingerprint, sizeof ro->fingerprint);
         pthread_mutex_init(&ro->lock, NULL);
+        ro->units = calloc(UNIT_SET, sizeof *ro->units); /* NULL: the split goes untested */
         bool resumed = restore(ro);
         if (!resumed)
             canary_init(&ro->st, now);
         set_share(ro);
+        ro->units_step = ro->st.step * 8 + (size_t)ro->st.phase;
+        ro->units_started = ro->st.step_started;
         ro->next_check = now + ro->cfg->check_interval_ms / 1000.0;
         ro->base->rollout = ro;
         gw->nrollouts++;
@@ -658,6 +698,7 @@ void rollout_stop(struct gateway *gw)
     }
     for (size_t i = 0; i < gw->nrollouts; i++) {
         gw->rollouts[i].base->rollout = NULL;
+        free(gw->rollouts[i].units);
         pthread_mutex_destroy(&gw->rollouts[i].lock);
     }
     free(gw->rollouts);

@@ -19,6 +19,9 @@ static struct canary_counts counts(uint64_t base_req, uint64_t base_fail, uint64
     c.base_fail = base_fail;
     c.can_req = can_req;
     c.can_fail = can_fail;
+    /* every request a unit of its own (no unit sent twice) */
+    c.base_units = base_req;
+    c.can_units = can_req;
     return c;
 }
 
@@ -30,6 +33,7 @@ static void test_rules_and_share(void)
     CHECK(r.steps[0].share == 1 && r.steps[1].share == 5 && r.steps[2].share == 25 &&
           r.steps[3].share == 50);
     CHECK(r.alpha_promote < r.alpha_rollback);
+    CHECK(r.steps[0].min_seconds == 60 && r.steps[0].min_requests == 300);
 
     struct canary_state s;
     canary_init(&s, 0);
@@ -137,6 +141,8 @@ static void test_advance_and_promote(void)
 {
     struct canary_rules r;
     canary_rules_default(&r);
+    for (size_t k = 0; k < r.nsteps; k++) /* the counts below are laid out for 100 */
+        r.steps[k].min_requests = 100;
     struct canary_state s;
     struct canary_decision d;
     canary_init(&s, 0);
@@ -244,6 +250,8 @@ static void test_srm(void)
 {
     struct canary_rules r;
     canary_rules_default(&r);
+    for (size_t k = 0; k < r.nsteps; k++) /* the counts below are laid out for 100 */
+        r.steps[k].min_requests = 100;
     struct canary_state s;
     struct canary_decision d;
     canary_init(&s, 0);
@@ -268,6 +276,17 @@ static void test_srm(void)
     canary_add(&s2, &c);
     canary_check(&s2, &r, 10, &d);
     CHECK_EQ_INT(d.action, CA_NONE);
+
+    /* with sticky units, the requests may be far from the share while the
+     * units are not: a heavy client on the canary is no mismatch, and its
+     * failures are compared with the realized request split */
+    canary_init(&s2, 0);
+    c = counts(9000, 90, 1000, 10); /* 10 % of requests at a 1 % share... */
+    c.base_units = 990, c.can_units = 10; /* ...from 1 % of the units */
+    canary_add(&s2, &c);
+    canary_check(&s2, &r, 10, &d);
+    CHECK_EQ_INT(d.action, CA_NONE);
+    CHECK(s2.log_e[CF_FAILURES] < 0.5); /* 10 of 100 failures at a 10 % request share */
 
     /* frozen: checks do nothing, even after min_seconds */
     canary_check(&s, &r, 100, &d);
@@ -363,7 +382,7 @@ static void test_simulator(void)
     static const struct {
         const char *name;
         uint32_t runs;
-    } want[] = { { "aa", 200 }, { "aa_bad_hour", 100 }, { "latency_x1.5", 100 },
+    } want[] = { { "aa", 200 }, { "aa_bad_hour", 100 }, { "aa_sticky_users", 100 }, { "latency_x1.5", 100 },
                  { "errors_plus5", 100 }, { "broken_split", 100 }, { "dead", 50 } };
     for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
         const struct rollsim_scenario *sc = rollsim_find(want[k].name);
@@ -384,6 +403,13 @@ static void test_simulator(void)
         } else if (strcmp(sc->name, "aa_bad_hour") == 0) {
             CHECK(r.rollbacks <= 10);
             CHECK(r.freezes <= 2);
+        } else if (strcmp(sc->name, "aa_sticky_users") == 0) {
+            /* heavy users on one arm: neither a mismatch nor a failure alarm
+             * (the split is tested on units, failures against the realized
+             * request split) */
+            CHECK(r.rollbacks <= 10);
+            CHECK(r.freezes <= 5);
+            CHECK(r.promotions >= 85);
         } else if (strcmp(sc->name, "latency_x1.5") == 0) {
             CHECK(r.rollback_family[CF_LATENCY] >= 95);
             CHECK(r.promotions == 0);
