@@ -191,5 +191,12 @@ void canary_resume(struct canary_state *s, double now)
         return;
     s->phase = CP_CANARY;
     s->step_started = now;
+    /* the step starts again: its evidence is dropped when it pointed at an
+     * alarm (it was gathered on a split nobody trusted) and kept when it
+     * pointed away (restarting it at 1 would raise it, which no valid
+     * e-process may do) */
+    for (int f = 0; f < CANARY_FAMILIES; f++)
+        if (s->log_e[f] < s->log_carry[f])
+            s->log_carry[f] = s->log_e[f];
     memset(&s->cur, 0, sizeof s->cur);
 }

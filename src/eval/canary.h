@@ -111,7 +111,8 @@ struct canary_decision {
  * frozen (canary_resume unfreezes). */
 void canary_check(struct canary_state *s, const struct canary_rules *r, double now,
                   struct canary_decision *d);
-/* Unfreeze (a person looked at the assignment): the step starts again. */
+/* Unfreeze (a person looked at the assignment): the step starts again,
+ * its evidence kept where it is below the carried one, never raised. */
 void canary_resume(struct canary_state *s, double now);
 
 /* The current share in percent (0 once rolled back, 100 once promoted). */
