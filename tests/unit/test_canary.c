@@ -311,6 +311,21 @@ static void test_srm(void)
     CHECK(s.step_started == 260);
 }
 
+/* A resume never raises the evidence: a step's e-value below the carried
+ * one is kept, one above it is dropped. */
+static void test_resume_evidence(void)
+{
+    struct canary_state s;
+    canary_init(&s, 0);
+    s.phase = CP_FROZEN;
+    s.log_carry[CF_FAILURES] = 1.0, s.log_e[CF_FAILURES] = 0.4;  /* the step pointed away */
+    s.log_carry[CF_LATENCY] = 0.5, s.log_e[CF_LATENCY] = 2.0;    /* the step pointed at an alarm */
+    canary_resume(&s, 10);
+    CHECK(s.log_carry[CF_FAILURES] == 0.4);
+    CHECK(s.log_carry[CF_LATENCY] == 0.5);
+    CHECK_EQ_INT(s.phase, CP_CANARY);
+}
+
 /* Stickiness: 10,000 units across 1 -> 5 -> 25 -> 50 -> 100 % never move
  * from the canary back to the baseline, and each step's count is within
  * 4.5 binomial standard deviations of the target; a second salt picks an
@@ -430,6 +445,7 @@ static void test_simulator(void)
 
 int main(void)
 {
+    test_resume_evidence();
     test_rules_and_share();
     test_rollback_failures();
     test_rollback_latency();
