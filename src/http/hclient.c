@@ -13,6 +13,9 @@
 #include <limits.h>
 #include <netdb.h>
 #include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -259,4 +262,66 @@ enum hc_err hc_call(const struct hc_request *rq, struct hc_response *rs)
     }
     close(fd);
     return e;
+}
+
+int hc_url_parse(const char *url, struct hc_url *u, const char **why)
+{
+    memset(u, 0, sizeof *u);
+    if (strncasecmp(url, "https://", 8) == 0) {
+        *why = "https is not supported (no TLS here); send to a local collector or relay over http://";
+        return -1;
+    }
+    if (strncasecmp(url, "http://", 7) != 0) {
+        *why = "expected http://host:port/path";
+        return -1;
+    }
+    for (const char *p = url; *p; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
+            *why = "spaces or control characters";
+            return -1;
+        }
+    const char *a = url + 7, *ae = a + strcspn(a, "/?#");
+    const char *h = a, *he, *colon;
+    if (*h == '[') {
+        he = memchr(h, ']', (size_t)(ae - h));
+        colon = he && he + 1 < ae ? he + 1 : NULL;
+        h++;
+        if (!he || (colon && *colon != ':'))
+            he = h = NULL;
+    } else {
+        colon = memchr(h, ':', (size_t)(ae - h));
+        he = colon ? colon : ae;
+    }
+    long pn = 80;
+    if (colon) {
+        char *end = NULL;
+        pn = colon + 1 < ae && colon[1] >= '0' && colon[1] <= '9' ? strtol(colon + 1, &end, 10) : 0;
+        if (pn <= 0 || pn > 65535 || end != ae)
+            pn = 0;
+    }
+    if (!h || he == h || (size_t)(he - h) >= sizeof u->host || memchr(a, '@', (size_t)(ae - a)) || pn == 0) {
+        *why = "expected http://host:port/path (no user, a port 1-65535)";
+        return -1;
+    }
+    memcpy(u->host, h, (size_t)(he - h));
+    u->host[he - h] = '\0';
+    snprintf(u->port, sizeof u->port, "%ld", pn);
+    size_t pl = strcspn(ae, "#");
+    u->authority = strndup(a, (size_t)(ae - a));
+    u->path = malloc(pl + 2);
+    if (u->path)
+        snprintf(u->path, pl + 2, "%s%.*s", *ae == '/' ? "" : "/", (int)pl, ae);
+    if (!u->authority || !u->path) {
+        hc_url_free(u);
+        *why = "out of memory";
+        return -1;
+    }
+    return 0;
+}
+
+void hc_url_free(struct hc_url *u)
+{
+    free(u->authority);
+    free(u->path);
+    u->authority = u->path = NULL;
 }

@@ -75,6 +75,18 @@ struct hc_response {
     struct buf body;            /* the body so far (whole when HC_OK); the caller frees it */
 };
 
+/* An endpoint from the configuration, "http://host[:port][/path]": host and
+ * port to resolve, the authority (the Host header) and the path (with a
+ * leading '/', the query kept, a fragment dropped).  No https (this client
+ * has no TLS), no user part, a port 1-65535 (80 when absent), no spaces or
+ * control characters.  0, or -1 with *why; hc_url_free frees the strings. */
+struct hc_url {
+    char host[256], port[8];
+    char *authority, *path;
+};
+int hc_url_parse(const char *url, struct hc_url *u, const char **why);
+void hc_url_free(struct hc_url *u);
+
 /* Milliseconds on CLOCK_MONOTONIC, the clock of deadline_ms. */
 uint64_t hc_now_ms(void);
 

@@ -597,63 +597,6 @@ static void *exporter_main(void *arg)
 
 /* ---------- start, submit, stop ---------- */
 
-/* "http://host[:port][/path]" into t->authority, t->path and host/port */
-static int parse_endpoint(struct tracer *t, const char *url, char *host, size_t hostlen, char *port,
-                          char *err, size_t errlen)
-{
-    if (strncasecmp(url, "https://", 8) == 0) {
-        snprintf(err, errlen, "tracing: endpoint %s: https is not supported (the exporter has no TLS); send to "
-                              "a local collector over http://", url);
-        return -1;
-    }
-    if (strncasecmp(url, "http://", 7) != 0) {
-        snprintf(err, errlen, "tracing: endpoint %s: expected http://host:port/path", url);
-        return -1;
-    }
-    const char *a = url + 7, *ae = a + strcspn(a, "/?#");
-    for (const char *p = url; *p; p++)
-        if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
-            snprintf(err, errlen, "tracing: endpoint %s: spaces or control characters", url);
-            return -1;
-        }
-    const char *h = a, *he, *colon;
-    if (*h == '[') {
-        he = memchr(h, ']', (size_t)(ae - h));
-        colon = he && he + 1 < ae ? he + 1 : NULL;
-        h++;
-        if (!he || (colon && *colon != ':'))
-            he = h = NULL;
-    } else {
-        colon = memchr(h, ':', (size_t)(ae - h));
-        he = colon ? colon : ae;
-    }
-    long pn = 80;
-    if (colon) {
-        char *end = NULL;
-        pn = colon + 1 < ae && colon[1] >= '0' && colon[1] <= '9' ? strtol(colon + 1, &end, 10) : 0;
-        if (pn <= 0 || pn > 65535 || end != ae)
-            pn = 0;
-    }
-    if (!h || he == h || (size_t)(he - h) >= hostlen || memchr(a, '@', (size_t)(ae - a)) || pn == 0) {
-        snprintf(err, errlen, "tracing: endpoint %s: expected http://host:port/path (no user, a port 1-65535)",
-                 url);
-        return -1;
-    }
-    memcpy(host, h, (size_t)(he - h));
-    host[he - h] = '\0';
-    snprintf(port, 8, "%ld", pn);
-    size_t pl = strcspn(ae, "#");
-    t->authority = strndup(a, (size_t)(ae - a));
-    t->path = malloc(pl + 2);
-    if (t->path)
-        snprintf(t->path, pl + 2, "%s%.*s", *ae == '/' ? "" : "/", (int)pl, ae);
-    if (!t->authority || !t->path) {
-        snprintf(err, errlen, "tracing: out of memory");
-        return -1;
-    }
-    return 0;
-}
-
 static void free_tracer(struct tracer *t)
 {
     free(t->ring);
@@ -680,14 +623,17 @@ struct tracer *tracer_start(const struct tracer_opts *o, char *err, size_t errle
         snprintf(err, errlen, "tracing: out of memory");
         return NULL;
     }
-    char host[256], port[8];
-    if (parse_endpoint(t, o->endpoint, host, sizeof host, port, err, errlen) < 0) {
+    struct hc_url u;
+    const char *why;
+    if (hc_url_parse(o->endpoint, &u, &why) < 0) {
+        snprintf(err, errlen, "tracing: endpoint %s: %s", o->endpoint, why);
         free_tracer(t);
         return NULL;
     }
-    const char *why;
-    if (hc_resolve(host, port, &t->addrs, &why) < 0) {
-        snprintf(err, errlen, "tracing: endpoint %s: cannot resolve %s: %s", o->endpoint, host, why);
+    t->authority = u.authority;
+    t->path = u.path;
+    if (hc_resolve(u.host, u.port, &t->addrs, &why) < 0) {
+        snprintf(err, errlen, "tracing: endpoint %s: cannot resolve %s: %s", o->endpoint, u.host, why);
         free_tracer(t);
         return NULL;
     }

@@ -439,8 +439,38 @@ static void test_cancel(void)
     close(efd);
 }
 
+/* Endpoints from the configuration (the OTLP exporter, rollout webhooks). */
+static void test_url_parse(void)
+{
+    struct hc_url u;
+    const char *why = NULL;
+    CHECK(hc_url_parse("http://127.0.0.1:4318/v1/traces", &u, &why) == 0);
+    CHECK_EQ_STR(u.host, "127.0.0.1");
+    CHECK_EQ_STR(u.port, "4318");
+    CHECK_EQ_STR(u.authority, "127.0.0.1:4318");
+    CHECK_EQ_STR(u.path, "/v1/traces");
+    hc_url_free(&u);
+    CHECK(hc_url_parse("http://hooks.local?x=1#frag", &u, &why) == 0);
+    CHECK_EQ_STR(u.port, "80");
+    CHECK_EQ_STR(u.path, "/?x=1");
+    hc_url_free(&u);
+    CHECK(hc_url_parse("http://[::1]:9/h", &u, &why) == 0);
+    CHECK_EQ_STR(u.host, "::1");
+    CHECK_EQ_STR(u.authority, "[::1]:9");
+    hc_url_free(&u);
+    CHECK(hc_url_parse("https://x/", &u, &why) < 0 && strstr(why, "https is not supported"));
+    CHECK(hc_url_parse("ftp://x/", &u, &why) < 0);
+    CHECK(hc_url_parse("http://user@x/", &u, &why) < 0);
+    CHECK(hc_url_parse("http://x:0/", &u, &why) < 0);
+    CHECK(hc_url_parse("http://x:70000/", &u, &why) < 0);
+    CHECK(hc_url_parse("http://x:80 /", &u, &why) < 0 && strstr(why, "spaces"));
+    CHECK(hc_url_parse("http:///path", &u, &why) < 0);
+    CHECK(hc_url_parse("http://[::1/", &u, &why) < 0);
+}
+
 int main(void)
 {
+    test_url_parse();
     if (!srv_start(&S)) {
         fprintf(stderr, "cannot start the test server\n");
         return 1;
