@@ -1,4 +1,4 @@
-// srcs: src/gateway/config.c src/core/json.c -lyaml
+// srcs: src/gateway/config.c src/core/json.c src/http/hclient.c src/http/h1.c src/core/buf.c -lyaml
 /* Fuzz the configuration loader: any bytes as a YAML file must give either a
  * config or one "file:line:column: message" error, never a crash or a leak.
  * Host names are not resolved here: getaddrinfo is replaced (below) so the

@@ -9,7 +9,7 @@
 #include "seq.h"
 
 const char *const canary_family_names[CANARY_FAMILIES] = { "failures", "latency", "ttft" };
-const char *const canary_phase_names[] = { "canary", "promoted", "rolled_back", "frozen" };
+const char *const canary_phase_names[] = { "canary", "promoted", "rolled_back", "frozen", "shadow" };
 const char *const canary_action_names[] = { "none", "advance", "promote", "rollback", "freeze" };
 
 void canary_rules_default(struct canary_rules *r)
@@ -59,6 +59,7 @@ double canary_share(const struct canary_state *s, const struct canary_rules *r)
     case CP_PROMOTED:
         return 100;
     case CP_ROLLED_BACK:
+    case CP_SHADOW:
         return 0;
     default:
         return s->step < r->nsteps ? r->steps[s->step].share : 0;
@@ -183,6 +184,16 @@ void canary_check(struct canary_state *s, const struct canary_rules *r, double n
                  (unsigned long long)(s->total.lat_fast + s->total.lat_notfast), exp(s->log_promote_latency),
                  exp(pthr));
     }
+}
+
+void canary_begin(struct canary_state *s, double now)
+{
+    if (s->phase != CP_SHADOW)
+        return;
+    s->phase = CP_CANARY;
+    s->step = 0;
+    s->step_started = now;
+    memset(&s->cur, 0, sizeof s->cur);
 }
 
 void canary_resume(struct canary_state *s, double now)

@@ -75,7 +75,9 @@ struct canary_counts {
 enum canary_family { CF_FAILURES, CF_LATENCY, CF_TTFT, CANARY_FAMILIES };
 extern const char *const canary_family_names[CANARY_FAMILIES];
 
-enum canary_phase { CP_CANARY, CP_PROMOTED, CP_ROLLED_BACK, CP_FROZEN };
+/* CP_SHADOW: before the first step, the candidate is only shadowed (share
+ * 0) until the shadow analysis says ready; canary_begin moves it on. */
+enum canary_phase { CP_CANARY, CP_PROMOTED, CP_ROLLED_BACK, CP_FROZEN, CP_SHADOW };
 extern const char *const canary_phase_names[];
 
 struct canary_state {
@@ -111,6 +113,8 @@ struct canary_decision {
  * frozen (canary_resume unfreezes). */
 void canary_check(struct canary_state *s, const struct canary_rules *r, double now,
                   struct canary_decision *d);
+/* From the shadow stage to the first step. */
+void canary_begin(struct canary_state *s, double now);
 /* Unfreeze (a person looked at the assignment): the step starts again,
  * its evidence kept where it is below the carried one, never raised. */
 void canary_resume(struct canary_state *s, double now);

@@ -17,6 +17,7 @@
  * for it to the top level and parses it into a blob the config owns.
  */
 #include "config.h"
+#include "hclient.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -284,6 +285,8 @@ static const struct section server_section = SECTION("server", "in server", serv
 #undef S
 
 static const char *const rollout_unit_names[] = {"user", "header", "key", NULL};
+
+static int check_http_url(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base);
 static const char *const rollout_failure_names[] = {"rollback", "pause", NULL};
 
 #define S struct config_rollout_step
@@ -315,6 +318,10 @@ static const struct field rollout_fields[] = {
     NUM(S, "srm_alpha", srm_alpha, 0, 1, "0.001"),         /* (0, 0.5] */
     ENUM(S, "on_failure", on_failure, rollout_failure_names, "rollback"),
     BOOL(S, "variant_header", variant_header, "false"),
+    STR(S, "shadow", shadow, F_TOKEN, 1, 128, NULL, NULL),
+    STR(S, "webhook", webhook, F_TOKEN, 8, 2048, check_http_url, NULL),
+    STR(S, "confirm_url", confirm_url, F_TOKEN, 8, 2048, check_http_url, NULL),
+    DUR(S, "webhook_timeout", webhook_timeout_ms, "2s"),
 };
 static const struct section rollout_section =
     SECTION("rollout", "in rollout", rollout_fields, S, NULL, NULL);
@@ -794,6 +801,20 @@ static int check_admin_key_env(struct loader *ld, const struct field *f, const y
 }
 
 /* an HTTP header name: RFC 9110 token characters only */
+/* an http:// endpoint the gateway calls (hclient.h says which) */
+static int check_http_url(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base)
+{
+    const char *v = *(char **)((char *)base + f->offset);
+    struct hc_url u;
+    const char *why;
+    if (hc_url_parse(v, &u, &why) < 0) {
+        struct showbuf sb;
+        return fail(ld, at, "\"%s\": %s (got %s)", f->name, why, show(&sb, v, strlen(v)));
+    }
+    hc_url_free(&u);
+    return 0;
+}
+
 static int check_http_token(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base)
 {
     const char *v = *(char **)((char *)base + f->offset);
@@ -1249,6 +1270,16 @@ static int finish_rollouts(struct loader *ld, const yaml_node_t *map, struct con
                 return fail(ld, at, "rollout \"%s\": %s must be in (0, 0.5]", ro->name, names[a]);
         if (!(ro->success_min < 1)) return fail(ld, at, "rollout \"%s\": success_min must be below 1", ro->name);
         if (!ro->salt && !(ro->salt = dupn(ld, NULL, ro->name, strlen(ro->name)))) return -1;
+        if (ro->shadow) {
+            size_t s = 0;
+            while (s < c->nshadows && strcmp(c->shadows[s].name, ro->shadow) != 0) s++;
+            if (s == c->nshadows)
+                return fail(ld, at, "rollout \"%s\": no shadow named \"%s\"", ro->name, ro->shadow);
+            if (c->shadows[s].model_index != ro->model_index || c->shadows[s].target_index != ro->candidate_index)
+                return fail(ld, at, "rollout \"%s\": shadow \"%s\" must mirror %s to %s", ro->name, ro->shadow,
+                            ro->model, ro->candidate);
+            ro->shadow_index = s;
+        }
     }
     return 0;
 }

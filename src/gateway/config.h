@@ -159,7 +159,11 @@ struct config_rollout {
     double srm_alpha;             /* default 0.001 */
     int on_failure;               /* enum rollout_on_failure; default rollback */
     bool variant_header;          /* x-shade-variant on responses; default false */
-    size_t model_index, candidate_index; /* resolved */
+    char *shadow;                 /* a shadow of model to candidate: the stage before step 1 */
+    char *webhook;                /* http:// URL: every decision POSTed there */
+    char *confirm_url;            /* http:// URL: asked before an advance or a promotion */
+    uint32_t webhook_timeout_ms;  /* default 2s */
+    size_t model_index, candidate_index, shadow_index; /* resolved */
 };
 
 /* shadows: mirror a public model's traffic to a candidate (shadow.c) */

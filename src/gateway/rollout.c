@@ -16,13 +16,16 @@
 #include "buf.h"
 #include "canary.h"
 #include "gateway.h"
+#include "hclient.h"
 #include "json.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
 #include "module.h"
+#include "pair.h"
 #include "rand.h"
 #include "router.h"
+#include "verdict.h"
 
 #define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
@@ -67,6 +70,8 @@ struct rollout_rt {
     double decided_at;
     int cmd;                        /* pending admin command */
     double next_check;
+    struct shadow_rt *shadow;       /* the shadow stage's shadow, or NULL */
+    struct hook { struct hc_url url; struct hc_addrs addrs; bool on; } webhook, confirm;
 };
 
 static struct {
@@ -77,6 +82,8 @@ static struct {
     sqlite3 *db;
     struct gateway *gw;
 } C = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+
+static void put_str(struct buf *b, const char *s);
 
 static void set_share(struct rollout_rt *ro)
 {
@@ -228,10 +235,10 @@ static const char schema_sql[] =
 static void fingerprint(const struct config_rollout *cfg, const struct canary_rules *r, char *out, size_t cap)
 {
     int k = snprintf(out, cap,
-                     "{\"candidate\":\"%s\",\"alpha\":%.17g,\"alpha_promote\":%.17g,\"latency_margin\":%.17g,"
+                     "{\"candidate\":\"%s\",\"shadow\":%s,\"alpha\":%.17g,\"alpha_promote\":%.17g,\"latency_margin\":%.17g,"
                      "\"latency_ratio_max\":%.17g,\"success_min\":%.17g,\"srm_alpha\":%.17g,\"on_failure\":%d,"
                      "\"steps\":[",
-                     cfg->candidate, r->alpha_rollback, r->alpha_promote, r->latency_margin, r->latency_ratio_max,
+                     cfg->candidate, cfg->shadow ? "true" : "false", r->alpha_rollback, r->alpha_promote, r->latency_margin, r->latency_ratio_max,
                      r->success_min, r->srm_alpha, cfg->on_failure);
     for (size_t i = 0; i < r->nsteps && k > 0 && (size_t)k < cap; i++)
         k += snprintf(out + k, cap - (size_t)k, "%s[%.17g,%.17g,%llu]", i ? "," : "", r->steps[i].share,
@@ -241,7 +248,7 @@ static void fingerprint(const struct config_rollout *cfg, const struct canary_ru
 }
 
 /* The rules back from a fingerprint (replay needs no config file). */
-static int rules_of_fingerprint(const char *fp, struct canary_rules *r, int *on_failure)
+static int rules_of_fingerprint(const char *fp, struct canary_rules *r, int *on_failure, bool *shadow)
 {
     struct json_span root, v, steps, st, e;
     struct json_error je;
@@ -259,6 +266,7 @@ static int rules_of_fingerprint(const char *fp, struct canary_rules *r, int *on_
     if (!json_get(&root, "on_failure", &v) || !json_to_i64(&v, &of))
         return -1;
     *on_failure = (int)of;
+    *shadow = json_get(&root, "shadow", &v) && v.type == JSON_TRUE;
     if (!json_get(&root, "steps", &steps) || steps.type != JSON_ARRAY)
         return -1;
     r->nsteps = 0;
@@ -335,7 +343,7 @@ static int state_parse(const char *js, struct canary_state *s)
         return -1;
     memset(s, 0, sizeof *s);
     int64_t x;
-    if (!json_get(&root, "phase", &v) || !json_to_i64(&v, &x) || x < 0 || x > CP_FROZEN)
+    if (!json_get(&root, "phase", &v) || !json_to_i64(&v, &x) || x < 0 || x > CP_SHADOW)
         return -1;
     s->phase = (enum canary_phase)x;
     if (!json_get(&root, "step", &v) || !json_to_i64(&v, &x) || x < 0 || x >= CANARY_MAX_STEPS)
@@ -472,38 +480,145 @@ static void take_delta(struct rollout_rt *ro, uint64_t *delta)
     }
 }
 
+/* POST body to a hook; true on a 2xx answer.  Runs on the controller's
+ * thread, never under a rollout's lock, bounded by webhook_timeout. */
+static bool hook_post(const struct rollout_rt *ro, const struct hook *h, const char *body, int *status,
+                      const char **why)
+{
+    struct hc_request rq = { .addrs = &h->addrs, .method = "POST", .path = h->url.path,
+                             .authority = h->url.authority, .content_type = "application/json",
+                             .body = body, .body_len = strlen(body),
+                             .deadline_ms = hc_now_ms() + ro->cfg->webhook_timeout_ms, .max_response = 4096,
+                             .cancel_fd = -1 };
+    struct hc_response rs = { 0 };
+    enum hc_err e = hc_call(&rq, &rs);
+    buf_free(&rs.body);
+    *status = rs.status;
+    *why = e == HC_OK ? NULL : hc_err_str(e);
+    return e == HC_OK && rs.status >= 200 && rs.status < 300;
+}
+
+/* The JSON a hook gets: the rollout, the decision and the counts behind it. */
+static void hook_body(struct buf *b, const struct rollout_rt *ro, const struct canary_state *st, const char *action,
+                      const char *reason, double share_from, double share_to, double now)
+{
+    buf_append_str(b, "{\"rollout\":");
+    put_str(b, ro->cfg->name);
+    buf_append_str(b, ",\"model\":");
+    put_str(b, ro->cfg->model);
+    buf_append_str(b, ",\"candidate\":");
+    put_str(b, ro->cfg->candidate);
+    buf_printf(b, ",\"action\":\"%s\",\"phase\":\"%s\",\"step\":%zu,\"share_from\":%.6g,\"share_to\":%.6g,"
+                  "\"ts\":%.3f,\"reason\":",
+               action, canary_phase_names[st->phase], st->step + 1, share_from, share_to, now);
+    put_str(b, reason);
+    buf_printf(b, ",\"requests\":{\"baseline\":%llu,\"canary\":%llu,\"baseline_failed\":%llu,\"canary_failed\":%llu}}",
+               (unsigned long long)st->total.base_req, (unsigned long long)st->total.can_req,
+               (unsigned long long)st->total.base_fail, (unsigned long long)st->total.can_fail);
+    buf_append(b, "", 1);
+}
+
+/* The shadow stage: the shadow's live decision moves the rollout on (to
+ * the first step) or ends it.  Under ro->lock; returns the action or NULL. */
+static const char *shadow_stage(struct rollout_rt *ro, double now)
+{
+    struct shadow_rt *sh = ro->shadow;
+    int a = atomic_load(&sh->live_action);
+    char rule[32];
+    pthread_mutex_lock(&sh->lock);
+    snprintf(rule, sizeof rule, "%s", sh->live_rule);
+    pthread_mutex_unlock(&sh->lock);
+    if (a == 1 + VA_READY) {
+        canary_begin(&ro->st, now);
+        snprintf(ro->reason, sizeof ro->reason, "the shadow %s says ready_for_canary (rule %s): on to %.4g%%",
+                 sh->cfg->name, rule, canary_share(&ro->st, &ro->rules));
+        return "shadow_ready";
+    }
+    bool stopped = atomic_load(&sh->state) == SHADOW_STOPPED;
+    if (a == 1 + VA_INVESTIGATE || a == 1 + VA_TOO_SLOW || stopped) {
+        ro->st.phase = CP_ROLLED_BACK;
+        if (a == 1 + VA_INVESTIGATE || a == 1 + VA_TOO_SLOW)
+            snprintf(ro->reason, sizeof ro->reason, "the shadow %s says %s (rule %s): never exposed", sh->cfg->name,
+                     a == 1 + VA_TOO_SLOW ? "too_slow" : "investigate", rule);
+        else
+            snprintf(ro->reason, sizeof ro->reason, "the shadow %s was stopped: never exposed", sh->cfg->name);
+        return "shadow_failed";
+    }
+    return NULL;
+}
+
 static void check(struct rollout_rt *ro, double now)
 {
     uint64_t delta[RC_COUNTS];
     take_delta(ro, delta);
     struct canary_counts d;
     to_counts(delta, &d);
-    struct canary_decision dec;
+    const char *action = NULL;
+    char act[32];
     pthread_mutex_lock(&ro->lock);
     int cmd = ro->cmd;
     ro->cmd = CMD_NONE;
     canary_add(&ro->st, &d);
-    const char *action = NULL;
-    char act[32];
+    struct canary_state trial = ro->st;
+    double share_from = canary_share(&ro->st, &ro->rules);
+    pthread_mutex_unlock(&ro->lock);
     if (cmd != CMD_NONE) {
         /* a person's command, in place of the check */
+        pthread_mutex_lock(&ro->lock);
         if (apply_cmd(&ro->st, cmd, now)) {
             snprintf(act, sizeof act, "manual_%s", cmd_names[cmd]);
             action = act;
             snprintf(ro->reason, sizeof ro->reason, "%s through the admin API", cmd_names[cmd]);
             ro->decided_at = now;
         }
-    } else {
-        canary_check(&ro->st, &ro->rules, now, &dec);
-        apply_failure_policy(&ro->st, ro->cfg->on_failure, &dec);
-        if (dec.action != CA_NONE) {
-            action = canary_action_names[dec.action];
-            snprintf(ro->reason, sizeof ro->reason, "%s%s", dec.reason,
-                     dec.action == CA_ROLLBACK && ro->st.phase == CP_FROZEN ? " (on_failure: pause)" : "");
+        pthread_mutex_unlock(&ro->lock);
+    } else if (trial.phase == CP_SHADOW && ro->shadow) {
+        pthread_mutex_lock(&ro->lock);
+        action = shadow_stage(ro, now);
+        if (action)
             ro->decided_at = now;
-            atomic_fetch_add(&ro->decisions[dec.action], 1);
+        pthread_mutex_unlock(&ro->lock);
+    } else {
+        /* the decision on a copy: a step up waits for the confirm hook */
+        struct canary_decision dec;
+        canary_check(&trial, &ro->rules, now, &dec);
+        apply_failure_policy(&trial, ro->cfg->on_failure, &dec);
+        bool commit = true;
+        char held[600] = "";
+        if ((dec.action == CA_ADVANCE || dec.action == CA_PROMOTE) && ro->confirm.on) {
+            struct buf b = { 0 };
+            int status = 0;
+            const char *why = NULL;
+            hook_body(&b, ro, &trial, canary_action_names[dec.action], dec.reason, share_from,
+                      canary_share(&trial, &ro->rules), now);
+            if (!buf_data(&b) || !hook_post(ro, &ro->confirm, buf_data(&b), &status, &why)) {
+                commit = false;
+                if (why)
+                    snprintf(held, sizeof held, "the confirm hook failed (%s): %s held", why,
+                             canary_action_names[dec.action]);
+                else
+                    snprintf(held, sizeof held, "the confirm hook answered %d: %s held", status,
+                             canary_action_names[dec.action]);
+            }
+            buf_free(&b);
         }
+        pthread_mutex_lock(&ro->lock);
+        if (commit) {
+            ro->st = trial;
+            if (dec.action != CA_NONE) {
+                action = canary_action_names[dec.action];
+                snprintf(ro->reason, sizeof ro->reason, "%s%s", dec.reason,
+                         dec.action == CA_ROLLBACK && ro->st.phase == CP_FROZEN ? " (on_failure: pause)" : "");
+                ro->decided_at = now;
+                atomic_fetch_add(&ro->decisions[dec.action], 1);
+            }
+        } else {
+            action = "held"; /* the state stays as it was, the counts added */
+            snprintf(ro->reason, sizeof ro->reason, "%s", held);
+        }
+        pthread_mutex_unlock(&ro->lock);
     }
+    pthread_mutex_lock(&ro->lock);
     set_share(ro);
     /* a new step (or a resumed one) counts its own new units */
     size_t key = ro->st.step * 8 + (size_t)ro->st.phase;
@@ -517,11 +632,22 @@ static void check(struct rollout_rt *ro, double now)
     char reason[600];
     snprintf(reason, sizeof reason, "%s", ro->reason);
     double share = canary_share(&ro->st, &ro->rules);
+    struct canary_state now_st = ro->st;
     pthread_mutex_unlock(&ro->lock);
     if (action)
-        log_info("rollout %s: %s -> %s at %.4g%%: %s", ro->cfg->name, action, canary_phase_names[atomic_load(&ro->phase)],
+        log_info("rollout %s: %s -> %s at %.4g%%: %s", ro->cfg->name, action, canary_phase_names[now_st.phase],
                  share, reason);
     persist(ro, now, delta, action);
+    if (action && ro->webhook.on && strcmp(action, "held") != 0) {
+        struct buf b = { 0 };
+        int status = 0;
+        const char *why = NULL;
+        hook_body(&b, ro, &now_st, action, reason, share_from, share, now);
+        if (!buf_data(&b) || !hook_post(ro, &ro->webhook, buf_data(&b), &status, &why))
+            log_warn("rollout %s: webhook %s%s: %s%s", ro->cfg->name, ro->cfg->webhook, why ? " failed" : " answered",
+                     why ? why : "", why ? "" : (status ? "a non-2xx status" : "no status"));
+        buf_free(&b);
+    }
 }
 
 /* The controller's loop: every rollout checked when due, or at once when
@@ -653,9 +779,31 @@ int rollout_start(struct gateway *gw, char *err, size_t errlen)
         fingerprint(ro->cfg, &ro->rules, ro->fingerprint, sizeof ro->fingerprint);
         pthread_mutex_init(&ro->lock, NULL);
         ro->units = calloc(UNIT_SET, sizeof *ro->units); /* NULL: the split goes untested */
+        if (ro->cfg->shadow)
+            ro->shadow = &gw->shadows[ro->cfg->shadow_index];
+        struct hook *hooks[2] = { &ro->webhook, &ro->confirm };
+        const char *urls[2] = { ro->cfg->webhook, ro->cfg->confirm_url };
+        for (int k = 0; k < 2; k++) {
+            const char *why;
+            if (!urls[k])
+                continue;
+            if (hc_url_parse(urls[k], &hooks[k]->url, &why) < 0 ||
+                hc_resolve(hooks[k]->url.host, hooks[k]->url.port, &hooks[k]->addrs, &why) < 0) {
+                snprintf(err, errlen, "rollout %s: %s %s: %s", ro->cfg->name, k ? "confirm_url" : "webhook", urls[k],
+                         why);
+                gw->nrollouts++; /* so rollout_stop frees it */
+                ro->base->rollout = NULL;
+                rollout_stop(gw);
+                return -1;
+            }
+            hooks[k]->on = true;
+        }
         bool resumed = restore(ro);
-        if (!resumed)
+        if (!resumed) {
             canary_init(&ro->st, now);
+            if (ro->shadow)
+                ro->st.phase = CP_SHADOW;
+        }
         set_share(ro);
         ro->units_step = ro->st.step * 8 + (size_t)ro->st.phase;
         ro->units_started = ro->st.step_started;
@@ -698,6 +846,8 @@ void rollout_stop(struct gateway *gw)
     }
     for (size_t i = 0; i < gw->nrollouts; i++) {
         gw->rollouts[i].base->rollout = NULL;
+        hc_url_free(&gw->rollouts[i].webhook.url);
+        hc_url_free(&gw->rollouts[i].confirm.url);
         free(gw->rollouts[i].units);
         pthread_mutex_destroy(&gw->rollouts[i].lock);
     }
@@ -910,7 +1060,7 @@ static void rollout_metrics(const struct gateway *gw, struct buf *o)
     buf_append_str(o, "# HELP shade_rollout_state Phase of each rollout (1 for the phase it is in).\n"
                       "# TYPE shade_rollout_state gauge\n");
     for (size_t i = 0; i < gw->nrollouts; i++)
-        for (int ph = 0; ph <= CP_FROZEN; ph++) {
+        for (int ph = 0; ph <= CP_SHADOW; ph++) {
             buf_append_str(o, "shade_rollout_state{rollout=\"");
             metrics_put_label(o, gw->rollouts[i].cfg->name);
             buf_printf(o, "\",state=\"%s\"} %d\n", canary_phase_names[ph], LD(gw->rollouts[i].phase) == ph);
@@ -980,6 +1130,7 @@ static int replay_one(sqlite3 *db, const char *name, bool print)
     struct canary_rules rules;
     struct canary_state s;
     int on_failure = 0;
+    bool with_shadow = false;
     char fp[1024] = "";
     bool have = false;
     int diffs = 0;
@@ -995,13 +1146,15 @@ static int replay_one(sqlite3 *db, const char *name, bool print)
         if (!f || !counts)
             continue;
         if (!have || strcmp(f, fp) != 0 || (action && strcmp(action, "start") == 0)) {
-            if (rules_of_fingerprint(f, &rules, &on_failure) < 0) {
+            if (rules_of_fingerprint(f, &rules, &on_failure, &with_shadow) < 0) {
                 fprintf(stderr, "shade rollout: %s: unreadable rules in the store\n", name);
                 sqlite3_finalize(st);
                 return -1;
             }
             snprintf(fp, sizeof fp, "%s", f);
             canary_init(&s, ts);
+            if (with_shadow)
+                s.phase = CP_SHADOW;
             have = true;
             if (print)
                 printf("%s  %.3f  start at %.4g%%\n", name, ts, canary_share(&s, &rules));
@@ -1016,7 +1169,21 @@ static int replay_one(sqlite3 *db, const char *name, bool print)
         canary_add(&s, &d);
         const char *got = NULL;
         char act[32];
-        if (action && strncmp(action, "manual_", 7) == 0) {
+        if (action && strcmp(action, "held") == 0) {
+            /* the confirm hook held a step up: recomputed, not applied */
+            struct canary_state trial = s;
+            struct canary_decision dec;
+            canary_check(&trial, &rules, ts, &dec);
+            got = dec.action == CA_ADVANCE || dec.action == CA_PROMOTE ? "held" : canary_action_names[dec.action];
+        } else if (action && strcmp(action, "shadow_ready") == 0 && s.phase == CP_SHADOW) {
+            canary_begin(&s, ts);
+            got = action;
+        } else if (action && strcmp(action, "shadow_failed") == 0 && s.phase == CP_SHADOW) {
+            s.phase = CP_ROLLED_BACK;
+            got = action;
+        } else if (s.phase == CP_SHADOW) {
+            got = NULL; /* waiting for the shadow: nothing to recompute */
+        } else if (action && strncmp(action, "manual_", 7) == 0) {
             int cmd = CMD_NONE;
             for (int k = CMD_PAUSE; k <= CMD_ROLLBACK; k++)
                 if (strcmp(action + 7, cmd_names[k]) == 0)

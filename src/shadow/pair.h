@@ -65,6 +65,10 @@ struct shadow_rt {
     char *live_json, *live_text;     /* NULL until the first analysis */
     double live_at;                  /* unix s */
     char reason[256];
+    /* the live decision, for a rollout's shadow stage: 0 none yet, else
+     * 1 + enum verdict_action; live_rule its rule (under lock) */
+    _Atomic int live_action;
+    char live_rule[32];
 };
 
 struct shadow_leg_result {

@@ -558,7 +558,11 @@ static void analyse(struct shadow_rt *sh, struct live *lv)
         return;
     }
     char *j = take(&js), *t = take(&tx);
+    struct verdict v;
+    verdict_decide(&lv->vs, &v);
     pthread_mutex_lock(&sh->lock);
+    snprintf(sh->live_rule, sizeof sh->live_rule, "%s", v.rule);
+    atomic_store(&sh->live_action, 1 + (int)v.action);
     free(sh->live_json);
     free(sh->live_text);
     sh->live_json = j;

@@ -326,3 +326,114 @@ def test_state_survives_reload(env):
     r = rollout(gw)
     assert (r["phase"], r["step"], r["share"]) == ("canary", 2, 50), r
     assert r["requests"]["canary"] >= before["requests"]["canary"] - 5  # carried over, not reset
+
+
+def shadow_stage_config(base, cand, db, extra=""):
+    """The rollout starts as a shadow of demo to demo-v2 (A/A legs for the
+    noise floor, a fast analysis), then moves to the canary steps."""
+    cfg = rollout_config(base, cand, db, "shadow: probe\n" + extra,
+                         steps=[(10, "200ms", 5), (30, "200ms", 5)])
+    shadow = ("shadows:\n  - name: probe\n    model: demo\n    target: demo-v2\n    aa_percent: 50\n"
+              "    analysis: { interval: 200ms }\n    recommend: { min_pairs: 20 }\n")
+    return cfg.replace("rollouts:\n", shadow + "rollouts:\n")
+
+
+def test_shadow_stage_then_canary(env):
+    base = env.sim("--ttft-ms", 0, "--tps", 0, "--model", "demo")
+    cand = env.sim("--ttft-ms", 0, "--tps", 0, "--model", "demo")  # the same answers: ready in shadow
+    db = os.path.join(env.tmp, "store.db")
+    gw = env.gateway(shadow_stage_config(base, cand, db))
+    r = rollout(gw)
+    assert (r["phase"], r["share"]) == ("shadow", 0), r
+    for i in range(10):  # in the shadow stage every user is on the baseline
+        assert ask(gw, f"early{i}")[1] == "baseline"
+    load = Load(gw)
+    r = wait_phase(gw, ("canary", "rolled_back"), timeout=60)
+    load.end()
+    assert r["phase"] == "canary" and r["step"] == 1 and "ready_for_canary" in r["reason"], r
+    env.last_gateway.stop()
+    rc, out = replay(db)
+    assert rc == 0, out
+
+
+def test_shadow_stage_failing_candidate_never_exposed(env):
+    base = env.sim("--ttft-ms", 0, "--tps", 0)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0, "--error-rate", 1)
+    db = os.path.join(env.tmp, "store.db")
+    gw = env.gateway(shadow_stage_config(base, cand, db))
+    load = Load(gw)
+    r = wait_phase(gw, ("rolled_back", "canary"), timeout=60)
+    load.end()
+    assert r["phase"] == "rolled_back" and r["requests"]["canary"] == 0, r
+    assert "never exposed" in r["reason"], r
+
+
+class Hooks:
+    """A webhook receiver and a confirm hook that says no `refuse` times."""
+
+    def __init__(self, refuse):
+        import http.server
+        hooks = self
+        self.events, self.confirms, self.refuse = [], [], refuse
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                if self.path == "/confirm":
+                    hooks.confirms.append(body)
+                    code = 503 if len(hooks.confirms) <= hooks.refuse else 200
+                else:
+                    hooks.events.append(body)
+                    code = 204
+                self.send_response(code)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+        self.port = self.srv.server_address[1]
+        self.t = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.t.start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def test_webhook_and_confirm_hook(env):
+    base = env.sim("--ttft-ms", 0, "--tps", 0)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0)
+    db = os.path.join(env.tmp, "store.db")
+    hooks = Hooks(refuse=3)
+    try:
+        extra = (f"webhook: http://127.0.0.1:{hooks.port}/events\n"
+                 f"confirm_url: http://127.0.0.1:{hooks.port}/confirm\n")
+        gw = env.gateway(rollout_config(base, cand, db, extra, steps=[(10, "200ms", 5), (50, "1h", 100000)]))
+        for i in range(40):
+            ask(gw, f"u{i}")
+        deadline = time.time() + 10 * SLOW
+        while time.time() < deadline and rollout(gw)["step"] != 2:
+            time.sleep(0.1)
+        r = rollout(gw)
+        # the first three asks were refused: the step was held, then taken
+        assert r["step"] == 2 and len(hooks.confirms) == 4, (r, len(hooks.confirms))
+        assert hooks.confirms[0]["action"] == "advance" and hooks.confirms[0]["share_to"] == 50
+        acts = [e["action"] for e in hooks.events]
+        assert acts == ["advance"], acts  # a held step is not an event
+        assert hooks.events[0]["share_from"] == 10 and hooks.events[0]["requests"]["canary"] > 0
+        # a rollback is never held by the confirm hook
+        assert request(gw, "POST", "/admin/rollouts/v2/rollback")[0] == 202
+        wait_phase(gw, ("rolled_back",))
+        deadline = time.time() + 5 * SLOW
+        while time.time() < deadline and len(hooks.events) < 2:
+            time.sleep(0.05)
+        assert [e["action"] for e in hooks.events] == ["advance", "manual_rollback"]
+        env.last_gateway.stop()
+        rc, out = replay(db)
+        assert rc == 0, out
+        p = subprocess.run([harness.BIN, "rollout", "status", "--db", db], capture_output=True, text=True)
+        assert p.stdout.count(" held -> ") == 3, p.stdout
+    finally:
+        hooks.close()
