@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""The demo behind `make demo`: a shadow rollout.  examples/shadow.yaml puts
+"""The demo behind `make demo`: a shadow rollout, then a progressive one.  examples/shadow.yaml puts
 the gateway in front of two primary simulators (127.0.0.1:8001 fast,
 127.0.0.1:8002 slower) and mirrors every request to a candidate simulator
 (127.0.0.1:8003) with its own latency and answers.  A mixed workload of
 streaming and non-streaming chat requests runs; then the gateway's own
 measurements (/metrics, /admin/shadows) and, once the gateway has stopped and
 flushed its pair store, the shadow report (text here, HTML in a file).
+Then examples/rollout.yaml: `demo` moves to a candidate through a shadow
+stage and three canary steps to promotion, while `chat` tries a candidate
+that fails 15 % of its requests and is rolled back; the decision log comes
+from the store (`shade rollout status`).
 Every process started here is stopped by its PID."""
 import concurrent.futures
 import http.client
@@ -204,7 +208,88 @@ def main():
         print(f"HTML report (side by side, with latency distributions): {html}")
     else:
         print(hr.stderr, end="")
-    return 0 if ok == n and rep.returncode == 0 and hr.returncode == 0 else 1
+    ok_shadow = ok == n and rep.returncode == 0 and hr.returncode == 0
+    return 0 if ok_shadow and rollout_demo() else 1
+
+
+RDB = os.path.join(ROOT, "shade-rollout.db")   # examples/rollout.yaml's shadow_store.path
+
+
+def rollout_request(i):
+    model = "demo" if i % 2 == 0 else "chat"
+    body = {"model": model, "user": f"user-{(i // 2) % 400}", "max_tokens": 16,
+            "messages": [{"role": "user", "content": f"Question number {i % 50}: how do rollouts work?"}]}
+    c = http.client.HTTPConnection("127.0.0.1", GW, timeout=30)
+    c.request("POST", "/v1/chat/completions", json.dumps(body), {"content-type": "application/json"})
+    r = c.getresponse()
+    r.read()
+    c.close()
+    return r.status
+
+
+def rollouts():
+    c = http.client.HTTPConnection("127.0.0.1", GW, timeout=5)
+    c.request("GET", "/admin/rollouts")
+    out = {r["name"]: r for r in json.loads(c.getresponse().read())["rollouts"]}
+    c.close()
+    return out
+
+
+def rollout_demo():
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.unlink(RDB + suffix)
+        except FileNotFoundError:
+            pass
+    sims = [("demo-v1", 8001, []), ("chat-v1", 8002, []), ("demo-v2", 8004, []),
+            ("chat-v2", 8005, ["--error-rate", "0.15"])]
+    # the shadow part's simulators are stopped first: fresh ones here
+    for name, p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=10)
+    for name, port, _ in sims:
+        if port_busy(port):
+            sys.exit(f"demo: port {port} is already in use (examples/rollout.yaml needs 8080, 8001-8005)")
+    started = []
+    for name, port, extra in sims:
+        started.append((port, start(["sim", "--listen", f"127.0.0.1:{port}", "--ttft-ms", "5", "--tps", "0",
+                                     "--seed", "1", *extra], name), name))
+    for port, p, name in started:
+        wait_port(port, p, name)
+    g = start(["serve", "-c", os.path.join(ROOT, "examples", "rollout.yaml")], "gateway (rollouts)")
+    wait_port(GW, g, "gateway (rollouts)")
+    print("\n" + "=" * 78)
+    print("shade demo, part 2: rollouts (examples/rollout.yaml)")
+    print("  demo -> demo-v2 (healthy): a shadow stage, then 10 %, 30 %, 60 % of users, then promotion")
+    print("  chat -> chat-v2 (fails 15 % of its requests): canary steps 10 %, 30 %, 60 %")
+    print("  users stick to their arm; every decision is an anytime-valid test\n")
+    seen, i, t0 = {}, 0, time.time()
+    final = ("promoted", "rolled_back", "frozen")
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        while time.time() - t0 < 120:
+            list(ex.map(rollout_request, range(i, i + 40)))
+            i += 40
+            state = rollouts()
+            for name, r in state.items():
+                key = (r["phase"], r["step"])
+                if seen.get(name) != key:
+                    seen[name] = key
+                    where = f"step {r['step']} at {r['share']:g} %" if r["phase"] == "canary" else f"{r['share']:g} %"
+                    print(f"  {time.time() - t0:5.1f} s  {name:8} {r['phase']:11} {where:16} {r['reason'][:90]}")
+            if all(r["phase"] in final for r in state.values()):
+                break
+    state = rollouts()
+    g.send_signal(signal.SIGTERM)
+    g.wait(timeout=30)
+    print(f"\n  {i} requests sent in {time.time() - t0:.0f} s")
+    print("\n--- shade rollout status --db shade-rollout.db " + "-" * 31)
+    st = subprocess.run([BIN, "rollout", "status", "--db", RDB], capture_output=True, text=True)
+    print(st.stdout, end="")
+    print(st.stderr, end="")
+    print("-" * 78)
+    return (st.returncode == 0 and state["demo-v2"]["phase"] == "promoted"
+            and state["chat-v2"]["phase"] == "rolled_back")
 
 
 if __name__ == "__main__":

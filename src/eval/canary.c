@@ -8,6 +8,9 @@
 #include "rand.h"
 #include "seq.h"
 
+/* an e-value from its log, for messages: astronomically large ones as 1e300 */
+static double ev(double log_e) { return log_e > 690 ? 1e300 : exp(log_e); }
+
 const char *const canary_family_names[CANARY_FAMILIES] = { "failures", "latency", "ttft" };
 const char *const canary_phase_names[] = { "canary", "promoted", "rolled_back", "frozen", "shadow" };
 const char *const canary_action_names[] = { "none", "advance", "promote", "rollback", "freeze" };
@@ -131,7 +134,7 @@ void canary_check(struct canary_state *s, const struct canary_rules *r, double n
                          "the canary fails more than the baseline: at %.4g%% of traffic it had %llu of "
                          "%llu failures this step (e-value %.3g >= %.3g)",
                          w, (unsigned long long)c->can_fail,
-                         (unsigned long long)(c->can_fail + c->base_fail), exp(s->log_e_max[f]), exp(thr));
+                         (unsigned long long)(c->can_fail + c->base_fail), ev(s->log_e_max[f]), exp(thr));
             else
                 snprintf(d->reason, sizeof d->reason,
                          "the canary's %s is more than %.2fx the baseline's in most pairs: %llu of %llu "
@@ -140,7 +143,7 @@ void canary_check(struct canary_state *s, const struct canary_rules *r, double n
                          (unsigned long long)(f == CF_LATENCY ? c->lat_slow : c->ttft_slow),
                          (unsigned long long)(f == CF_LATENCY ? c->lat_slow + c->lat_other
                                                               : c->ttft_slow + c->ttft_other),
-                         exp(s->log_e_max[f]), exp(thr));
+                         ev(s->log_e_max[f]), exp(thr));
             return;
         }
     /* a broken split invalidates the data: freeze for a person */
@@ -151,7 +154,7 @@ void canary_check(struct canary_state *s, const struct canary_rules *r, double n
                  "sample-ratio mismatch: the canary got %llu of %llu new units this step at a share of "
                  "%.4g%% (e-value %.3g >= %.3g): assignment is broken, the data cannot be trusted",
                  (unsigned long long)s->cur.can_units, (unsigned long long)(s->cur.can_units + s->cur.base_units),
-                 w, exp(s->log_srm), 1 / r->srm_alpha);
+                 w, ev(s->log_srm), 1 / r->srm_alpha);
         return;
     }
     const struct canary_step *st = &r->steps[s->step];
@@ -180,8 +183,8 @@ void canary_check(struct canary_state *s, const struct canary_rules *r, double n
                  "canary success %llu of %llu shown above %.2f%% (e-value %.3g) and faster than %.2fx "
                  "the baseline in %llu of %llu pairs (e-value %.3g), each >= %.3g, no alarm",
                  (unsigned long long)ok, (unsigned long long)n, 100 * r->success_min,
-                 exp(s->log_promote_success), r->latency_ratio_max, (unsigned long long)s->total.lat_fast,
-                 (unsigned long long)(s->total.lat_fast + s->total.lat_notfast), exp(s->log_promote_latency),
+                 ev(s->log_promote_success), r->latency_ratio_max, (unsigned long long)s->total.lat_fast,
+                 (unsigned long long)(s->total.lat_fast + s->total.lat_notfast), ev(s->log_promote_latency),
                  exp(pthr));
     }
 }
