@@ -2564,7 +2564,7 @@ static void header(struct w *w, enum report_format f, const struct report_query 
     iso_time(now, gen, sizeof gen);
     iso_time(q->since, since, sizeof since);
     if (f == REPORT_JSON) {
-        w_str(w, "{\"version\":1,\"generated_at\":");
+        w_str(w, "{\"version\":2,\"generated_at\":");
         j_num(w, now);
         w_str(w, ",\"query\":{\"shadow\":");
         j_str(w, q->shadow);

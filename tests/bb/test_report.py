@@ -607,6 +607,7 @@ def test_report_rules_fire(env):
     assert j["rules"]["success_min"] == 0.95 and j["rules"]["min_pairs"] == 30
     assert j["rules"]["latency_margin"] == 1.2 and j["rules"]["quality_margin"] == 0.1
     assert j["rules"]["alpha"] == 0.05 and j["rules"]["look_every"] == 10
+    assert j["version"] == 2  # the decision changed meaning (doc/shadow-report.md)
     _, out, _ = run("--db", db)
     assert out.count("== shadow ") == 8
 
