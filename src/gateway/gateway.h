@@ -41,6 +41,7 @@ struct model_rt {
     struct shadow_rt **shadows;  /* shadows mirroring this model (shadow.c) */
     size_t nshadows;
     struct rollout_rt *rollout;  /* the rollout moving this model's traffic (rollout.c), or NULL */
+    const struct model_rt *canary_of; /* the public model this one is a rollout's candidate for */
 };
 
 struct worker;

@@ -60,9 +60,12 @@ static void accesslog_finish(struct pl_req *q, void *ctx, const struct pl_outcom
         .method = r->method_name, .method_len = r->method_len,
         .path = r->path, .path_len = r->path_len,
         .client = r->peer,
-        .model = q->m0 ? q->m0->cfg->name : NULL,
+        .model = !q->m0 ? NULL : q->renamed && q->m0->canary_of ? q->m0->canary_of->cfg->name : q->m0->cfg->name,
         .served_model = q->m ? q->m->cfg->name : NULL,
-        .variant = q->m && q->m0 ? (q->m != q->m0 ? "fallback" : "primary") : NULL,
+        .variant = q->m && q->m0 ? (q->m != q->m0                          ? "fallback"
+                                    : q->renamed && q->m0->canary_of ? "canary"
+                                                                     : "primary")
+                                 : NULL,
         .backend = o->be ? o->be->cfg->name : NULL,
         .status = o->status,
         .stream = q->stream,

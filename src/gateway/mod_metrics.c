@@ -10,7 +10,9 @@ static void metrics_finish(struct pl_req *q, void *ctx, const struct pl_outcome 
     struct met_shard *met = q->w->met;
     const struct met_layout *lay = &q->w->gw->lay;
     int status = o->status < 100 || o->status > 599 ? 599 : o->status;
-    enum met_variant var = q->m && q->m0 && q->m != q->m0 ? VAR_FALLBACK : VAR_PRIMARY;
+    enum met_variant var = q->m && q->m0 && q->m != q->m0 ? VAR_FALLBACK
+                           : q->renamed && q->m0 && q->m0->canary_of ? VAR_CANARY
+                                                                     : VAR_PRIMARY;
     size_t key = metrics_vkey(lay, var, metrics_key(lay, q->m ? q->m->index : -1, o->be ? (int)o->be->index : -1));
     met_add(&met->requests[key][status - 100], 1);
     if (!q->m)

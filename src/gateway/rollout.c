@@ -809,6 +809,7 @@ int rollout_start(struct gateway *gw, char *err, size_t errlen)
         ro->units_started = ro->st.step_started;
         ro->next_check = now + ro->cfg->check_interval_ms / 1000.0;
         ro->base->rollout = ro;
+        ro->cand->canary_of = ro->base;
         gw->nrollouts++;
         if (!resumed) {
             snprintf(ro->reason, sizeof ro->reason, "started at %.4g%%", canary_share(&ro->st, &ro->rules));
@@ -846,6 +847,7 @@ void rollout_stop(struct gateway *gw)
     }
     for (size_t i = 0; i < gw->nrollouts; i++) {
         gw->rollouts[i].base->rollout = NULL;
+        gw->rollouts[i].cand->canary_of = NULL;
         hc_url_free(&gw->rollouts[i].webhook.url);
         hc_url_free(&gw->rollouts[i].confirm.url);
         free(gw->rollouts[i].units);

@@ -17,7 +17,7 @@ const double met_buckets_overhead[MET_NBUCKETS] = { 0.000005, 0.00001, 0.000025,
                                                     0.05,     0.1,     0.25,     0.5,     1 };
 const double met_buckets_tokens[MET_NBUCKETS] = { 64,    128,   256,    512,    1024,   2048,    4096,    8192,   16384,
                                                   32768, 65536, 131072, 262144, 524288, 1048576, 2097152, 4194304 };
-const char *const met_variant_names[VAR__COUNT] = { "primary", "fallback", "shadow", "aa" };
+const char *const met_variant_names[VAR__COUNT] = { "primary", "fallback", "shadow", "aa", "canary" };
 
 void met_observe_in(struct met_hist *h, uint64_t v, const double *bounds, double scale)
 {

@@ -31,7 +31,9 @@ struct met_hist {
 
 /* Who a request (or leg) was for: the model the client asked for
  * (primary), a fallback model, a shadow's candidate, the A/A leg. */
-enum met_variant { VAR_PRIMARY = 0, VAR_FALLBACK, VAR_SHADOW, VAR_AA, VAR__COUNT };
+/* VAR_CANARY: a rollout's candidate serving the public model's request,
+ * labelled with the public model's name (and the candidate's backend) */
+enum met_variant { VAR_PRIMARY = 0, VAR_FALLBACK, VAR_SHADOW, VAR_AA, VAR_CANARY, VAR__COUNT };
 extern const char *const met_variant_names[VAR__COUNT];
 
 enum met_endpoint { EP_CHAT = 0, EP_COMPLETIONS, EP_EMBEDDINGS, EP_OTHER, EP__COUNT };

@@ -28,7 +28,11 @@ static struct key_labels key_labels(const struct gateway *gw, size_t vkey)
     for (size_t m = 0; m < gw->nmodels; m++) {
         size_t base = gw->lay.key_base[m];
         if (key >= base && key <= base + gw->models[m].n) {
-            struct key_labels kl = { gw->models[m].cfg->name, variant, "" };
+            /* a canary series is named by the public model it serves */
+            const struct model_rt *named = vkey / gw->lay.nkeys == VAR_CANARY && gw->models[m].canary_of
+                                               ? gw->models[m].canary_of
+                                               : &gw->models[m];
+            struct key_labels kl = { named->cfg->name, variant, "" };
             if (key > base)
                 kl.backend = gw->models[m].backends[key - base - 1]->cfg->name;
             return kl;

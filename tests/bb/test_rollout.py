@@ -179,6 +179,16 @@ def test_arms_are_sticky_and_the_split_holds(env):
     assert 0.2 < share < 0.4, share  # 30 % ± 4 standard deviations
     for i in range(0, 300, 7):  # the same user, the same arm, streamed or not
         assert ask(gw, f"user-{i}", stream=bool(i % 2))[1] == arms[i]
+    # /metrics: the canary's requests under the public model, variant
+    # canary, with the candidate's backend — what the canary alert rule
+    # (deploy/prometheus/alerts.yml) compares with the primary's
+    m = metrics(gw)
+    can = sum(v for k, v in m.items() if k.startswith('shade_requests_total{model="demo",variant="canary",backend="c0"'))
+    prim = sum(v for k, v in m.items() if k.startswith('shade_requests_total{model="demo",variant="primary",backend="b0"'))
+    assert can == sum(1 for v in arms.values() if v == "canary") + sum(
+        1 for i in range(0, 300, 7) if arms[i] == "canary"), (can, prim)
+    assert can + prim >= 300 + 43
+    assert any(k.startswith('shade_request_duration_seconds_bucket{model="demo",variant="canary"') for k in m)
     # without a unit (no `user`): counted, assigned per request
     st, _, _ = post(gw, chat("no user"))
     assert st == 200
