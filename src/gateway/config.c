@@ -99,6 +99,7 @@ static const struct field backend_fields[] = {
     STR(S, "name", name, F_UNIQUE | F_TOKEN, 1, 256, NULL, NULL), /* default: finish_backend */
     STR(S, "model", model, F_TOKEN, 1, 256, NULL, NULL),
     STR(S, "api_key_env", api_key_env, F_TOKEN, 1, 256, check_api_key_env, NULL),
+    BOOL(S, "pass_client_key", pass_client_key, "false"),
     UINT(S, "weight", weight, 1, 1000, "1"),
     UINT(S, "max_concurrent", max_concurrent, 0, 1000000, "0"),
     DUR(S, "connect_timeout", connect_timeout_ms, "5s"),
@@ -786,6 +787,11 @@ static int read_env_field(struct loader *ld, const struct field *f, const yaml_m
     return *out ? 0 : -1;
 }
 
+int config_env(struct loader *ld, const struct field *f, const yaml_mark_t *at, const char *name, char **out)
+{
+    return read_env_field(ld, f, at, name, out);
+}
+
 static int check_api_key_env(struct loader *ld, const struct field *f, const yaml_mark_t *at,
                              void *base)
 {
@@ -800,7 +806,6 @@ static int check_admin_key_env(struct loader *ld, const struct field *f, const y
     return read_env_field(ld, f, at, a->key_env, &a->key);
 }
 
-/* an HTTP header name: RFC 9110 token characters only */
 /* an http:// endpoint the gateway calls (hclient.h says which) */
 static int check_http_url(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base)
 {
@@ -815,6 +820,7 @@ static int check_http_url(struct loader *ld, const struct field *f, const yaml_m
     return 0;
 }
 
+/* an HTTP header name: RFC 9110 token characters only */
 static int check_http_token(struct loader *ld, const struct field *f, const yaml_mark_t *at, void *base)
 {
     const char *v = *(char **)((char *)base + f->offset);

@@ -56,6 +56,7 @@ struct config_backend {
     char *model;          /* upstream model name; NULL = same as public name */
     char *api_key_env;    /* NULL or env var name */
     char *api_key;        /* value read from the environment at load; NULL if none */
+    bool pass_client_key; /* with auth on, still send the client's key here; default false */
     uint32_t weight;      /* 1..1000, default 1 */
     uint32_t max_concurrent;      /* 0 = unlimited */
     uint32_t connect_timeout_ms;  /* default 5000 */

@@ -122,5 +122,8 @@ int config_fail(struct loader *ld, const yaml_mark_t *at, const char *fmt, ...) 
  * become '?', more than 64 bytes are cut with "...".  buf holds the result. */
 #define CONFIG_SHOW_BYTES 68
 const char *config_show(char buf[CONFIG_SHOW_BYTES], const char *s, size_t len);
+/* The value of environment variable `name` (a valid name, set, not empty),
+ * copied into *out (the caller frees it); or the error, for field f at at. */
+int config_env(struct loader *ld, const struct field *f, const yaml_mark_t *at, const char *name, char **out);
 
 #endif

@@ -67,6 +67,7 @@ static void accesslog_finish(struct pl_req *q, void *ctx, const struct pl_outcom
                                                                      : "primary")
                                  : NULL,
         .backend = o->be ? o->be->cfg->name : NULL,
+        .key = q->key_name,
         .status = o->status,
         .stream = q->stream,
         .latency_ms = (double)(now - r->t_start_ns) / 1e6,

@@ -93,6 +93,9 @@ struct pl_req {
     int mirrored;                      /* pairs this request is the primary of (shadow) */
     bool renamed;                      /* a route module chose m0 (a rollout's candidate): upstream it is
                                           named as m0, not as the client named it */
+    bool key_auth;                     /* shade checked the client's key: it is not sent upstream
+                                          (unless the backend sets pass_client_key) */
+    const char *key_name;              /* the key's name (logs), NULL when none */
     /* gateway overhead: time in shade's code, in segments; a wait ends one */
     uint64_t ovh_ns, seg_start;
     /* a phase's error, answered by the core (PL_ERROR) */

@@ -750,7 +750,10 @@ static void on_client_drain(http_req *r)
 
 /* ---------- building the upstream request ---------- */
 
-static bool skip_request_header(const struct http_hdr *h, bool have_key)
+/* have_key: the backend has a key of its own (its Authorization replaces
+ * the client's); client_key_stays: shade checked the client's key, which
+ * goes nowhere (in any of the headers SDKs send it in) */
+static bool skip_request_header(const struct http_hdr *h, bool have_key, bool client_key_stays)
 {
     static const struct hname names[] = { HN("host"), HN("connection"), HN("keep-alive"),
                                           HN("proxy-connection"), HN("transfer-encoding"), HN("te"),
@@ -758,7 +761,8 @@ static bool skip_request_header(const struct http_hdr *h, bool have_key)
                                           HN("accept-encoding"), HN("x-request-id"), HN("traceparent"),
                                           HN("proxy-authorization"), { NULL, 0 } };
     static const struct hname auth[] = { HN("authorization"), { NULL, 0 } };
-    return name_in(h, names) || (have_key && name_in(h, auth));
+    static const struct hname keys[] = { HN("authorization"), HN("api-key"), HN("x-api-key"), { NULL, 0 } };
+    return name_in(h, names) || (have_key && name_in(h, auth)) || (client_key_stays && name_in(h, keys));
 }
 
 static void build_head(struct pctx *p, size_t body_len)
@@ -776,7 +780,8 @@ static void build_head(struct pctx *p, size_t body_len)
     for (size_t i = 0; i < r->nhdrs; i++) {
         const struct http_hdr *h = &r->hdrs[i];
         /* headers named in Connection are hop-by-hop too */
-        if (skip_request_header(h, bc->api_key != NULL) || named_in_connection(h, r->hdrs, r->nhdrs, conn))
+        if (skip_request_header(h, bc->api_key != NULL, p->pl.key_auth && !bc->pass_client_key) ||
+            named_in_connection(h, r->hdrs, r->nhdrs, conn))
             continue;
         up_head_header(b, h->name, h->name_len, h->value, h->value_len);
     }

@@ -394,10 +394,10 @@ void accesslog_write(struct alog_worker *w, const struct access_record *r)
         plen = (size_t)(q - r->path);
     plen = bound(r->path, plen, ALOG_STR_MAX, NULL);
     const char *strs[] = { r->client, r->model, r->served_model, r->variant, r->backend,
-                           r->error, r->trace_id };
-    size_t lens[7];
+                           r->error, r->trace_id, r->key };
+    size_t lens[8];
     size_t room = 1024 + str_room(rid) + str_room(meth) + str_room(plen);
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < 8; i++) {
         lens[i] = bound(strs[i], cstrlen(strs[i]), ALOG_STR_MAX, NULL);
         room += str_room(lens[i]);
     }
@@ -432,6 +432,8 @@ void accesslog_write(struct alog_worker *w, const struct access_record *r)
     o = put_str(o, strs[3], lens[3]);
     o = PUTL(o, ",\"backend\":");
     o = put_str(o, strs[4], lens[4]);
+    o = PUTL(o, ",\"key\":");
+    o = put_str(o, strs[7], lens[7]);
     o = PUTL(o, ",\"status\":");
     o = put_i64(o, r->status);
     o = r->stream ? PUTL(o, ",\"stream\":true") : PUTL(o, ",\"stream\":false");

@@ -130,6 +130,7 @@ struct access_record {
     const char *served_model;       /* model that served it (differs on fallback) or NULL */
     const char *variant;            /* "primary" | "fallback" | ... or NULL */
     const char *backend;            /* or NULL */
+    const char *key;                /* the API key's name (auth), or NULL */
     int status;
     bool stream;
     double latency_ms;              /* <0 = none */
