@@ -99,6 +99,31 @@ struct ro_ctx {
     bool canary;
 };
 
+bool rollout_unit(const struct pl_req *q, int unit, const char *unit_header, const char **u, size_t *ul)
+{
+    *u = NULL;
+    *ul = 0;
+    if (unit == ROLLOUT_UNIT_USER) {
+        struct json_span v;
+        if (json_get(&q->root, "user", &v) && v.type == JSON_STRING && v.len > 2)
+            *u = v.p, *ul = v.len;
+    } else {
+        const char *name = unit == ROLLOUT_UNIT_HEADER ? unit_header : "authorization";
+        const struct http_hdr *h = http_req_header(q->http, name);
+        if (!h && unit == ROLLOUT_UNIT_KEY)
+            h = http_req_header(q->http, "api-key");
+        if (!h && unit == ROLLOUT_UNIT_KEY)
+            h = http_req_header(q->http, "x-api-key");
+        if (h && h->value_len)
+            *u = h->value, *ul = h->value_len;
+    }
+    if (*u)
+        return true;
+    *u = q->http->reqid;
+    *ul = q->http->reqid_len;
+    return false;
+}
+
 static enum pl_rc rollout_request(struct pl_req *q, void *ctx)
 {
     struct ro_ctx *c = ctx;
@@ -106,27 +131,10 @@ static enum pl_rc rollout_request(struct pl_req *q, void *ctx)
     if (!ro)
         return PL_NEXT;
     const struct config_rollout *cfg = ro->cfg;
-    const char *u = NULL;
-    size_t ul = 0;
-    if (cfg->unit == ROLLOUT_UNIT_USER) {
-        struct json_span v;
-        if (json_get(&q->root, "user", &v) && v.type == JSON_STRING && v.len > 2)
-            u = v.p, ul = v.len;
-    } else {
-        const char *name = cfg->unit == ROLLOUT_UNIT_HEADER ? cfg->unit_header : "authorization";
-        const struct http_hdr *h = http_req_header(q->http, name);
-        if (!h && cfg->unit == ROLLOUT_UNIT_KEY)
-            h = http_req_header(q->http, "api-key");
-        if (!h && cfg->unit == ROLLOUT_UNIT_KEY)
-            h = http_req_header(q->http, "x-api-key");
-        if (h && h->value_len)
-            u = h->value, ul = h->value_len;
-    }
-    if (!u) { /* no unit: not sticky, counted */
-        u = q->http->reqid;
-        ul = q->http->reqid_len;
+    const char *u;
+    size_t ul;
+    if (!rollout_unit(q, cfg->unit, cfg->unit_header, &u, &ul)) /* no unit: not sticky, counted */
         atomic_fetch_add_explicit(&ro->cnt[RC_NOUNIT], 1, memory_order_relaxed);
-    }
     uint32_t b = canary_bucket(cfg->salt, strlen(cfg->salt), u, ul);
     c->ro = ro;
     c->canary = b < atomic_load_explicit(&ro->share_bp, memory_order_relaxed);

@@ -27,6 +27,14 @@
 #include <stddef.h>
 
 struct gateway;
+struct pl_req;
+
+/* The unit that keeps a client on one arm (rollouts and experiments):
+ * unit is an enum rollout_unit (user: the body's "user"; header: the
+ * header unit_header; key: the API key's header).  Sets *u, *ul to its
+ * bytes and returns true; without one, to the request id (not sticky) and
+ * returns false. */
+bool rollout_unit(const struct pl_req *q, int unit, const char *unit_header, const char **u, size_t *ul);
 
 /* Set up the rollouts of gw's config (their runtime, the models' links to
  * them, the state restored from the store) and start the controller.
