@@ -41,11 +41,13 @@ struct model_rt {
     struct shadow_rt **shadows;  /* shadows mirroring this model (shadow.c) */
     size_t nshadows;
     struct rollout_rt *rollout;  /* the rollout moving this model's traffic (rollout.c), or NULL */
+    struct experiment_rt *experiment; /* the experiment splitting this model's traffic (experiment.c), or NULL */
 };
 
 struct worker;
 struct shadow_rt;
 struct rollout_rt;
+struct experiment_rt;
 struct side_call;
 struct judge;
 struct tracer;
@@ -66,6 +68,8 @@ struct gateway {
     size_t nshadows;
     struct rollout_rt *rollouts; /* [nrollouts] (rollout.c) */
     size_t nrollouts;
+    struct experiment_rt *experiments; /* [nexperiments] (experiment.c) */
+    size_t nexperiments;
     struct judge *judge;         /* the judge thread (judge.c), NULL when no shadow has a judge */
     struct tracer *tracer;       /* OTLP span exporter (trace.c), NULL when tracing is off */
     struct accesslog *alog;      /* the access log (accesslog.c), NULL when off */
