@@ -342,7 +342,7 @@ static const struct section experiment_arm_section =
 static const struct field experiment_fields[] = {
     STR(S, "name", name, F_REQUIRED | F_UNIQUE | F_TOKEN, 1, 128, NULL, NULL),
     STR(S, "model", model, F_REQUIRED | F_TOKEN, 1, 256, NULL, NULL),
-    LIST(S, "arms", arms, narms, F_REQUIRED, 2, experiment_arm_section), /* at most 8: finish_experiments */
+    LIST(S, "arms", arms, narms, F_REQUIRED, 1, experiment_arm_section), /* 2..8: finish_experiments */
     ENUM(S, "unit", unit, rollout_unit_names, "user"),
     STR(S, "unit_header", unit_header, F_TOKEN, 1, 256, check_http_token, NULL),
     STR(S, "salt", salt, 0, 1, 256, NULL, NULL),
@@ -1332,6 +1332,9 @@ static int finish_experiments(struct loader *ld, const yaml_node_t *map, struct 
             if (c->experiments[j].model_index == ex->model_index)
                 return fail(ld, at, "experiment \"%s\": experiment \"%s\" already splits model \"%s\"", ex->name,
                             c->experiments[j].name, ex->model);
+        if (ex->narms < 2)
+            return fail(ld, at, "experiment \"%s\": at least 2 arms (the control first, then the others)",
+                        ex->name);
         if (ex->narms > EXPERIMENT_MAX_ARMS)
             return fail(ld, at, "experiment \"%s\": at most %d arms (it has %zu)", ex->name, EXPERIMENT_MAX_ARMS,
                         ex->narms);

@@ -30,7 +30,6 @@
 #define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 #define INC(x) atomic_fetch_add_explicit(&(x), 1, memory_order_relaxed)
 
-#define PAIR_BUF 64        /* newest unpaired control requests kept for pairing */
 #define FB_CAP (1u << 16)  /* request ids remembered for feedback, all experiments */
 #define FB_PROBE 16        /* slots looked at per id: the oldest of them is overwritten */
 
@@ -51,8 +50,7 @@ struct experiment_rt {
     double started;
     _Atomic uint64_t nounit;       /* requests without a unit (assigned per request) */
     pthread_mutex_t lock;          /* the pairing buffer */
-    struct { double lat, ttft, cost; } ctl[PAIR_BUF];
-    size_t head, n;
+    struct rollout_pairs ctl;      /* newest unpaired control answers */
     double next_write;
     bool stale;                    /* the store holds a newer config's counts: no more writes */
 };
@@ -157,48 +155,31 @@ static void experiment_finish(struct pl_req *q, void *ctx, const struct pl_outco
     if (!ex || o->aborted) /* a client that left says nothing about its arm */
         return;
     struct exp_arm *arm = &ex->arms[c->arm];
-    bool ok = o->status >= 200 && o->status < 300 && !o->err_kind;
-    bool timeout = o->err_kind && (strcmp(o->err_kind, "timeout") == 0 || strcmp(o->err_kind, "deadline") == 0);
-    double lat = (double)(mono_ns() - q->http->t_start_ns) / 1e6;
-    double ttft = o->is_sse && o->t_first_token ? (double)(o->t_first_token - q->http->t_start_ns) / 1e6 : NAN;
-    double cost = ok && o->cost_usd >= 0 ? o->cost_usd : NAN;
+    struct rollout_obs x;
+    rollout_observe(q, o, &x);
+    double cost = x.ok && o->cost_usd >= 0 ? o->cost_usd : NAN;
     INC(arm->cnt[AB_REQ]);
-    if (!ok)
+    if (!x.ok)
         INC(arm->cnt[AB_FAIL]);
     fb_remember(q->http->reqid, q->http->reqid_len, ex->index, c->arm, unix_now());
+    struct rollout_pair b;
     pthread_mutex_lock(&ex->lock);
-    if (c->arm == 0) {
-        if (ok) { /* the newest control answer waits for the next arm's one */
-            size_t i = (ex->head + ex->n) % PAIR_BUF;
-            if (ex->n == PAIR_BUF)
-                ex->head = (ex->head + 1) % PAIR_BUF;
-            else
-                ex->n++;
-            ex->ctl[i].lat = lat;
-            ex->ctl[i].ttft = ttft;
-            ex->ctl[i].cost = cost;
-        }
-        pthread_mutex_unlock(&ex->lock);
-        return;
-    }
-    if ((!ok && !timeout) || !ex->n) {
-        pthread_mutex_unlock(&ex->lock);
-        return;
-    }
-    size_t i = (ex->head + ex->n - 1) % PAIR_BUF; /* the newest */
-    ex->n--;
-    double bl = ex->ctl[i].lat, bt = ex->ctl[i].ttft, bc = ex->ctl[i].cost;
+    if (c->arm == 0 && x.ok) /* the newest control answer waits for the next arm's one */
+        rollout_pairs_push(&ex->ctl, &(struct rollout_pair){ x.lat, x.ttft, cost });
+    bool paired = c->arm != 0 && (x.ok || x.timeout) && rollout_pairs_pop(&ex->ctl, &b);
     pthread_mutex_unlock(&ex->lock);
-    if (timeout || lat > bl)
+    if (!paired)
+        return;
+    if (x.timeout || x.lat > b.lat)
         INC(arm->cnt[AB_LAT_SLOW]);
-    else if (lat < bl)
+    else if (x.lat < b.lat)
         INC(arm->cnt[AB_LAT_FAST]);
-    if (isfinite(bt) && (timeout || ttft > bt))
+    if (isfinite(b.ttft) && (x.timeout || x.ttft > b.ttft))
         INC(arm->cnt[AB_TTFT_SLOW]);
-    else if (isfinite(bt) && ttft < bt)
+    else if (isfinite(b.ttft) && x.ttft < b.ttft)
         INC(arm->cnt[AB_TTFT_FAST]);
-    if (isfinite(bc) && isfinite(cost) && cost != bc)
-        INC(arm->cnt[cost > bc ? AB_COST_MORE : AB_COST_LESS]);
+    if (isfinite(b.cost) && isfinite(cost) && cost != b.cost)
+        INC(arm->cnt[cost > b.cost ? AB_COST_MORE : AB_COST_LESS]);
 }
 
 /* x-shade-variant: the arm's name, when the experiment asks for it */
@@ -444,13 +425,7 @@ int experiment_start(struct gateway *gw, char *err, size_t errlen)
         E.fb = NULL;
         return -1;
     }
-    if (sqlite3_open_v2(cfg->store.path, &E.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                        NULL) != SQLITE_OK ||
-        sqlite3_busy_timeout(E.db, 5000) != SQLITE_OK ||
-        sqlite3_exec(E.db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(E.db, schema_sql, NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "experiments: store %s: %s", cfg->store.path,
-                 E.db ? sqlite3_errmsg(E.db) : "cannot open");
+    if (rollout_store_open(cfg->store.path, schema_sql, "experiments", &E.db, err, errlen) < 0) {
         experiment_stop(gw);
         return -1;
     }
