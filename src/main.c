@@ -6,6 +6,7 @@
 #include "config.h"
 #include "master.h"
 #include "decsim.h"
+#include "experiment.h"
 #include "report.h"
 #include "rollout.h"
 #include "rollsim.h"
@@ -23,6 +24,7 @@ static const char usage_main[] =
     "  sim [options]   run the model server simulator (see `shade sim --help`)\n"
     "  report --db F   report on a shadow pair store (see `shade report --help`)\n"
     "  rollout status|replay --db F   a rollout's stored decisions (see `shade rollout --help`)\n"
+    "  experiment report --db F       an A/B experiment's arms compared (see `shade experiment --help`)\n"
     "\n"
     "options:\n"
     "  -h, --help      show this help (also: shade <command> --help)\n"
@@ -99,6 +101,8 @@ int main(int argc, char **argv)
         return report_main(argc - 1, argv + 1);
     if (strcmp(cmd, "rollout") == 0)
         return rollout_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "experiment") == 0)
+        return experiment_main(argc - 1, argv + 1);
     if (strcmp(cmd, "simulate-decisions") == 0)
         return decsim_main(argc - 1, argv + 1);
     if (strcmp(cmd, "simulate-rollouts") == 0)

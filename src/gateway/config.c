@@ -328,12 +328,41 @@ static const struct section rollout_section =
     SECTION("rollout", "in rollout", rollout_fields, S, NULL, NULL);
 #undef S
 
+#define S struct config_experiment_arm
+static const struct field experiment_arm_fields[] = {
+    STR(S, "name", name, F_REQUIRED | F_UNIQUE | F_TOKEN, 1, 128, NULL, NULL),
+    STR(S, "model", model, F_REQUIRED | F_TOKEN, 1, 256, NULL, NULL),
+    /* > 0, summing to 100 over the arms: finish_experiments */
+    { .name = "share", .type = T_DOUBLE, AT(S, share), .flags = F_REQUIRED, .min = 0, .max = 100 },
+};
+static const struct section experiment_arm_section =
+    SECTION("arm", "in arm", experiment_arm_fields, S, NULL, NULL);
+#undef S
+
+#define S struct config_experiment
+static const struct field experiment_fields[] = {
+    STR(S, "name", name, F_REQUIRED | F_UNIQUE | F_TOKEN, 1, 128, NULL, NULL),
+    STR(S, "model", model, F_REQUIRED | F_TOKEN, 1, 256, NULL, NULL),
+    LIST(S, "arms", arms, narms, F_REQUIRED, 1, experiment_arm_section), /* 2..8: finish_experiments */
+    ENUM(S, "unit", unit, rollout_unit_names, "user"),
+    STR(S, "unit_header", unit_header, F_TOKEN, 1, 256, check_http_token, NULL),
+    STR(S, "salt", salt, 0, 1, 256, NULL, NULL),
+    NUM(S, "alpha", alpha, 0, 1, "0.05"), /* (0, 0.5]: finish_experiments */
+    BOOL(S, "variant_header", variant_header, "false"),
+    DUR(S, "feedback_ttl", feedback_ttl_ms, "1h"),
+    DUR(S, "check_interval", check_interval_ms, "10s"),
+};
+static const struct section experiment_section =
+    SECTION("experiment", "in experiment", experiment_fields, S, NULL, NULL);
+#undef S
+
 #define S struct config
 static const struct field top_fields[] = {
     MAP(S, "server", server, server_section),
     LIST(S, "models", models, nmodels, F_REQUIRED, 1, model_section),
     LIST(S, "shadows", shadows, nshadows, 0, 0, shadow_section),
     LIST(S, "rollouts", rollouts, nrollouts, 0, 0, rollout_section),
+    LIST(S, "experiments", experiments, nexperiments, 0, 0, experiment_section),
     MAP(S, "shadow_store", store, store_section),
     MAP(S, "admin", admin, admin_section),
 };
@@ -1290,6 +1319,59 @@ static int finish_rollouts(struct loader *ld, const yaml_node_t *map, struct con
     return 0;
 }
 
+/* Experiments: resolve the models, check the arms and shares; a public
+ * model is split by at most one experiment and is not also in a rollout. */
+static int finish_experiments(struct loader *ld, const yaml_node_t *map, struct config *c)
+{
+    for (size_t i = 0; i < c->nexperiments; i++) {
+        struct config_experiment *ex = &c->experiments[i];
+        const yaml_node_t *item = list_item(ld, map, "experiments", i);
+        const yaml_mark_t *at = item ? &item->start_mark : NULL;
+        const struct config_model *m = config_find_model(c, ex->model, strlen(ex->model));
+        if (!m || m->hidden) return fail(ld, at, "experiment \"%s\": no model named \"%s\"", ex->name, ex->model);
+        ex->model_index = (size_t)(m - c->models);
+        for (size_t j = 0; j < c->nrollouts; j++)
+            if (c->rollouts[j].model_index == ex->model_index)
+                return fail(ld, at, "experiment \"%s\": model \"%s\" is already moved by rollout \"%s\"", ex->name,
+                            ex->model, c->rollouts[j].name);
+        for (size_t j = 0; j < i; j++)
+            if (c->experiments[j].model_index == ex->model_index)
+                return fail(ld, at, "experiment \"%s\": experiment \"%s\" already splits model \"%s\"", ex->name,
+                            c->experiments[j].name, ex->model);
+        if (ex->narms < 2)
+            return fail(ld, at, "experiment \"%s\": at least 2 arms (the control first, then the others)",
+                        ex->name);
+        if (ex->narms > EXPERIMENT_MAX_ARMS)
+            return fail(ld, at, "experiment \"%s\": at most %d arms (it has %zu)", ex->name, EXPERIMENT_MAX_ARMS,
+                        ex->narms);
+        if (ex->unit == ROLLOUT_UNIT_HEADER && !ex->unit_header)
+            return fail(ld, at, "experiment \"%s\": unit: header needs \"unit_header\"", ex->name);
+        if (!(ex->alpha > 0 && ex->alpha <= 0.5))
+            return fail(ld, at, "experiment \"%s\": alpha must be in (0, 0.5]", ex->name);
+        const yaml_node_t *arms = item ? find_value(ld, item, "arms") : NULL;
+        double sum = 0;
+        for (size_t j = 0; j < ex->narms; j++) {
+            struct config_experiment_arm *a = &ex->arms[j];
+            const yaml_node_t *an = arms && arms->type == YAML_SEQUENCE_NODE
+                                        ? node_at(ld, arms->data.sequence.items.start[j]) : NULL;
+            const yaml_mark_t *aat = an ? &an->start_mark : at;
+            const struct config_model *am = config_find_model(c, a->model, strlen(a->model));
+            if (!am || am->hidden)
+                return fail(ld, aat, "experiment \"%s\": arm \"%s\": no model named \"%s\"", ex->name, a->name,
+                            a->model);
+            a->model_index = (size_t)(am - c->models);
+            if (!(a->share > 0))
+                return fail(ld, aat, "experiment \"%s\": arm \"%s\": share must be above 0", ex->name, a->name);
+            sum += a->share;
+        }
+        if (fabs(sum - 100) > 1e-6)
+            return fail(ld, arms ? &arms->start_mark : at,
+                        "experiment \"%s\": the arms' shares sum to %g, not 100", ex->name, sum);
+        if (!ex->salt && !(ex->salt = dupn(ld, NULL, ex->name, strlen(ex->name)))) return -1;
+    }
+    return 0;
+}
+
 /* Cross-model checks, once every model is parsed: a fallback must name
  * another configured model. */
 static int finish_top(struct loader *ld, const yaml_node_t *map, void *base)
@@ -1317,7 +1399,8 @@ static int finish_top(struct loader *ld, const yaml_node_t *map, void *base)
         }
     }
     if (finish_shadows(ld, map, c) < 0) return -1;
-    return finish_rollouts(ld, map, c);
+    if (finish_rollouts(ld, map, c) < 0) return -1;
+    return finish_experiments(ld, map, c);
 }
 
 /* After element i of a list is parsed: its F_UNIQUE strings must differ

@@ -167,6 +167,30 @@ struct config_rollout {
     size_t model_index, candidate_index, shadow_index; /* resolved */
 };
 
+/* experiments: fixed shares of a public model's traffic between two or
+ * more arms, compared with anytime-valid tests (experiment.c, abtest.h) */
+#define EXPERIMENT_MAX_ARMS 8
+struct config_experiment_arm {
+    char *name;                   /* unique in the experiment; the first arm is the control */
+    char *model;                  /* a configured model serving the arm (may be the public model) */
+    double share;                 /* percent of units, > 0; the arms' shares sum to 100 */
+    size_t model_index;           /* resolved */
+};
+struct config_experiment {
+    char *name;                   /* unique */
+    char *model;                  /* the public model whose traffic is split */
+    struct config_experiment_arm *arms;
+    size_t narms;                 /* 2..8 */
+    int unit;                     /* enum rollout_unit; default user */
+    char *unit_header;            /* unit: header */
+    char *salt;                   /* default: the name */
+    double alpha;                 /* every comparison together; default 0.05 */
+    bool variant_header;          /* x-shade-variant: <arm> on responses; default false */
+    uint32_t feedback_ttl_ms;     /* how long a request id can receive feedback; default 1h */
+    uint32_t check_interval_ms;   /* counts written to the store; default 10s */
+    size_t model_index;           /* resolved */
+};
+
 /* shadows: mirror a public model's traffic to a candidate (shadow.c) */
 struct config_shadow {
     char *name;                   /* unique; metrics label and key in the pair store */
@@ -253,6 +277,8 @@ struct config {
     size_t nshadows;
     struct config_rollout *rollouts;
     size_t nrollouts;
+    struct config_experiment *experiments;
+    size_t nexperiments;
     struct config_store store;
     struct config_admin admin;
     /* the top-level sections modules bring (pl_module.config), each parsed

@@ -42,11 +42,13 @@ struct model_rt {
     size_t nshadows;
     struct rollout_rt *rollout;  /* the rollout moving this model's traffic (rollout.c), or NULL */
     const struct model_rt *canary_of; /* the public model this one is a rollout's candidate for */
+    struct experiment_rt *experiment; /* the experiment splitting this model's traffic (experiment.c), or NULL */
 };
 
 struct worker;
 struct shadow_rt;
 struct rollout_rt;
+struct experiment_rt;
 struct side_call;
 struct judge;
 struct tracer;
@@ -67,6 +69,8 @@ struct gateway {
     size_t nshadows;
     struct rollout_rt *rollouts; /* [nrollouts] (rollout.c) */
     size_t nrollouts;
+    struct experiment_rt *experiments; /* [nexperiments] (experiment.c) */
+    size_t nexperiments;
     struct judge *judge;         /* the judge thread (judge.c), NULL when no shadow has a judge */
     struct tracer *tracer;       /* OTLP span exporter (trace.c), NULL when tracing is off */
     struct accesslog *alog;      /* the access log (accesslog.c), NULL when off */

@@ -37,7 +37,6 @@ enum {
     RC_NOUNIT = RC_COUNTS, RC__N
 };
 
-#define PAIR_BUF 64 /* newest unpaired baseline requests kept for pairing */
 /* units seen in the current step, for the split test on new units: an
  * open-addressing set of their 64-bit hashes; once 3/4 full, later new units
  * are not counted (the split test then rests on the first ~98,000) */
@@ -58,8 +57,7 @@ struct rollout_rt {
     _Atomic uint64_t cnt[RC__N];
     _Atomic uint64_t decisions[5];  /* by canary action */
     pthread_mutex_t lock;           /* the pairing buffer, st, reason, cmd */
-    struct { double lat, ttft; } base_buf[PAIR_BUF];
-    size_t base_head, base_n;
+    struct rollout_pairs pairs;     /* newest unpaired baseline answers */
     uint64_t *units;                /* [UNIT_SET] hashes (0 = empty) of this step's units */
     size_t nunits;
     size_t units_step;              /* the step (and phase) they belong to */
@@ -99,6 +97,31 @@ struct ro_ctx {
     bool canary;
 };
 
+bool rollout_unit(const struct pl_req *q, int unit, const char *unit_header, const char **u, size_t *ul)
+{
+    *u = NULL;
+    *ul = 0;
+    if (unit == ROLLOUT_UNIT_USER) {
+        struct json_span v;
+        if (json_get(&q->root, "user", &v) && v.type == JSON_STRING && v.len > 2)
+            *u = v.p, *ul = v.len;
+    } else {
+        const char *name = unit == ROLLOUT_UNIT_HEADER ? unit_header : "authorization";
+        const struct http_hdr *h = http_req_header(q->http, name);
+        if (!h && unit == ROLLOUT_UNIT_KEY)
+            h = http_req_header(q->http, "api-key");
+        if (!h && unit == ROLLOUT_UNIT_KEY)
+            h = http_req_header(q->http, "x-api-key");
+        if (h && h->value_len)
+            *u = h->value, *ul = h->value_len;
+    }
+    if (*u)
+        return true;
+    *u = q->http->reqid;
+    *ul = q->http->reqid_len;
+    return false;
+}
+
 static enum pl_rc rollout_request(struct pl_req *q, void *ctx)
 {
     struct ro_ctx *c = ctx;
@@ -106,27 +129,10 @@ static enum pl_rc rollout_request(struct pl_req *q, void *ctx)
     if (!ro)
         return PL_NEXT;
     const struct config_rollout *cfg = ro->cfg;
-    const char *u = NULL;
-    size_t ul = 0;
-    if (cfg->unit == ROLLOUT_UNIT_USER) {
-        struct json_span v;
-        if (json_get(&q->root, "user", &v) && v.type == JSON_STRING && v.len > 2)
-            u = v.p, ul = v.len;
-    } else {
-        const char *name = cfg->unit == ROLLOUT_UNIT_HEADER ? cfg->unit_header : "authorization";
-        const struct http_hdr *h = http_req_header(q->http, name);
-        if (!h && cfg->unit == ROLLOUT_UNIT_KEY)
-            h = http_req_header(q->http, "api-key");
-        if (!h && cfg->unit == ROLLOUT_UNIT_KEY)
-            h = http_req_header(q->http, "x-api-key");
-        if (h && h->value_len)
-            u = h->value, ul = h->value_len;
-    }
-    if (!u) { /* no unit: not sticky, counted */
-        u = q->http->reqid;
-        ul = q->http->reqid_len;
+    const char *u;
+    size_t ul;
+    if (!rollout_unit(q, cfg->unit, cfg->unit_header, &u, &ul)) /* no unit: not sticky, counted */
         atomic_fetch_add_explicit(&ro->cnt[RC_NOUNIT], 1, memory_order_relaxed);
-    }
     uint32_t b = canary_bucket(cfg->salt, strlen(cfg->salt), u, ul);
     c->ro = ro;
     c->canary = b < atomic_load_explicit(&ro->share_bp, memory_order_relaxed);
@@ -156,42 +162,60 @@ static enum pl_rc rollout_request(struct pl_req *q, void *ctx)
     return PL_NEXT;
 }
 
+void rollout_observe(const struct pl_req *q, const struct pl_outcome *o, struct rollout_obs *x)
+{
+    x->ok = o->status >= 200 && o->status < 300 && !o->err_kind;
+    x->timeout = o->err_kind && (strcmp(o->err_kind, "timeout") == 0 || strcmp(o->err_kind, "deadline") == 0);
+    x->lat = (double)(mono_ns() - q->http->t_start_ns) / 1e6;
+    x->ttft = o->is_sse && o->t_first_token ? (double)(o->t_first_token - q->http->t_start_ns) / 1e6 : NAN;
+}
+
+void rollout_pairs_push(struct rollout_pairs *p, const struct rollout_pair *x)
+{
+    size_t i = (p->head + p->n) % ROLLOUT_PAIR_BUF;
+    if (p->n == ROLLOUT_PAIR_BUF)
+        p->head = (p->head + 1) % ROLLOUT_PAIR_BUF; /* the oldest goes */
+    else
+        p->n++;
+    p->e[i] = *x;
+}
+
+bool rollout_pairs_pop(struct rollout_pairs *p, struct rollout_pair *x)
+{
+    if (!p->n)
+        return false;
+    *x = p->e[(p->head + p->n - 1) % ROLLOUT_PAIR_BUF];
+    p->n--;
+    return true;
+}
+
 static void rollout_finish(struct pl_req *q, void *ctx, const struct pl_outcome *o)
 {
     struct ro_ctx *c = ctx;
     struct rollout_rt *ro = c->ro;
     if (!ro || o->aborted) /* a client that left says nothing about either arm */
         return;
-    bool ok = o->status >= 200 && o->status < 300 && !o->err_kind;
-    bool timeout = o->err_kind && (strcmp(o->err_kind, "timeout") == 0 || strcmp(o->err_kind, "deadline") == 0);
-    double lat = (double)(mono_ns() - q->http->t_start_ns) / 1e6;
-    double ttft = o->is_sse && o->t_first_token ? (double)(o->t_first_token - q->http->t_start_ns) / 1e6 : NAN;
+    struct rollout_obs x;
+    rollout_observe(q, o, &x);
+    bool ok = x.ok, timeout = x.timeout;
+    double lat = x.lat, ttft = x.ttft;
     atomic_fetch_add_explicit(&ro->cnt[c->canary ? RC_CAN_REQ : RC_BASE_REQ], 1, memory_order_relaxed);
     if (!ok)
         atomic_fetch_add_explicit(&ro->cnt[c->canary ? RC_CAN_FAIL : RC_BASE_FAIL], 1, memory_order_relaxed);
     const struct canary_rules *r = &ro->rules;
+    struct rollout_pair b;
     pthread_mutex_lock(&ro->lock);
     if (!c->canary) {
-        if (ok) { /* the newest baseline answer waits for the next canary one */
-            size_t i = (ro->base_head + ro->base_n) % PAIR_BUF;
-            if (ro->base_n == PAIR_BUF)
-                ro->base_head = (ro->base_head + 1) % PAIR_BUF; /* the oldest goes */
-            else
-                ro->base_n++;
-            ro->base_buf[i].lat = lat;
-            ro->base_buf[i].ttft = ttft;
-        }
+        if (ok) /* the newest baseline answer waits for the next canary one */
+            rollout_pairs_push(&ro->pairs, &(struct rollout_pair){ lat, ttft, NAN });
         pthread_mutex_unlock(&ro->lock);
         return;
     }
-    if ((!ok && !timeout) || !ro->base_n) {
-        pthread_mutex_unlock(&ro->lock);
-        return;
-    }
-    size_t i = (ro->base_head + ro->base_n - 1) % PAIR_BUF; /* the newest */
-    ro->base_n--;
-    double bl = ro->base_buf[i].lat, bt = ro->base_buf[i].ttft;
+    bool paired = (ok || timeout) && rollout_pairs_pop(&ro->pairs, &b);
     pthread_mutex_unlock(&ro->lock);
+    if (!paired)
+        return;
+    double bl = b.lat, bt = b.ttft;
     bool slow = timeout || lat > r->latency_margin * bl, fast = ok && lat < r->latency_ratio_max * bl;
     atomic_fetch_add_explicit(&ro->cnt[slow ? RC_LAT_SLOW : RC_LAT_OTHER], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&ro->cnt[fast ? RC_LAT_FAST : RC_LAT_NOTFAST], 1, memory_order_relaxed);
@@ -745,6 +769,21 @@ static bool restore(struct rollout_rt *ro)
     return ok;
 }
 
+int rollout_store_open(const char *path, const char *schema, const char *what, struct sqlite3 **db, char *err,
+                       size_t errlen)
+{
+    if (sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) ==
+            SQLITE_OK &&
+        sqlite3_busy_timeout(*db, 5000) == SQLITE_OK &&
+        sqlite3_exec(*db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) == SQLITE_OK &&
+        sqlite3_exec(*db, schema, NULL, NULL, NULL) == SQLITE_OK)
+        return 0;
+    snprintf(err, errlen, "%s: store %s: %s", what, path, *db ? sqlite3_errmsg(*db) : "cannot open");
+    sqlite3_close(*db);
+    *db = NULL;
+    return -1;
+}
+
 int rollout_start(struct gateway *gw, char *err, size_t errlen)
 {
     const struct config *cfg = gw->cfg;
@@ -757,14 +796,7 @@ int rollout_start(struct gateway *gw, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    if (sqlite3_open_v2(cfg->store.path, &C.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                        NULL) != SQLITE_OK ||
-        sqlite3_busy_timeout(C.db, 5000) != SQLITE_OK ||
-        sqlite3_exec(C.db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(C.db, schema_sql, NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "rollouts: store %s: %s", cfg->store.path, C.db ? sqlite3_errmsg(C.db) : "cannot open");
-        sqlite3_close(C.db);
-        C.db = NULL;
+    if (rollout_store_open(cfg->store.path, schema_sql, "rollouts", &C.db, err, errlen) < 0) {
         free(gw->rollouts);
         gw->rollouts = NULL;
         return -1;

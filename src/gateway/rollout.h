@@ -27,6 +27,16 @@
 #include <stddef.h>
 
 struct gateway;
+struct pl_req;
+struct pl_outcome;
+struct sqlite3;
+
+/* The unit that keeps a client on one arm (rollouts and experiments):
+ * unit is an enum rollout_unit (user: the body's "user"; header: the
+ * header unit_header; key: the API key's header).  Sets *u, *ul to its
+ * bytes and returns true; without one, to the request id (not sticky) and
+ * returns false. */
+bool rollout_unit(const struct pl_req *q, int unit, const char *unit_header, const char **u, size_t *ul);
 
 /* Set up the rollouts of gw's config (their runtime, the models' links to
  * them, the state restored from the store) and start the controller.
@@ -39,5 +49,30 @@ void rollout_stop(struct gateway *gw);
  * "rollout".  Exit status 0, 1 on errors (replay: 1 when a recomputed
  * decision differs from the stored one), 2 on usage errors. */
 int rollout_main(int argc, char **argv);
+
+/* What rollouts and experiments share besides rollout_unit: */
+
+/* A finished request as the arms are compared on it: 2xx, timed out, its
+ * latency and TTFT in ms (NAN when not streamed). */
+struct rollout_obs {
+    bool ok, timeout;
+    double lat, ttft;
+};
+void rollout_observe(const struct pl_req *q, const struct pl_outcome *o, struct rollout_obs *x);
+
+/* The newest unpaired answers of the baseline (control) arm, for pairing
+ * with the other arm's next answer (the caller locks). */
+#define ROLLOUT_PAIR_BUF 64
+struct rollout_pairs {
+    struct rollout_pair { double lat, ttft, cost; } e[ROLLOUT_PAIR_BUF];
+    size_t head, n;
+};
+void rollout_pairs_push(struct rollout_pairs *p, const struct rollout_pair *x); /* the oldest goes when full */
+bool rollout_pairs_pop(struct rollout_pairs *p, struct rollout_pair *x);        /* the newest; false: none */
+
+/* Open (create) the SQLite store with WAL and the schema; 0, or -1 with
+ * err filled ("what: store PATH: why") and *db NULL. */
+int rollout_store_open(const char *path, const char *schema, const char *what, struct sqlite3 **db, char *err,
+                       size_t errlen);
 
 #endif

@@ -32,6 +32,7 @@
 #include "module.h"
 #include "proxy.h"
 #include "recorder.h"
+#include "experiment.h"
 #include "rollout.h"
 #include "router.h"
 #include "shadow.h"
@@ -351,8 +352,10 @@ int server_run(struct config *cfg)
     /* the pair store's writer (recorder.c), when there are shadows, and the
      * judge (judge.c), when a shadow names a judge model */
     if (recorder_start(&gw, err, sizeof err) < 0 || start_judge(&gw, err, sizeof err) < 0 ||
-        start_telemetry(&gw, err, sizeof err) < 0 || rollout_start(&gw, err, sizeof err) < 0) {
+        start_telemetry(&gw, err, sizeof err) < 0 || rollout_start(&gw, err, sizeof err) < 0 ||
+        experiment_start(&gw, err, sizeof err) < 0) {
         log_error("%s", err);
+        experiment_stop(&gw);
         rollout_stop(&gw);
         judge_stop(gw.judge);
         recorder_stop();
@@ -478,6 +481,7 @@ out:
     for (size_t i = 0; i < gw.nworkers; i++)
         worker_free(gw.workers[i]);
     rollout_stop(&gw); /* every request is counted now: the last check, the state written */
+    experiment_stop(&gw); /* and the experiments' last counts */
     recorder_stop(); /* every pair is in its queue now: write them, close the file */
     tracer_stop(gw.tracer); /* after the workers: their last spans are queued */
     accesslog_close(gw.alog);
