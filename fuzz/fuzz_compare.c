@@ -1,4 +1,4 @@
-// srcs: src/eval/compare.c src/core/json.c
+// srcs: src/eval/compare.c src/core/json.c src/core/buf.c
 /* fuzz_compare.c — compare_answers and its helpers on arbitrary answers.
  *
  * Input: one flags byte, then up to four parts separated by NUL bytes:

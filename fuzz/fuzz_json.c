@@ -1,4 +1,4 @@
-// srcs: src/core/json.c
+// srcs: src/core/json.c src/core/buf.c
 /* fuzz_json.c — json_validate against a small, obviously-correct recursive
  * reference validator; on valid input, every lookup is exercised on the root
  * and every nested value and checked against the others; json_escape of the

@@ -22,7 +22,10 @@
  */
 #include "json.h"
 
+#include "buf.h"
+
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -874,4 +877,20 @@ long json_escape(const char *s, size_t len, char *out, size_t cap)
     out[o++] = '"';
     if (o < cap) out[o] = '\0'; /* convenience: NUL-terminate when there is room */
     return (long)o;
+}
+
+int json_buf_str(struct buf *b, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    char *w = buf_reserve(b, n * 6 + 3);
+    long el = w ? json_escape(s ? s : "", n, w, n * 6 + 3) : -1;
+    if (el < 0)
+        return -1;
+    b->len += (size_t)el;
+    return 0;
+}
+
+int json_buf_num(struct buf *b, double x)
+{
+    return isfinite(x) ? buf_printf(b, "%.6g", x) : buf_append_str(b, "null");
 }

@@ -65,5 +65,10 @@ size_t json_str_rawlen(const struct json_span *v);
 /* Write s (len bytes, UTF-8) as a JSON string with quotes into out; returns
  * bytes written or -1 if cap is too small.  Control characters are escaped. */
 long json_escape(const char *s, size_t len, char *out, size_t cap);
+/* Append s (NULL: "") as a JSON string to b.  0, or -1 out of memory. */
+struct buf;
+int json_buf_str(struct buf *b, const char *s);
+/* Append x with 6 significant digits, or null when it is not finite. */
+int json_buf_num(struct buf *b, double x);
 
 #endif

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "abtest.h"
+#include "bg.h"
 #include "buf.h"
 #include "canary.h"
 #include "gateway.h"
@@ -65,30 +66,14 @@ struct fb_slot {
 };
 
 static struct {
-    pthread_t th;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool running, stop;
+    struct bg t;                   /* the writer thread */
     sqlite3 *db;
     struct gateway *gw;
     pthread_mutex_t fb_lock;
     struct fb_slot *fb;            /* [FB_CAP] */
-} E = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .fb_lock = PTHREAD_MUTEX_INITIALIZER };
+} E = { .t = BG_INIT, .fb_lock = PTHREAD_MUTEX_INITIALIZER };
 
-static void jstr(struct buf *b, const char *s)
-{
-    char e[2048];
-    long n = json_escape(s, strlen(s), e, sizeof e);
-    buf_append(b, n > 0 ? e : "\"\"", n > 0 ? (size_t)n : 2);
-}
 
-static void jnum(struct buf *b, double x)
-{
-    if (isfinite(x))
-        buf_printf(b, "%.6g", x);
-    else
-        buf_append_str(b, "null");
-}
 
 /* ================================================================ feedback map */
 
@@ -216,17 +201,17 @@ static void fingerprint(struct experiment_rt *ex)
     static const char *const units[] = { "user", "header", "key" };
     struct buf b = { 0 };
     buf_append_str(&b, "{\"model\":");
-    jstr(&b, c->model);
+    json_buf_str(&b, c->model);
     buf_printf(&b, ",\"unit\":\"%s\",\"unit_header\":", units[c->unit]);
-    jstr(&b, c->unit_header ? c->unit_header : "");
+    json_buf_str(&b, c->unit_header ? c->unit_header : "");
     buf_append_str(&b, ",\"salt\":");
-    jstr(&b, c->salt);
+    json_buf_str(&b, c->salt);
     buf_append_str(&b, ",\"arms\":[");
     for (size_t i = 0; i < c->narms; i++) {
         buf_append_str(&b, i ? ",{\"name\":" : "{\"name\":");
-        jstr(&b, c->arms[i].name);
+        json_buf_str(&b, c->arms[i].name);
         buf_append_str(&b, ",\"model\":");
-        jstr(&b, c->arms[i].model);
+        json_buf_str(&b, c->arms[i].model);
         buf_printf(&b, ",\"share\":%.17g}", c->arms[i].share);
     }
     buf_append_str(&b, "]}");
@@ -377,21 +362,15 @@ static void *writer_main(void *arg)
 {
     (void)arg;
     struct gateway *gw = E.gw;
-    pthread_mutex_lock(&E.lock);
+    pthread_mutex_lock(&E.t.lock);
     for (;;) {
         double now = unix_now(), next = now + 3600;
         for (size_t i = 0; i < gw->nexperiments; i++)
             next = fmin(next, gw->experiments[i].next_write);
-        if (!E.stop && next > now) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            double at = (double)ts.tv_sec + ts.tv_nsec / 1e9 + (next - now);
-            ts.tv_sec = (time_t)at;
-            ts.tv_nsec = (long)((at - (double)ts.tv_sec) * 1e9);
-            pthread_cond_timedwait(&E.cond, &E.lock, &ts);
-        }
-        bool stop = E.stop;
-        pthread_mutex_unlock(&E.lock);
+        if (!E.t.stop)
+            bg_wait(&E.t, next - now);
+        bool stop = E.t.stop;
+        pthread_mutex_unlock(&E.t.lock);
         now = unix_now();
         for (size_t i = 0; i < gw->nexperiments; i++) {
             struct experiment_rt *ex = &gw->experiments[i];
@@ -400,11 +379,11 @@ static void *writer_main(void *arg)
                 ex->next_write = now + ex->cfg->check_interval_ms / 1000.0;
             }
         }
-        pthread_mutex_lock(&E.lock);
+        pthread_mutex_lock(&E.t.lock);
         if (stop)
             break;
     }
-    pthread_mutex_unlock(&E.lock);
+    pthread_mutex_unlock(&E.t.lock);
     return NULL;
 }
 
@@ -455,26 +434,17 @@ int experiment_start(struct gateway *gw, char *err, size_t errlen)
         gw->models[ex->cfg->model_index].experiment = ex;
     }
     E.gw = gw;
-    E.stop = false;
-    if (pthread_create(&E.th, NULL, writer_main, NULL) != 0) {
+    if (bg_start(&E.t, writer_main, NULL) < 0) {
         snprintf(err, errlen, "experiments: cannot start the writer thread");
         experiment_stop(gw);
         return -1;
     }
-    E.running = true;
     return 0;
 }
 
 void experiment_stop(struct gateway *gw)
 {
-    if (E.running) {
-        pthread_mutex_lock(&E.lock);
-        E.stop = true;
-        pthread_cond_signal(&E.cond);
-        pthread_mutex_unlock(&E.lock);
-        pthread_join(E.th, NULL); /* its last write counts what the workers finished */
-        E.running = false;
-    }
+    bg_stop(&E.t); /* its last write counts what the workers finished */
     if (E.db) {
         sqlite3_close(E.db);
         E.db = NULL;
@@ -531,38 +501,38 @@ static void render_json(struct buf *b, const struct exp_view *v)
     struct ab_arm_result r[EXPERIMENT_MAX_ARMS];
     ab_analyze((const uint64_t(*)[AB_COUNTERS])v->c, v->narms, v->alpha, r);
     buf_append_str(b, "{\"name\":");
-    jstr(b, v->name);
+    json_buf_str(b, v->name);
     buf_append_str(b, ",\"model\":");
-    jstr(b, v->model);
+    json_buf_str(b, v->model);
     buf_append_str(b, ",\"alpha\":");
-    jnum(b, v->alpha);
+    json_buf_num(b, v->alpha);
     buf_printf(b, ",\"tests\":%.0f,\"started\":%.3f,\"at\":%.3f", ab_tests(v->narms), v->started, v->ts);
     if (v->nounit >= 0)
         buf_printf(b, ",\"requests_without_unit\":%lld", v->nounit);
     buf_append_str(b, ",\"arms\":[");
     for (size_t a = 0; a < v->narms; a++) {
         buf_append_str(b, a ? ",{\"name\":" : "{\"name\":");
-        jstr(b, v->arm[a]);
+        json_buf_str(b, v->arm[a]);
         buf_append_str(b, ",\"model\":");
-        jstr(b, v->arm_model[a]);
+        json_buf_str(b, v->arm_model[a]);
         buf_append_str(b, ",\"share\":");
-        jnum(b, v->share[a]);
+        json_buf_num(b, v->share[a]);
         buf_printf(b, ",\"control\":%s,\"counts\":{", a ? "false" : "true");
         for (int k = 0; k < AB_COUNTERS; k++)
             buf_printf(b, "%s\"%s\":%llu", k ? "," : "", ab_counter_names[k], (unsigned long long)v->c[a][k]);
         buf_append_str(b, "},\"success\":{\"rate\":");
-        jnum(b, r[a].success);
+        json_buf_num(b, r[a].success);
         buf_append_str(b, ",\"cs_low\":");
-        jnum(b, r[a].success_lo);
+        json_buf_num(b, r[a].success_lo);
         buf_append_str(b, ",\"cs_high\":");
-        jnum(b, r[a].success_hi);
+        json_buf_num(b, r[a].success_hi);
         buf_printf(b, "},\"feedback\":{\"positive\":%llu,\"negative\":%llu,\"rate\":",
                    (unsigned long long)v->c[a][AB_FB_POS], (unsigned long long)v->c[a][AB_FB_NEG]);
-        jnum(b, r[a].positive);
+        json_buf_num(b, r[a].positive);
         buf_append_str(b, ",\"cs_low\":");
-        jnum(b, r[a].positive_lo);
+        json_buf_num(b, r[a].positive_lo);
         buf_append_str(b, ",\"cs_high\":");
-        jnum(b, r[a].positive_hi);
+        json_buf_num(b, r[a].positive_hi);
         buf_append_str(b, "}");
         if (a) {
             buf_append_str(b, ",\"comparisons\":{");
@@ -570,11 +540,11 @@ static void render_json(struct buf *b, const struct exp_view *v)
                 const struct ab_comparison *x = &r[a].cmp[m];
                 buf_printf(b, "%s\"%s\":{\"verdict\":\"%s\",\"e_value_worse\":", m ? "," : "", ab_metric_names[m],
                            ab_verdict_names[x->verdict]);
-                jnum(b, ev(x->log_e_worse));
+                json_buf_num(b, ev(x->log_e_worse));
                 buf_append_str(b, ",\"e_value_better\":");
-                jnum(b, ev(x->log_e_better));
+                json_buf_num(b, ev(x->log_e_better));
                 buf_append_str(b, ",\"p\":");
-                jnum(b, x->p);
+                json_buf_num(b, x->p);
                 buf_printf(b, ",\"n\":%llu,\"arm\":%llu,\"control\":%llu}", (unsigned long long)x->n,
                            (unsigned long long)x->arm_side, (unsigned long long)x->control_side);
             }
@@ -583,7 +553,7 @@ static void render_json(struct buf *b, const struct exp_view *v)
         buf_append_str(b, "}");
     }
     buf_printf(b, "],\"threshold\":");
-    jnum(b, ab_tests(v->narms) / v->alpha);
+    json_buf_num(b, ab_tests(v->narms) / v->alpha);
     buf_append_str(b, "}");
 }
 
@@ -778,17 +748,11 @@ static int feedback_post(struct worker *w, http_req *r)
     INC(ex->arms[arm].cnt[positive ? AB_FB_POS : AB_FB_NEG]);
     struct buf b = { 0 };
     buf_append_str(&b, "{\"ok\":true,\"experiment\":");
-    jstr(&b, ex->cfg->name);
+    json_buf_str(&b, ex->cfg->name);
     buf_append_str(&b, ",\"arm\":");
-    jstr(&b, ex->arms[arm].cfg->name);
+    json_buf_str(&b, ex->arms[arm].cfg->name);
     buf_printf(&b, ",\"value\":\"%s\"}\n", positive ? "positive" : "negative");
-    if (!buf_data(&b)) {
-        http_respond_error(r, 500, "server_error", NULL, NULL, "out of memory");
-        return 500;
-    }
-    http_respond(r, 200, "application/json", buf_data(&b), buf_used(&b));
-    buf_free(&b);
-    return 200;
+    return http_respond_buf(r, 200, "application/json", &b);
 }
 
 /* ================================================================ admin API */
@@ -830,13 +794,7 @@ static int experiment_admin(struct worker *w, http_req *r)
         render_json(&b, &v);
         buf_append_str(&b, "\n");
     }
-    if (!buf_data(&b)) {
-        http_respond_error(r, 500, "server_error", NULL, NULL, "out of memory");
-        return 500;
-    }
-    http_respond(r, 200, "application/json", buf_data(&b), buf_used(&b));
-    buf_free(&b);
-    return 200;
+    return http_respond_buf(r, 200, "application/json", &b);
 }
 
 /* ================================================================ metrics */

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "bg.h"
 #include "buf.h"
 #include "canary.h"
 #include "gateway.h"
@@ -73,15 +74,10 @@ struct rollout_rt {
 };
 
 static struct {
-    pthread_t th;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool running, stop;
+    struct bg t;                    /* the controller thread */
     sqlite3 *db;
     struct gateway *gw;
-} C = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
-
-static void put_str(struct buf *b, const char *s);
+} C = { .t = BG_INIT };
 
 static void set_share(struct rollout_rt *ro)
 {
@@ -527,15 +523,15 @@ static void hook_body(struct buf *b, const struct rollout_rt *ro, const struct c
                       const char *reason, double share_from, double share_to, double now)
 {
     buf_append_str(b, "{\"rollout\":");
-    put_str(b, ro->cfg->name);
+    json_buf_str(b, ro->cfg->name);
     buf_append_str(b, ",\"model\":");
-    put_str(b, ro->cfg->model);
+    json_buf_str(b, ro->cfg->model);
     buf_append_str(b, ",\"candidate\":");
-    put_str(b, ro->cfg->candidate);
+    json_buf_str(b, ro->cfg->candidate);
     buf_printf(b, ",\"action\":\"%s\",\"phase\":\"%s\",\"step\":%zu,\"share_from\":%.6g,\"share_to\":%.6g,"
                   "\"ts\":%.3f,\"reason\":",
                action, canary_phase_names[st->phase], st->step + 1, share_from, share_to, now);
-    put_str(b, reason);
+    json_buf_str(b, reason);
     buf_printf(b, ",\"requests\":{\"baseline\":%llu,\"canary\":%llu,\"baseline_failed\":%llu,\"canary_failed\":%llu}}",
                (unsigned long long)st->total.base_req, (unsigned long long)st->total.can_req,
                (unsigned long long)st->total.base_fail, (unsigned long long)st->total.can_fail);
@@ -680,7 +676,7 @@ static void *controller_main(void *arg)
 {
     (void)arg;
     struct gateway *gw = C.gw;
-    pthread_mutex_lock(&C.lock);
+    pthread_mutex_lock(&C.t.lock);
     for (;;) {
         double now = unix_now(), next = now + 3600;
         bool cmd = false;
@@ -692,20 +688,10 @@ static void *controller_main(void *arg)
             cmd = cmd || ro->cmd != CMD_NONE;
             pthread_mutex_unlock(&ro->lock);
         }
-        if (!C.stop && !cmd && next > now) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            double wait = next - now;
-            ts.tv_sec += (time_t)wait;
-            ts.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&C.cond, &C.lock, &ts);
-        }
-        bool stop = C.stop;
-        pthread_mutex_unlock(&C.lock);
+        if (!C.t.stop && !cmd)
+            bg_wait(&C.t, next - now);
+        bool stop = C.t.stop;
+        pthread_mutex_unlock(&C.t.lock);
         now = unix_now();
         /* a draining process (a reload: its successor has read the state and
          * decides now) neither decides nor writes: one decision-maker */
@@ -720,11 +706,11 @@ static void *controller_main(void *arg)
                     ro->next_check = now + ro->cfg->check_interval_ms / 1000.0;
             }
         }
-        pthread_mutex_lock(&C.lock);
+        pthread_mutex_lock(&C.t.lock);
         if (stop)
             break;
     }
-    pthread_mutex_unlock(&C.lock);
+    pthread_mutex_unlock(&C.t.lock);
     return NULL;
 }
 
@@ -853,26 +839,17 @@ int rollout_start(struct gateway *gw, char *err, size_t errlen)
         }
     }
     C.gw = gw;
-    C.stop = false;
-    if (pthread_create(&C.th, NULL, controller_main, NULL) != 0) {
+    if (bg_start(&C.t, controller_main, NULL) < 0) {
         snprintf(err, errlen, "rollouts: cannot start the controller thread");
         rollout_stop(gw);
         return -1;
     }
-    C.running = true;
     return 0;
 }
 
 void rollout_stop(struct gateway *gw)
 {
-    if (C.running) {
-        pthread_mutex_lock(&C.lock);
-        C.stop = true;
-        pthread_cond_signal(&C.cond);
-        pthread_mutex_unlock(&C.lock);
-        pthread_join(C.th, NULL); /* its last check counts what the workers finished */
-        C.running = false;
-    }
+    bg_stop(&C.t); /* its last check counts what the workers finished */
     if (C.db) {
         sqlite3_close(C.db);
         C.db = NULL;
@@ -893,25 +870,7 @@ void rollout_stop(struct gateway *gw)
 
 /* ================================================================ admin API */
 
-static void put_str(struct buf *b, const char *s)
-{
-    size_t n = strlen(s);
-    char *e = malloc(n * 6 + 3);
-    long el = e ? json_escape(s, n, e, n * 6 + 3) : -1;
-    if (el > 0)
-        buf_append(b, e, (size_t)el);
-    else
-        buf_append_str(b, "\"\"");
-    free(e);
-}
 
-static void put_num(struct buf *b, double x)
-{
-    if (isfinite(x))
-        buf_printf(b, "%.6g", x);
-    else
-        buf_append_str(b, "null");
-}
 
 static double ev(double le) { return le > 690 ? 1e300 : exp(le); }
 
@@ -926,24 +885,24 @@ static void render_one(struct buf *b, struct rollout_rt *ro)
     int cmd = ro->cmd;
     pthread_mutex_unlock(&ro->lock);
     buf_append_str(b, "{\"name\":");
-    put_str(b, c->name);
+    json_buf_str(b, c->name);
     buf_append_str(b, ",\"model\":");
-    put_str(b, c->model);
+    json_buf_str(b, c->model);
     buf_append_str(b, ",\"candidate\":");
-    put_str(b, c->candidate);
+    json_buf_str(b, c->candidate);
     buf_printf(b, ",\"phase\":\"%s\",\"step\":%zu,\"steps\":[", canary_phase_names[s.phase], s.step + 1);
     for (size_t i = 0; i < ro->rules.nsteps; i++) {
         buf_printf(b, "%s{\"percent\":", i ? "," : "");
-        put_num(b, ro->rules.steps[i].share);
+        json_buf_num(b, ro->rules.steps[i].share);
         buf_printf(b, ",\"min_seconds\":");
-        put_num(b, ro->rules.steps[i].min_seconds);
+        json_buf_num(b, ro->rules.steps[i].min_seconds);
         buf_printf(b, ",\"min_requests\":%llu}", (unsigned long long)ro->rules.steps[i].min_requests);
     }
     buf_append_str(b, "],\"share\":");
-    put_num(b, canary_share(&s, &ro->rules));
+    json_buf_num(b, canary_share(&s, &ro->rules));
     buf_printf(b, ",\"step_started\":%.3f", s.step_started);
     buf_append_str(b, ",\"reason\":");
-    put_str(b, reason);
+    json_buf_str(b, reason);
     if (at > 0)
         buf_printf(b, ",\"decided_at\":%.3f", at);
     else
@@ -964,35 +923,24 @@ static void render_one(struct buf *b, struct rollout_rt *ro)
     double thr = ev(log(CANARY_FAMILIES / ro->rules.alpha_rollback));
     for (int f = 0; f < CANARY_FAMILIES; f++) {
         buf_printf(b, "%s\"%s\":{\"e_value\":", f ? "," : "", canary_family_names[f]);
-        put_num(b, ev(s.log_e[f]));
+        json_buf_num(b, ev(s.log_e[f]));
         buf_append_str(b, ",\"e_value_max\":");
-        put_num(b, ev(s.log_e_max[f]));
+        json_buf_num(b, ev(s.log_e_max[f]));
         buf_append_str(b, ",\"rollback_at\":");
-        put_num(b, thr);
+        json_buf_num(b, thr);
         buf_append_str(b, "}");
     }
     buf_append_str(b, ",\"promote_success\":");
-    put_num(b, ev(s.log_promote_success));
+    json_buf_num(b, ev(s.log_promote_success));
     buf_append_str(b, ",\"promote_latency\":");
-    put_num(b, ev(s.log_promote_latency));
+    json_buf_num(b, ev(s.log_promote_latency));
     buf_append_str(b, ",\"promote_at\":");
-    put_num(b, 1 / ro->rules.alpha_promote);
+    json_buf_num(b, 1 / ro->rules.alpha_promote);
     buf_append_str(b, ",\"split\":");
-    put_num(b, ev(s.log_srm));
+    json_buf_num(b, ev(s.log_srm));
     buf_append_str(b, ",\"freeze_at\":");
-    put_num(b, 1 / ro->rules.srm_alpha);
+    json_buf_num(b, 1 / ro->rules.srm_alpha);
     buf_append_str(b, "}}");
-}
-
-static int respond_buf(http_req *r, int status, struct buf *b)
-{
-    if (!buf_data(b)) {
-        http_respond_error(r, 500, "server_error", NULL, NULL, "out of memory");
-        return 500;
-    }
-    http_respond(r, status, "application/json", buf_data(b), buf_used(b));
-    buf_free(b);
-    return status;
 }
 
 static int rollout_admin(struct worker *w, http_req *r)
@@ -1015,7 +963,7 @@ static int rollout_admin(struct worker *w, http_req *r)
             render_one(&b, &gw->rollouts[i]);
         }
         buf_append_str(&b, "]}\n");
-        return respond_buf(r, 200, &b);
+        return http_respond_buf(r, 200, "application/json", &b);
     }
     if (p[0] != '/')
         goto not_found;
@@ -1041,7 +989,7 @@ static int rollout_admin(struct worker *w, http_req *r)
         }
         render_one(&b, ro);
         buf_append_str(&b, "\n");
-        return respond_buf(r, 200, &b);
+        return http_respond_buf(r, 200, "application/json", &b);
     }
     for (int c = CMD_PAUSE; c <= CMD_ROLLBACK; c++) {
         if (al != strlen(cmd_names[c]) || memcmp(action, cmd_names[c], al) != 0)
@@ -1065,12 +1013,10 @@ static int rollout_admin(struct worker *w, http_req *r)
                                canary_phase_names[atomic_load(&ro->phase)]);
             return 409;
         }
-        pthread_mutex_lock(&C.lock);
-        pthread_cond_signal(&C.cond);
-        pthread_mutex_unlock(&C.lock);
+        bg_wake(&C.t);
         render_one(&b, ro);
         buf_append_str(&b, "\n");
-        return respond_buf(r, 202, &b);
+        return http_respond_buf(r, 202, "application/json", &b);
     }
 not_found:
     http_respond_error(r, 404, "invalid_request_error", "unknown_url", NULL, "Invalid URL (%.*s %.*s)",

@@ -542,6 +542,17 @@ void http_abort(http_req *r)
     request_done(c);
 }
 
+int http_respond_buf(http_req *r, int status, const char *content_type, struct buf *b)
+{
+    if (!buf_data(b)) {
+        http_respond_error(r, 500, "server_error", NULL, NULL, "out of memory");
+        return 500;
+    }
+    http_respond(r, status, content_type, buf_data(b), buf_used(b));
+    buf_free(b);
+    return status;
+}
+
 void http_respond(http_req *r, int status, const char *content_type, const void *body, size_t len)
 {
     struct http_hdr h = { "content-type", 12, content_type, strlen(content_type) };

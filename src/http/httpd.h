@@ -96,6 +96,10 @@ void http_end(http_req *r);
 void http_abort(http_req *r);
 /* Whole response in one call. */
 void http_respond(http_req *r, int status, const char *content_type, const void *body, size_t len);
+/* The same with a body built in b, which is freed; a buffer whose building
+ * ran out of memory (no data) is answered 500.  Returns the status sent. */
+struct buf;
+int http_respond_buf(http_req *r, int status, const char *content_type, struct buf *b);
 /* An OpenAI-style error object: {"error":{"message","type","param","code"}}.
  * param and code may be NULL (written as null). */
 void http_respond_error(http_req *r, int status, const char *type, const char *code,

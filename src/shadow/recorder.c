@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bg.h"
 #include "compare.h"
 #include "gateway.h"
 #include "log.h"
@@ -581,18 +582,8 @@ static void *writer_main(void *arg)
         for (size_t i = 0; i < R.gw->nshadows; i++)
             if (R.next_analysis[i] < next)
                 next = R.next_analysis[i];
-        if (!R.head && !R.events && !R.stop && next > now) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            double wait = next - now;
-            ts.tv_sec += (time_t)wait;
-            ts.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&R.cond, &R.lock, &ts);
-        }
+        if (!R.head && !R.events && !R.stop)
+            cond_wait_for(&R.cond, &R.lock, next - now);
         struct shadow_pair *pairs = R.head;
         struct rec_event *events = R.events;
         R.head = R.tail = NULL;

@@ -25,31 +25,20 @@
 
 #define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
-static void put_json_str(struct buf *b, const char *s)
-{
-    size_t n = strlen(s);
-    char *e = malloc(n * 6 + 3);
-    long el = e ? json_escape(s, n, e, n * 6 + 3) : -1;
-    if (el > 0)
-        buf_append(b, e, (size_t)el);
-    else
-        buf_append_str(b, "\"\"");
-    free(e);
-}
 
 static void render_one(struct buf *b, struct shadow_rt *sh, bool with_analysis)
 {
     const struct config_shadow *c = sh->cfg;
     int st = atomic_load(&sh->state);
     buf_append_str(b, "{\"name\":");
-    put_json_str(b, c->name);
+    json_buf_str(b, c->name);
     buf_append_str(b, ",\"model\":");
-    put_json_str(b, sh->model->cfg->name);
+    json_buf_str(b, sh->model->cfg->name);
     buf_append_str(b, ",\"target\":");
-    put_json_str(b, sh->target->cfg->name);
+    json_buf_str(b, sh->target->cfg->name);
     buf_printf(b, ",\"state\":\"%s\",\"reason\":", shadow_state_names_rt[st]);
     pthread_mutex_lock(&sh->lock);
-    put_json_str(b, sh->reason);
+    json_buf_str(b, sh->reason);
     char *live = with_analysis && sh->live_json ? strdup(sh->live_json) : NULL;
     double at = sh->live_at;
     pthread_mutex_unlock(&sh->lock);
@@ -89,17 +78,6 @@ static void render_one(struct buf *b, struct shadow_rt *sh, bool with_analysis)
     buf_append_str(b, "}");
 }
 
-static int respond_buf(http_req *r, int status, const char *type, struct buf *b)
-{
-    if (!buf_data(b)) {
-        http_respond_error(r, 500, "server_error", NULL, NULL, "out of memory");
-        return 500;
-    }
-    http_respond(r, status, type, buf_data(b), buf_used(b));
-    buf_free(b);
-    return status;
-}
-
 /* Does the query string hold exactly the parameter kv ("format=json")? */
 static bool query_has(const http_req *r, const char *kv)
 {
@@ -131,7 +109,7 @@ int shadow_admin(struct worker *w, http_req *r)
         }
         buf_printf(&b, "{\"recorder_queue\":%zu,\"recorder_queue_bytes\":%llu,\"store\":", recorder_queue_depth(),
                    (unsigned long long)recorder_queue_bytes());
-        put_json_str(&b, gw->cfg->store.path);
+        json_buf_str(&b, gw->cfg->store.path);
         buf_append_str(&b, ",\"shadows\":[");
         for (size_t i = 0; i < gw->nshadows; i++) {
             if (i)
@@ -139,7 +117,7 @@ int shadow_admin(struct worker *w, http_req *r)
             render_one(&b, &gw->shadows[i], false);
         }
         buf_append_str(&b, "]}\n");
-        return respond_buf(r, 200, "application/json", &b);
+        return http_respond_buf(r, 200, "application/json", &b);
     }
     if (p[0] != '/')
         goto not_found;
@@ -159,7 +137,7 @@ int shadow_admin(struct worker *w, http_req *r)
             goto not_allowed_get;
         render_one(&b, sh, true);
         buf_append_str(&b, "\n");
-        return respond_buf(r, 200, "application/json", &b);
+        return http_respond_buf(r, 200, "application/json", &b);
     }
     if (al == 6 && memcmp(action, "report", 6) == 0) {
         if (!get)
@@ -185,7 +163,7 @@ int shadow_admin(struct worker *w, http_req *r)
             http_end(r);
             return 503;
         }
-        return respond_buf(r, 200, text ? "text/plain; charset=utf-8" : "application/json", &b);
+        return http_respond_buf(r, 200, text ? "text/plain; charset=utf-8" : "application/json", &b);
     }
     static const char *const verbs[] = { "start", "pause", "stop" };
     for (int s = 0; s < 3; s++) {
@@ -199,7 +177,7 @@ int shadow_admin(struct worker *w, http_req *r)
         recorder_set_state(sh, s, NULL, "admin API");
         render_one(&b, sh, false);
         buf_append_str(&b, "\n");
-        return respond_buf(r, 200, "application/json", &b);
+        return http_respond_buf(r, 200, "application/json", &b);
     }
 not_found:
     http_respond_error(r, 404, "invalid_request_error", "unknown_url", NULL, "Invalid URL (%.*s %.*s)",
