@@ -23,6 +23,8 @@
  */
 #include "decsim.h"
 
+#include "simopts.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -236,15 +238,6 @@ static const char usage[] =
     "to the first alarm (median, p90), runs declared ready first, auto-stops.\n"
     "Defaults: 1000 runs of up to 2000 pairs, seed 1, every scenario.\n";
 
-static int parse_u(const char *s, uint64_t max, uint64_t *out)
-{
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (!*s || *end || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
 
 static void pn(double x)
 {
@@ -256,35 +249,14 @@ static void pn(double x)
 
 int decsim_main(int argc, char **argv)
 {
-    uint64_t runs = 1000, pairs = 2000, seed = 1;
-    const char *only = NULL;
-    bool json = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            fputs(usage, stdout);
-            return 0;
-        }
-        bool bad = !v;
-        if (!bad && strcmp(a, "--runs") == 0)
-            bad = parse_u(v, 1000000, &runs) < 0 || runs == 0;
-        else if (!bad && strcmp(a, "--pairs") == 0)
-            bad = parse_u(v, 10000000, &pairs) < 0 || pairs == 0;
-        else if (!bad && strcmp(a, "--seed") == 0)
-            bad = parse_u(v, UINT64_MAX, &seed) < 0;
-        else if (!bad && strcmp(a, "--scenario") == 0)
-            only = v;
-        else if (!bad && strcmp(a, "--format") == 0) {
-            bad = strcmp(v, "text") != 0 && strcmp(v, "json") != 0;
-            json = strcmp(v, "json") == 0;
-        } else
-            bad = true;
-        if (bad) {
-            fprintf(stderr, "shade simulate-decisions: bad or unknown option '%s'\n%s", a, usage);
-            return 2;
-        }
-        i++;
-    }
+    struct simopts opt = { .runs = 1000, .pairs = 2000, .seed = 1 };
+    bool done;
+    int rc = simopts_parse(argc, argv, "simulate-decisions", usage, true, &opt, &done);
+    if (done)
+        return rc;
+    uint64_t runs = opt.runs, pairs = opt.pairs, seed = opt.seed;
+    const char *only = opt.scenario;
+    bool json = opt.json;
     bool found = !only;
     for (unsigned k = 0; k < decsim_nscenarios && !found; k++)
         found = strcmp(decsim_scenarios[k].name, only) == 0;
