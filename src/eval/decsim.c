@@ -152,30 +152,20 @@ static void draw_pair(struct stats_rng *r, const struct decsim_scenario *sc, str
 
 /* ---------------------------------------------------------------- runs */
 
-static int cmp_u32(const void *a, const void *b)
+/* percentile q of the n values (sorted in place), NAN when none */
+static double pct(double *v, uint32_t n, double q)
 {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct(uint32_t *v, uint32_t n, double q)
-{
-    if (!n)
-        return NAN;
-    qsort(v, n, sizeof *v, cmp_u32);
-    double h = (double)(n - 1) * q;
-    size_t i = (size_t)h;
-    double f = h - (double)i;
-    return i + 1 < n ? v[i] + f * ((double)v[i + 1] - v[i]) : v[i];
+    stats_sort(v, n);
+    return stats_percentile(v, n, q);
 }
 
 int decsim_run(const struct decsim_scenario *sc, const struct verdict_rules *rules, uint32_t runs,
                uint32_t pairs, uint64_t seed, struct decsim_result *out)
 {
     memset(out, 0, sizeof *out);
-    uint32_t *alarm_n = calloc(runs ? runs : 1, sizeof *alarm_n);
-    uint32_t *ready_n = calloc(runs ? runs : 1, sizeof *ready_n);
-    uint32_t *stop_n = calloc(runs ? runs : 1, sizeof *stop_n);
+    double *alarm_n = calloc(runs ? runs : 1, sizeof *alarm_n);
+    double *ready_n = calloc(runs ? runs : 1, sizeof *ready_n);
+    double *stop_n = calloc(runs ? runs : 1, sizeof *stop_n);
     struct verdict_state *st = malloc(sizeof *st);
     if (!alarm_n || !ready_n || !stop_n || !st) {
         free(alarm_n);
@@ -206,12 +196,12 @@ int decsim_run(const struct decsim_scenario *sc, const struct verdict_rules *rul
                     out->alarm[f]++;
                     break;
                 }
-            alarm_n[na++] = (uint32_t)st->first_alarm_n;
+            alarm_n[na++] = (double)st->first_alarm_n;
         }
         if (st->first_ready_n)
-            ready_n[nr++] = (uint32_t)st->first_ready_n;
+            ready_n[nr++] = (double)st->first_ready_n;
         if (st->stop_n)
-            stop_n[ns++] = (uint32_t)st->stop_n;
+            stop_n[ns++] = (double)st->stop_n;
     }
     out->runs = runs;
     out->alarms = na;

@@ -265,21 +265,11 @@ static void one_run(const struct rollsim_scenario *sc, const struct canary_rules
 
 /* ---------------------------------------------------------------- runs */
 
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
+/* percentile q of the n values (sorted in place), NAN when none */
 static double pct(double *v, uint32_t n, double q)
 {
-    if (!n)
-        return NAN;
-    qsort(v, n, sizeof *v, cmp_d);
-    double h = (double)(n - 1) * q;
-    size_t i = (size_t)h;
-    double f = h - (double)i;
-    return i + 1 < n ? v[i] + f * (v[i + 1] - v[i]) : v[i];
+    stats_sort(v, n);
+    return stats_percentile(v, n, q);
 }
 
 int rollsim_run(const struct rollsim_scenario *sc, const struct canary_rules *rules, uint32_t runs,
