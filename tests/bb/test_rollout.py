@@ -458,3 +458,18 @@ def test_webhook_and_confirm_hook(env):
         assert p.stdout.count(" held -> ") == 3, p.stdout
     finally:
         hooks.close()
+
+
+def test_shadow_stage_garbled_answers_never_exposed(env):
+    """A candidate that answers, fast and without errors, but garbles half
+    its words is stopped by the shadow stage's quality comparison against
+    the A/A noise floor."""
+    base = env.sim("--ttft-ms", 0, "--tps", 0, "--model", "demo")
+    cand = env.sim("--ttft-ms", 0, "--tps", 0, "--model", "demo", "--quality", "0.5")
+    db = os.path.join(env.tmp, "store.db")
+    gw = env.gateway(shadow_stage_config(base, cand, db))
+    load = Load(gw)
+    r = wait_phase(gw, ("rolled_back", "canary"), timeout=60)
+    load.end()
+    assert r["phase"] == "rolled_back" and r["requests"]["canary"] == 0, r
+    assert "investigate (rule quality_regression)" in r["reason"], r
