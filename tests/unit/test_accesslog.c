@@ -196,14 +196,14 @@ static void test_format(void)
                      "{\"time\":\"2026-11-21T10:00:00.123Z\",\"request_id\":\"req-1\",\"method\":\"POST\","
                      "\"path\":\"/v1/chat/completions\",\"client\":\"127.0.0.1:5555\",\"model\":\"demo\","
                      "\"served_model\":\"demo\",\"variant\":\"primary\",\"backend\":\"sim-a\","
-                     "\"status\":200,\"stream\":true,\"latency_ms\":12.345,\"ttft_ms\":3.2,"
+                     "\"key\":null,\"status\":200,\"stream\":true,\"latency_ms\":12.345,\"ttft_ms\":3.2,"
                      "\"overhead_us\":21.5,\"tokens_in\":12,\"tokens_out\":40,\"tokens_estimated\":false,"
                      "\"cost_usd\":0.000066,\"attempts\":1,\"error\":null,\"shadowed\":1,"
                      "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\"}");
         CHECK_EQ_STR(lines[1],
                      "{\"time\":\"2000-03-01T00:00:00.000Z\",\"request_id\":null,\"method\":null,"
                      "\"path\":null,\"client\":null,\"model\":null,\"served_model\":null,\"variant\":null,"
-                     "\"backend\":null,\"status\":499,\"stream\":false,\"latency_ms\":0.25,\"ttft_ms\":null,"
+                     "\"backend\":null,\"key\":null,\"status\":499,\"stream\":false,\"latency_ms\":0.25,\"ttft_ms\":null,"
                      "\"overhead_us\":null,\"tokens_in\":null,\"tokens_out\":null,\"tokens_estimated\":null,"
                      "\"cost_usd\":null,\"attempts\":0,\"error\":\"client_closed\",\"shadowed\":0,"
                      "\"trace_id\":null}");
