@@ -338,7 +338,8 @@ static enum pl_rc refuse(struct pl_req *q, int status, const char *type, const c
     return PL_ERROR;
 }
 
-static enum pl_rc auth_request(struct pl_req *q, void *ctx)
+/* Before decoding: the address's ban, then the key. */
+static enum pl_rc auth_arrival(struct pl_req *q, void *ctx)
 {
     struct auth_ctx *c = ctx;
     c->key = -1;
@@ -388,22 +389,29 @@ static enum pl_rc auth_request(struct pl_req *q, void *ctx)
         count_failure(a, h, now);
         return refuse(q, 401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided.");
     }
-    const struct config_auth_key *key = &a->keys[found];
     c->key = found;
-    q->key_name = key->name;
-    if (key->nmodels) {
-        bool ok = false;
-        for (size_t i = 0; i < key->nmodels && !ok; i++)
-            ok = q->m0 && strcmp(key->models[i], q->m0->cfg->name) == 0;
-        if (!ok) {
-            atomic_fetch_add(&L.failures[2], 1);
-            char msg[200];
-            snprintf(msg, sizeof msg, "The key '%.64s' may not use the model `%.64s`.", key->name,
-                     q->m0 ? q->m0->cfg->name : "");
-            return refuse(q, 403, "invalid_request_error", "model_not_allowed", msg);
-        }
-    }
+    q->key_name = a->keys[found].name;
     return PL_NEXT;
+}
+
+/* After decoding: may the key use the model it asked for? */
+static enum pl_rc auth_request(struct pl_req *q, void *ctx)
+{
+    struct auth_ctx *c = ctx;
+    const struct config_auth *a = auth_config(q->w->gw->cfg);
+    if (c->key < 0 || !a || (size_t)c->key >= a->nkeys)
+        return PL_NEXT;
+    const struct config_auth_key *key = &a->keys[c->key];
+    if (!key->nmodels)
+        return PL_NEXT;
+    for (size_t i = 0; i < key->nmodels; i++)
+        if (q->m0 && strcmp(key->models[i], q->m0->cfg->name) == 0)
+            return PL_NEXT;
+    atomic_fetch_add(&L.failures[2], 1);
+    char msg[200];
+    snprintf(msg, sizeof msg, "The key '%.64s' may not use the model `%.64s`.", key->name,
+             q->m0 ? q->m0->cfg->name : "");
+    return refuse(q, 403, "invalid_request_error", "model_not_allowed", msg);
 }
 
 static void auth_metrics(const struct gateway *gw, struct buf *o)
@@ -428,6 +436,7 @@ const struct pl_module mod_auth = {
     .name = "auth",
     .phase = PH_AUTH,
     .ctx_size = sizeof(struct auth_ctx),
+    .on_arrival = auth_arrival,
     .on_request = auth_request,
     .metrics_render = auth_metrics,
     .config = &auth_section,

@@ -6,6 +6,9 @@
  * request path calls the engine at fixed points, and the engine calls the
  * modules in the order of the table:
  *
+ *   on_arrival, before decoding: the request's head only (no model, no
+ *     validated body yet) — a key is checked before the body says anything
+ *     back; PL_NEXT, PL_DONE or PL_ERROR (no waiting)
  *   decode (proxy.c: the body validated once, model found)
  *     └─ phases, in enum pl_phase order; within a phase, table order
  *        on_request → PL_NEXT      next module
@@ -151,6 +154,8 @@ struct pl_module {
     size_t ctx_size;                   /* per-request state, zeroed */
     enum pl_rc (*on_request)(struct pl_req *q, void *ctx);
     void (*on_sent)(struct pl_req *q, void *ctx);
+    /* Before decoding (see above): headers only; no PL_WAIT. */
+    enum pl_rc (*on_arrival)(struct pl_req *q, void *ctx);
     void (*on_event)(struct pl_req *q, void *ctx, const struct pl_event *ev);
     void (*on_finish)(struct pl_req *q, void *ctx, const struct pl_outcome *o);
     /* A response transform, called only for requests the module opted into
@@ -244,6 +249,7 @@ struct pl_engine {
     uint8_t xform_mods[PL_MAX_MODULES], nxform;
     uint8_t finish_mods[PL_MAX_MODULES], nfinish;
     uint8_t head_mods[PL_MAX_MODULES], nhead;
+    uint8_t arrival_mods[PL_MAX_MODULES], narrival;
 };
 
 /* Build an engine over a table (done once per gateway).  core_size is the
@@ -261,6 +267,9 @@ static inline bool pl_wants_events(const struct pl_engine *e) { return e->nevent
 /* Run the phases from the first; ends in core->proceed, ->answered or
  * ->failed, now or after waits. */
 void pl_run(struct pl_req *q);
+/* The on_arrival hooks, before decoding: true to go on; false when a
+ * module answered or refused the request (the core has been told). */
+bool pl_arrival(struct pl_req *q);
 /* A waiting module is ready: rc as on_request would have returned it. */
 void pl_resume(struct pl_req *q, enum pl_rc rc);
 /* Set q->error for PL_ERROR (an OpenAI error object: type, code, param). */

@@ -39,6 +39,8 @@ int pl_engine_init(struct pl_engine *e, const struct pl_module *const *mods, siz
             e->finish_mods[e->nfinish++] = (uint8_t)i;
         if (m->on_head)
             e->head_mods[e->nhead++] = (uint8_t)i;
+        if (m->on_arrival)
+            e->arrival_mods[e->narrival++] = (uint8_t)i;
     }
     e->total = off;
     return 0;
@@ -118,6 +120,22 @@ void pl_run(struct pl_req *q)
         q->next = 0;
     }
     e->core->proceed(q);
+}
+
+bool pl_arrival(struct pl_req *q)
+{
+    const struct pl_engine *e = q->eng;
+    for (size_t k = 0; k < e->narrival; k++) {
+        size_t i = e->arrival_mods[k];
+        enum pl_rc rc = e->mods[i]->on_arrival(q, pl_ctx(q, i));
+        if (rc == PL_WAIT) { /* not allowed here: a bug in the module */
+            pl_set_error(q, 500, "server_error", NULL, NULL, "internal error before decoding");
+            rc = PL_ERROR;
+        }
+        if (!settle(q, rc))
+            return false;
+    }
+    return true;
 }
 
 void pl_resume(struct pl_req *q, enum pl_rc rc)

@@ -1341,6 +1341,10 @@ void api_request(struct worker *w, http_req *r, enum met_endpoint ep)
     p->pl.body_len = r->body_len;
     ev_timer_init(&p->retry_timer, retry_timer_cb, p);
     ev_timer_init(&p->ka_timer, ka_timer_cb, p);
+    /* modules that look at the head first (a key before the body is read
+     * back to the client), then the body */
+    if (!pl_arrival(&p->pl))
+        return;
     if (decode(p)) {
         core_failed(&p->pl);
         return;

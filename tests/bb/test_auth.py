@@ -43,6 +43,14 @@ def test_keys_models_and_errors(env):
     gw = env.gateway(auth_config(up.port, other.port))
     st, _, data = post(gw, chat())
     assert st == 401 and err(data)["code"] == "invalid_api_key", data
+    # the key is checked before the body says anything back: no model
+    # names, no parse errors for a client without a key
+    st, _, data = post(gw, chat(model="no-such-model"))
+    assert st == 401 and err(data)["code"] == "invalid_api_key", data
+    st, _, data = post(gw, "{not json", headers={"authorization": "Bearer sk-wrong"})
+    assert st == 401 and err(data)["code"] == "invalid_api_key", data
+    st, _, data = post(gw, chat(model="no-such-model"), headers={"x-api-key": "sk-team-a-0123456789"})
+    assert st == 404 and err(data)["code"] == "model_not_found", data
     st, _, data = post(gw, chat(), headers={"authorization": "Bearer sk-wrong"})
     assert st == 401 and err(data)["code"] == "invalid_api_key" and err(data)["type"] == "invalid_request_error"
     for h in ({"authorization": "Bearer sk-team-a-0123456789"}, {"api-key": "sk-team-a-0123456789"},
@@ -56,8 +64,8 @@ def test_keys_models_and_errors(env):
     assert st == 403 and err(data)["code"] == "model_not_allowed" and "team-b" in err(data)["message"], data
     assert post(gw, chat(model="other"), headers={"x-api-key": "sk-team-a-0123456789"})[0] == 200
     m = metrics(gw)
-    assert m['shade_auth_failures_total{reason="missing"}'] == 1
-    assert m['shade_auth_failures_total{reason="invalid"}'] == 1
+    assert m['shade_auth_failures_total{reason="missing"}'] == 2
+    assert m['shade_auth_failures_total{reason="invalid"}'] == 2
     assert m['shade_auth_failures_total{reason="model"}'] == 1
     # the client's key never went upstream, in any header
     for req in up.requests + other.requests:

@@ -192,6 +192,48 @@ static void test_answered_and_error(void)
     free(r);
 }
 
+/* on_arrival, before decoding: in table order; an error or an answer
+ * there stops the request before pl_run (and its phases) would start; a
+ * wait is refused as an internal error */
+static enum pl_rc rc_arrive;
+static enum pl_rc arrive_hook(struct pl_req *q, void *ctx)
+{
+    note("arrive");
+    if (rc_arrive == PL_ERROR)
+        pl_set_error(q, 401, "invalid_request_error", "invalid_api_key", NULL, "no key");
+    return rc_arrive;
+}
+static const struct pl_module arriving = { .name = "arriving", .phase = PH_NONE, .on_arrival = arrive_hook };
+
+static void test_arrival(void)
+{
+    struct pl_engine e3;
+    static const struct pl_module *const t3[] = { &auth, &arriving };
+    CHECK_EQ_INT(pl_engine_init(&e3, t3, 2, &core, sizeof(struct fake_req)), 0);
+    rc_auth = PL_NEXT;
+    rc_arrive = PL_NEXT;
+    trace_log[0] = '\0';
+    struct fake_req *r = (struct fake_req *)pl_req_alloc(&e3);
+    CHECK(pl_arrival(&r->pl));
+    pl_run(&r->pl);
+    CHECK_EQ_STR(trace_log, "arrive auth PROCEED ");
+    free(r);
+    rc_arrive = PL_ERROR;
+    trace_log[0] = '\0';
+    r = (struct fake_req *)pl_req_alloc(&e3);
+    CHECK(!pl_arrival(&r->pl));
+    CHECK_EQ_STR(trace_log, "arrive FAILED:401:invalid_api_key ");
+    CHECK(r->failed == 1 && r->proceeded == 0);
+    free(r);
+    rc_arrive = PL_WAIT;
+    trace_log[0] = '\0';
+    r = (struct fake_req *)pl_req_alloc(&e3);
+    CHECK(!pl_arrival(&r->pl));
+    CHECK_EQ_STR(trace_log, "arrive FAILED:500:- ");
+    CHECK(!r->pl.waiting);
+    free(r);
+}
+
 /* limit waits (say, a Redis round trip); resumed with each outcome */
 static void test_wait_resume(void)
 {
@@ -478,6 +520,7 @@ static void test_worker_slots(void)
 
 int main(void)
 {
+    test_arrival();
     test_layout();
     test_set_body();
     test_all_pass();
