@@ -11,7 +11,7 @@
 /* an e-value from its log, for messages: astronomically large ones as 1e300 */
 static double ev(double log_e) { return log_e > 690 ? 1e300 : exp(log_e); }
 
-const char *const canary_family_names[CANARY_FAMILIES] = { "failures", "latency", "ttft" };
+const char *const canary_family_names[CANARY_FAMILIES] = { "failures", "latency", "ttft", "cost" };
 const char *const canary_phase_names[] = { "canary", "promoted", "rolled_back", "frozen", "shadow" };
 const char *const canary_action_names[] = { "none", "advance", "promote", "rollback", "freeze" };
 
@@ -22,6 +22,7 @@ void canary_rules_default(struct canary_rules *r)
     r->alpha_promote = 0.01;
     r->latency_margin = 1.2;
     r->latency_ratio_max = 1.5;
+    r->cost_margin = 1.25;
     r->success_min = 0.95;
     r->srm_alpha = 0.001;
     static const double shares[] = { 1, 5, 25, 50 };
@@ -53,6 +54,8 @@ void canary_add(struct canary_state *s, const struct canary_counts *d)
         t[i]->ttft_other += d->ttft_other;
         t[i]->base_units += d->base_units;
         t[i]->can_units += d->can_units;
+        t[i]->cost_high += d->cost_high;
+        t[i]->cost_other += d->cost_other;
     }
 }
 
@@ -99,6 +102,7 @@ static void look(struct canary_state *s, const struct canary_rules *r)
         rw > 0 && rw < 1 ? seq_log_e((double)c->can_fail, (double)c->base_fail, rw) : 0,
         seq_log_e_sign((double)c->lat_slow, (double)c->lat_other),
         seq_log_e_sign((double)c->ttft_slow, (double)c->ttft_other),
+        seq_log_e_sign((double)c->cost_high, (double)c->cost_other),
     };
     for (int f = 0; f < CANARY_FAMILIES; f++) {
         s->log_e[f] = s->log_carry[f] + cur[f];
@@ -121,7 +125,7 @@ void canary_check(struct canary_state *s, const struct canary_rules *r, double n
         return;
     look(s, r);
     double w = canary_share(s, r);
-    /* rollback: any family, Bonferroni over the three */
+    /* rollback: any family, Bonferroni over them */
     double thr = log(CANARY_FAMILIES / r->alpha_rollback);
     for (int f = 0; f < CANARY_FAMILIES; f++)
         if (s->log_e_max[f] >= thr) {
@@ -135,6 +139,12 @@ void canary_check(struct canary_state *s, const struct canary_rules *r, double n
                          "%llu failures this step (e-value %.3g >= %.3g)",
                          w, (unsigned long long)c->can_fail,
                          (unsigned long long)(c->can_fail + c->base_fail), ev(s->log_e_max[f]), exp(thr));
+            else if (f == CF_COST)
+                snprintf(d->reason, sizeof d->reason,
+                         "the canary costs more than %.2fx the baseline per request in most pairs: %llu of %llu "
+                         "this step (e-value %.3g >= %.3g)",
+                         r->cost_margin, (unsigned long long)c->cost_high,
+                         (unsigned long long)(c->cost_high + c->cost_other), ev(s->log_e_max[f]), exp(thr));
             else
                 snprintf(d->reason, sizeof d->reason,
                          "the canary's %s is more than %.2fx the baseline's in most pairs: %llu of %llu "

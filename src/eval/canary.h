@@ -19,7 +19,9 @@
  *              request not yet paired (same moment, independent requests):
  *              H0 "the canary is more than latency_margin x slower in at
  *              most half the pairs" (a sign test); TTFT the same for
- *              streamed requests
+ *              streamed requests; cost per request the same, against
+ *              cost_margin (a candidate cheaper per token that says more
+ *              costs more per request)
  *   split      sample-ratio mismatch: the canary's share of the *units*
  *              first seen in the step against w, both sides (each new unit
  *              lands on the canary with chance w, whatever its traffic); a
@@ -55,6 +57,7 @@ struct canary_rules {
     double alpha_promote;     /* 0.01 */
     double latency_margin;    /* 1.2: rollback when shown slower than this x (also TTFT) */
     double latency_ratio_max; /* 1.5: promote only when shown faster than this x */
+    double cost_margin;       /* 1.25: rollback when shown costlier than this x per request */
     double success_min;       /* 0.95: promote only when the canary's success is shown above */
     double srm_alpha;         /* 0.001: freeze on a sample-ratio mismatch */
     struct canary_step steps[CANARY_MAX_STEPS];
@@ -70,9 +73,10 @@ struct canary_counts {
     uint64_t lat_fast, lat_notfast; /* pairs: canary < latency_ratio_max x baseline */
     uint64_t ttft_slow, ttft_other; /* streamed pairs, the same on TTFT */
     uint64_t base_units, can_units; /* units first seen in the step, by the arm they got */
+    uint64_t cost_high, cost_other; /* priced pairs: canary > cost_margin x baseline; not */
 };
 
-enum canary_family { CF_FAILURES, CF_LATENCY, CF_TTFT, CANARY_FAMILIES };
+enum canary_family { CF_FAILURES, CF_LATENCY, CF_TTFT, CF_COST, CANARY_FAMILIES };
 extern const char *const canary_family_names[CANARY_FAMILIES];
 
 /* CP_SHADOW: before the first step, the candidate is only shadowed (share

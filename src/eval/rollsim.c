@@ -54,26 +54,30 @@
 #define STREAMED 0.5
 
 const struct rollsim_scenario rollsim_scenarios[] = {
-    /* name, what, null, expect, rate, p_base, p_can, lat, ttft, split, bad_success, bad_slow, users */
-    { "aa", "equal arms, 99 % success, 50 req/s", true, RS_PROMOTE, 50, 0.99, 0.99, 1, 1, 1, 0, 1, 0 },
+    /* name, what, null, expect, rate, p_base, p_can, lat, ttft, split, bad_success, bad_slow, users, cost */
+    { "aa", "equal arms, 99 % success, 50 req/s", true, RS_PROMOTE, 50, 0.99, 0.99, 1, 1, 1, 0, 1, 0, 1 },
     { "aa_bad_hour", "equal arms; for an hour both fail 10 % and are 2x slower", true, RS_PROMOTE,
-      50, 0.99, 0.99, 1, 1, 1, 0.90, 2, 0 },
-    { "aa_low_traffic", "equal arms at 5 req/s", true, RS_PROMOTE, 5, 0.99, 0.99, 1, 1, 1, 0, 1, 0 },
+      50, 0.99, 0.99, 1, 1, 1, 0.90, 2, 0, 1 },
+    { "aa_low_traffic", "equal arms at 5 req/s", true, RS_PROMOTE, 5, 0.99, 0.99, 1, 1, 1, 0, 1, 0, 1 },
     { "aa_sticky_users", "equal arms; units are 1,000 users with Zipf(1) traffic", true, RS_PROMOTE,
-      50, 0.99, 0.99, 1, 1, 1, 0, 1, 1000 },
-    { "latency_x1.5", "the canary 1.5x slower", false, RS_ROLLBACK, 50, 0.99, 0.99, 1.5, 1, 1, 0, 1, 0 },
-    { "latency_x2", "the canary 2x slower", false, RS_ROLLBACK, 50, 0.99, 0.99, 2, 1, 1, 0, 1, 0 },
+      50, 0.99, 0.99, 1, 1, 1, 0, 1, 1000, 1 },
+    { "latency_x1.5", "the canary 1.5x slower", false, RS_ROLLBACK, 50, 0.99, 0.99, 1.5, 1, 1, 0, 1, 0, 1 },
+    { "latency_x2", "the canary 2x slower", false, RS_ROLLBACK, 50, 0.99, 0.99, 2, 1, 1, 0, 1, 0, 1 },
     { "errors_plus5", "the canary fails 5 points more (94 % vs 99 %)", false, RS_ROLLBACK, 50, 0.99,
-      0.94, 1, 1, 1, 0, 1, 0 },
+      0.94, 1, 1, 1, 0, 1, 0, 1 },
     { "errors_plus2", "the canary fails 2 points more (97 % vs 99 %)", false, RS_ROLLBACK, 50, 0.99,
-      0.97, 1, 1, 1, 0, 1, 0 },
+      0.97, 1, 1, 1, 0, 1, 0, 1 },
     { "ttft_x1.2", "the canary's TTFT 1.2x (exactly latency_margin)", false, RS_ROLLBACK, 50, 0.99,
-      0.99, 1, 1.2, 1, 0, 1, 0 },
-    { "ttft_x1.5", "the canary's TTFT 1.5x", false, RS_ROLLBACK, 50, 0.99, 0.99, 1, 1.5, 1, 0, 1, 0 },
+      0.99, 1, 1.2, 1, 0, 1, 0, 1 },
+    { "ttft_x1.5", "the canary's TTFT 1.5x", false, RS_ROLLBACK, 50, 0.99, 0.99, 1, 1.5, 1, 0, 1, 0, 1 },
     { "broken_split", "equal arms, the canary gets 1.5x its share", true, RS_FREEZE, 50, 0.99, 0.99, 1,
-      1, 1.5, 0, 1, 0 },
+      1, 1.5, 0, 1, 0, 1 },
+    { "cost_x2", "the canary costs 2x per request (says more, or a dearer price)", false, RS_ROLLBACK, 50, 0.99,
+      0.99, 1, 1, 1, 0, 1, 0, 2 },
+    { "cost_x1.25", "the canary costs 1.25x per request (exactly cost_margin)", false, RS_ROLLBACK, 50, 0.99,
+      0.99, 1, 1, 1, 0, 1, 0, 1.25 },
     { "dead", "the canary fails half its requests", false, RS_ROLLBACK, 50, 0.99, 0.50, 1, 1, 1, 0, 1,
-      0 },
+      0, 1 },
 };
 const unsigned rollsim_nscenarios = sizeof rollsim_scenarios / sizeof rollsim_scenarios[0];
 
@@ -239,6 +243,14 @@ static void one_run(const struct rollsim_scenario *sc, const struct canary_rules
         if (!ok && !timeout)
             continue;
         if (lat.have) {
+            if (!timeout) { /* cost per request: tokens of a request of its own size, x the factor */
+                double cb = 0.001 * exp(0.5 * normal(rng)), cc = 0.001 * exp(0.5 * normal(rng)) *
+                                                                     (sc->cost_factor > 0 ? sc->cost_factor : 1);
+                if (cc > rules->cost_margin * cb)
+                    delta.cost_high++;
+                else
+                    delta.cost_other++;
+            }
             double b = 800 * exp(0.5 * normal(rng) + 0.25 * normal(rng)) * lat.slow;
             double c = 800 * exp(0.5 * normal(rng) + 0.25 * normal(rng)) * sc->lat_factor * slow;
             if (timeout || c > rules->latency_margin * b)
@@ -402,8 +414,8 @@ int rollsim_main(int argc, char **argv)
             printf("%s %g%%", i ? "," : "", rules.steps[i].share);
         printf(" (>= %.0f s and %llu canary requests each), seed %llu\n\n", rules.steps[0].min_seconds,
                (unsigned long long)rules.steps[0].min_requests, (unsigned long long)seed);
-        printf("%-16s %-8s %8s %-17s %7s %8s %7s %7s %8s %8s %6s %7s\n", "scenario", "goal", "rollback",
-               " by family f/l/t", "<25%", "promote", "freeze", "undec.", "exp.med", "exp.p90", "share",
+        printf("%-16s %-8s %8s %-23s %7s %8s %7s %7s %8s %8s %6s %7s\n", "scenario", "goal", "rollback",
+               " by family f/l/t/c", "<25%", "promote", "freeze", "undec.", "exp.med", "exp.p90", "share",
                "sec.med");
     }
     bool first = true;
@@ -433,10 +445,10 @@ int rollsim_main(int argc, char **argv)
             jnum("seconds_median", r.seconds_median);
             printf(",\"requests_per_run\":%.0f}", r.requests_per_run);
         } else {
-            char fam[32];
-            snprintf(fam, sizeof fam, "%.3f/%.3f/%.3f", r.rollback_family[0] / R, r.rollback_family[1] / R,
-                     r.rollback_family[2] / R);
-            printf("%-16s %-8s %7.1f%% %-17s %6.1f%% %7.1f%% %6.1f%% %6.1f%%", sc->name,
+            char fam[48];
+            snprintf(fam, sizeof fam, "%.3f/%.3f/%.3f/%.3f", r.rollback_family[0] / R, r.rollback_family[1] / R,
+                     r.rollback_family[2] / R, r.rollback_family[3] / R);
+            printf("%-16s %-8s %7.1f%% %-23s %6.1f%% %7.1f%% %6.1f%% %6.1f%%", sc->name,
                    expect_names[sc->expect], 100 * r.rollbacks / R, fam, 100 * r.rollback_early / R,
                    100 * r.promotions / R, 100 * r.freezes / R, 100 * r.undecided / R);
             pn(r.exposure_median, 8);

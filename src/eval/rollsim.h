@@ -36,6 +36,7 @@ struct rollsim_scenario {
     double bad_success;       /* during the bad hour both arms succeed at this rate (0: no bad hour) */
     double bad_slow;          /* and both arms are this much slower */
     unsigned users;           /* 0: every request is its own unit; else a Zipf(1) pool of this many */
+    double cost_factor;       /* the canary's cost per request multiplier (0: the same as 1) */
 };
 extern const struct rollsim_scenario rollsim_scenarios[];
 extern const unsigned rollsim_nscenarios;

@@ -315,6 +315,7 @@ static const struct field rollout_fields[] = {
     NUM(S, "alpha_promote", alpha_promote, 0, 1, "0.01"), /* (0, 0.5] */
     NUM(S, "latency_margin", latency_margin, 1, 1000, "1.2"),
     NUM(S, "latency_ratio_max", latency_ratio_max, 1, 1000, "1.5"),
+    NUM(S, "cost_margin", cost_margin, 1, 1000, "1.25"),
     NUM(S, "success_min", success_min, 0, 1, "0.95"),
     NUM(S, "srm_alpha", srm_alpha, 0, 1, "0.001"),         /* (0, 0.5] */
     ENUM(S, "on_failure", on_failure, rollout_failure_names, "rollback"),

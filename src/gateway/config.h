@@ -156,6 +156,7 @@ struct config_rollout {
     double alpha_promote;         /* default 0.01 */
     double latency_margin;        /* default 1.2 */
     double latency_ratio_max;     /* default 1.5 */
+    double cost_margin;           /* default 1.25: rollback when shown costlier per request */
     double success_min;           /* default 0.95 */
     double srm_alpha;             /* default 0.001 */
     int on_failure;               /* enum rollout_on_failure; default rollback */

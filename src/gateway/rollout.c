@@ -33,8 +33,8 @@
 /* what the workers count, since the serving process started */
 enum {
     RC_BASE_REQ, RC_CAN_REQ, RC_BASE_FAIL, RC_CAN_FAIL, RC_LAT_SLOW, RC_LAT_OTHER,
-    RC_LAT_FAST, RC_LAT_NOTFAST, RC_TTFT_SLOW, RC_TTFT_OTHER, RC_BASE_UNITS, RC_CAN_UNITS,
-    RC_COUNTS, /* = canary_counts */
+    RC_LAT_FAST, RC_LAT_NOTFAST, RC_TTFT_SLOW, RC_TTFT_OTHER, RC_BASE_UNITS, RC_CAN_UNITS, RC_COST_HIGH,
+    RC_COST_OTHER, RC_COUNTS, /* = canary_counts */
     RC_NOUNIT = RC_COUNTS, RC__N
 };
 
@@ -164,6 +164,7 @@ void rollout_observe(const struct pl_req *q, const struct pl_outcome *o, struct 
     x->timeout = o->err_kind && (strcmp(o->err_kind, "timeout") == 0 || strcmp(o->err_kind, "deadline") == 0);
     x->lat = (double)(mono_ns() - q->http->t_start_ns) / 1e6;
     x->ttft = o->is_sse && o->t_first_token ? (double)(o->t_first_token - q->http->t_start_ns) / 1e6 : NAN;
+    x->cost = x->ok && o->cost_usd >= 0 ? o->cost_usd : NAN;
 }
 
 void rollout_pairs_push(struct rollout_pairs *p, const struct rollout_pair *x)
@@ -203,7 +204,7 @@ static void rollout_finish(struct pl_req *q, void *ctx, const struct pl_outcome 
     pthread_mutex_lock(&ro->lock);
     if (!c->canary) {
         if (ok) /* the newest baseline answer waits for the next canary one */
-            rollout_pairs_push(&ro->pairs, &(struct rollout_pair){ lat, ttft, NAN });
+            rollout_pairs_push(&ro->pairs, &(struct rollout_pair){ lat, ttft, x.cost });
         pthread_mutex_unlock(&ro->lock);
         return;
     }
@@ -219,6 +220,10 @@ static void rollout_finish(struct pl_req *q, void *ctx, const struct pl_outcome 
         bool tslow = timeout || ttft > r->latency_margin * bt;
         atomic_fetch_add_explicit(&ro->cnt[tslow ? RC_TTFT_SLOW : RC_TTFT_OTHER], 1, memory_order_relaxed);
     }
+    /* cost per request, when both are priced (a model without prices costs 0) */
+    if (isfinite(x.cost) && isfinite(b.cost) && b.cost > 0)
+        atomic_fetch_add_explicit(&ro->cnt[x.cost > r->cost_margin * b.cost ? RC_COST_HIGH : RC_COST_OTHER], 1,
+                                  memory_order_relaxed);
 }
 
 /* x-shade-variant: the arm, when the rollout asks for it */
@@ -256,10 +261,10 @@ static void fingerprint(const struct config_rollout *cfg, const struct canary_ru
 {
     int k = snprintf(out, cap,
                      "{\"candidate\":\"%s\",\"shadow\":%s,\"alpha\":%.17g,\"alpha_promote\":%.17g,\"latency_margin\":%.17g,"
-                     "\"latency_ratio_max\":%.17g,\"success_min\":%.17g,\"srm_alpha\":%.17g,\"on_failure\":%d,"
+                     "\"latency_ratio_max\":%.17g,\"cost_margin\":%.17g,\"success_min\":%.17g,\"srm_alpha\":%.17g,\"on_failure\":%d,"
                      "\"steps\":[",
                      cfg->candidate, cfg->shadow ? "true" : "false", r->alpha_rollback, r->alpha_promote, r->latency_margin, r->latency_ratio_max,
-                     r->success_min, r->srm_alpha, cfg->on_failure);
+                     r->cost_margin, r->success_min, r->srm_alpha, cfg->on_failure);
     for (size_t i = 0; i < r->nsteps && k > 0 && (size_t)k < cap; i++)
         k += snprintf(out + k, cap - (size_t)k, "%s[%.17g,%.17g,%llu]", i ? "," : "", r->steps[i].share,
                       r->steps[i].min_seconds, (unsigned long long)r->steps[i].min_requests);
@@ -276,10 +281,10 @@ static int rules_of_fingerprint(const char *fp, struct canary_rules *r, int *on_
         return -1;
     canary_rules_default(r);
     static const char *const keys[] = { "alpha", "alpha_promote", "latency_margin", "latency_ratio_max",
-                                        "success_min", "srm_alpha" };
+                                        "cost_margin", "success_min", "srm_alpha" };
     double *dst[] = { &r->alpha_rollback, &r->alpha_promote, &r->latency_margin, &r->latency_ratio_max,
-                      &r->success_min, &r->srm_alpha };
-    for (int i = 0; i < 6; i++)
+                      &r->cost_margin, &r->success_min, &r->srm_alpha };
+    for (int i = 0; i < 7; i++)
         if (!json_get(&root, keys[i], &v) || !json_to_double(&v, dst[i]))
             return -1;
     int64_t of = 0;
@@ -330,14 +335,15 @@ static void to_counts(const uint64_t *c, struct canary_counts *d)
 {
     *d = (struct canary_counts){ c[RC_BASE_REQ], c[RC_CAN_REQ], c[RC_BASE_FAIL], c[RC_CAN_FAIL], c[RC_LAT_SLOW],
                                  c[RC_LAT_OTHER], c[RC_LAT_FAST], c[RC_LAT_NOTFAST], c[RC_TTFT_SLOW],
-                                 c[RC_TTFT_OTHER], c[RC_BASE_UNITS], c[RC_CAN_UNITS] };
+                                 c[RC_TTFT_OTHER], c[RC_BASE_UNITS], c[RC_CAN_UNITS], c[RC_COST_HIGH],
+                                 c[RC_COST_OTHER] };
 }
 
 static void from_counts(const struct canary_counts *d, uint64_t *c)
 {
     const uint64_t v[RC_COUNTS] = { d->base_req, d->can_req, d->base_fail, d->can_fail, d->lat_slow,
                                     d->lat_other, d->lat_fast, d->lat_notfast, d->ttft_slow, d->ttft_other,
-                                    d->base_units, d->can_units };
+                                    d->base_units, d->can_units, d->cost_high, d->cost_other };
     memcpy(c, v, sizeof v);
 }
 
@@ -349,10 +355,17 @@ static void state_json(const struct canary_state *s, struct buf *b)
     from_counts(&s->total, tot);
     counts_json(cur, cc, sizeof cc);
     counts_json(tot, tc, sizeof tc);
-    buf_printf(b, "{\"phase\":%d,\"step\":%zu,\"step_started\":%.17g,\"checks\":%llu,\"cur\":%s,\"total\":%s,"
-                  "\"log_carry\":[%.17g,%.17g,%.17g],\"log_e_max\":[%.17g,%.17g,%.17g]}",
-               (int)s->phase, s->step, s->step_started, (unsigned long long)s->checks, cc, tc, s->log_carry[0],
-               s->log_carry[1], s->log_carry[2], s->log_e_max[0], s->log_e_max[1], s->log_e_max[2]);
+    buf_printf(b, "{\"phase\":%d,\"step\":%zu,\"step_started\":%.17g,\"checks\":%llu,\"cur\":%s,\"total\":%s",
+               (int)s->phase, s->step, s->step_started, (unsigned long long)s->checks, cc, tc);
+    const char *names[2] = { "log_carry", "log_e_max" };
+    const double *v[2] = { s->log_carry, s->log_e_max };
+    for (int k = 0; k < 2; k++) {
+        buf_printf(b, ",\"%s\":[", names[k]);
+        for (int f = 0; f < CANARY_FAMILIES; f++)
+            buf_printf(b, "%s%.17g", f ? "," : "", v[k][f]);
+        buf_append_str(b, "]");
+    }
+    buf_append_str(b, "}");
 }
 
 static int state_parse(const char *js, struct canary_state *s)
@@ -721,6 +734,7 @@ static void rules_of(const struct config_rollout *cfg, struct canary_rules *r)
     r->alpha_promote = cfg->alpha_promote;
     r->latency_margin = cfg->latency_margin;
     r->latency_ratio_max = cfg->latency_ratio_max;
+    r->cost_margin = cfg->cost_margin;
     r->success_min = cfg->success_min;
     r->srm_alpha = cfg->srm_alpha;
     r->nsteps = cfg->nsteps < CANARY_MAX_STEPS ? cfg->nsteps : CANARY_MAX_STEPS;
@@ -915,10 +929,12 @@ static void render_one(struct buf *b, struct rollout_rt *ro)
                (unsigned long long)s.total.base_fail, (unsigned long long)s.total.can_fail,
                (unsigned long long)LD(ro->cnt[RC_NOUNIT]));
     buf_printf(b, ",\"pairs\":{\"latency_slower\":%llu,\"latency_not_slower\":%llu,\"latency_faster\":%llu,"
-                  "\"latency_not_faster\":%llu,\"ttft_slower\":%llu,\"ttft_not_slower\":%llu}",
+                  "\"latency_not_faster\":%llu,\"ttft_slower\":%llu,\"ttft_not_slower\":%llu,"
+                  "\"cost_higher\":%llu,\"cost_not_higher\":%llu}",
                (unsigned long long)s.total.lat_slow, (unsigned long long)s.total.lat_other,
                (unsigned long long)s.total.lat_fast, (unsigned long long)s.total.lat_notfast,
-               (unsigned long long)s.total.ttft_slow, (unsigned long long)s.total.ttft_other);
+               (unsigned long long)s.total.ttft_slow, (unsigned long long)s.total.ttft_other,
+               (unsigned long long)s.total.cost_high, (unsigned long long)s.total.cost_other);
     buf_append_str(b, ",\"evidence\":{");
     double thr = ev(log(CANARY_FAMILIES / ro->rules.alpha_rollback));
     for (int f = 0; f < CANARY_FAMILIES; f++) {

@@ -57,6 +57,7 @@ int rollout_main(int argc, char **argv);
 struct rollout_obs {
     bool ok, timeout;
     double lat, ttft;
+    double cost;  /* USD of an answered request whose usage was settled, else NAN */
 };
 void rollout_observe(const struct pl_req *q, const struct pl_outcome *o, struct rollout_obs *x);
 

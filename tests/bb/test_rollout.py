@@ -473,3 +473,26 @@ def test_shadow_stage_garbled_answers_never_exposed(env):
     load.end()
     assert r["phase"] == "rolled_back" and r["requests"]["canary"] == 0, r
     assert "investigate (rule quality_regression)" in r["reason"], r
+
+
+def test_costlier_candidate_rolled_back(env):
+    """Same price per token, but the candidate says ten times more: it costs
+    more per request, and the cost gate rolls it back."""
+    def answer(tokens):
+        return harness.json_response({"id": "x", "object": "chat.completion", "model": "m",
+                                      "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                                                   "finish_reason": "stop"}],
+                                      "usage": {"prompt_tokens": 10, "completion_tokens": tokens,
+                                                "total_tokens": 10 + tokens}})
+    base = harness.FakeUpstream(lambda req: answer(20))
+    cand = harness.FakeUpstream(lambda req: answer(200))
+    db = os.path.join(env.tmp, "store.db")
+    cfg = rollout_config(base.port, cand.port, db, steps=[(20, "20s", 500)])
+    cfg = cfg.replace("        name: b0", "        name: b0\n    price: { input: 1.0, output: 2.0 }")
+    cfg = cfg.replace("        name: c0", "        name: c0\n    price: { input: 1.0, output: 2.0 }")
+    gw = env.gateway(cfg)
+    load = Load(gw)
+    r = wait_phase(gw, ("rolled_back",))
+    load.end()
+    assert "costs more than 1.25x" in r["reason"], r
+    assert r["pairs"]["cost_higher"] > 0 and r["pairs"]["cost_not_higher"] == 0, r
