@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "config.h"
 #include "master.h"
 #include "decsim.h"
@@ -127,6 +128,10 @@ int main(int argc, char **argv)
             if (cfg->nshadows)
                 printf(", %zu shadow%s", cfg->nshadows, cfg->nshadows == 1 ? "" : "s");
             printf(")\n");
+            if (auth_listener_open(cfg))
+                fprintf(stderr, "%s: warning: server.listen %s is reachable from outside this machine and no "
+                                "API key is required (auth:): anyone who reaches it may call every model\n",
+                        file, cfg->server.listen);
             config_free(cfg);
             return 0;
         }

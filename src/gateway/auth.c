@@ -22,6 +22,7 @@
 #include "auth.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <math.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -32,6 +33,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "config.h"
 #include "config_schema.h"
 #include "gateway.h"
 #include "loop.h"
@@ -103,6 +105,23 @@ static const struct section auth_section = SECTION("auth", "in auth", auth_field
 const struct config_auth *auth_config(const struct config *cfg)
 {
     return pl_config(cfg, &mod_auth);
+}
+
+bool auth_listener_open(const struct config *cfg)
+{
+    const struct config_auth *a = auth_config(cfg);
+    if (a && a->enabled && a->nkeys)
+        return false;
+    const struct sockaddr_storage *ss = &cfg->server.addr;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+        return (ntohl(in->sin_addr.s_addr) >> 24) != 127;
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+        return !IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+    }
+    return false;
 }
 
 /* ---------------------------------------------------------------- addresses */

@@ -33,6 +33,11 @@ struct config_auth {
  * this module. */
 const struct config_auth *auth_config(const struct config *cfg);
 
+/* The listener is reachable from outside the machine (not a loopback
+ * address) and no key is required: anyone who reaches it may call every
+ * model.  `shade check` and the serving process warn. */
+bool auth_listener_open(const struct config *cfg);
+
 /* An address or CIDR ("10.0.0.0/8", "::1"). */
 struct auth_cidr {
     unsigned char addr[16];

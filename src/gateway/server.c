@@ -31,6 +31,7 @@
 #include "mod_trace.h"
 #include "module.h"
 #include "proxy.h"
+#include "auth.h"
 #include "recorder.h"
 #include "experiment.h"
 #include "rollout.h"
@@ -365,6 +366,9 @@ int server_run(struct config *cfg)
         gateway_free(&gw);
         return 1;
     }
+    if (auth_listener_open(cfg))
+        log_warn("%s is reachable from outside this machine and no API key is required (auth:): anyone who "
+                 "reaches it may call every model", cfg->server.listen);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     size_t nw = cfg->server.workers ? cfg->server.workers : (size_t)(ncpu > 0 ? ncpu : 1);
     gw.workers = calloc(nw, sizeof *gw.workers);

@@ -176,3 +176,18 @@ def test_config_errors(env):
         f.write(cfg.replace("{PORT}", "1"))
     p = subprocess.run([harness.BIN, "check", "-c", path], capture_output=True, text=True)
     assert p.returncode != 0 and "not an address or CIDR: 10.0.0.0/33" in p.stderr, p.stderr
+
+
+def test_check_warns_about_an_open_listener(env):
+    path = os.path.join(env.tmp, "open.yaml")
+    base = 'models:\n  - name: demo\n    backends: [{ url: "http://127.0.0.1:1" }]\n'
+    cases = [("server:\n  listen: 0.0.0.0:8080\n" + base, True),
+             ("server:\n  listen: 127.0.0.1:8080\n" + base, False),
+             ("server:\n  listen: \"[::1]:8080\"\n" + base, False),
+             (auth_config(1, 2).replace("127.0.0.1:{PORT}", "0.0.0.0:8080"), False)]
+    for text, warned in cases:
+        with open(path, "w") as f:
+            f.write(text)
+        p = subprocess.run([harness.BIN, "check", "-c", path], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        assert ("no API key is required" in p.stderr) == warned, (text, p.stderr)
