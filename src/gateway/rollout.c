@@ -962,11 +962,12 @@ static void render_one(struct buf *b, struct rollout_rt *ro)
 static int rollout_admin(struct worker *w, http_req *r)
 {
     struct gateway *gw = w->gw;
-    const char *p = r->path + 15; /* after "/admin/rollouts" */
-    size_t n = r->path_len - 15;
     bool get = r->method == HTTP_M_GET || r->method == HTTP_M_HEAD, post = r->method == HTTP_M_POST;
     struct buf b = { 0 };
-    if (n == 0 || (n == 1 && p[0] == '/')) {
+    const char *p, *action;
+    size_t nl, al;
+    int below = route_below(r, sizeof "/admin/rollouts" - 1, &p, &nl, &action, &al);
+    if (below == 0) {
         if (!get) {
             http_respond_error(r, 405, "invalid_request_error", "method_not_allowed", NULL,
                                "Method not allowed on /admin/rollouts (allowed: GET, HEAD).");
@@ -981,13 +982,8 @@ static int rollout_admin(struct worker *w, http_req *r)
         buf_append_str(&b, "]}\n");
         return http_respond_buf(r, 200, "application/json", &b);
     }
-    if (p[0] != '/')
+    if (below < 0)
         goto not_found;
-    p++, n--;
-    const char *slash = memchr(p, '/', n);
-    size_t nl = slash ? (size_t)(slash - p) : n;
-    const char *action = slash ? slash + 1 : "";
-    size_t al = slash ? n - nl - 1 : 0;
     struct rollout_rt *ro = NULL;
     for (size_t i = 0; i < gw->nrollouts && !ro; i++)
         if (strlen(gw->rollouts[i].cfg->name) == nl && memcmp(gw->rollouts[i].cfg->name, p, nl) == 0)

@@ -239,6 +239,24 @@ static bool admin_allowed(struct worker *w, http_req *r)
     return false;
 }
 
+int route_below(const http_req *r, size_t prefix_len, const char **name, size_t *nl, const char **action,
+                size_t *al)
+{
+    const char *p = r->path + prefix_len;
+    size_t n = r->path_len - prefix_len;
+    if (n == 0 || (n == 1 && p[0] == '/'))
+        return 0;
+    if (p[0] != '/')
+        return -1;
+    p++, n--;
+    const char *slash = memchr(p, '/', n);
+    *name = p;
+    *nl = slash ? (size_t)(slash - p) : n;
+    *action = slash ? slash + 1 : "";
+    *al = slash ? n - *nl - 1 : 0;
+    return 1;
+}
+
 void route_handle(http_req *r, void *arg)
 {
     struct worker *w = arg;

@@ -29,4 +29,11 @@ struct route {
 /* httpd's request handler on every worker (arg: the worker). */
 void route_handle(http_req *r, void *arg);
 
+/* The path of r below a prefix route of prefix_len bytes, read as
+ * PREFIX[/NAME[/ACTION]]: 0 for the collection itself (PREFIX or
+ * PREFIX/); 1 with *name and *action ("" when there is none); -1 when the
+ * path goes on without a '/'. */
+int route_below(const http_req *r, size_t prefix_len, const char **name, size_t *nl, const char **action,
+                size_t *al);
+
 #endif

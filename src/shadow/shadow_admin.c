@@ -97,11 +97,12 @@ static bool query_has(const http_req *r, const char *kv)
 int shadow_admin(struct worker *w, http_req *r)
 {
     struct gateway *gw = w->gw;
-    const char *p = r->path + 14; /* after "/admin/shadows" */
-    size_t n = r->path_len - 14;
     bool get = r->method == HTTP_M_GET || r->method == HTTP_M_HEAD, post = r->method == HTTP_M_POST;
     struct buf b = { 0 };
-    if (n == 0 || (n == 1 && p[0] == '/')) {
+    const char *p, *action;
+    size_t nl, al;
+    int below = route_below(r, sizeof "/admin/shadows" - 1, &p, &nl, &action, &al);
+    if (below == 0) {
         if (!get) {
             http_respond_error(r, 405, "invalid_request_error", "method_not_allowed", NULL,
                                "Method not allowed on /admin/shadows (allowed: GET, HEAD).");
@@ -119,13 +120,8 @@ int shadow_admin(struct worker *w, http_req *r)
         buf_append_str(&b, "]}\n");
         return http_respond_buf(r, 200, "application/json", &b);
     }
-    if (p[0] != '/')
+    if (below < 0)
         goto not_found;
-    p++, n--;
-    const char *slash = memchr(p, '/', n);
-    size_t nl = slash ? (size_t)(slash - p) : n;
-    const char *action = slash ? slash + 1 : "";
-    size_t al = slash ? n - nl - 1 : 0;
     struct shadow_rt *sh = (struct shadow_rt *)shadow_find(gw, p, nl);
     if (!sh) {
         http_respond_error(r, 404, "invalid_request_error", "shadow_not_found", NULL, "No shadow named '%.*s'.",
