@@ -2625,8 +2625,19 @@ static void header(struct w *w, enum report_format f, const struct report_query 
 int report_render(sqlite3 *db, const struct report_query *q, const struct report_rules *rules,
                   enum report_format f, struct buf *out, char *err, size_t errlen)
 {
+    return report_render_formats(db, q, rules, &f, &out, 1, err, errlen);
+}
+
+int report_render_formats(sqlite3 *db, const struct report_query *q, const struct report_rules *rules,
+                          const enum report_format *fs, struct buf *const *outs, size_t nf, char *err,
+                          size_t errlen)
+{
     struct ctx c = { db, q, rules, err, errlen, q->since };
-    struct w w = { out, false };
+    struct w ws[REPORT_MAX_FORMATS];
+    if (nf > REPORT_MAX_FORMATS)
+        nf = REPORT_MAX_FORMATS;
+    for (size_t k = 0; k < nf; k++)
+        ws[k] = (struct w){ outs[k], false };
     char **names = NULL;
     size_t nnames = 0;
     bool txn = false;
@@ -2654,7 +2665,8 @@ int report_render(sqlite3 *db, const struct report_query *q, const struct report
     }
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    header(&w, f, q, rules, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
+    for (size_t k = 0; k < nf; k++)
+        header(&ws[k], fs[k], q, rules, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
     size_t done = 0;
     for (size_t i = 0; i < nnames; i++) {
         if (q->shadow && strcmp(names[i], q->shadow) != 0)
@@ -2666,24 +2678,31 @@ int report_render(sqlite3 *db, const struct report_query *q, const struct report
             section_free(&s);
             goto out;
         }
-        if (f == REPORT_JSON) {
-            w_str(&w, done ? "," : "");
-            render_json(&w, &s);
-        } else if (f == REPORT_HTML) {
-            render_html(&w, q, rules, &s);
-        } else {
-            render_text(&w, q, rules, &s);
+        /* each section is built once and rendered in every format asked for */
+        for (size_t k = 0; k < nf; k++) {
+            if (fs[k] == REPORT_JSON) {
+                w_str(&ws[k], done ? "," : "");
+                render_json(&ws[k], &s);
+            } else if (fs[k] == REPORT_HTML) {
+                render_html(&ws[k], q, rules, &s);
+            } else {
+                render_text(&ws[k], q, rules, &s);
+            }
         }
         done++;
         section_free(&s);
     }
-    if (f == REPORT_JSON)
-        w_str(&w, "]}\n");
-    else if (f == REPORT_HTML)
-        w_str(&w, done ? "</body></html>\n" : "<p>No shadows recorded.</p></body></html>\n");
-    else if (!done)
-        w_str(&w, "no shadows recorded\n");
-    if (w.oom) {
+    bool oomed = false;
+    for (size_t k = 0; k < nf; k++) {
+        if (fs[k] == REPORT_JSON)
+            w_str(&ws[k], "]}\n");
+        else if (fs[k] == REPORT_HTML)
+            w_str(&ws[k], done ? "</body></html>\n" : "<p>No shadows recorded.</p></body></html>\n");
+        else if (!done)
+            w_str(&ws[k], "no shadows recorded\n");
+        oomed = oomed || ws[k].oom;
+    }
+    if (oomed) {
         oom(&c);
         goto out;
     }

@@ -49,6 +49,12 @@ enum report_format { REPORT_TEXT, REPORT_JSON, REPORT_HTML };
  * memory); out may then hold a partial report. */
 int report_render(sqlite3 *db, const struct report_query *q, const struct report_rules *rules,
                   enum report_format f, struct buf *out, char *err, size_t errlen);
+/* The same in several formats at once (fs[k] into outs[k], at most
+ * REPORT_MAX_FORMATS): the store is read and each section computed once. */
+#define REPORT_MAX_FORMATS 3
+int report_render_formats(sqlite3 *db, const struct report_query *q, const struct report_rules *rules,
+                          const enum report_format *fs, struct buf *const *outs, size_t nf, char *err,
+                          size_t errlen);
 
 /* The newest 'start' event of `shadow` (a start or a resume: the point the
  * live analysis and auto-stop count from), 0 when there is none.  Returns 0

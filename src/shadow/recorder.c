@@ -550,8 +550,9 @@ static void analyse(struct shadow_rt *sh, struct live *lv)
                               .from_start = true, .decided = &lv->vs };
     struct buf js = { 0 }, tx = { 0 };
     char err[256];
-    if (report_render(R.db, &q, &rules, REPORT_JSON, &js, err, sizeof err) < 0 ||
-        report_render(R.db, &q, &rules, REPORT_TEXT, &tx, err, sizeof err) < 0) {
+    static const enum report_format fs[2] = { REPORT_JSON, REPORT_TEXT };
+    struct buf *outs[2] = { &js, &tx };
+    if (report_render_formats(R.db, &q, &rules, fs, outs, 2, err, sizeof err) < 0) {
         if (!strstr(err, "no shadow named")) /* nothing stored yet is not a failure */
             log_warn("shadow %s: analysis failed: %s", c->name, err);
         buf_free(&js);

@@ -425,6 +425,27 @@ static void test_render(void)
                   !memmem(buf_data(&out), buf_used(&out), "<hi>", 4));
         buf_free(&out);
     }
+    /* several formats in one pass: the same documents as one at a time
+     * (but for the time each was generated: the first line of the text,
+     * the first field of the JSON) */
+    struct buf one[2] = { { 0 }, { 0 } }, both[2] = { { 0 }, { 0 } };
+    const enum report_format two[2] = { REPORT_TEXT, REPORT_JSON };
+    struct buf *outs[2] = { &both[0], &both[1] };
+    CHECK_EQ_INT(report_render_formats(db, &q, &rules, two, outs, 2, err, sizeof err), 0);
+    for (int k = 0; k < 2; k++) {
+        CHECK_EQ_INT(report_render(db, &q, &rules, two[k], &one[k], err, sizeof err), 0);
+        const char *sep = k ? ",\"query\"" : "\n";
+        const char *a = memmem(buf_data(&one[k]), buf_used(&one[k]), sep, strlen(sep));
+        const char *b = memmem(buf_data(&both[k]), buf_used(&both[k]), sep, strlen(sep));
+        CHECK(a && b);
+        if (a && b) {
+            size_t la = buf_used(&one[k]) - (size_t)(a - buf_data(&one[k]));
+            size_t lb = buf_used(&both[k]) - (size_t)(b - buf_data(&both[k]));
+            CHECK(la == lb && memcmp(a, b, la) == 0);
+        }
+        buf_free(&one[k]);
+        buf_free(&both[k]);
+    }
     /* an unknown shadow is an error that names the known ones */
     struct buf out = { 0 };
     q.shadow = "zz";
