@@ -76,9 +76,11 @@ static int finish_auth(struct loader *ld, const yaml_node_t *map, void *base)
             if (CRYPTO_memcmp(a->keys[i].digest, a->keys[j].digest, 32) == 0)
                 return config_fail(ld, at, "keys \"%s\" and \"%s\" have the same secret", a->keys[j].name,
                                    a->keys[i].name);
+    a->trusted = a->ntrusted ? calloc(a->ntrusted, sizeof *a->trusted) : NULL;
+    if (a->ntrusted && !a->trusted)
+        return config_fail(ld, at, "out of memory");
     for (size_t i = 0; i < a->ntrusted; i++) {
-        struct auth_cidr c;
-        if (auth_cidr_parse(a->trusted_proxies[i], &c) < 0) {
+        if (auth_cidr_parse(a->trusted_proxies[i], &a->trusted[i]) < 0) {
             char sb[CONFIG_SHOW_BYTES];
             return config_fail(ld, at, "\"trusted_proxies\": not an address or CIDR: %s",
                                config_show(sb, a->trusted_proxies[i], strlen(a->trusted_proxies[i])));
@@ -99,7 +101,14 @@ static const struct field auth_fields[] = {
     DUR(S, "lockout_ban_max", ban_max_ms, "1h"),
     STRLIST(S, "trusted_proxies", trusted_proxies, ntrusted, 64),
 };
-static const struct section auth_section = SECTION("auth", "in auth", auth_fields, S, finish_auth, NULL);
+static void release_auth(void *base)
+{
+    struct config_auth *a = base;
+    free(a->trusted);
+    a->trusted = NULL;
+}
+
+static const struct section auth_section = SECTION("auth", "in auth", auth_fields, S, finish_auth, release_auth);
 #undef S
 
 const struct config_auth *auth_config(const struct config *cfg)
@@ -209,11 +218,9 @@ static bool cidr_has(const struct auth_cidr *c, const unsigned char a[16], bool 
 
 static bool trusted(const struct config_auth *a, const unsigned char addr[16], bool v6)
 {
-    for (size_t i = 0; i < a->ntrusted; i++) {
-        struct auth_cidr c;
-        if (auth_cidr_parse(a->trusted_proxies[i], &c) == 0 && cidr_has(&c, addr, v6))
+    for (size_t i = 0; a->trusted && i < a->ntrusted; i++)
+        if (cidr_has(&a->trusted[i], addr, v6))
             return true;
-    }
     return false;
 }
 

@@ -17,6 +17,8 @@ struct config_auth_key {
     size_t nmodels;
 };
 
+struct auth_cidr;
+
 struct config_auth {
     bool enabled;              /* default true: on once keys are configured */
     struct config_auth_key *keys;
@@ -27,6 +29,7 @@ struct config_auth {
     uint32_t ban_max_ms;       /* default 1h */
     char **trusted_proxies;    /* addresses or CIDRs whose X-Forwarded-For is believed */
     size_t ntrusted;
+    struct auth_cidr *trusted; /* [ntrusted] the same, parsed at load */
 };
 
 /* The loaded `auth:` section, or NULL when the config was loaded without

@@ -6,12 +6,17 @@
 
 #include <string.h>
 
+/* as the config loader leaves it: the list and the same, parsed */
+static struct auth_cidr parsed[8];
 static struct config_auth with_trusted(char **list, size_t n)
 {
     struct config_auth a;
     memset(&a, 0, sizeof a);
     a.trusted_proxies = list;
     a.ntrusted = n;
+    a.trusted = parsed;
+    for (size_t i = 0; i < n; i++)
+        CHECK(auth_cidr_parse(list[i], &parsed[i]) == 0);
     return a;
 }
 
