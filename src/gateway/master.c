@@ -42,6 +42,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "state.h"
 
 #define MAX_LISTENERS 256
 #define READY_TIMEOUT_MS 30000
@@ -52,6 +53,7 @@ struct master {
     const char *config_path;
     int fds[MAX_LISTENERS];
     int nfds;
+    int state_fd;                /* the shared state segment (state.h), -1 none */
     pid_t current;               /* the serving process taking new connections */
     pid_t draining[64];          /* earlier ones finishing their requests */
     int ndraining;
@@ -130,19 +132,25 @@ static pid_t spawn(struct master *m)
          * everything above the target range first so no dup2 clobbers a
          * descriptor still to be moved. */
         prctl(PR_SET_PDEATHSIG, SIGTERM);
-        int base = 3 + m->nfds + 1;
-        int hi[MAX_LISTENERS + 1];
+        int base = 3 + m->nfds + 2;
+        int hi[MAX_LISTENERS + 2];
         for (int i = 0; i < m->nfds; i++)
             hi[i] = fcntl(m->fds[i], F_DUPFD, base);
         hi[m->nfds] = fcntl(ready[1], F_DUPFD, base);
-        for (int i = 0; i <= m->nfds; i++)
+        int nmove = m->nfds + 1;
+        if (m->state_fd >= 0)
+            hi[nmove++] = fcntl(m->state_fd, F_DUPFD, base);
+        for (int i = 0; i < nmove; i++)
             if (hi[i] < 0 || dup2(hi[i], 3 + i) < 0)
                 _exit(127);
-        char n[16], rfd[16];
+        char n[16], rfd[16], sfd[16];
         snprintf(n, sizeof n, "%d", m->nfds);
         snprintf(rfd, sizeof rfd, "%d", 3 + m->nfds);
+        snprintf(sfd, sizeof sfd, "%d", 4 + m->nfds);
         setenv("SHADE_LISTEN_FDS", n, 1);
         setenv("SHADE_READY_FD", rfd, 1);
+        if (m->state_fd >= 0)
+            setenv("SHADE_STATE_FD", sfd, 1);
         /* a log rotation signal before the serving process has set up its
          * own handling must not kill it: SIGUSR1 stays blocked (pending) */
         sigset_t keep;
@@ -210,6 +218,13 @@ static void upgrade(struct master *m)
     char fds[16], cur[16];
     snprintf(fds, sizeof fds, "%d", m->nfds);
     snprintf(cur, sizeof cur, "%d", (int)m->current);
+    if (m->state_fd >= 0 && m->state_fd < 3 + m->nfds) { /* out of the listeners' range */
+        int hi = fcntl(m->state_fd, F_DUPFD_CLOEXEC, 3 + m->nfds);
+        if (hi >= 0) {
+            close(m->state_fd);
+            m->state_fd = hi;
+        }
+    }
     for (int i = 0; i < m->nfds; i++) {
         if (m->fds[i] != 3 + i) {
             if (dup2(m->fds[i], 3 + i) < 0)
@@ -221,6 +236,12 @@ static void upgrade(struct master *m)
     }
     setenv("SHADE_MASTER_FDS", fds, 1);
     setenv("SHADE_MASTER_CHILD", cur, 1);
+    char sfd[16];
+    if (m->state_fd >= 0) { /* the limits survive the upgrade when the new binary can read them */
+        fcntl(m->state_fd, F_SETFD, 0);
+        snprintf(sfd, sizeof sfd, "%d", m->state_fd);
+        setenv("SHADE_MASTER_STATE_FD", sfd, 1);
+    }
     log_info("upgrading: executing %s", m->self);
     sigset_t none;
     sigemptyset(&none);
@@ -235,6 +256,9 @@ fail:
     sigprocmask(SIG_BLOCK, &set, NULL);
     unsetenv("SHADE_MASTER_FDS");
     unsetenv("SHADE_MASTER_CHILD");
+    unsetenv("SHADE_MASTER_STATE_FD");
+    if (m->state_fd >= 0)
+        fcntl(m->state_fd, F_SETFD, FD_CLOEXEC);
 }
 
 static int stop_all(struct master *m, const struct config *cfg)
@@ -273,7 +297,7 @@ static int stop_all(struct master *m, const struct config *cfg)
 
 int master_run(const char *config_path, char **argv, struct config *cfg)
 {
-    struct master m = { .argv = argv, .config_path = config_path };
+    struct master m = { .argv = argv, .config_path = config_path, .state_fd = -1 };
     log_set_level(cfg->server.log_level);
     if (!realpath("/proc/self/exe", m.self)) {
         log_error("cannot find the running binary: %s", strerror(errno));
@@ -308,6 +332,25 @@ int master_run(const char *config_path, char **argv, struct config *cfg)
             m.fds[m.nfds++] = fd;
         }
     }
+
+    /* the shared state (limits, lockouts) outlives every serving process:
+     * kept across an upgrade when the new binary reads its layout */
+    const char *sfd = getenv("SHADE_MASTER_STATE_FD");
+    if (sfd) {
+        int fd = atoi(sfd);
+        unsetenv("SHADE_MASTER_STATE_FD");
+        if (fd > 2 && st_segment_usable(fd)) {
+            m.state_fd = fd;
+            fcntl(fd, F_SETFD, FD_CLOEXEC);
+        } else {
+            if (fd > 2)
+                close(fd);
+            log_warn("upgrade: the shared state has another layout; limits and lockouts restart");
+        }
+    }
+    if (m.state_fd < 0 && (m.state_fd = st_segment_create(ST_SLOTS_DEFAULT)) < 0)
+        log_warn("cannot create the shared state (%s): each serving process keeps its own limits",
+                 strerror(errno));
 
     sigset_t set;
     master_signals(&set);

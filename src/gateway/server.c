@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "server.h"
+#include "state.h"
 
 #include "balance.h"
 #include "gateway.h"
@@ -339,6 +340,11 @@ int server_run(struct config *cfg)
     char err[512];
     int rc = 1;
     log_set_level(cfg->server.log_level);
+    /* the master's shared state (limits, lockouts), before any module needs it */
+    if (st_attach() < 0) {
+        log_error("cannot map the shared state");
+        return 1;
+    }
     if (gateway_init(&gw, cfg, err, sizeof err) < 0) {
         log_error("%s", err);
         gateway_free(&gw);
