@@ -8,6 +8,7 @@
 #include "master.h"
 #include "decsim.h"
 #include "experiment.h"
+#include "keys.h"
 #include "report.h"
 #include "rollout.h"
 #include "rollsim.h"
@@ -26,6 +27,7 @@ static const char usage_main[] =
     "  report --db F   report on a shadow pair store (see `shade report --help`)\n"
     "  rollout status|replay --db F   a rollout's stored decisions (see `shade rollout --help`)\n"
     "  experiment report --db F       an A/B experiment's arms compared (see `shade experiment --help`)\n"
+    "  keys create|list|revoke|rotate|usage -c FILE   virtual API keys (see `shade keys --help`)\n"
     "\n"
     "options:\n"
     "  -h, --help      show this help (also: shade <command> --help)\n"
@@ -104,6 +106,8 @@ int main(int argc, char **argv)
         return rollout_main(argc - 1, argv + 1);
     if (strcmp(cmd, "experiment") == 0)
         return experiment_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "keys") == 0)
+        return keys_cli(NULL, argc - 1, argv + 1);
     if (strcmp(cmd, "simulate-decisions") == 0)
         return decsim_main(argc - 1, argv + 1);
     if (strcmp(cmd, "simulate-rollouts") == 0)

@@ -283,12 +283,22 @@ static int64_t mul_div(int64_t a, int64_t b, int64_t c)
     return c ? (int64_t)((__int128)a * b / c) : 0;
 }
 
+static int64_t units(const struct st_bucket *b, int64_t v)
+{
+    return b->kind == ST_REFILL ? v / MILLI : v;
+}
+
+static int64_t scale(const struct st_bucket *b, int64_t v)
+{
+    return b->kind == ST_REFILL ? v * MILLI : v;
+}
+
 /* Bring e up to now: refilled, a new window, a changed capacity clamped. */
 static void bucket_now(struct slot *e, bool fresh, const struct st_bucket *b, int64_t now)
 {
     int64_t cap = b->kind == ST_REFILL ? b->capacity * MILLI : b->capacity;
     if (fresh) {
-        e->v[0] = cap;
+        e->v[0] = cap - scale(b, b->fresh_used > 0 ? b->fresh_used : 0);
         e->v[1] = b->kind == ST_WINDOW ? b->window : now;
         e->v[2] = b->capacity;
         return;
@@ -311,7 +321,7 @@ static void bucket_now(struct slot *e, bool fresh, const struct st_bucket *b, in
     }
     case ST_WINDOW:
         if (e->v[1] != b->window) {
-            e->v[0] = cap;
+            e->v[0] = cap - (b->fresh_used > 0 ? b->fresh_used : 0);
             e->v[1] = b->window;
         }
         break;
@@ -320,16 +330,6 @@ static void bucket_now(struct slot *e, bool fresh, const struct st_bucket *b, in
     }
     if (e->v[0] > cap)
         e->v[0] = cap;
-}
-
-static int64_t units(const struct st_bucket *b, int64_t v)
-{
-    return b->kind == ST_REFILL ? v / MILLI : v;
-}
-
-static int64_t scale(const struct st_bucket *b, int64_t v)
-{
-    return b->kind == ST_REFILL ? v * MILLI : v;
 }
 
 /* When the entry may be forgotten: when it would be full again anyway. */

@@ -41,6 +41,7 @@ struct st_bucket {
     int64_t period_ms;    /* ST_REFILL: the time to refill it whole */
     int64_t window;       /* ST_WINDOW: which window (e.g. the day's number); a new one starts full */
     int64_t window_left_ms; /* ST_WINDOW: until it ends */
+    int64_t fresh_used;   /* already used when the bucket is made (a budget's spend from the ledger) */
     enum st_kind kind;
 };
 

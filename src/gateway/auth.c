@@ -40,6 +40,7 @@
 #include "metrics.h"
 #include "module.h"
 #include "rand.h"
+#include "state.h"
 
 extern const struct pl_module mod_auth;
 
@@ -58,11 +59,46 @@ static int check_key_env(struct loader *ld, const struct field *f, const yaml_ma
     return ok ? 0 : config_fail(ld, at, "\"key_env\": cannot hash the key");
 }
 
+#define S struct key_limits
+static const struct field limit_fields[] = {
+    UINT(S, "rpm", rpm, 0, 100000000, NULL),
+    UINT(S, "tpm", tpm, 0, 2000000000, NULL),
+    UINT(S, "concurrency", concurrency, 0, 1000000, NULL),
+};
+static const struct section limit_section = SECTION("limits", "in limits", limit_fields, S, NULL, NULL);
+#undef S
+
+#define S struct key_model_limits
+static const struct field mlimit_fields[] = {
+    STR(S, "model", model, F_REQUIRED | F_UNIQUE | F_TOKEN, 1, 256, NULL, NULL),
+    UINT(S, "rpm", lim.rpm, 0, 100000000, NULL),
+    UINT(S, "tpm", lim.tpm, 0, 2000000000, NULL),
+    UINT(S, "concurrency", lim.concurrency, 0, 1000000, NULL),
+};
+static const struct section mlimit_section = SECTION("model limit", "in model_limits", mlimit_fields, S, NULL, NULL);
+#undef S
+
+static const char *const period_names[] = { "day", "week", "month", NULL };
+#define S struct key_budget
+static const struct field budget_fields[] = {
+    NUM(S, "usd", usd, 0, 1e9, NULL),
+    NUM(S, "soft_usd", soft_usd, 0, 1e9, NULL),
+    ENUM(S, "period", period, period_names, "day"),
+};
+static const struct section budget_section = SECTION("budget", "in budget", budget_fields, S, NULL, NULL);
+#undef S
+
+static const char *const priority_names[] = { "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", NULL };
 #define S struct config_auth_key
 static const struct field key_fields[] = {
     STR(S, "name", name, F_REQUIRED | F_UNIQUE | F_TOKEN, 1, 128, NULL, NULL),
     STR(S, "key_env", key_env, F_REQUIRED | F_TOKEN, 1, 256, check_key_env, NULL),
     STRLIST(S, "models", models, nmodels, 256),
+    MAP(S, "limits", limits, limit_section),
+    LIST(S, "model_limits", model_limits, nmodel_limits, 0, 0, mlimit_section),
+    MAP(S, "budget", budget, budget_section),
+    CHOICE(S, "priority", priority, priority_names, NULL),
+    BOOL(S, "metrics", metrics, "false"),
 };
 static const struct section key_section = SECTION("key", "in key", key_fields, S, NULL, NULL);
 #undef S
@@ -88,6 +124,29 @@ static int finish_auth(struct loader *ld, const yaml_node_t *map, void *base)
     }
     if (a->ban_max_ms < a->ban_ms)
         return config_fail(ld, at, "\"lockout_ban_max\" is shorter than \"lockout_ban\"");
+    for (size_t i = 0; i < a->nkeys; i++) {
+        struct config_auth_key *k = &a->keys[i];
+        if (k->budget.soft_usd && k->budget.usd && k->budget.soft_usd > k->budget.usd)
+            return config_fail(ld, at, "key \"%s\": budget \"soft_usd\" is above \"usd\"", k->name);
+        /* what a request holds: the config's own strings, never freed by a release */
+        struct key_rec *r = calloc(1, sizeof *r + strlen(k->name) + 5);
+        if (!r)
+            return config_fail(ld, at, "out of memory");
+        r->pinned = true;
+        r->id = (char *)(r + 1);
+        sprintf(r->id, "cfg:%s", k->name);
+        r->name = k->name;
+        memcpy(r->digest, k->digest, 32);
+        r->models = k->models;
+        r->nmodels = k->nmodels;
+        r->lim = k->limits;
+        r->mlim = k->model_limits;
+        r->nmlim = k->nmodel_limits;
+        r->budget = k->budget;
+        r->priority = k->priority ? k->priority[0] - '0' : -1;
+        r->metrics = k->metrics;
+        k->rec = r;
+    }
     return 0;
 }
 
@@ -100,16 +159,27 @@ static const struct field auth_fields[] = {
     DUR(S, "lockout_ban", ban_ms, "60s"),
     DUR(S, "lockout_ban_max", ban_max_ms, "1h"),
     STRLIST(S, "trusted_proxies", trusted_proxies, ntrusted, 64),
+    UINT(S, "default_max_tokens", default_max_tokens, 1, 10000000, "1024"),
+    BOOL(S, "virtual_keys", virtual_keys, "false"),
 };
 static void release_auth(void *base)
 {
     struct config_auth *a = base;
     free(a->trusted);
     a->trusted = NULL;
+    for (size_t i = 0; i < a->nkeys; i++) {
+        free(a->keys[i].rec);
+        a->keys[i].rec = NULL;
+    }
 }
 
 static const struct section auth_section = SECTION("auth", "in auth", auth_fields, S, finish_auth, release_auth);
 #undef S
+
+bool auth_on(const struct config_auth *a)
+{
+    return a && a->enabled && (a->nkeys || a->virtual_keys);
+}
 
 const struct config_auth *auth_config(const struct config *cfg)
 {
@@ -119,7 +189,7 @@ const struct config_auth *auth_config(const struct config *cfg)
 bool auth_listener_open(const struct config *cfg)
 {
     const struct config_auth *a = auth_config(cfg);
-    if (a && a->enabled && a->nkeys)
+    if (auth_on(a))
         return false;
     const struct sockaddr_storage *ss = &cfg->server.addr;
     if (ss->ss_family == AF_INET) {
@@ -250,89 +320,79 @@ int auth_client_addr(const struct config_auth *a, const char *peer, const char *
     return 0;
 }
 
-/* ---------------------------------------------------------------- lockout */
-
-#define BANS 8192 /* addresses tracked per serving process; the oldest entry is reused when full */
-
-struct ban {
-    uint64_t h;           /* address hash, 0 = empty */
-    uint32_t fails;       /* in the current window */
-    uint32_t level;       /* bans so far: the next lasts ban x 2^level */
-    double window_start, until;
-};
+/* ---------------------------------------------------------------- lockout
+ *
+ * One record per address in the shared state (state.h), so every worker
+ * and every serving process counts the same failures, and a reload neither
+ * unbans an address nor forgets its count: v[0] failures in the window,
+ * v[1] the window's start, v[2] bans so far, v[3] the ban's end (ms). */
 
 static struct {
-    pthread_mutex_t lock;
-    struct ban t[BANS];
     _Atomic uint64_t failures[3], lockouts, refused;
-} L = { .lock = PTHREAD_MUTEX_INITIALIZER };
+} L;
 
 static const char *const fail_names[3] = { "missing", "invalid", "model" };
 
-static uint64_t addr_hash(const unsigned char a[16], bool v6)
+static void addr_id(uint64_t id[2], const unsigned char a[16], bool v6)
 {
-    return rnd_mix64(rnd_fnv1a64(v6 ? 1 : 2, a, 16)) | 1;
+    unsigned char b[17];
+    memcpy(b, a, 16);
+    b[16] = v6;
+    st_id(id, "ban", b, sizeof b);
 }
 
-static struct ban *ban_find(uint64_t h, bool create)
+struct ban_op {
+    const struct config_auth *a;
+    bool fail;          /* count a failure (else only look) */
+    int64_t left_ms;    /* out: the ban's time left */
+    bool banned_now;    /* out: this failure started a ban */
+};
+
+static int64_t ban_update(int64_t v[4], bool fresh, int64_t now, void *arg)
 {
-    size_t i = (size_t)(h % BANS), oldest = i;
-    for (size_t k = 0; k < 16; k++, i = (i + 1) % BANS) {
-        if (L.t[i].h == h)
-            return &L.t[i];
-        if (!L.t[i].h) {
-            if (!create)
-                return NULL;
-            L.t[i] = (struct ban){ .h = h };
-            return &L.t[i];
+    struct ban_op *op = arg;
+    const struct config_auth *a = op->a;
+    if (fresh)
+        memset(v, 0, 4 * sizeof *v);
+    op->left_ms = v[3] > now ? v[3] - now : 0;
+    if (op->fail && !op->left_ms) {
+        if (now - v[1] > (int64_t)a->window_ms) {
+            v[1] = now;
+            v[0] = 0;
         }
-        if (L.t[i].window_start < L.t[oldest].window_start)
-            oldest = i;
+        if (++v[0] >= (int64_t)a->lockout_failures) {
+            double d = a->ban_ms * pow(2, v[2] < 30 ? (double)v[2] : 30);
+            if (d > a->ban_max_ms)
+                d = a->ban_max_ms;
+            v[3] = now + (int64_t)d;
+            v[2]++;
+            v[0] = 0;
+            v[1] = now;
+            op->banned_now = true;
+            op->left_ms = (int64_t)d;
+        }
     }
-    if (!create)
-        return NULL;
-    L.t[oldest] = (struct ban){ .h = h };
-    return &L.t[oldest];
+    /* kept while banned or counting, then as long as the longest ban, so a
+     * returning address's next ban is longer */
+    int64_t keep = (v[3] > now ? v[3] - now : 0) + (int64_t)a->window_ms;
+    return v[2] ? keep + (int64_t)a->ban_max_ms : keep;
 }
 
-/* Seconds left of a ban, 0 when not banned. */
-static double banned(uint64_t h, double now)
-{
-    pthread_mutex_lock(&L.lock);
-    struct ban *b = ban_find(h, false);
-    double left = b && b->until > now ? b->until - now : 0;
-    pthread_mutex_unlock(&L.lock);
-    return left;
-}
-
-static void count_failure(const struct config_auth *a, uint64_t h, double now)
+/* ms left of the address's ban (0: not banned); with fail, a failure is
+ * counted first. */
+static int64_t ban_check(const struct config_auth *a, const uint64_t id[2], bool fail)
 {
     if (!a->lockout_failures)
-        return;
-    pthread_mutex_lock(&L.lock);
-    struct ban *b = ban_find(h, true);
-    if (now - b->window_start > a->window_ms / 1000.0) {
-        b->window_start = now;
-        b->fails = 0;
-    }
-    if (++b->fails >= a->lockout_failures) {
-        double d = a->ban_ms / 1000.0 * pow(2, b->level < 30 ? b->level : 30);
-        if (d > a->ban_max_ms / 1000.0)
-            d = a->ban_max_ms / 1000.0;
-        b->until = now + d;
-        b->level++;
-        b->fails = 0;
-        b->window_start = now;
+        return 0;
+    struct ban_op op = { .a = a, .fail = fail };
+    if (!st_update(id, ban_update, &op))
+        return 0; /* no room: counted by the state; never locks anyone out by mistake */
+    if (op.banned_now)
         atomic_fetch_add(&L.lockouts, 1);
-    }
-    pthread_mutex_unlock(&L.lock);
+    return fail ? 0 : op.left_ms;
 }
 
 /* ---------------------------------------------------------------- module */
-
-struct auth_ctx {
-    int key; /* index of the key, -1 none */
-};
 
 static bool client_key(const http_req *r, const char **k, size_t *n)
 {
@@ -367,24 +427,24 @@ static enum pl_rc refuse(struct pl_req *q, int status, const char *type, const c
 /* Before decoding: the address's ban, then the key. */
 static enum pl_rc auth_arrival(struct pl_req *q, void *ctx)
 {
-    struct auth_ctx *c = ctx;
-    c->key = -1;
+    (void)ctx;
     const struct config_auth *a = auth_config(q->w->gw->cfg);
-    if (!a || !a->enabled || !a->nkeys)
+    if (!auth_on(a))
         return PL_NEXT;
     q->key_auth = true; /* whatever happens, the client's key stays here */
-    double now = unix_now();
     unsigned char addr[16];
     bool v6 = false;
     const struct http_hdr *xff = http_req_header(q->http, "x-forwarded-for");
-    uint64_t h = auth_client_addr(a, q->http->peer, xff ? xff->value : NULL, xff ? xff->value_len : 0, addr, &v6) == 0
-                     ? addr_hash(addr, v6)
-                     : rnd_mix64(rnd_fnv1a64(RND_FNV1A64_INIT, q->http->peer, strlen(q->http->peer))) | 1;
-    double left = banned(h, now);
+    uint64_t h[2];
+    if (auth_client_addr(a, q->http->peer, xff ? xff->value : NULL, xff ? xff->value_len : 0, addr, &v6) == 0)
+        addr_id(h, addr, v6);
+    else
+        st_id(h, "ban-peer", q->http->peer, strlen(q->http->peer));
+    int64_t left = ban_check(a, h, false);
     if (left > 0) {
         atomic_fetch_add(&L.refused, 1);
         char ra[24];
-        snprintf(ra, sizeof ra, "%.0f", ceil(left));
+        snprintf(ra, sizeof ra, "%lld", (long long)(left + 999) / 1000);
         const struct http_hdr hd[] = { { "retry-after", 11, ra, strlen(ra) } };
         char body[512];
         size_t bl = http_error_json(body, sizeof body, "rate_limit_error", "too_many_auth_failures", NULL,
@@ -398,7 +458,7 @@ static enum pl_rc auth_arrival(struct pl_req *q, void *ctx)
     size_t n;
     if (!client_key(q->http, &k, &n)) {
         atomic_fetch_add(&L.failures[0], 1);
-        count_failure(a, h, now);
+        ban_check(a, h, true);
         return refuse(q, 401, "invalid_request_error", "invalid_api_key",
                       "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.");
     }
@@ -410,25 +470,31 @@ static enum pl_rc auth_arrival(struct pl_req *q, void *ctx)
     for (size_t i = 0; i < a->nkeys; i++) /* every key compared: no early exit */
         if (CRYPTO_memcmp(d, a->keys[i].digest, 32) == 0)
             found = (int)i;
-    if (found < 0) {
+    const struct key_rec *rec = found >= 0 ? a->keys[found].rec : a->virtual_keys ? keys_acquire(d) : NULL;
+    if (!rec) {
         atomic_fetch_add(&L.failures[1], 1);
-        count_failure(a, h, now);
+        ban_check(a, h, true);
         return refuse(q, 401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided.");
     }
-    c->key = found;
-    q->key_name = a->keys[found].name;
+    if (rec->expires_unix && rec->expires_unix <= (int64_t)unix_now()) {
+        key_release(rec);
+        atomic_fetch_add(&L.failures[1], 1);
+        ban_check(a, h, true);
+        return refuse(q, 401, "invalid_request_error", "invalid_api_key", "The API key has expired.");
+    }
+    if (found >= 0)
+        key_hold(rec);
+    q->key = rec; /* released by the engine after the request's finish */
+    q->key_name = rec->name;
     return PL_NEXT;
 }
 
 /* After decoding: may the key use the model it asked for? */
 static enum pl_rc auth_request(struct pl_req *q, void *ctx)
 {
-    struct auth_ctx *c = ctx;
-    const struct config_auth *a = auth_config(q->w->gw->cfg);
-    if (c->key < 0 || !a || (size_t)c->key >= a->nkeys)
-        return PL_NEXT;
-    const struct config_auth_key *key = &a->keys[c->key];
-    if (!key->nmodels)
+    (void)ctx;
+    const struct key_rec *key = q->key;
+    if (!key || !key->nmodels)
         return PL_NEXT;
     for (size_t i = 0; i < key->nmodels; i++)
         if (q->m0 && strcmp(key->models[i], q->m0->cfg->name) == 0)
@@ -443,7 +509,7 @@ static enum pl_rc auth_request(struct pl_req *q, void *ctx)
 static void auth_metrics(const struct gateway *gw, struct buf *o)
 {
     const struct config_auth *a = auth_config(gw->cfg);
-    if (!a || !a->enabled || !a->nkeys)
+    if (!auth_on(a))
         return;
     buf_append_str(o, "# HELP shade_auth_failures_total API requests refused for their key, by reason "
                       "(missing, invalid, model: a model the key may not use).\n"
@@ -461,7 +527,6 @@ static void auth_metrics(const struct gateway *gw, struct buf *o)
 const struct pl_module mod_auth = {
     .name = "auth",
     .phase = PH_AUTH,
-    .ctx_size = sizeof(struct auth_ctx),
     .on_arrival = auth_arrival,
     .on_request = auth_request,
     .metrics_render = auth_metrics,

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "keys.h"
+
 struct config;
 
 struct config_auth_key {
@@ -15,6 +17,13 @@ struct config_auth_key {
     unsigned char digest[32];  /* SHA-256 of the secret, read at load */
     char **models;             /* allowed models; none listed = all */
     size_t nmodels;
+    struct key_limits limits;  /* rpm, tpm, concurrency (0 = none) */
+    struct key_model_limits *model_limits; /* the same for one model */
+    size_t nmodel_limits;
+    struct key_budget budget;  /* USD per day, week or month */
+    char *priority;            /* "0".."9" for the admission queue, NULL = the request's own */
+    bool metrics;              /* its own label in the per-key metrics */
+    struct key_rec *rec;       /* what a request holds (pinned), built at load */
 };
 
 struct auth_cidr;
@@ -30,7 +39,12 @@ struct config_auth {
     char **trusted_proxies;    /* addresses or CIDRs whose X-Forwarded-For is believed */
     size_t ntrusted;
     struct auth_cidr *trusted; /* [ntrusted] the same, parsed at load */
+    uint32_t default_max_tokens; /* reserved for the answer when a request names no max_tokens */
+    bool virtual_keys;         /* keys created with the admin API / `shade keys` are accepted too */
 };
+
+/* Keys are required: enabled, and keys in the config or virtual keys. */
+bool auth_on(const struct config_auth *a);
 
 /* The loaded `auth:` section, or NULL when the config was loaded without
  * this module. */

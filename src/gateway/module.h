@@ -63,6 +63,7 @@ struct backend;
 struct pl_head;
 struct config;
 struct section;
+struct key_rec;
 
 /* Request phases after decoding.  The order of this enum, then the order of
  * the table in modules.c, is the policy: a key is known before its limits
@@ -99,6 +100,9 @@ struct pl_req {
     bool key_auth;                     /* shade checked the client's key: it is not sent upstream
                                           (unless the backend sets pass_client_key) */
     const char *key_name;              /* the key's name (logs), NULL when none */
+    const struct key_rec *key;         /* the client's key (keys.h), held (key_hold) by the module that set it;
+                                          the engine releases it after the last on_finish */
+    int64_t max_tokens;                /* the request's max_tokens (or max_completion_tokens), -1 = none */
     /* gateway overhead: time in shade's code, in segments; a wait ends one */
     uint64_t ovh_ns, seg_start;
     /* a phase's error, answered by the core (PL_ERROR) */

@@ -12,12 +12,14 @@
 #include "config.h"
 #include "module.h"
 
-extern const struct pl_module mod_auth, mod_rollout, mod_experiment, mod_set, mod_usage, mod_backend_header,
+extern const struct pl_module mod_auth, mod_keys, mod_limit, mod_rollout, mod_experiment, mod_set, mod_usage, mod_backend_header,
     mod_metrics, mod_trace, mod_accesslog, mod_shadow, mod_shadow_admin;
 
 const struct pl_module *const pl_modules[] = {
     &mod_auth,               /* auth: API keys, lockout (auth.c) */
-    /* request phases: limit, guard, cache — none yet */
+    &mod_keys,               /* virtual keys: /admin/keys…, the spend ledger (keys.c) */
+    &mod_limit,              /* limit: requests, tokens, concurrency, budgets per key (limit.c) */
+    /* request phases: guard, cache — none yet */
     &mod_rollout,            /* route, first: the arm of a rollout (the candidate serves as its own model) */
     &mod_experiment,         /* route, after rollouts: the arm of an experiment (an arm's model serves it) */
     &mod_set,                /* route: the serving model's forced parameters */

@@ -9,6 +9,7 @@
 #include "config.h"
 #include "loop.h"
 #include "module.h"
+#include "keys.h"
 
 #define ALIGN16(x) (((x) + 15u) & ~(size_t)15u)
 
@@ -327,4 +328,9 @@ void pl_finish(struct pl_req *q, const struct pl_outcome *o)
     const struct pl_engine *e = q->eng;
     for (size_t k = 0; k < e->nfinish; k++)
         e->mods[e->finish_mods[k]]->on_finish(q, pl_ctx(q, e->finish_mods[k]), o);
+    /* the request's hold on its key, taken by the module that authenticated it */
+    if (q->key) {
+        key_release(q->key);
+        q->key = NULL;
+    }
 }

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "proxy.h"
+#include "keys.h"
 
 #include "balance.h"
 #include "buf.h"
@@ -1306,6 +1307,7 @@ static int decode(struct pctx *p)
         return decode_error(p, 404, "invalid_request_error", "model_not_found", "model", msg);
     }
     compute_hint(p, &required, max_tokens);
+    p->pl.max_tokens = max_tokens;
     p->pl.est_tokens = p->hint.est_tokens;
     return 0;
 }
@@ -1370,7 +1372,9 @@ static void admit(struct pctx *p)
         *tok = RETRY_TOKENS_MAX;
     if (p->pl.stream && p->pl.m->cfg->stream_keepalive_ms)
         ev_timer_start(p->pl.w->loop, &p->ka_timer, p->pl.m->cfg->stream_keepalive_ms);
-    if (p->pl.m->cfg->queue_priority_header) {
+    if (p->pl.key && p->pl.key->priority >= 0) { /* the key's priority: a client cannot raise its own */
+        p->prio = p->pl.key->priority;
+    } else if (p->pl.m->cfg->queue_priority_header) {
         const struct http_hdr *ph = http_req_header(p->pl.http, p->pl.m->cfg->queue_priority_header);
         if (ph && ph->value_len == 1 && ph->value[0] >= '0' && ph->value[0] <= '9')
             p->prio = ph->value[0] - '0';

@@ -19,6 +19,7 @@
 
 #include "server.h"
 #include "state.h"
+#include "keys.h"
 
 #include "balance.h"
 #include "gateway.h"
@@ -360,8 +361,9 @@ int server_run(struct config *cfg)
      * judge (judge.c), when a shadow names a judge model */
     if (recorder_start(&gw, err, sizeof err) < 0 || start_judge(&gw, err, sizeof err) < 0 ||
         start_telemetry(&gw, err, sizeof err) < 0 || rollout_start(&gw, err, sizeof err) < 0 ||
-        experiment_start(&gw, err, sizeof err) < 0) {
+        experiment_start(&gw, err, sizeof err) < 0 || keys_start(cfg, err, sizeof err) < 0) {
         log_error("%s", err);
+        keys_stop();
         experiment_stop(&gw);
         rollout_stop(&gw);
         judge_stop(gw.judge);
@@ -492,6 +494,7 @@ out:
         worker_free(gw.workers[i]);
     rollout_stop(&gw); /* every request is counted now: the last check, the state written */
     experiment_stop(&gw); /* and the experiments' last counts */
+    keys_stop(); /* the spend ledger's last rows */
     recorder_stop(); /* every pair is in its queue now: write them, close the file */
     tracer_stop(gw.tracer); /* after the workers: their last spans are queued */
     accesslog_close(gw.alog);
