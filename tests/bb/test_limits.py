@@ -1,0 +1,231 @@
+"""Per-key limits and budgets (auth.keys[].limits, model_limits, budget):
+reserve at admission, settle at finish, in the shared state — exact across
+workers, kept across a reload; the 429s and x-ratelimit-* headers an
+OpenAI client expects — against the real binary."""
+import json
+import os
+import signal
+import threading
+import time
+
+import harness
+from harness import chat, metrics, post, request
+
+os.environ["SHADE_TEST_LIM_A"] = "sk-lim-a-0123456789"
+os.environ["SHADE_TEST_LIM_B"] = "sk-lim-b-0123456789"
+A = {"authorization": "Bearer sk-lim-a-0123456789"}
+B = {"authorization": "Bearer sk-lim-b-0123456789"}
+
+
+def config(sim, key_a, key_b="", workers=2, extra=""):
+    lines = ["server:", "  listen: 127.0.0.1:{PORT}", f"  workers: {workers}", "  log_level: warn",
+             "models:",
+             "  - name: demo", "    price: { input: 1000000, output: 1000000 }",
+             "    backends:", f"      - url: http://127.0.0.1:{sim}",
+             "  - name: other", "    backends:", f"      - url: http://127.0.0.1:{sim}",
+             "auth:", "  keys:",
+             "    - name: team-a", "      key_env: SHADE_TEST_LIM_A"]
+    lines += ["      " + l for l in key_a.strip().splitlines()]
+    lines += ["    - name: team-b", "      key_env: SHADE_TEST_LIM_B"]
+    lines += ["      " + l for l in key_b.strip().splitlines()] if key_b.strip() else []
+    lines += ["  " + l for l in extra.strip().splitlines()] if extra.strip() else []
+    return "\n".join(lines) + "\n"
+
+
+def err(data):
+    return json.loads(data)["error"]
+
+
+def test_rpm_429_headers_and_other_keys(env):
+    sim = env.sim("--ttft-ms", 0, "--tps", 0, "--max-tokens", 5)
+    gw = env.gateway(config(sim, "limits: { rpm: 5 }"))
+    rem = []
+    for _ in range(5):
+        st, h, data = post(gw, chat(max_tokens=5), headers=A)
+        assert st == 200, data
+        assert h["x-ratelimit-limit-requests"] == "5"
+        rem.append(int(h["x-ratelimit-remaining-requests"]))
+        assert h["x-ratelimit-reset-requests"].endswith("s")
+        assert "x-ratelimit-limit-tokens" not in h  # no tpm limit on this key
+    assert rem == [4, 3, 2, 1, 0], rem
+    st, h, data = post(gw, chat(max_tokens=5), headers=A)
+    e = err(data)
+    assert st == 429 and e["code"] == "rate_limit_exceeded" and e["type"] == "requests", data
+    assert "team-a" in e["message"] and "RPM" in e["message"], e
+    assert 1 <= int(h["retry-after"]) <= 13, h  # one request refills in 12 s
+    assert h["x-ratelimit-remaining-requests"] == "0"
+    # another key is not affected, nor is a key without limits
+    st, h, _ = post(gw, chat(max_tokens=5), headers=B)
+    assert st == 200 and "x-ratelimit-limit-requests" not in h
+    m = metrics(gw)
+    assert m['shade_limit_refused_total{limit="rpm"}'] == 1
+    # the secret never appears in what a client or an operator sees
+    assert b"sk-lim" not in data
+    assert "sk-lim" not in request(gw, "GET", "/metrics")[2].decode()
+
+
+def test_tpm_reserve_then_settle(env):
+    # each request reserves prompt/4 + max_tokens (100) but uses ~5 + 5:
+    # settling gives the unused part back, so far more than 1000/110 pass
+    sim = env.sim("--ttft-ms", 0, "--tps", 0, "--max-tokens", 5)
+    gw = env.gateway(config(sim, "limits: { tpm: 1000 }"))
+    ok = 0
+    for i in range(40):
+        st, h, data = post(gw, chat(max_tokens=100, stream=(i % 2 == 0),
+                                    stream_options={"include_usage": True}) if i % 2 == 0
+                           else chat(max_tokens=100), headers=A)
+        assert st == 200, data
+        ok += 1
+        assert h["x-ratelimit-limit-tokens"] == "1000"
+    assert ok == 40
+    rem = int(post(gw, chat(max_tokens=100), headers=A)[1]["x-ratelimit-remaining-tokens"])
+    # 41 requests, each ~10 tokens used: about 590 left after this one's reservation of ~110
+    assert 450 <= rem <= 700, rem
+    # a request that can never fit the limit: 429, and no Retry-After to wait for
+    st, h, data = post(gw, chat(max_tokens=5000), headers=A)
+    e = err(data)
+    assert st == 429 and e["type"] == "tokens" and "too large" in e["message"], data
+    assert "retry-after" not in h
+    # without max_tokens the reservation is auth.default_max_tokens (1024): above the limit
+    st, _, data = post(gw, chat(), headers=A)
+    assert st == 429 and "too large" in err(data)["message"], data
+    assert metrics(gw)['shade_limit_refused_total{limit="too_large"}'] == 2
+
+
+def test_concurrency_and_model_limits(env):
+    sim = env.sim("--ttft-ms", 400, "--tps", 0, "--max-tokens", 3)
+    gw = env.gateway(config(sim, "limits: { concurrency: 2 }",
+                            "model_limits:\n  - { model: other, rpm: 2 }"))
+    res = []
+
+    def one():
+        res.append(post(gw, chat(max_tokens=3), headers=A))
+
+    ts = [threading.Thread(target=one) for _ in range(2)]
+    for t in ts:
+        t.start()
+    time.sleep(0.15)
+    st, h, data = post(gw, chat(max_tokens=3), headers=A)
+    assert st == 429 and "in flight" in err(data)["message"], data
+    for t in ts:
+        t.join()
+    assert [r[0] for r in res] == [200, 200]
+    assert post(gw, chat(max_tokens=3), headers=A)[0] == 200  # released at finish
+    # team-b: 2 a minute on `other`, none on demo
+    for _ in range(2):
+        assert post(gw, chat(model="other", max_tokens=3), headers=B)[0] == 200
+    st, _, data = post(gw, chat(model="other", max_tokens=3), headers=B)
+    assert st == 429, data
+    assert post(gw, chat(max_tokens=3), headers=B)[0] == 200
+
+
+def test_budget_hard_and_soft(env):
+    # prices of $1 per token: a request costs its tokens in dollars
+    sim = env.sim("--ttft-ms", 0, "--tps", 0, "--max-tokens", 4)
+    gw = env.gateway(config(sim, "budget: { usd: 60, soft_usd: 20, period: day }"))
+    codes = []
+    for _ in range(12):
+        st, _, data = post(gw, chat("hi", max_tokens=4), headers=A)
+        codes.append(st)
+        if st != 200:
+            e = err(data)
+            assert st == 429 and e["type"] == "insufficient_quota" and e["code"] == "insufficient_quota", data
+            assert "$60.00" in e["message"] and "day" in e["message"], e
+    n = codes.count(200)
+    # each costs ~ (prompt/4 + 4) dollars; the reservation of the last one
+    # admitted must fit what is left, so spend stays within the budget
+    assert 3 <= n < 12 and codes == [200] * n + [429] * (12 - n), codes
+    m = metrics(gw)
+    assert m["shade_budget_soft_alerts_total"] == 1
+    assert "has spent" in env.last_gateway.output()
+
+
+def test_limits_survive_reload(env):
+    sim = env.sim("--ttft-ms", 0, "--tps", 0, "--max-tokens", 3)
+    gw = env.gateway(config(sim, "limits: { rpm: 4 }"))
+    proc = env.last_gateway
+    for _ in range(4):
+        assert post(gw, chat(max_tokens=3), headers=A)[0] == 200
+    old = proc.children()[0]
+    os.kill(proc.pid, signal.SIGHUP)
+    deadline = time.time() + 10 * harness.SLOW
+    while time.time() < deadline and (not proc.children() or proc.children()[0] == old
+                                      or len(proc.children()) > 1):
+        time.sleep(0.05)
+    assert proc.children() and proc.children()[0] != old
+    st, h, data = post(gw, chat(max_tokens=3), headers=A)
+    assert st == 429 and h["x-ratelimit-remaining-requests"] == "0", (st, data)
+
+
+def test_lockout_survives_reload(env):
+    sim = env.sim("--ttft-ms", 0, "--tps", 0)
+    gw = env.gateway(config(sim, "limits: { rpm: 100 }", extra="lockout_failures: 3\nlockout_ban: 30s"))
+    proc = env.last_gateway
+    for _ in range(3):
+        assert post(gw, chat(), headers={"authorization": "Bearer nope"})[0] == 401
+    assert post(gw, chat(max_tokens=3), headers=A)[0] == 429  # banned: even a good key
+    old = proc.children()[0]
+    os.kill(proc.pid, signal.SIGHUP)
+    deadline = time.time() + 10 * harness.SLOW
+    while time.time() < deadline and (not proc.children() or proc.children()[0] == old):
+        time.sleep(0.05)
+    time.sleep(0.2)
+    st, h, data = post(gw, chat(max_tokens=3), headers=A)
+    assert st == 429 and err(data)["code"] == "too_many_auth_failures" and int(h["retry-after"]) > 20, data
+
+
+def test_tpm_exact_under_concurrency_and_reloads(env):
+    """Many concurrent streaming clients on one key, 2 workers, reloads in
+    the middle: the tokens admitted never exceed the limit's capacity plus
+    its refill over the run plus one reservation."""
+    sim = env.sim("--ttft-ms", 20, "--tps", 400, "--max-tokens", 40, "--workers", 2)
+    tpm = 3000
+    gw = env.gateway(config(sim, f"limits: {{ tpm: {tpm} }}"))
+    proc = env.last_gateway
+    used, codes, errors = [], [], []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client():
+        while not stop.is_set():
+            try:
+                st, _, body = post(gw, chat("tell me", max_tokens=40, stream=True,
+                                            stream_options={"include_usage": True}), headers=A)
+            except OSError as e:
+                with lock:
+                    errors.append(repr(e))
+                continue
+            with lock:
+                codes.append(st)
+            if st == 200:
+                u = [json.loads(e)["usage"] for e in harness.sse_events(body)
+                     if e != "[DONE]" and json.loads(e).get("usage")]
+                with lock:
+                    used.append(u[-1]["total_tokens"])
+            else:
+                time.sleep(0.05)
+
+    t0 = time.time()
+    ts = [threading.Thread(target=client) for _ in range(60)]
+    for t in ts:
+        t.start()
+    for _ in range(2):
+        time.sleep(1.0)
+        old = proc.children()[0]
+        os.kill(proc.pid, signal.SIGHUP)
+        deadline = time.time() + 10 * harness.SLOW
+        while time.time() < deadline and (not proc.children() or proc.children()[0] == old):
+            time.sleep(0.05)
+    time.sleep(1.0)
+    stop.set()
+    for t in ts:
+        t.join()
+    elapsed = time.time() - t0
+    assert not errors, errors[:3]
+    admitted = sum(used)
+    reservation = 40 + 20  # max_tokens + the prompt estimate, generously
+    bound = tpm + tpm * elapsed / 60 + reservation
+    assert codes.count(200) > 20 and codes.count(429) > 20, {c: codes.count(c) for c in set(codes)}
+    assert admitted <= bound, (admitted, bound, elapsed)
+    # and the limit was reached, not merely undershot
+    assert admitted >= 0.8 * tpm, (admitted, bound)
