@@ -22,9 +22,11 @@ import { fileURLToPath } from 'node:url';
 
 import OpenAI, {
   APIError,
+  AuthenticationError,
   BadRequestError,
   InternalServerError,
   NotFoundError,
+  PermissionDeniedError,
   RateLimitError,
 } from 'openai';
 
@@ -595,5 +597,72 @@ models:
     const out = text.split('\n').find((l) => l.startsWith('shade_output_tokens_total{model="demo"'));
     assert.ok(out && Number(out.split(' ').at(-1)) === reference.usage.completion_tokens, `exact: ${out}`);
     assert.ok(!/^shade_usage_estimated_total\{model="demo"[^}]*\} [1-9]/m.test(text), 'not estimated');
+  });
+});
+
+// A third gateway with keys and limits (auth:): the SDK maps shade's
+// refusals to its own error classes, with the fields an application reads.
+describe('openai SDK through shade with keys and limits', { timeout: 20_000 }, () => {
+  let gwKeys;
+  before(async () => {
+    [gwKeys] = await freePorts(1);
+    const cfg = path.join(tmpDir, 'gateway-keys.yaml');
+    fs.writeFileSync(
+      cfg,
+      `server:
+  listen: ${HOST}:${gwKeys}
+  workers: 2
+  shutdown_timeout: 2s
+  log_level: warn
+models:
+  - name: ${MODEL}
+    backends:
+      - url: http://${HOST}:${ports.simA}
+  - name: other
+    backends:
+      - url: http://${HOST}:${ports.simB}
+auth:
+  keys:
+    - name: sdk-team
+      key_env: SHADE_SDK_KEY
+      models: [${MODEL}]
+      limits: { rpm: 2 }
+`,
+    );
+    process.env.SHADE_SDK_KEY = 'sk-sdk-team-0123456789';
+    const rec = startProc('gateway-keys', ['serve', '-c', cfg]);
+    await waitFor(rec, 'GET /healthz = 200', () => healthz(gwKeys));
+  });
+  const keyed = (apiKey) => client({ baseURL: `http://${HOST}:${gwKeys}/v1`, apiKey });
+
+  test('a wrong key -> AuthenticationError 401 invalid_api_key', async () => {
+    const err = await apiError(() => keyed('sk-wrong').chat.completions.create(CHAT));
+    assert.ok(err instanceof AuthenticationError, err.constructor.name);
+    assert.equal(err.status, 401);
+    assert.equal(err.code, 'invalid_api_key');
+    assert.ok(!String(err.message).includes('sk-sdk-team'), 'no secret in the message');
+  });
+
+  test('a model the key may not use -> PermissionDeniedError 403', async () => {
+    const err = await apiError(() => keyed('sk-sdk-team-0123456789').chat.completions.create({ ...CHAT, model: 'other' }));
+    assert.ok(err instanceof PermissionDeniedError, err.constructor.name);
+    assert.equal(err.status, 403);
+    assert.equal(err.code, 'model_not_allowed');
+  });
+
+  test('over the rpm limit -> RateLimitError 429 with retry-after and x-ratelimit headers', async () => {
+    const c = keyed('sk-sdk-team-0123456789');
+    const ok = await c.chat.completions.create(CHAT).withResponse();
+    assert.equal(ok.response.headers.get('x-ratelimit-limit-requests'), '2');
+    assert.equal(ok.response.headers.get('x-ratelimit-remaining-requests'), '1');
+    await c.chat.completions.create(CHAT);
+    const err = await apiError(() => c.chat.completions.create(CHAT));
+    assert.ok(err instanceof RateLimitError, err.constructor.name);
+    assert.equal(err.status, 429);
+    assert.equal(err.code, 'rate_limit_exceeded');
+    assert.equal(err.type, 'requests');
+    const header = (k) => (typeof err.headers.get === 'function' ? err.headers.get(k) : err.headers[k]);
+    assert.ok(Number(header('retry-after')) >= 1, `retry-after: ${header('retry-after')}`);
+    assert.equal(header('x-ratelimit-remaining-requests'), '0');
   });
 });
