@@ -31,7 +31,7 @@ LIB_OBJS := $(filter-out $(B)/main.o,$(OBJS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all deps check check-depgraph check-unit check-bb check-sdk demo bench bench-balance bench-shadow bench-compare bench-decisions bench-rollouts fuzz clean format
+.PHONY: bench-limits all deps check check-depgraph check-unit check-bb check-sdk demo bench bench-balance bench-shadow bench-compare bench-decisions bench-rollouts fuzz clean format
 all: $(BIN)
 
 $(BIN): $(OBJS)
@@ -122,6 +122,11 @@ bench-decisions: all
 # exposure before a rollback, freezes, 1,000 runs per scenario (doc/rollouts.md)
 bench-rollouts: all
 	@$(BIN) simulate-rollouts $(ROLLOUT_ARGS)
+
+# what a key and its limits cost per request: serving-process CPU with and
+# without them, in the same run (doc/benchmarks.md)
+bench-limits: all
+	@bench/limits.sh
 
 $(B)/bench/compare_bench: bench/compare_bench.c $(LIB_OBJS) tests/unit/compare_ref.h
 	@mkdir -p $(B)/bench

@@ -245,6 +245,8 @@ static struct slot *find(const uint64_t id[2], int64_t now, bool create, bool *f
         struct slot *e = &run[(start + k) % S.per_stripe];
         if (e->id[0] == id[0] && e->id[1] == id[1]) {
             if (e->expires && e->expires <= now) { /* expired: as good as new */
+                if (!create)
+                    return NULL;
                 memset(e->v, 0, sizeof e->v);
                 e->expires = 0;
                 *fresh = true;
@@ -519,6 +521,22 @@ bool st_update(const uint64_t id[2], int64_t (*fn)(int64_t v[4], bool fresh, int
     }
     unlock(s);
     return e != NULL;
+}
+
+bool st_get(const uint64_t id[2], int64_t v[4])
+{
+    if (!S.base)
+        return false;
+    int64_t now = st_now_ms();
+    unsigned s = stripe_of(id);
+    lock(s);
+    bool fresh = false;
+    struct slot *e = find(id, now, false, &fresh);
+    bool found = e && !fresh;
+    if (found)
+        memcpy(v, e->v, sizeof e->v);
+    unlock(s);
+    return found;
 }
 
 uint64_t st_gen(unsigned i)

@@ -91,6 +91,10 @@ int64_t st_peek(const struct st_bucket *b);
 bool st_update(const uint64_t id[2], int64_t (*fn)(int64_t v[4], bool fresh, int64_t now_ms, void *arg),
                void *arg);
 
+/* Read a record's values without making it: false when there is none
+ * (or it expired). */
+bool st_get(const uint64_t id[2], int64_t v[4]);
+
 /* Change counters every process sees at once (e.g. "the key table
  * changed"): read with st_gen, bumped with st_bump. */
 uint64_t st_gen(unsigned i);

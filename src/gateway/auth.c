@@ -384,6 +384,11 @@ static int64_t ban_check(const struct config_auth *a, const uint64_t id[2], bool
 {
     if (!a->lockout_failures)
         return 0;
+    if (!fail) { /* a look: no record is made for an address that never failed */
+        int64_t v[4];
+        int64_t now = st_now_ms();
+        return st_get(id, v) && v[3] > now ? v[3] - now : 0;
+    }
     struct ban_op op = { .a = a, .fail = fail };
     if (!st_update(id, ban_update, &op))
         return 0; /* no room: counted by the state; never locks anyone out by mistake */
@@ -393,6 +398,42 @@ static int64_t ban_check(const struct config_auth *a, const uint64_t id[2], bool
 }
 
 /* ---------------------------------------------------------------- module */
+
+/* SHA-256 of a client's key, on every API request: the digest fetched once
+ * and a context per thread, reused (EVP_Digest looks the algorithm up and
+ * makes a context each time: most of its cost for a short key). */
+static struct {
+    pthread_once_t once;
+    EVP_MD *md;
+    pthread_key_t ctx;   /* the thread's EVP_MD_CTX, freed when the thread ends */
+    bool ok;
+} H = { .once = PTHREAD_ONCE_INIT };
+
+static void free_ctx(void *c)
+{
+    EVP_MD_CTX_free(c);
+}
+
+static void sha_init(void)
+{
+    H.md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    H.ok = H.md && pthread_key_create(&H.ctx, free_ctx) == 0;
+}
+
+bool auth_sha256(const void *p, size_t n, unsigned char out[32])
+{
+    pthread_once(&H.once, sha_init);
+    EVP_MD_CTX *c = H.ok ? pthread_getspecific(H.ctx) : NULL;
+    if (H.ok && !c && (c = EVP_MD_CTX_new()) && pthread_setspecific(H.ctx, c) != 0) {
+        EVP_MD_CTX_free(c);
+        c = NULL;
+    }
+    unsigned int len = 0;
+    if (!c) /* the slow way */
+        return EVP_Digest(p, n, out, &len, EVP_sha256(), NULL) && len == 32;
+    return EVP_DigestInit_ex2(c, H.md, NULL) && EVP_DigestUpdate(c, p, n) && EVP_DigestFinal_ex(c, out, &len) &&
+           len == 32;
+}
 
 static bool client_key(const http_req *r, const char **k, size_t *n)
 {
@@ -463,8 +504,7 @@ static enum pl_rc auth_arrival(struct pl_req *q, void *ctx)
                       "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.");
     }
     unsigned char d[32];
-    unsigned int dl = 0;
-    if (!EVP_Digest(k, n, d, &dl, EVP_sha256(), NULL) || dl != 32)
+    if (!auth_sha256(k, n, d))
         return refuse(q, 500, "server_error", NULL, "cannot check the key");
     int found = -1;
     for (size_t i = 0; i < a->nkeys; i++) /* every key compared: no early exit */

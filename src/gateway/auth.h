@@ -55,6 +55,9 @@ const struct config_auth *auth_config(const struct config *cfg);
  * model.  `shade check` and the serving process warn. */
 bool auth_listener_open(const struct config *cfg);
 
+/* SHA-256 (a key's digest), fast on a hot path: false when it failed. */
+bool auth_sha256(const void *p, size_t n, unsigned char out[32]);
+
 /* An address or CIDR ("10.0.0.0/8", "::1"). */
 struct auth_cidr {
     unsigned char addr[16];

@@ -119,17 +119,50 @@ static int64_t nano_usd(double usd)
 
 /* ---------------------------------------------------------------- headers */
 
-/* "6m0s", "1.5s", "20ms", as OpenAI writes the reset times. */
-static void duration(char *out, size_t n, int64_t ms)
+/* Decimal digits of v >= 0 at p; returns the end (no snprintf: these run
+ * for every answer of a limited key). */
+static char *put_int(char *p, int64_t v)
 {
+    char t[24];
+    int n = 0;
+    if (v < 0)
+        v = 0;
+    do
+        t[n++] = (char)('0' + v % 10);
+    while ((v /= 10) > 0);
+    while (n)
+        *p++ = t[--n];
+    return p;
+}
+
+/* "6m0s", "1.5s", "20ms", as OpenAI writes the reset times. */
+static void duration(char *out, int64_t ms)
+{
+    char *p = out;
     if (ms < 0)
         ms = 0;
-    if (ms < 1000)
-        snprintf(out, n, "%lldms", (long long)ms);
-    else if (ms < 60000)
-        snprintf(out, n, "%.3gs", ms / 1000.0);
-    else
-        snprintf(out, n, "%lldm%llds", (long long)(ms / 60000), (long long)(ms % 60000 / 1000));
+    if (ms < 1000) {
+        p = put_int(p, ms);
+        *p++ = 'm';
+    } else if (ms < 60000) {
+        p = put_int(p, ms / 1000);
+        int frac = (int)(ms % 1000);
+        if (frac) {
+            *p++ = '.';
+            *p++ = (char)('0' + frac / 100);
+            if (frac % 100) {
+                *p++ = (char)('0' + frac / 10 % 10);
+                if (frac % 10)
+                    *p++ = (char)('0' + frac % 10);
+            }
+        }
+    } else {
+        p = put_int(p, ms / 60000);
+        *p++ = 'm';
+        p = put_int(p, ms % 60000 / 1000);
+    }
+    *p++ = 's';
+    *p = 0;
 }
 
 static void note_headers(struct limit_ctx *c, const struct st_result *r)
@@ -161,9 +194,9 @@ static size_t rate_headers(struct limit_ctx *c, struct http_hdr *h)
         int64_t lim = k ? c->lim_tok : c->lim_req;
         if (lim < 0)
             continue;
-        snprintf(c->hv[3 * k], sizeof c->hv[0], "%lld", (long long)lim);
-        snprintf(c->hv[3 * k + 1], sizeof c->hv[0], "%lld", (long long)(k ? c->rem_tok : c->rem_req));
-        duration(c->hv[3 * k + 2], sizeof c->hv[0], k ? c->reset_tok : c->reset_req);
+        *put_int(c->hv[3 * k], lim) = 0;
+        *put_int(c->hv[3 * k + 1], k ? c->rem_tok : c->rem_req) = 0;
+        duration(c->hv[3 * k + 2], k ? c->reset_tok : c->reset_req);
         for (int j = 0; j < 3; j++)
             h[n++] = (struct http_hdr){ names[3 * k + j], strlen(names[3 * k + j]), c->hv[3 * k + j],
                                         strlen(c->hv[3 * k + j]) };
@@ -327,7 +360,19 @@ static void limit_finish(struct pl_req *q, void *ctx, const struct pl_outcome *o
                 default: used[i] = cost > 0 ? nano_usd(cost) : 0; break;
                 }
             }
-            st_settle(c->b, c->n, c->amount, used);
+            /* only the buckets that change: a request is a request (rpm) */
+            struct st_bucket sb[ST_MAX_BUCKETS];
+            int64_t sr[ST_MAX_BUCKETS], su[ST_MAX_BUCKETS];
+            size_t ns = 0;
+            for (size_t i = 0; i < c->n; i++) {
+                if (c->rule[i] != R_CONC && used[i] == c->amount[i])
+                    continue;
+                sb[ns] = c->b[i];
+                sr[ns] = c->amount[i];
+                su[ns++] = used[i];
+            }
+            if (ns)
+                st_settle(sb, ns, sr, su);
             for (size_t i = 0; i < c->n; i++) {
                 if (c->rule[i] != R_BUDGET || k->budget.soft_usd <= 0)
                     continue;
