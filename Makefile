@@ -124,9 +124,11 @@ bench-rollouts: all
 	@$(BIN) simulate-rollouts $(ROLLOUT_ARGS)
 
 # what a key and its limits cost per request: serving-process CPU with and
-# without them, in the same run (doc/benchmarks.md)
+# without them, in the same run; then a tpm limit under 1,000 streaming
+# clients and 5 reloads (doc/benchmarks.md)
 bench-limits: all
 	@bench/limits.sh
+	@bench/limits_exact.py
 
 $(B)/bench/compare_bench: bench/compare_bench.c $(LIB_OBJS) tests/unit/compare_ref.h
 	@mkdir -p $(B)/bench

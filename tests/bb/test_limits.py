@@ -229,3 +229,31 @@ def test_tpm_exact_under_concurrency_and_reloads(env):
     assert admitted <= bound, (admitted, bound, elapsed)
     # and the limit was reached, not merely undershot
     assert admitted >= 0.8 * tpm, (admitted, bound)
+
+
+def test_budget_exact_under_concurrency(env):
+    """40 clients at once on a key with a $300 budget, each request costing
+    ~$10 at $1 per token: what is spent stays within the budget plus one
+    reservation, however the requests interleave on 2 workers."""
+    sim = env.sim("--ttft-ms", 30, "--tps", 0, "--max-tokens", 8, "--workers", 2)
+    gw = env.gateway(config(sim, "budget: { usd: 300, period: day }"))
+    spent, codes = [], []
+    lock = threading.Lock()
+
+    def client():
+        for _ in range(3):
+            st, _, body = post(gw, chat("hi", max_tokens=8), headers=A)
+            with lock:
+                codes.append(st)
+                if st == 200:
+                    spent.append(json.loads(body)["usage"]["total_tokens"])  # $1 a token
+
+    ts = [threading.Thread(target=client) for _ in range(40)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    reservation = 8 + 12  # max_tokens + the prompt estimate, generously
+    assert codes.count(429) > 0, codes
+    assert sum(spent) <= 300 + reservation, (sum(spent), codes.count(200))
+    assert sum(spent) >= 300 - 2 * reservation, sum(spent)
