@@ -100,7 +100,13 @@ static const struct field key_fields[] = {
     CHOICE(S, "priority", priority, priority_names, NULL),
     BOOL(S, "metrics", metrics, "false"),
 };
-static const struct section key_section = SECTION("key", "in key", key_fields, S, NULL, NULL);
+static void release_key(void *base)
+{
+    struct config_auth_key *k = base;
+    free(k->rec);
+    k->rec = NULL;
+}
+static const struct section key_section = SECTION("key", "in key", key_fields, S, NULL, release_key);
 #undef S
 
 static int finish_auth(struct loader *ld, const yaml_node_t *map, void *base)
@@ -167,10 +173,6 @@ static void release_auth(void *base)
     struct config_auth *a = base;
     free(a->trusted);
     a->trusted = NULL;
-    for (size_t i = 0; i < a->nkeys; i++) {
-        free(a->keys[i].rec);
-        a->keys[i].rec = NULL;
-    }
 }
 
 static const struct section auth_section = SECTION("auth", "in auth", auth_fields, S, finish_auth, release_auth);

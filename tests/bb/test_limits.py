@@ -36,6 +36,16 @@ def err(data):
     return json.loads(data)["error"]
 
 
+def reload(proc):
+    """SIGHUP the master and wait until a new serving process took over."""
+    old = proc.children()[0]
+    os.kill(proc.pid, signal.SIGHUP)
+    deadline = time.time() + 10 * harness.SLOW
+    while time.time() < deadline and (not proc.children() or proc.children()[0] == old):
+        time.sleep(0.05)
+    assert proc.children() and proc.children()[0] != old, "the reload did not happen"
+
+
 def test_rpm_429_headers_and_other_keys(env):
     sim = env.sim("--ttft-ms", 0, "--tps", 0, "--max-tokens", 5)
     gw = env.gateway(config(sim, "limits: { rpm: 5 }"))
@@ -146,13 +156,7 @@ def test_limits_survive_reload(env):
     proc = env.last_gateway
     for _ in range(4):
         assert post(gw, chat(max_tokens=3), headers=A)[0] == 200
-    old = proc.children()[0]
-    os.kill(proc.pid, signal.SIGHUP)
-    deadline = time.time() + 10 * harness.SLOW
-    while time.time() < deadline and (not proc.children() or proc.children()[0] == old
-                                      or len(proc.children()) > 1):
-        time.sleep(0.05)
-    assert proc.children() and proc.children()[0] != old
+    reload(proc)
     st, h, data = post(gw, chat(max_tokens=3), headers=A)
     assert st == 429 and h["x-ratelimit-remaining-requests"] == "0", (st, data)
 
@@ -164,12 +168,7 @@ def test_lockout_survives_reload(env):
     for _ in range(3):
         assert post(gw, chat(), headers={"authorization": "Bearer nope"})[0] == 401
     assert post(gw, chat(max_tokens=3), headers=A)[0] == 429  # banned: even a good key
-    old = proc.children()[0]
-    os.kill(proc.pid, signal.SIGHUP)
-    deadline = time.time() + 10 * harness.SLOW
-    while time.time() < deadline and (not proc.children() or proc.children()[0] == old):
-        time.sleep(0.05)
-    time.sleep(0.2)
+    reload(proc)
     st, h, data = post(gw, chat(max_tokens=3), headers=A)
     assert st == 429 and err(data)["code"] == "too_many_auth_failures" and int(h["retry-after"]) > 20, data
 
@@ -211,11 +210,7 @@ def test_tpm_exact_under_concurrency_and_reloads(env):
         t.start()
     for _ in range(2):
         time.sleep(1.0)
-        old = proc.children()[0]
-        os.kill(proc.pid, signal.SIGHUP)
-        deadline = time.time() + 10 * harness.SLOW
-        while time.time() < deadline and (not proc.children() or proc.children()[0] == old):
-            time.sleep(0.05)
+        reload(proc)
     time.sleep(1.0)
     stop.set()
     for t in ts:
