@@ -209,8 +209,8 @@ int ks_each(sqlite3 *db, int64_t live_at, int (*fn)(struct ks_key *k, void *arg)
     sqlite3_stmt *st = NULL;
     const char *sql = live_at > 0 ? "SELECT " COLS " FROM api_keys WHERE revoked_unix IS NULL AND "
                                     "(expires_unix IS NULL OR expires_unix = 0 OR expires_unix > ?1) "
-                                    "ORDER BY created_unix, id"
-                                  : "SELECT " COLS " FROM api_keys ORDER BY created_unix, id";
+                                    "ORDER BY created_unix, rowid"
+                                  : "SELECT " COLS " FROM api_keys ORDER BY created_unix, rowid";
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
         return -1;
     if (live_at > 0)
