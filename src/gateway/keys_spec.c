@@ -93,7 +93,8 @@ static char *take_str(const struct json_span *v, size_t max, bool token, struct 
             return NULL;
         }
     }
-    return out;
+    char *fit = realloc(out, (size_t)n + 1);
+    return fit ? fit : out;
 }
 
 static int take_uint(const struct json_span *v, uint32_t max, uint32_t *out, struct key_spec_error *e,
@@ -120,9 +121,9 @@ static int take_usd(const struct json_span *v, double *out, struct key_spec_erro
         *out = 0;
         return 0;
     }
-    if (v->type != JSON_NUMBER || !json_to_double(v, &x))
+    if (v->type != JSON_NUMBER)
         return fail(e, "invalid_type", param, "Invalid type for '%s': expected a number.", param);
-    if (!(x >= 0 && x <= 1e9))
+    if (!json_to_double(v, &x) || !(x >= 0 && x <= 1e9))
         return fail(e, "invalid_value", param, "Invalid '%s': expected a number of USD from 0 to 1e9 (0 = none).",
                     param);
     *out = x;

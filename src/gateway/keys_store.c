@@ -377,8 +377,10 @@ int ks_rotate(sqlite3 *db, const char *id, int64_t now, struct ks_key *out, char
         return KS_ERROR;
     }
     int rc = ks_get(db, id, out);
-    if (rc == KS_OK && out->revoked_unix)
+    if (rc == KS_OK && out->revoked_unix) {
+        ks_key_free(out);
         rc = KS_CONFLICT;
+    }
     if (rc != KS_OK) {
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
         OPENSSL_cleanse(secret, KS_SECRET_LEN + 1);
