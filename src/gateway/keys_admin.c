@@ -58,7 +58,7 @@ static sqlite3 *open_store(struct worker *w, http_req *r, int *status)
 {
     sqlite3 *db = NULL;
     char err[512];
-    if (ks_open(w->gw->cfg->store.path, ADMIN_BUSY_MS, &db, err, sizeof err) < 0) {
+    if (ks_open(w->gw->cfg->store.path, ADMIN_BUSY_MS, false, &db, err, sizeof err) < 0) {
         *status = error(r, 500, "store_error", NULL, err);
         return NULL;
     }

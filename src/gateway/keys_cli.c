@@ -496,7 +496,7 @@ int keys_cli(const char *config_path, int argc, char **argv)
     sqlite3 *db = NULL;
     char err[600];
     int rc;
-    if (ks_open(path, 5000, &db, err, sizeof err) < 0) {
+    if (ks_open(path, 5000, true, &db, err, sizeof err) < 0) {
         fprintf(stderr, "shade keys: %s\n", err);
         rc = 1;
     } else {

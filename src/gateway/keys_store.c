@@ -48,14 +48,13 @@ static const char schema_sql[] =
     "budget_period, expires_unix, priority, metrics, metadata, created_unix, revoked_unix, rotated_unix, "      \
     "rotated_from"
 
-int ks_open(const char *path, int busy_ms, sqlite3 **db, char *err, size_t errlen)
+int ks_open(const char *path, int busy_ms, bool create, sqlite3 **db, char *err, size_t errlen)
 {
     *db = NULL;
-    if (sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) ==
-            SQLITE_OK &&
-        sqlite3_busy_timeout(*db, busy_ms) == SQLITE_OK &&
-        sqlite3_exec(*db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) == SQLITE_OK &&
-        sqlite3_exec(*db, schema_sql, NULL, NULL, NULL) == SQLITE_OK)
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
+    if (sqlite3_open_v2(path, db, flags, NULL) == SQLITE_OK && sqlite3_busy_timeout(*db, busy_ms) == SQLITE_OK &&
+        (!create || (sqlite3_exec(*db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) == SQLITE_OK &&
+                     sqlite3_exec(*db, schema_sql, NULL, NULL, NULL) == SQLITE_OK)))
         return 0;
     snprintf(err, errlen, "keys: store %s: %s", path, *db ? sqlite3_errmsg(*db) : "cannot open");
     sqlite3_close(*db);
@@ -418,19 +417,25 @@ const char *ks_state(const struct ks_key *k, int64_t now)
 
 void ks_key_json(struct buf *b, const struct ks_key *k, int64_t now, const char *secret)
 {
-    buf_printf(b, "{\"id\":\"%s\",\"object\":\"api_key\",", k->id);
+    buf_append_str(b, "{\"id\":");
+    json_buf_str(b, k->id);
+    buf_append_str(b, ",\"object\":\"api_key\",");
     if (secret)
         buf_printf(b, "\"key\":\"%s\",", secret);
-    buf_printf(b, "\"prefix\":\"%s\",\"state\":\"%s\",", k->prefix, ks_state(k, now));
+    buf_append_str(b, "\"prefix\":");
+    json_buf_str(b, k->prefix);
+    buf_printf(b, ",\"state\":\"%s\",", ks_state(k, now));
     key_spec_members(b, &k->spec);
     buf_printf(b, ",\"created_at\":%lld", (long long)k->created_unix);
     if (k->revoked_unix)
         buf_printf(b, ",\"revoked_at\":%lld", (long long)k->revoked_unix);
     else
         buf_append_str(b, ",\"revoked_at\":null");
-    if (k->rotated_unix)
-        buf_printf(b, ",\"rotated_at\":%lld,\"rotated_from\":\"%s\"}", (long long)k->rotated_unix, k->rotated_from);
-    else
+    if (k->rotated_unix) {
+        buf_printf(b, ",\"rotated_at\":%lld,\"rotated_from\":", (long long)k->rotated_unix);
+        json_buf_str(b, k->rotated_from);
+        buf_append_str(b, "}");
+    } else
         buf_append_str(b, ",\"rotated_at\":null,\"rotated_from\":null}");
 }
 

@@ -41,9 +41,10 @@ struct ks_key {
 
 enum { KS_OK = 0, KS_ERROR = -1, KS_NOT_FOUND = -2, KS_CONFLICT = -3 };
 
-/* Open (creating the file and the tables when missing), WAL, with a busy
- * timeout.  0, or -1 with err set. */
-int ks_open(const char *path, int busy_ms, struct sqlite3 **db, char *err, size_t errlen);
+/* Open with a busy timeout; with create, also make the file (WAL) and the
+ * tables when missing (a write: the admin API opens without, the tables
+ * being made when the serving process starts).  0, or -1 with err set. */
+int ks_open(const char *path, int busy_ms, bool create, struct sqlite3 **db, char *err, size_t errlen);
 void ks_close(struct sqlite3 *db);
 /* The error of the last call on db, for messages. */
 const char *ks_errmsg(struct sqlite3 *db);

@@ -645,7 +645,7 @@ int keys_start(const struct config *cfg, char *err, size_t errlen)
     const struct config_auth *a = auth_config(cfg);
     if (!a || !a->enabled || !a->virtual_keys)
         return 0;
-    if (ks_open(cfg->store.path, 5000, &T.db, err, errlen) < 0)
+    if (ks_open(cfg->store.path, 5000, true, &T.db, err, errlen) < 0)
         return -1;
     atomic_store(&T.on, true);
     int64_t now = (int64_t)time(NULL);

@@ -121,7 +121,7 @@ static void test_store(const char *path)
 {
     sqlite3 *db;
     char err[256];
-    CHECK(ks_open(path, 1000, &db, err, sizeof err) == 0);
+    CHECK(ks_open(path, 1000, true, &db, err, sizeof err) == 0);
     int64_t v0 = -1, v1 = -1;
     CHECK(ks_version(db, &v0) == 0 && v0 == 0);
     struct key_spec s;
@@ -225,7 +225,7 @@ static void test_table(const char *dir, const char *path)
         return;
     }
     sqlite3 *db;
-    CHECK(ks_open(path, 1000, &db, err, sizeof err) == 0);
+    CHECK(ks_open(path, 1000, true, &db, err, sizeof err) == 0);
     struct key_spec s;
     struct key_spec_error e;
     CHECK(parse("{\"name\":\"t\",\"budget\":{\"usd\":10,\"period\":\"month\"}}", &s, &e) == 0);
