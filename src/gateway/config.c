@@ -1619,6 +1619,9 @@ static int parse_section(struct loader *ld, const struct section *sec, const yam
 
 static void free_section(const struct section *sec, void *base)
 {
+    /* first: what a hook allocated may hang off the table's fields (auth's
+     * key records off its keys list), which are freed below */
+    if (sec->release) sec->release(base);
     for (size_t i = 0; i < sec->nfields; i++) {
         const struct field *f = &sec->fields[i];
         char *p = (char *)base + f->offset;
@@ -1655,7 +1658,6 @@ static void free_section(const struct section *sec, void *base)
         default: break;
         }
     }
-    if (sec->release) sec->release(base);
 }
 
 /* ---------------------------------------------------------------- loading */

@@ -1,13 +1,13 @@
-/* keys.c — key records (keys.h) and the virtual keys: the store's table,
- * the serving process's copy of it, /admin/keys…, `shade keys`, the spend
- * ledger (doc/keys.md). */
+/* keys.c — key records (keys.h): references and lookups.  The virtual
+ * keys are in keys_spec.c (what a key is made of), keys_store.c (the
+ * store), keys_table.c (a serving process's table, the spend ledger),
+ * keys_admin.c (/admin/keys…) and keys_cli.c (`shade keys`); doc/keys.md. */
 #include "keys.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "module.h"
 
 void key_hold(const struct key_rec *k)
 {
@@ -42,43 +42,3 @@ const struct key_limits *key_model_limits(const struct key_rec *k, const char *m
             return &k->mlim[i].lim;
     return NULL;
 }
-
-/* ---- virtual keys: not built yet (issue 13) ---- */
-
-int keys_start(const struct config *cfg, char *err, size_t errlen)
-{
-    (void)cfg, (void)err, (void)errlen;
-    return 0;
-}
-
-void keys_stop(void) {}
-
-const struct key_rec *keys_acquire(const unsigned char digest[32])
-{
-    (void)digest;
-    return NULL;
-}
-
-void keys_record_usage(const struct key_rec *k, const char *model, int64_t tokens_in, int64_t tokens_out,
-                       double cost_usd)
-{
-    (void)k, (void)model, (void)tokens_in, (void)tokens_out, (void)cost_usd;
-}
-
-double keys_period_spend(const struct key_rec *k, int64_t now_unix)
-{
-    (void)k, (void)now_unix;
-    return 0;
-}
-
-int keys_cli(const char *config_path, int argc, char **argv)
-{
-    (void)config_path, (void)argc, (void)argv;
-    fprintf(stderr, "shade keys: not built yet\n");
-    return 2;
-}
-
-const struct pl_module mod_keys = {
-    .name = "keys",
-    .phase = PH_NONE,
-};

@@ -83,7 +83,21 @@ void keys_record_usage(const struct key_rec *k, const char *model, int64_t token
  * in USD (the budget's starting point after a restart of the master). */
 double keys_period_spend(const struct key_rec *k, int64_t now_unix);
 
-/* `shade keys create|list|revoke|rotate|usage ...`: exit status. */
+/* `shade keys create|list|revoke|rotate|usage ...`: exit status
+ * (keys_cli.c). */
 int keys_cli(const char *config_path, int argc, char **argv);
+
+/* ---- between the table (keys_table.c) and the admin API (keys_admin.c) ---- */
+
+struct ks_key;
+struct buf;
+/* The table is running in this process (auth.virtual_keys). */
+bool keys_running(void);
+/* A key this process just wrote to the store (created, rotated, revoked):
+ * put in (or taken out of) this process's table at once, ahead of the
+ * poll that every other process relies on.  Its spec's lists are taken. */
+void keys_apply(struct ks_key *k);
+/* shade_keys_live, and the counters of the keys with metrics: true. */
+void keys_render_metrics(struct buf *out);
 
 #endif
