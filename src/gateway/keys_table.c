@@ -643,7 +643,12 @@ static void *keys_main(void *arg)
 int keys_start(const struct config *cfg, char *err, size_t errlen)
 {
     const struct config_auth *a = auth_config(cfg);
-    if (!a || !a->enabled || !a->virtual_keys)
+    /* the store is needed for virtual keys, and for the ledger a budget
+     * starts from after a restart of the master */
+    bool budgets = false;
+    for (size_t i = 0; a && i < a->nkeys; i++)
+        budgets |= a->keys[i].budget.usd > 0;
+    if (!auth_on(a) || !(a->virtual_keys || budgets))
         return 0;
     if (ks_open(cfg->store.path, 5000, true, &T.db, err, errlen) < 0)
         return -1;

@@ -252,3 +252,20 @@ def test_budget_exact_under_concurrency(env):
     assert codes.count(429) > 0, codes
     assert sum(spent) <= 300 + reservation, (sum(spent), codes.count(200))
     assert sum(spent) >= 300 - 2 * reservation, sum(spent)
+
+
+def test_budget_survives_a_master_restart(env):
+    """The shared state goes with the master, but a budget's spend is in the
+    ledger: a new master starts the period's bucket from what was spent."""
+    sim = env.sim("--ttft-ms", 0, "--tps", 0, "--max-tokens", 4)
+    db = os.path.join(env.tmp, "store.db")
+    cfg = config(sim, "budget: { usd: 40, period: month }") + f"shadow_store:\n  path: {db}\n"
+    gw = env.gateway(cfg)
+    codes = [post(gw, chat("hi", max_tokens=4), headers=A)[0] for _ in range(8)]
+    assert 200 in codes and codes[-1] == 429, codes
+    assert env.last_gateway.stop() == 0  # the ledger's last rows are written at stop
+    gw2 = env.gateway(cfg)
+    st, _, data = post(gw2, chat("hi", max_tokens=4), headers=A)
+    assert st == 429 and err(data)["type"] == "insufficient_quota", data
+    # a key without a budget is not affected
+    assert post(gw2, chat("hi", max_tokens=4), headers=B)[0] == 200
