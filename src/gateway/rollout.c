@@ -365,6 +365,8 @@ static enum pl_rc rollout_request(struct pl_req *q, void *ctx)
     uint32_t b = canary_bucket(cfg->salt, strlen(cfg->salt), u, ul);
     c->ro = ro;
     c->canary = b < atomic_load_explicit(&ro->share_bp, memory_order_relaxed);
+    q->rollout = cfg->name;
+    q->variant = c->canary ? "canary" : "baseline";
     /* a unit new to this step: counted for the split test */
     uint64_t h = rnd_mix64(rnd_fnv1a64(RND_FNV1A64_INIT, u, ul)) | 1;
     bool fresh = false;
