@@ -633,3 +633,31 @@ def test_spans_carry_the_arm(env):
             assert a["gen_ai.request.model"] == ("demo-v2" if a["shade.variant"] == "canary" else "demo"), a
     finally:
         rx.close()
+
+
+def test_quality_sample_of_a_client_that_left_is_dropped(env):
+    """A sampled canary stream whose client leaves mid-answer: its baseline
+    legs are cancelled and the sample is dropped (counted), never paired."""
+    base = env.sim("--ttft-ms", 0, "--tps", 20)
+    cand = env.sim("--ttft-ms", 0, "--tps", 20)
+    db = os.path.join(env.tmp, "store.db")
+    gw = env.gateway(rollout_config(base, cand, db, "quality: { sample_percent: 100, deadline: 20s }",
+                                    steps=[(99, "60s", 100000)]))
+    for i in range(40):  # a user on the canary arm
+        st, variant, _ = ask(gw, f"user{i}")
+        if variant == "canary":
+            break
+    assert variant == "canary"
+    body = dict(chat(f"hello from user{i}", stream=True), user=f"user{i}")
+    s = harness.open_request(gw, body)
+    s.settimeout(5 * SLOW)
+    assert b"data:" in s.recv(4096)
+    s.close()
+    deadline = time.time() + 10 * SLOW
+    while time.time() < deadline:
+        q = rollout(gw)["quality"]
+        if q["dropped_canary_failed"] >= 1 and q["in_flight"] == 0 and q["paired"] + 1 == q["sampled"]:
+            break
+        time.sleep(0.1)
+    assert q["dropped_canary_failed"] == 1 and q["in_flight"] == 0, q
+    assert q["sampled"] == q["paired"] + 1, q  # the first request's sample (it finished) was paired
