@@ -11,7 +11,21 @@
 /* an e-value from its log, for messages: astronomically large ones as 1e300 */
 static double ev(double log_e) { return log_e > 690 ? 1e300 : exp(log_e); }
 
-const char *const canary_family_names[CANARY_FAMILIES] = { "failures", "latency", "ttft", "cost" };
+const char *const canary_family_names[CANARY_FAMILIES] = { "failures", "latency", "ttft", "cost", "refusals",
+                                                            "quality" };
+
+bool canary_family_on(const struct canary_rules *r, int f)
+{
+    return f == CF_REFUSALS ? r->refusals : f == CF_QUALITY ? r->quality : f >= 0 && f < CANARY_FAMILIES;
+}
+
+int canary_families_on(const struct canary_rules *r)
+{
+    int n = 0;
+    for (int f = 0; f < CANARY_FAMILIES; f++)
+        n += canary_family_on(r, f);
+    return n;
+}
 const char *const canary_phase_names[] = { "canary", "promoted", "rolled_back", "frozen", "shadow" };
 const char *const canary_action_names[] = { "none", "advance", "promote", "rollback", "freeze" };
 
@@ -25,6 +39,9 @@ void canary_rules_default(struct canary_rules *r)
     r->cost_margin = 1.25;
     r->success_min = 0.95;
     r->srm_alpha = 0.001;
+    r->refusals = true;
+    r->quality = false;
+    r->quality_margin = 0.10;
     static const double shares[] = { 1, 5, 25, 50 };
     for (size_t i = 0; i < 4; i++)
         r->steps[i] = (struct canary_step){ shares[i], 60, 300 };
@@ -56,6 +73,10 @@ void canary_add(struct canary_state *s, const struct canary_counts *d)
         t[i]->can_units += d->can_units;
         t[i]->cost_high += d->cost_high;
         t[i]->cost_other += d->cost_other;
+        t[i]->base_refusal += d->base_refusal;
+        t[i]->can_refusal += d->can_refusal;
+        t[i]->qual_worse += d->qual_worse;
+        t[i]->qual_other += d->qual_other;
     }
 }
 
@@ -98,13 +119,20 @@ static void look(struct canary_state *s, const struct canary_rules *r)
      * request is (the step's realized share; w before any request) */
     uint64_t nreq = c->can_req + c->base_req;
     double rw = nreq ? (double)c->can_req / (double)nreq : w;
+    /* refusals the same way, among the requests that answered */
+    uint64_t can_ok = c->can_req - c->can_fail, base_ok = c->base_req - c->base_fail;
+    double ow = can_ok + base_ok ? (double)can_ok / (double)(can_ok + base_ok) : w;
     double cur[CANARY_FAMILIES] = {
         rw > 0 && rw < 1 ? seq_log_e((double)c->can_fail, (double)c->base_fail, rw) : 0,
         seq_log_e_sign((double)c->lat_slow, (double)c->lat_other),
         seq_log_e_sign((double)c->ttft_slow, (double)c->ttft_other),
         seq_log_e_sign((double)c->cost_high, (double)c->cost_other),
+        ow > 0 && ow < 1 ? seq_log_e((double)c->can_refusal, (double)c->base_refusal, ow) : 0,
+        seq_log_e_sign((double)c->qual_worse, (double)c->qual_other),
     };
     for (int f = 0; f < CANARY_FAMILIES; f++) {
+        if (!canary_family_on(r, f))
+            cur[f] = 0;
         s->log_e[f] = s->log_carry[f] + cur[f];
         if (s->log_e[f] > s->log_e_max[f])
             s->log_e_max[f] = s->log_e[f];
@@ -125,10 +153,10 @@ void canary_check(struct canary_state *s, const struct canary_rules *r, double n
         return;
     look(s, r);
     double w = canary_share(s, r);
-    /* rollback: any family, Bonferroni over them */
-    double thr = log(CANARY_FAMILIES / r->alpha_rollback);
+    /* rollback: any family, Bonferroni over those tested */
+    double thr = log(canary_families_on(r) / r->alpha_rollback);
     for (int f = 0; f < CANARY_FAMILIES; f++)
-        if (s->log_e_max[f] >= thr) {
+        if (canary_family_on(r, f) && s->log_e_max[f] >= thr) {
             d->action = CA_ROLLBACK;
             d->family = f;
             s->phase = CP_ROLLED_BACK;
@@ -139,6 +167,19 @@ void canary_check(struct canary_state *s, const struct canary_rules *r, double n
                          "%llu failures this step (e-value %.3g >= %.3g)",
                          w, (unsigned long long)c->can_fail,
                          (unsigned long long)(c->can_fail + c->base_fail), ev(s->log_e_max[f]), exp(thr));
+            else if (f == CF_REFUSALS)
+                snprintf(d->reason, sizeof d->reason,
+                         "the canary refuses more than the baseline: at %.4g%% of traffic it gave %llu of "
+                         "%llu refusals this step (e-value %.3g >= %.3g)",
+                         w, (unsigned long long)c->can_refusal,
+                         (unsigned long long)(c->can_refusal + c->base_refusal), ev(s->log_e_max[f]), exp(thr));
+            else if (f == CF_QUALITY)
+                snprintf(d->reason, sizeof d->reason,
+                         "the canary's answers are worse than the baseline's by more than %.2f in most sampled "
+                         "pairs (agreement with a baseline answer, against the baseline's own): %llu of %llu "
+                         "this step (e-value %.3g >= %.3g)",
+                         r->quality_margin, (unsigned long long)c->qual_worse,
+                         (unsigned long long)(c->qual_worse + c->qual_other), ev(s->log_e_max[f]), exp(thr));
             else if (f == CF_COST)
                 snprintf(d->reason, sizeof d->reason,
                          "the canary costs more than %.2fx the baseline per request in most pairs: %llu of %llu "

@@ -22,6 +22,17 @@
  *              streamed requests; cost per request the same, against
  *              cost_margin (a candidate cheaper per token that says more
  *              costs more per request)
+ *   refusals   like failures, among the requests that answered: if both
+ *              arms refuse alike, a refusal comes from the canary as often
+ *              as an answer does (the step's realized share of answered
+ *              requests); H0 "the canary's share of refusals <= that"
+ *   quality    a sample of canary requests is also sent twice to the
+ *              baseline (B1, B2, side calls); D = agreement(B1, canary) -
+ *              agreement(B1, B2), the comparators' mean (compare.h).  If
+ *              the arms answer alike, the canary's answer and B2 are
+ *              exchangeable and D is symmetric about 0.  A pair is *worse*
+ *              when D < -quality_margin; H0 "worse in at most half the
+ *              pairs" (a sign test, like latency)
  *   split      sample-ratio mismatch: the canary's share of the *units*
  *              first seen in the step against w, both sides (each new unit
  *              lands on the canary with chance w, whatever its traffic); a
@@ -60,10 +71,14 @@ struct canary_rules {
     double cost_margin;       /* 1.25: rollback when shown costlier than this x per request */
     double success_min;       /* 0.95: promote only when the canary's success is shown above */
     double srm_alpha;         /* 0.001: freeze on a sample-ratio mismatch */
+    bool refusals;            /* true: the refusal family is tested */
+    bool quality;             /* true: the quality family is tested (paired samples) */
+    double quality_margin;    /* 0.10: a pair is worse when D < -quality_margin */
     struct canary_step steps[CANARY_MAX_STEPS];
     size_t nsteps;
 };
-void canary_rules_default(struct canary_rules *r); /* steps 1, 5, 25, 50 % of 60 s / 300 requests */
+/* steps 1, 5, 25, 50 % of 60 s / 300 requests; refusals on, quality off */
+void canary_rules_default(struct canary_rules *r);
 
 /* What the arms did during the current step. */
 struct canary_counts {
@@ -74,10 +89,17 @@ struct canary_counts {
     uint64_t ttft_slow, ttft_other; /* streamed pairs, the same on TTFT */
     uint64_t base_units, can_units; /* units first seen in the step, by the arm they got */
     uint64_t cost_high, cost_other; /* priced pairs: canary > cost_margin x baseline; not */
+    uint64_t base_refusal, can_refusal; /* answered (2xx) requests whose answer is a refusal */
+    uint64_t qual_worse, qual_other;    /* quality pairs: D < -quality_margin; not */
 };
 
-enum canary_family { CF_FAILURES, CF_LATENCY, CF_TTFT, CF_COST, CANARY_FAMILIES };
+enum canary_family { CF_FAILURES, CF_LATENCY, CF_TTFT, CF_COST, CF_REFUSALS, CF_QUALITY, CANARY_FAMILIES };
 extern const char *const canary_family_names[CANARY_FAMILIES];
+/* Is family f tested under r (refusals and quality can be off)?  The
+ * families tested share alpha_rollback: each alarms at an e-value of
+ * canary_families_on(r) / alpha_rollback. */
+bool canary_family_on(const struct canary_rules *r, int f);
+int canary_families_on(const struct canary_rules *r);
 
 /* CP_SHADOW: before the first step, the candidate is only shadowed (share
  * 0) until the shadow analysis says ready; canary_begin moves it on. */

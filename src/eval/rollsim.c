@@ -29,6 +29,13 @@
  *     canary requests are paired the same way, with the newest unpaired
  *     streamed baseline success, on TTFT.  Canary errors that are not
  *     timeouts count only as failures;
+ *   - refusals: each answered request is a refusal with chance 2 %, the
+ *     canary's + refuse_extra;
+ *   - quality: ROLLSIM_QUALITY_SAMPLE of the canary's answered requests are
+ *     paired samples; agreement(baseline, canary) and agreement(baseline,
+ *     baseline again) are each 0.7 + 0.15 N(0, 1), clamped to [0, 1], the
+ *     canary's minus quality_drop; D is their difference, worse when D <
+ *     -quality_margin (equal arms: D symmetric about 0);
  *   - the decision: the counts since the last check are added and
  *     canary_check runs every 10 simulated seconds, under rollsim_rules
  *     (canary_rules_default with 60-second steps); the run ends at the
@@ -52,32 +59,42 @@
 #define BAD_HOUR 3600.0
 #define TIMEOUT_SHARE 0.3
 #define STREAMED 0.5
+#define REFUSE 0.02     /* the baseline's refusals among answered requests */
 
 const struct rollsim_scenario rollsim_scenarios[] = {
-    /* name, what, null, expect, rate, p_base, p_can, lat, ttft, split, bad_success, bad_slow, users, cost */
-    { "aa", "equal arms, 99 % success, 50 req/s", true, RS_PROMOTE, 50, 0.99, 0.99, 1, 1, 1, 0, 1, 0, 1 },
+    /* name, what, null, expect, rate, p_base, p_can, lat, ttft, split, bad_success, bad_slow, users, cost,
+       refuse_extra, quality_drop */
+    { "aa", "equal arms, 99 % success, 50 req/s", true, RS_PROMOTE, 50, 0.99, 0.99, 1, 1, 1, 0, 1, 0, 1, 0, 0 },
     { "aa_bad_hour", "equal arms; for an hour both fail 10 % and are 2x slower", true, RS_PROMOTE,
-      50, 0.99, 0.99, 1, 1, 1, 0.90, 2, 0, 1 },
-    { "aa_low_traffic", "equal arms at 5 req/s", true, RS_PROMOTE, 5, 0.99, 0.99, 1, 1, 1, 0, 1, 0, 1 },
+      50, 0.99, 0.99, 1, 1, 1, 0.90, 2, 0, 1, 0, 0 },
+    { "aa_low_traffic", "equal arms at 5 req/s", true, RS_PROMOTE, 5, 0.99, 0.99, 1, 1, 1, 0, 1, 0, 1, 0, 0 },
     { "aa_sticky_users", "equal arms; units are 1,000 users with Zipf(1) traffic", true, RS_PROMOTE,
-      50, 0.99, 0.99, 1, 1, 1, 0, 1, 1000, 1 },
-    { "latency_x1.5", "the canary 1.5x slower", false, RS_ROLLBACK, 50, 0.99, 0.99, 1.5, 1, 1, 0, 1, 0, 1 },
-    { "latency_x2", "the canary 2x slower", false, RS_ROLLBACK, 50, 0.99, 0.99, 2, 1, 1, 0, 1, 0, 1 },
+      50, 0.99, 0.99, 1, 1, 1, 0, 1, 1000, 1, 0, 0 },
+    { "latency_x1.5", "the canary 1.5x slower", false, RS_ROLLBACK, 50, 0.99, 0.99, 1.5, 1, 1, 0, 1, 0, 1, 0, 0 },
+    { "latency_x2", "the canary 2x slower", false, RS_ROLLBACK, 50, 0.99, 0.99, 2, 1, 1, 0, 1, 0, 1, 0, 0 },
     { "errors_plus5", "the canary fails 5 points more (94 % vs 99 %)", false, RS_ROLLBACK, 50, 0.99,
-      0.94, 1, 1, 1, 0, 1, 0, 1 },
+      0.94, 1, 1, 1, 0, 1, 0, 1, 0, 0 },
     { "errors_plus2", "the canary fails 2 points more (97 % vs 99 %)", false, RS_ROLLBACK, 50, 0.99,
-      0.97, 1, 1, 1, 0, 1, 0, 1 },
+      0.97, 1, 1, 1, 0, 1, 0, 1, 0, 0 },
     { "ttft_x1.2", "the canary's TTFT 1.2x (exactly latency_margin)", false, RS_ROLLBACK, 50, 0.99,
-      0.99, 1, 1.2, 1, 0, 1, 0, 1 },
-    { "ttft_x1.5", "the canary's TTFT 1.5x", false, RS_ROLLBACK, 50, 0.99, 0.99, 1, 1.5, 1, 0, 1, 0, 1 },
+      0.99, 1, 1.2, 1, 0, 1, 0, 1, 0, 0 },
+    { "ttft_x1.5", "the canary's TTFT 1.5x", false, RS_ROLLBACK, 50, 0.99, 0.99, 1, 1.5, 1, 0, 1, 0, 1, 0, 0 },
     { "broken_split", "equal arms, the canary gets 1.5x its share", true, RS_FREEZE, 50, 0.99, 0.99, 1,
-      1, 1.5, 0, 1, 0, 1 },
+      1, 1.5, 0, 1, 0, 1, 0, 0 },
     { "cost_x2", "the canary costs 2x per request (says more, or a dearer price)", false, RS_ROLLBACK, 50, 0.99,
-      0.99, 1, 1, 1, 0, 1, 0, 2 },
+      0.99, 1, 1, 1, 0, 1, 0, 2, 0, 0 },
     { "cost_x1.25", "the canary costs 1.25x per request (exactly cost_margin)", false, RS_ROLLBACK, 50, 0.99,
-      0.99, 1, 1, 1, 0, 1, 0, 1.25 },
+      0.99, 1, 1, 1, 0, 1, 0, 1.25, 0, 0 },
     { "dead", "the canary fails half its requests", false, RS_ROLLBACK, 50, 0.99, 0.50, 1, 1, 1, 0, 1,
-      0, 1 },
+      0, 1, 0, 0 },
+    { "refuses_plus10", "the canary refuses 10 points more (12 % vs 2 % of answers)", false, RS_ROLLBACK, 50,
+      0.99, 0.99, 1, 1, 1, 0, 1, 0, 1, 0.10, 0 },
+    { "refuses_plus2", "the canary refuses 2 points more (4 % vs 2 %)", false, RS_ROLLBACK, 50, 0.99, 0.99, 1,
+      1, 1, 0, 1, 0, 1, 0.02, 0 },
+    { "quality_drop0.3", "the canary's answers agree 0.3 less with the baseline's (garbled)", false,
+      RS_ROLLBACK, 50, 0.99, 0.99, 1, 1, 1, 0, 1, 0, 1, 0, 0.3 },
+    { "quality_drop0.1", "the canary's answers agree 0.1 less (exactly quality_margin)", false, RS_ROLLBACK, 50,
+      0.99, 0.99, 1, 1, 1, 0, 1, 0, 1, 0, 0.1 },
 };
 const unsigned rollsim_nscenarios = sizeof rollsim_scenarios / sizeof rollsim_scenarios[0];
 
@@ -94,6 +111,7 @@ void rollsim_rules(struct canary_rules *r)
     canary_rules_default(r);
     for (size_t i = 0; i < r->nsteps; i++)
         r->steps[i].min_seconds = 60;
+    r->quality = true;
 }
 
 /* ---------------------------------------------------------------- random */
@@ -228,9 +246,11 @@ static void one_run(const struct rollsim_scenario *sc, const struct canary_rules
             else
                 delta.base_units++;
         }
+        bool refused = ok && bern(rng, REFUSE + (can ? sc->refuse_extra : 0));
         if (!can) {
             delta.base_req++;
             delta.base_fail += !ok;
+            delta.base_refusal += refused;
             if (ok) {
                 lat = (struct pending){ true, slow };
                 if (streamed)
@@ -240,6 +260,16 @@ static void one_run(const struct rollsim_scenario *sc, const struct canary_rules
         }
         delta.can_req++;
         delta.can_fail += !ok;
+        delta.can_refusal += refused;
+        if (ok && bern(rng, ROLLSIM_QUALITY_SAMPLE)) {
+            double gc = 0.7 + 0.15 * normal(rng) - sc->quality_drop, gn = 0.7 + 0.15 * normal(rng);
+            gc = gc < 0 ? 0 : gc > 1 ? 1 : gc;
+            gn = gn < 0 ? 0 : gn > 1 ? 1 : gn;
+            if (gc - gn < -rules->quality_margin)
+                delta.qual_worse++;
+            else
+                delta.qual_other++;
+        }
         if (!ok && !timeout)
             continue;
         if (lat.have) {
@@ -414,8 +444,8 @@ int rollsim_main(int argc, char **argv)
             printf("%s %g%%", i ? "," : "", rules.steps[i].share);
         printf(" (>= %.0f s and %llu canary requests each), seed %llu\n\n", rules.steps[0].min_seconds,
                (unsigned long long)rules.steps[0].min_requests, (unsigned long long)seed);
-        printf("%-16s %-8s %8s %-23s %7s %8s %7s %7s %8s %8s %6s %7s\n", "scenario", "goal", "rollback",
-               " by family f/l/t/c", "<25%", "promote", "freeze", "undec.", "exp.med", "exp.p90", "share",
+        printf("%-16s %-8s %8s %-35s %7s %8s %7s %7s %8s %8s %6s %7s\n", "scenario", "goal", "rollback",
+               " by family f/l/t/c/r/q", "<25%", "promote", "freeze", "undec.", "exp.med", "exp.p90", "share",
                "sec.med");
     }
     bool first = true;
@@ -445,10 +475,11 @@ int rollsim_main(int argc, char **argv)
             jnum("seconds_median", r.seconds_median);
             printf(",\"requests_per_run\":%.0f}", r.requests_per_run);
         } else {
-            char fam[48];
-            snprintf(fam, sizeof fam, "%.3f/%.3f/%.3f/%.3f", r.rollback_family[0] / R, r.rollback_family[1] / R,
-                     r.rollback_family[2] / R, r.rollback_family[3] / R);
-            printf("%-16s %-8s %7.1f%% %-23s %6.1f%% %7.1f%% %6.1f%% %6.1f%%", sc->name,
+            char fam[64];
+            snprintf(fam, sizeof fam, "%.3f/%.3f/%.3f/%.3f/%.3f/%.3f", r.rollback_family[0] / R,
+                     r.rollback_family[1] / R, r.rollback_family[2] / R, r.rollback_family[3] / R,
+                     r.rollback_family[4] / R, r.rollback_family[5] / R);
+            printf("%-16s %-8s %7.1f%% %-35s %6.1f%% %7.1f%% %6.1f%% %6.1f%%", sc->name,
                    expect_names[sc->expect], 100 * r.rollbacks / R, fam, 100 * r.rollback_early / R,
                    100 * r.promotions / R, 100 * r.freezes / R, 100 * r.undecided / R);
             pn(r.exposure_median, 8);

@@ -37,6 +37,8 @@ struct rollsim_scenario {
     double bad_slow;          /* and both arms are this much slower */
     unsigned users;           /* 0: every request is its own unit; else a Zipf(1) pool of this many */
     double cost_factor;       /* the canary's cost per request multiplier (0: the same as 1) */
+    double refuse_extra;      /* the canary refuses this much more often than the baseline's 2 % */
+    double quality_drop;      /* the canary's answers agree this much less with the baseline's */
 };
 extern const struct rollsim_scenario rollsim_scenarios[];
 extern const unsigned rollsim_nscenarios;
@@ -59,7 +61,9 @@ int rollsim_run(const struct rollsim_scenario *sc, const struct canary_rules *ru
                 uint64_t seed, struct rollsim_result *out);
 
 /* The rules the simulator uses: canary_rules_default with every step's
- * min_seconds set to 60 (so a run finishes in simulated minutes). */
+ * min_seconds set to 60 (so a run finishes in simulated minutes), and the
+ * quality gate on (ROLLSIM_QUALITY_SAMPLE of the canary's answers paired). */
+#define ROLLSIM_QUALITY_SAMPLE 0.10
 void rollsim_rules(struct canary_rules *r);
 
 /* `shade simulate-rollouts [--runs N] [--seed N] [--scenario NAME]

@@ -302,6 +302,14 @@ static const struct section rollout_step_section =
 #undef S
 
 #define S struct config_rollout
+static const struct field rollout_quality_fields[] = {
+    NUM(S, "sample_percent", quality_sample_percent, 0, 100, "0"),
+    UINT(S, "max_concurrent", quality_max_concurrent, 2, 1000000, "16"),
+    DUR(S, "deadline", quality_deadline_ms, "60s"),
+};
+static const struct section rollout_quality_section =
+    SECTION("quality", "in quality", rollout_quality_fields, S, NULL, NULL);
+
 static const struct field rollout_fields[] = {
     STR(S, "name", name, F_REQUIRED | F_UNIQUE | F_TOKEN, 1, 128, NULL, NULL),
     STR(S, "model", model, F_REQUIRED | F_TOKEN, 1, 256, NULL, NULL),
@@ -324,6 +332,10 @@ static const struct field rollout_fields[] = {
     STR(S, "webhook", webhook, F_TOKEN, 8, 2048, check_http_url, NULL),
     STR(S, "confirm_url", confirm_url, F_TOKEN, 8, 2048, check_http_url, NULL),
     DUR(S, "webhook_timeout", webhook_timeout_ms, "2s"),
+    BOOL(S, "refusals", refusals, "true"),
+    TEXTLIST(S, "refusal_patterns", refusal_patterns, nrefusal, 256),
+    NUM(S, "quality_margin", quality_margin, 0, 1, "0.10"), /* (0, 1): finish_rollouts */
+    FLAT("quality", rollout_quality_section),
 };
 static const struct section rollout_section =
     SECTION("rollout", "in rollout", rollout_fields, S, NULL, NULL);
@@ -1305,6 +1317,8 @@ static int finish_rollouts(struct loader *ld, const yaml_node_t *map, struct con
             if (!(*alphas[a] > 0 && *alphas[a] <= 0.5))
                 return fail(ld, at, "rollout \"%s\": %s must be in (0, 0.5]", ro->name, names[a]);
         if (!(ro->success_min < 1)) return fail(ld, at, "rollout \"%s\": success_min must be below 1", ro->name);
+        if (!(ro->quality_margin > 0 && ro->quality_margin < 1))
+            return fail(ld, at, "rollout \"%s\": quality_margin must be in (0, 1)", ro->name);
         if (!ro->salt && !(ro->salt = dupn(ld, NULL, ro->name, strlen(ro->name)))) return -1;
         if (ro->shadow) {
             size_t s = 0;

@@ -165,6 +165,15 @@ struct config_rollout {
     char *webhook;                /* http:// URL: every decision POSTed there */
     char *confirm_url;            /* http:// URL: asked before an advance or a promotion */
     uint32_t webhook_timeout_ms;  /* default 2s */
+    bool refusals;                /* the refusal gate; default true */
+    char **refusal_patterns;      /* case-insensitive substrings; none: compare.c's defaults */
+    size_t nrefusal;
+    /* the quality gate: quality_sample_percent of canary requests are also
+     * sent twice to the baseline (side calls) and compared; 0 = off */
+    double quality_sample_percent;
+    double quality_margin;        /* default 0.10 */
+    uint32_t quality_max_concurrent; /* baseline legs in flight, all workers; default 16 */
+    uint32_t quality_deadline_ms; /* per baseline leg; default 60s */
     size_t model_index, candidate_index, shadow_index; /* resolved */
 };
 

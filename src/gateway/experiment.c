@@ -125,6 +125,8 @@ static enum pl_rc experiment_request(struct pl_req *q, void *ctx)
         a++;
     c->ex = ex;
     c->arm = (uint16_t)a;
+    q->experiment = cfg->name;
+    q->variant = cfg->arms[a].name;
     if (ex->arms[a].m != q->m0) {
         /* served as the arm's model: its pool, limits, fallbacks and metrics */
         q->m0 = q->m = ex->arms[a].m;

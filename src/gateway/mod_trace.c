@@ -84,6 +84,12 @@ static void trace_finish(struct pl_req *q, void *ctx, const struct pl_outcome *o
         span_attr_double(&sp, "shade.ttft_ms", (double)(o->t_first_token - q->http->t_ready_ns) / 1e6);
     span_attr_double(&sp, "shade.overhead_us", (double)q->ovh_ns / 1e3);
     span_attr_int(&sp, "shade.shadowed", q->mirrored ? 1 : 0);
+    if (q->rollout)
+        span_attr_str(&sp, "shade.rollout", q->rollout, strlen(q->rollout));
+    if (q->experiment)
+        span_attr_str(&sp, "shade.experiment", q->experiment, strlen(q->experiment));
+    if (q->variant)
+        span_attr_str(&sp, "shade.variant", q->variant, strlen(q->variant));
     if (o->err_kind)
         span_attr_str(&sp, "error.type", o->err_kind, strlen(o->err_kind));
     sp.status = o->status >= 500 ? SPAN_STATUS_ERROR : SPAN_STATUS_UNSET;

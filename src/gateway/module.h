@@ -97,6 +97,10 @@ struct pl_req {
     int mirrored;                      /* pairs this request is the primary of (shadow) */
     bool renamed;                      /* a route module chose m0 (a rollout's candidate): upstream it is
                                           named as m0, not as the client named it */
+    /* the arm a route module put the request on, for the span: a rollout's
+     * or an experiment's name and the arm (baseline | canary, or the
+     * experiment arm's name); NULL when none */
+    const char *rollout, *experiment, *variant;
     bool key_auth;                     /* shade checked the client's key: it is not sent upstream
                                           (unless the backend sets pass_client_key) */
     const char *key_name;              /* the key's name (logs), NULL when none */

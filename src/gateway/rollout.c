@@ -13,9 +13,11 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "answer.h"
 #include "bg.h"
 #include "buf.h"
 #include "canary.h"
+#include "compare.h"
 #include "gateway.h"
 #include "hclient.h"
 #include "json.h"
@@ -26,6 +28,7 @@
 #include "pair.h"
 #include "rand.h"
 #include "router.h"
+#include "side.h"
 #include "verdict.h"
 
 #define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
@@ -34,9 +37,19 @@
 enum {
     RC_BASE_REQ, RC_CAN_REQ, RC_BASE_FAIL, RC_CAN_FAIL, RC_LAT_SLOW, RC_LAT_OTHER,
     RC_LAT_FAST, RC_LAT_NOTFAST, RC_TTFT_SLOW, RC_TTFT_OTHER, RC_BASE_UNITS, RC_CAN_UNITS, RC_COST_HIGH,
-    RC_COST_OTHER, RC_COUNTS, /* = canary_counts */
+    RC_COST_OTHER,
+    RC_COUNTS_V1, /* the counts a stored check had before refusals and quality */
+    RC_BASE_REFUSAL = RC_COUNTS_V1, RC_CAN_REFUSAL, RC_QUAL_WORSE, RC_QUAL_OTHER,
+    RC_COUNTS, /* = canary_counts */
     RC_NOUNIT = RC_COUNTS, RC__N
 };
+
+/* the quality gate's samples: what became of them (not decision counts) */
+enum { RQ_SAMPLED, RQ_PAIRED, RQ_DROP_CAP, RQ_DROP_BASELINE, RQ_DROP_CANARY, RQ_DROP_QUEUE, RQ__N };
+static const char *const rq_names[RQ__N] = { "sampled", "paired", "dropped_cap", "dropped_baseline_failed",
+                                             "dropped_canary_failed", "dropped_queue_full" };
+/* samples waiting for the controller's comparison */
+#define QUALITY_QUEUE 1024
 
 /* units seen in the current step, for the split test on new units: an
  * open-addressing set of their 64-bit hashes; once 3/4 full, later new units
@@ -71,6 +84,12 @@ struct rollout_rt {
     double next_check;
     struct shadow_rt *shadow;       /* the shadow stage's shadow, or NULL */
     struct hook { struct hc_url url; struct hc_addrs addrs; bool on; } webhook, confirm;
+    /* refusals and the quality gate */
+    struct cmp_opts refusal_opts;   /* the rollout's patterns (refusal_patterns NULL: the defaults) */
+    _Atomic int q_inflight;         /* baseline legs in flight, all workers */
+    _Atomic uint64_t qcnt[RQ__N];
+    struct qsample *qhead, *qtail;  /* compared samples waiting for the controller (under lock) */
+    size_t qn;
 };
 
 static struct {
@@ -88,9 +107,34 @@ static void set_share(struct rollout_rt *ro)
 
 /* ================================================================ module */
 
+/* A quality sample: a canary request also sent twice to the baseline
+ * (side calls on the request's worker).  Owned by the canary request and
+ * the legs running (a plain count: one worker loop); the last to finish
+ * hands it to the controller's queue, or drops it, counted. */
+enum { QS_CANARY, QS_BASE, QS_NOISE, QS__N };
+struct qsample;
+struct qleg { struct qsample *s; int k; };
+struct qsample {
+    struct rollout_rt *ro;
+    struct qsample *next;          /* the controller's queue */
+    struct worker *w;
+    int refs;
+    bool chat, started;
+    bool failed[QS__N];
+    struct shadow_answer ans[QS__N];
+    struct side_call *call[QS__N]; /* running legs (QS_BASE, QS_NOISE) */
+    struct qleg leg[QS__N];
+    const char *cbody;             /* the client's body, only while the legs start */
+    size_t cbody_len;
+    char reqid[132];
+    double ts;
+};
+
 struct ro_ctx {
     struct rollout_rt *ro; /* NULL: the model has no rollout */
     bool canary;
+    struct shadow_answer *ans; /* the answer, read for refusals and the quality sample; NULL: not read */
+    struct qsample *qs;        /* a quality sample, NULL: not sampled */
 };
 
 bool rollout_unit(const struct pl_req *q, int unit, const char *unit_header, const char **u, size_t *ul)
@@ -118,6 +162,195 @@ bool rollout_unit(const struct pl_req *q, int unit, const char *unit_header, con
     return false;
 }
 
+/* ================================================================ quality samples */
+
+static bool quality_sampled(struct worker *w, double percent)
+{
+    if (percent >= 100)
+        return true;
+    return (double)(rnd_xorshift64s(&w->rng) >> 11) * (1.0 / 9007199254740992.0) * 100.0 < percent;
+}
+
+/* A canary request is sampled: room for its two baseline legs under the
+ * rollout's cap, else dropped (counted), never queued. */
+static void quality_admit(struct pl_req *q, struct ro_ctx *c)
+{
+    struct rollout_rt *ro = c->ro;
+    atomic_fetch_add_explicit(&ro->qcnt[RQ_SAMPLED], 1, memory_order_relaxed);
+    if (atomic_fetch_add_explicit(&ro->q_inflight, 2, memory_order_relaxed) + 2 > (int)ro->cfg->quality_max_concurrent) {
+        atomic_fetch_sub_explicit(&ro->q_inflight, 2, memory_order_relaxed);
+        atomic_fetch_add_explicit(&ro->qcnt[RQ_DROP_CAP], 1, memory_order_relaxed);
+        return;
+    }
+    struct qsample *s = calloc(1, sizeof *s);
+    if (!s) {
+        atomic_fetch_sub_explicit(&ro->q_inflight, 2, memory_order_relaxed);
+        atomic_fetch_add_explicit(&ro->qcnt[RQ_DROP_CAP], 1, memory_order_relaxed);
+        return;
+    }
+    s->ro = ro;
+    s->w = q->w;
+    s->refs = 1; /* the canary request */
+    s->chat = q->ep == EP_CHAT;
+    s->ts = unix_now();
+    snprintf(s->reqid, sizeof s->reqid, "%.*s", (int)q->http->reqid_len, q->http->reqid);
+    for (int k = 0; k < QS__N; k++) {
+        shadow_answer_init(&s->ans[k], q->w->gw->cfg->store.response_max_bytes);
+        s->leg[k] = (struct qleg){ s, k };
+    }
+    c->qs = s;
+}
+
+static void qsample_free(struct qsample *s)
+{
+    for (int k = 0; k < QS__N; k++)
+        shadow_answer_free(&s->ans[k]);
+    free(s);
+}
+
+/* The canary request and both legs are done: to the controller's queue
+ * when all three answered, else dropped and counted. */
+static void quality_unref(struct qsample *s)
+{
+    if (--s->refs > 0)
+        return;
+    struct rollout_rt *ro = s->ro;
+    int drop = s->failed[QS_CANARY] || !s->started                    ? RQ_DROP_CANARY
+               : s->failed[QS_BASE] || s->failed[QS_NOISE]             ? RQ_DROP_BASELINE
+                                                                       : -1;
+    if (drop < 0) {
+        pthread_mutex_lock(&ro->lock);
+        if (ro->qn < QUALITY_QUEUE) {
+            s->next = NULL;
+            if (ro->qtail)
+                ro->qtail->next = s;
+            else
+                ro->qhead = s;
+            ro->qtail = s;
+            ro->qn++;
+            s = NULL;
+        }
+        pthread_mutex_unlock(&ro->lock);
+        if (s)
+            drop = RQ_DROP_QUEUE;
+    }
+    if (drop >= 0) {
+        atomic_fetch_add_explicit(&ro->qcnt[drop], 1, memory_order_relaxed);
+        qsample_free(s);
+    }
+}
+
+/* The leg's body: the client's (before the candidate's `set:` was applied),
+ * named for the baseline's backend, with the baseline's `set:`. */
+struct qdrop { const struct config_model *m; };
+static bool qleg_drops(const struct json_span *key, void *arg)
+{
+    const struct qdrop *d = arg;
+    return json_str_eq(key, "model") || pl_override_named(d->m->set, d->m->nset, key);
+}
+
+static int qleg_pick(void *arg, const struct backend *be, struct buf *body)
+{
+    struct qleg *l = arg;
+    struct qsample *s = l->s;
+    const struct config_model *m = s->ro->base->cfg;
+    const char *um = be->cfg->model ? be->cfg->model : m->name;
+    struct json_span root;
+    if (!s->cbody || json_validate(s->cbody, s->cbody_len, &root, NULL) < 0 || root.type != JSON_OBJECT)
+        return -1;
+    struct qdrop d = { m };
+    buf_append(body, "{", 1);
+    pl_write_members(body, &root, qleg_drops, &d);
+    char esc[600];
+    long el = json_escape(um, strlen(um), esc, sizeof esc);
+    if (el < 0)
+        return -1;
+    buf_append_str(body, buf_used(body) > 1 ? ",\"model\":" : "\"model\":");
+    buf_append(body, esc, (size_t)el);
+    pl_write_overrides(body, m->set, m->nset, true);
+    buf_append(body, "}", 1);
+    return buf_data(body) ? 0 : -1;
+}
+
+static void qleg_event(void *arg, const char *data, size_t len, bool gap)
+{
+    struct qleg *l = arg;
+    struct shadow_answer *a = &l->s->ans[l->k];
+    if (gap)
+        shadow_answer_gap(a);
+    shadow_answer_sse(a, data, len, mono_ns());
+}
+
+static void qleg_end(void *arg, const struct side_result *r)
+{
+    struct qleg *l = arg;
+    struct qsample *s = l->s;
+    struct shadow_answer *a = &s->ans[l->k];
+    bool ok = r->end == SIDE_DONE && r->status >= 200 && r->status < 300;
+    if (r->sse) {
+        shadow_answer_finish_stream(a);
+        ok = ok && !r->sse_skipped;
+    } else if (ok) {
+        struct json_span root;
+        ok = !r->too_large && json_validate(r->body ? r->body : "", r->body_len, &root, NULL) == 0 &&
+             root.type == JSON_OBJECT;
+        if (ok)
+            shadow_answer_json_root(a, &root);
+    }
+    s->failed[l->k] = !ok;
+    s->call[l->k] = NULL;
+    atomic_fetch_sub_explicit(&s->ro->q_inflight, 1, memory_order_relaxed);
+    quality_unref(s);
+}
+
+static const struct side_ops qleg_ops = { .on_pick = qleg_pick, .on_event = qleg_event, .on_end = qleg_end };
+
+static void quality_start(struct pl_req *q, struct qsample *s)
+{
+    struct rollout_rt *ro = s->ro;
+    s->started = true;
+    s->cbody = q->http->body ? q->http->body : "";
+    s->cbody_len = q->http->body ? q->http->body_len : 0;
+    const char *tag = ro->cfg->name;
+    const struct http_hdr hdrs[] = {
+        { "x-request-id", 12, s->reqid, strlen(s->reqid) },
+        { "x-shade-rollout", 15, tag, strlen(tag) },
+    };
+    struct side_request rq = {
+        .path = s->chat ? "/v1/chat/completions" : "/v1/completions",
+        .hdrs = hdrs,
+        .nhdrs = sizeof hdrs / sizeof hdrs[0],
+        .hint = { 0, (uint32_t)q->est_tokens },
+        .deadline_ms = ro->cfg->quality_deadline_ms,
+        .capture_max = SHADOW_LEG_CAPTURE_MAX,
+    };
+    for (int k = QS_BASE; k <= QS_NOISE; k++) {
+        s->refs++;
+        struct side_call *call = side_start(q->w, ro->base, &rq, &qleg_ops, &s->leg[k]);
+        if (call) /* NULL: it has ended already */
+            s->call[k] = call;
+    }
+    s->cbody = NULL;
+}
+
+/* The canary request is over (its answer moved into the sample, or
+ * failed[QS_CANARY] set); a client that left cancels the legs. */
+static void quality_finish(struct qsample *s, bool aborted)
+{
+    if (!s->started) {
+        /* never on the wire: the legs never started, their slots go back */
+        atomic_fetch_sub_explicit(&s->ro->q_inflight, 2, memory_order_relaxed);
+        s->failed[QS_CANARY] = true;
+    } else if (aborted) {
+        s->refs++; /* the sample outlives the cancellations */
+        for (int k = QS_BASE; k <= QS_NOISE; k++)
+            if (s->call[k])
+                side_cancel(s->call[k]);
+        s->refs--;
+    }
+    quality_unref(s);
+}
+
 static enum pl_rc rollout_request(struct pl_req *q, void *ctx)
 {
     struct ro_ctx *c = ctx;
@@ -132,6 +365,8 @@ static enum pl_rc rollout_request(struct pl_req *q, void *ctx)
     uint32_t b = canary_bucket(cfg->salt, strlen(cfg->salt), u, ul);
     c->ro = ro;
     c->canary = b < atomic_load_explicit(&ro->share_bp, memory_order_relaxed);
+    q->rollout = cfg->name;
+    q->variant = c->canary ? "canary" : "baseline";
     /* a unit new to this step: counted for the split test */
     uint64_t h = rnd_mix64(rnd_fnv1a64(RND_FNV1A64_INIT, u, ul)) | 1;
     bool fresh = false;
@@ -155,7 +390,44 @@ static enum pl_rc rollout_request(struct pl_req *q, void *ctx)
         q->m0 = q->m = ro->cand;
         q->renamed = true;
     }
+    /* during the canary: the answer is read for refusals (both arms), and a
+     * sample of canary requests is also sent to the baseline */
+    if (atomic_load_explicit(&ro->phase, memory_order_relaxed) == CP_CANARY &&
+        (q->ep == EP_CHAT || q->ep == EP_COMPLETIONS)) {
+        bool sample = c->canary && cfg->quality_sample_percent > 0 && quality_sampled(q->w, cfg->quality_sample_percent);
+        if (sample)
+            quality_admit(q, c);
+        if (cfg->refusals || c->qs) {
+            c->ans = malloc(sizeof *c->ans);
+            if (c->ans)
+                shadow_answer_init(c->ans, q->w->gw->cfg->store.response_max_bytes);
+        }
+    }
     return PL_NEXT;
+}
+
+/* Once the canary request is on the wire: its baseline legs (the user's
+ * request never waits for them). */
+static void rollout_sent(struct pl_req *q, void *ctx)
+{
+    struct ro_ctx *c = ctx;
+    if (c->qs)
+        quality_start(q, c->qs);
+}
+
+static void rollout_event(struct pl_req *q, void *ctx, const struct pl_event *ev)
+{
+    struct ro_ctx *c = ctx;
+    if (!c->ans || !ev->root)
+        return;
+    if (ev->is_body) {
+        if (ev->status < 300)
+            shadow_answer_json_root(c->ans, ev->root);
+        return;
+    }
+    if (ev->gap)
+        shadow_answer_gap(c->ans);
+    shadow_answer_sse_root(c->ans, ev->root, mono_ns());
 }
 
 void rollout_observe(const struct pl_req *q, const struct pl_outcome *o, struct rollout_obs *x)
@@ -190,6 +462,32 @@ static void rollout_finish(struct pl_req *q, void *ctx, const struct pl_outcome 
 {
     struct ro_ctx *c = ctx;
     struct rollout_rt *ro = c->ro;
+    struct shadow_answer *ans = c->ans;
+    c->ans = NULL;
+    bool answered = ans && !o->aborted && o->status >= 200 && o->status < 300 && !o->err_kind && !o->body_too_large;
+    if (ans) {
+        if (o->answer_gap)
+            shadow_answer_gap(ans);
+        shadow_answer_finish_stream(ans);
+    }
+    bool refused = answered && ro->cfg->refusals &&
+                   compare_is_refusal(buf_data(&ans->text), buf_used(&ans->text), &ro->refusal_opts);
+    if (c->qs) {
+        struct qsample *qs = c->qs;
+        c->qs = NULL;
+        if (answered) {
+            qs->ans[QS_CANARY] = *ans; /* moved */
+            free(ans);
+            ans = NULL;
+        } else {
+            qs->failed[QS_CANARY] = true;
+        }
+        quality_finish(qs, o->aborted);
+    }
+    if (ans) {
+        shadow_answer_free(ans);
+        free(ans);
+    }
     if (!ro || o->aborted) /* a client that left says nothing about either arm */
         return;
     struct rollout_obs x;
@@ -199,6 +497,8 @@ static void rollout_finish(struct pl_req *q, void *ctx, const struct pl_outcome 
     atomic_fetch_add_explicit(&ro->cnt[c->canary ? RC_CAN_REQ : RC_BASE_REQ], 1, memory_order_relaxed);
     if (!ok)
         atomic_fetch_add_explicit(&ro->cnt[c->canary ? RC_CAN_FAIL : RC_BASE_FAIL], 1, memory_order_relaxed);
+    if (ok && refused)
+        atomic_fetch_add_explicit(&ro->cnt[c->canary ? RC_CAN_REFUSAL : RC_BASE_REFUSAL], 1, memory_order_relaxed);
     const struct canary_rules *r = &ro->rules;
     struct rollout_pair b;
     pthread_mutex_lock(&ro->lock);
@@ -255,16 +555,30 @@ static const char schema_sql[] =
     "  phase TEXT NOT NULL,\n"
     "  reason TEXT\n"
     ");\n"
-    "CREATE INDEX IF NOT EXISTS rollout_checks_rollout ON rollout_checks(rollout, id);\n";
+    "CREATE INDEX IF NOT EXISTS rollout_checks_rollout ON rollout_checks(rollout, id);\n"
+    /* the quality gate's paired samples: the canary's answer, the baseline's
+     * (the reference) and the baseline's again (the noise floor) */
+    "CREATE TABLE IF NOT EXISTS rollout_pairs (\n"
+    "  id INTEGER PRIMARY KEY,\n"
+    "  rollout TEXT NOT NULL,\n"
+    "  ts REAL NOT NULL,\n"
+    "  request_id TEXT,\n"
+    "  d REAL NOT NULL,\n"            /* agreement(baseline, canary) - agreement(baseline, noise) */
+    "  worse INTEGER NOT NULL,\n"     /* d < -quality_margin */
+    "  scores TEXT NOT NULL,\n"       /* per comparator: [against the canary, against the noise] */
+    "  canary TEXT, baseline TEXT, noise TEXT\n"
+    ");\n"
+    "CREATE INDEX IF NOT EXISTS rollout_pairs_rollout ON rollout_pairs(rollout, id);\n";
 
 static void fingerprint(const struct config_rollout *cfg, const struct canary_rules *r, char *out, size_t cap)
 {
     int k = snprintf(out, cap,
                      "{\"candidate\":\"%s\",\"shadow\":%s,\"alpha\":%.17g,\"alpha_promote\":%.17g,\"latency_margin\":%.17g,"
                      "\"latency_ratio_max\":%.17g,\"cost_margin\":%.17g,\"success_min\":%.17g,\"srm_alpha\":%.17g,\"on_failure\":%d,"
-                     "\"steps\":[",
+                     "\"refusals\":%s,\"quality\":%s,\"quality_margin\":%.17g,\"steps\":[",
                      cfg->candidate, cfg->shadow ? "true" : "false", r->alpha_rollback, r->alpha_promote, r->latency_margin, r->latency_ratio_max,
-                     r->cost_margin, r->success_min, r->srm_alpha, cfg->on_failure);
+                     r->cost_margin, r->success_min, r->srm_alpha, cfg->on_failure, r->refusals ? "true" : "false",
+                     r->quality ? "true" : "false", r->quality_margin);
     for (size_t i = 0; i < r->nsteps && k > 0 && (size_t)k < cap; i++)
         k += snprintf(out + k, cap - (size_t)k, "%s[%.17g,%.17g,%llu]", i ? "," : "", r->steps[i].share,
                       r->steps[i].min_seconds, (unsigned long long)r->steps[i].min_requests);
@@ -292,6 +606,11 @@ static int rules_of_fingerprint(const char *fp, struct canary_rules *r, int *on_
         return -1;
     *on_failure = (int)of;
     *shadow = json_get(&root, "shadow", &v) && v.type == JSON_TRUE;
+    /* stored before the refusal and quality gates: neither was tested */
+    r->refusals = json_get(&root, "refusals", &v) && v.type == JSON_TRUE;
+    r->quality = json_get(&root, "quality", &v) && v.type == JSON_TRUE;
+    if (json_get(&root, "quality_margin", &v) && !json_to_double(&v, &r->quality_margin))
+        return -1;
     if (!json_get(&root, "steps", &steps) || steps.type != JSON_ARRAY)
         return -1;
     r->nsteps = 0;
@@ -328,7 +647,11 @@ static int counts_parse(const char *s, uint64_t *c)
             return -1;
         c[k] = (uint64_t)x;
     }
-    return k == RC_COUNTS ? 0 : -1;
+    if (k < RC_COUNTS_V1)
+        return -1;
+    for (; k < RC_COUNTS; k++) /* a check stored before refusals and quality */
+        c[k] = 0;
+    return 0;
 }
 
 static void to_counts(const uint64_t *c, struct canary_counts *d)
@@ -336,14 +659,16 @@ static void to_counts(const uint64_t *c, struct canary_counts *d)
     *d = (struct canary_counts){ c[RC_BASE_REQ], c[RC_CAN_REQ], c[RC_BASE_FAIL], c[RC_CAN_FAIL], c[RC_LAT_SLOW],
                                  c[RC_LAT_OTHER], c[RC_LAT_FAST], c[RC_LAT_NOTFAST], c[RC_TTFT_SLOW],
                                  c[RC_TTFT_OTHER], c[RC_BASE_UNITS], c[RC_CAN_UNITS], c[RC_COST_HIGH],
-                                 c[RC_COST_OTHER] };
+                                 c[RC_COST_OTHER], c[RC_BASE_REFUSAL], c[RC_CAN_REFUSAL], c[RC_QUAL_WORSE],
+                                 c[RC_QUAL_OTHER] };
 }
 
 static void from_counts(const struct canary_counts *d, uint64_t *c)
 {
     const uint64_t v[RC_COUNTS] = { d->base_req, d->can_req, d->base_fail, d->can_fail, d->lat_slow,
                                     d->lat_other, d->lat_fast, d->lat_notfast, d->ttft_slow, d->ttft_other,
-                                    d->base_units, d->can_units, d->cost_high, d->cost_other };
+                                    d->base_units, d->can_units, d->cost_high, d->cost_other,
+                                    d->base_refusal, d->can_refusal, d->qual_worse, d->qual_other };
     memcpy(c, v, sizeof v);
 }
 
@@ -406,9 +731,15 @@ static int state_parse(const char *js, struct canary_state *s)
         if (!json_get(&root, arr[k], &v) || v.type != JSON_ARRAY)
             return -1;
         size_t i = 0;
-        for (int f = 0; f < CANARY_FAMILIES; f++)
-            if (!json_next(&v, &i, NULL, &e) || !json_to_double(&e, &ad[k][f]))
+        for (int f = 0; f < CANARY_FAMILIES; f++) {
+            if (!json_next(&v, &i, NULL, &e)) {
+                if (f < CF_REFUSALS)
+                    return -1;
+                break; /* a state stored before refusals and quality */
+            }
+            if (!json_to_double(&e, &ad[k][f]))
                 return -1;
+        }
     }
     return 0;
 }
@@ -580,9 +911,125 @@ static const char *shadow_stage(struct rollout_rt *ro, double now)
     return NULL;
 }
 
+/* The comparators as agreement scores (verdict.h's order and mapping; NAN:
+ * does not apply).  status_agree is left out: every leg of a sample
+ * answered. */
+static void cmp_scores(const struct cmp_result *r, double g[VERDICT_NCMP])
+{
+    double raw[VERDICT_NCMP] = { NAN,
+                                 r->finish_agree < 0 ? NAN : r->finish_agree,
+                                 r->exact < 0 ? NAN : r->exact,
+                                 r->edit_sim < 0 ? NAN : r->edit_sim,
+                                 r->rouge_l < 0 ? NAN : r->rouge_l,
+                                 r->length_ratio < 0 ? NAN : r->length_ratio,
+                                 r->json_valid < 0 ? NAN : r->json_valid,
+                                 r->json_same < 0 ? NAN : r->json_same,
+                                 r->tool_agree < 0 ? NAN : r->tool_agree,
+                                 r->refusal_b };
+    for (int j = 0; j < VERDICT_NCMP; j++)
+        g[j] = verdict_agreement(j, raw[j]);
+}
+
+static void to_cmp_answer(const struct shadow_answer *a, struct cmp_answer *c)
+{
+    *c = (struct cmp_answer){ .ok = true, .status = 200, .text = buf_data(&a->text), .len = buf_used(&a->text),
+                              .finish = a->finish[0] ? a->finish : NULL, .tool_calls = buf_data(&a->tools),
+                              .tool_len = buf_used(&a->tools) };
+}
+
+/* D of one sample: the mean over the comparators that apply to both
+ * comparisons of agreement(baseline, canary) - agreement(baseline, noise);
+ * 0 when none applies.  scores: the per-comparator pairs as JSON. */
+double rollout_quality_d(const struct shadow_answer *canary, const struct shadow_answer *base,
+                         const struct shadow_answer *noise, const struct cmp_opts *o, struct buf *scores)
+{
+    struct cmp_answer a, b, n;
+    struct cmp_result rc, rn;
+    to_cmp_answer(base, &a);
+    to_cmp_answer(canary, &b);
+    to_cmp_answer(noise, &n);
+    compare_answers(&a, &b, o, &rc);
+    compare_answers(&a, &n, o, &rn);
+    double gc[VERDICT_NCMP], gn[VERDICT_NCMP], sum = 0;
+    cmp_scores(&rc, gc);
+    cmp_scores(&rn, gn);
+    int k = 0;
+    if (scores)
+        buf_append_str(scores, "{");
+    for (int j = 0; j < VERDICT_NCMP; j++) {
+        if (isnan(gc[j]) || isnan(gn[j]))
+            continue;
+        sum += gc[j] - gn[j];
+        if (scores) {
+            buf_printf(scores, "%s\"%s\":[", k ? "," : "", verdict_cmp_names[j]);
+            json_buf_num(scores, gc[j]);
+            buf_append_str(scores, ",");
+            json_buf_num(scores, gn[j]);
+            buf_append_str(scores, "]");
+        }
+        k++;
+    }
+    if (scores)
+        buf_append(scores, "}", 2);
+    return k ? sum / k : 0;
+}
+
+/* The samples the workers finished: compared here, on the controller's
+ * thread (never on a worker), counted for this check and stored. */
+static void quality_drain(struct rollout_rt *ro, double now)
+{
+    pthread_mutex_lock(&ro->lock);
+    struct qsample *s = ro->qhead;
+    ro->qhead = ro->qtail = NULL;
+    ro->qn = 0;
+    pthread_mutex_unlock(&ro->lock);
+    if (!s)
+        return;
+    sqlite3_stmt *st = NULL;
+    if (C.db && sqlite3_prepare_v2(C.db,
+                                   "INSERT INTO rollout_pairs (rollout, ts, request_id, d, worse, scores, canary, "
+                                   "baseline, noise) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                   -1, &st, NULL) != SQLITE_OK)
+        st = NULL;
+    if (st)
+        sqlite3_exec(C.db, "BEGIN", NULL, NULL, NULL);
+    while (s) {
+        struct qsample *next = s->next;
+        struct buf sc = { 0 };
+        double d = rollout_quality_d(&s->ans[QS_CANARY], &s->ans[QS_BASE], &s->ans[QS_NOISE], &ro->refusal_opts, &sc);
+        bool worse = d < -ro->rules.quality_margin;
+        atomic_fetch_add_explicit(&ro->cnt[worse ? RC_QUAL_WORSE : RC_QUAL_OTHER], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&ro->qcnt[RQ_PAIRED], 1, memory_order_relaxed);
+        if (st) {
+            sqlite3_reset(st);
+            sqlite3_bind_text(st, 1, ro->cfg->name, -1, SQLITE_STATIC);
+            sqlite3_bind_double(st, 2, s->ts);
+            sqlite3_bind_text(st, 3, s->reqid, -1, SQLITE_STATIC);
+            sqlite3_bind_double(st, 4, d);
+            sqlite3_bind_int(st, 5, worse);
+            sqlite3_bind_text(st, 6, buf_data(&sc) ? buf_data(&sc) : "{}", -1, SQLITE_STATIC);
+            const int col[QS__N] = { 7, 8, 9 };
+            for (int k = 0; k < QS__N; k++)
+                sqlite3_bind_text(st, col[k], buf_data(&s->ans[k].text) ? buf_data(&s->ans[k].text) : "",
+                                  (int)buf_used(&s->ans[k].text), SQLITE_STATIC);
+            if (sqlite3_step(st) != SQLITE_DONE)
+                log_warn("rollout %s: cannot store a quality pair: %s", ro->cfg->name, sqlite3_errmsg(C.db));
+        }
+        buf_free(&sc);
+        qsample_free(s);
+        s = next;
+    }
+    if (st) {
+        sqlite3_exec(C.db, "COMMIT", NULL, NULL, NULL);
+        sqlite3_finalize(st);
+    }
+    (void)now;
+}
+
 static void check(struct rollout_rt *ro, double now)
 {
     uint64_t delta[RC_COUNTS];
+    quality_drain(ro, now);
     take_delta(ro, delta);
     struct canary_counts d;
     to_counts(delta, &d);
@@ -737,6 +1184,9 @@ static void rules_of(const struct config_rollout *cfg, struct canary_rules *r)
     r->cost_margin = cfg->cost_margin;
     r->success_min = cfg->success_min;
     r->srm_alpha = cfg->srm_alpha;
+    r->refusals = cfg->refusals;
+    r->quality = cfg->quality_sample_percent > 0;
+    r->quality_margin = cfg->quality_margin;
     r->nsteps = cfg->nsteps < CANARY_MAX_STEPS ? cfg->nsteps : CANARY_MAX_STEPS;
     for (size_t i = 0; i < r->nsteps; i++)
         r->steps[i] = (struct canary_step){ cfg->steps[i].percent, cfg->steps[i].min_duration_ms / 1000.0,
@@ -808,6 +1258,8 @@ int rollout_start(struct gateway *gw, char *err, size_t errlen)
         ro->base = &gw->models[ro->cfg->model_index];
         ro->cand = &gw->models[ro->cfg->candidate_index];
         rules_of(ro->cfg, &ro->rules);
+        if (ro->cfg->nrefusal)
+            ro->refusal_opts = (struct cmp_opts){ (const char *const *)ro->cfg->refusal_patterns, ro->cfg->nrefusal };
         fingerprint(ro->cfg, &ro->rules, ro->fingerprint, sizeof ro->fingerprint);
         pthread_mutex_init(&ro->lock, NULL);
         ro->units = calloc(UNIT_SET, sizeof *ro->units); /* NULL: the split goes untested */
@@ -874,6 +1326,10 @@ void rollout_stop(struct gateway *gw)
         hc_url_free(&gw->rollouts[i].webhook.url);
         hc_url_free(&gw->rollouts[i].confirm.url);
         free(gw->rollouts[i].units);
+        for (struct qsample *s = gw->rollouts[i].qhead, *n; s; s = n) {
+            n = s->next;
+            qsample_free(s);
+        }
         pthread_mutex_destroy(&gw->rollouts[i].lock);
     }
     free(gw->rollouts);
@@ -935,10 +1391,23 @@ static void render_one(struct buf *b, struct rollout_rt *ro)
                (unsigned long long)s.total.lat_fast, (unsigned long long)s.total.lat_notfast,
                (unsigned long long)s.total.ttft_slow, (unsigned long long)s.total.ttft_other,
                (unsigned long long)s.total.cost_high, (unsigned long long)s.total.cost_other);
+    buf_printf(b, ",\"refusals\":{\"tested\":%s,\"baseline\":%llu,\"canary\":%llu}",
+               ro->rules.refusals ? "true" : "false", (unsigned long long)s.total.base_refusal,
+               (unsigned long long)s.total.can_refusal);
+    buf_printf(b, ",\"quality\":{\"tested\":%s,\"sample_percent\":", ro->rules.quality ? "true" : "false");
+    json_buf_num(b, c->quality_sample_percent);
+    buf_append_str(b, ",\"margin\":");
+    json_buf_num(b, ro->rules.quality_margin);
+    buf_printf(b, ",\"worse\":%llu,\"not_worse\":%llu,\"in_flight\":%d", (unsigned long long)s.total.qual_worse,
+               (unsigned long long)s.total.qual_other, atomic_load(&ro->q_inflight));
+    for (int k = 0; k < RQ__N; k++)
+        buf_printf(b, ",\"%s\":%llu", rq_names[k], (unsigned long long)LD(ro->qcnt[k]));
+    buf_append_str(b, "}");
     buf_append_str(b, ",\"evidence\":{");
-    double thr = ev(log(CANARY_FAMILIES / ro->rules.alpha_rollback));
+    double thr = ev(log(canary_families_on(&ro->rules) / ro->rules.alpha_rollback));
     for (int f = 0; f < CANARY_FAMILIES; f++) {
-        buf_printf(b, "%s\"%s\":{\"e_value\":", f ? "," : "", canary_family_names[f]);
+        buf_printf(b, "%s\"%s\":{\"tested\":%s,\"e_value\":", f ? "," : "", canary_family_names[f],
+                   canary_family_on(&ro->rules, f) ? "true" : "false");
         json_buf_num(b, ev(s.log_e[f]));
         buf_append_str(b, ",\"e_value_max\":");
         json_buf_num(b, ev(s.log_e_max[f]));
@@ -1090,6 +1559,8 @@ const struct pl_module mod_rollout = {
     .phase = PH_ROUTE,
     .ctx_size = sizeof(struct ro_ctx),
     .on_request = rollout_request,
+    .on_sent = rollout_sent,
+    .on_event = rollout_event,
     .on_finish = rollout_finish,
     .on_head = rollout_head,
     .routes = rollout_routes,

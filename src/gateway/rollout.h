@@ -71,6 +71,18 @@ struct rollout_pairs {
 void rollout_pairs_push(struct rollout_pairs *p, const struct rollout_pair *x); /* the oldest goes when full */
 bool rollout_pairs_pop(struct rollout_pairs *p, struct rollout_pair *x);        /* the newest; false: none */
 
+/* The quality gate's score of one paired sample: the mean, over the
+ * comparators (compare.h) that apply to both comparisons, of
+ * agreement(base, canary) - agreement(base, noise), where noise is a second
+ * answer of the baseline (0 when none applies; in [-1, 1]).  Each
+ * comparator's pair of agreements is appended to scores as a JSON object
+ * when scores is not NULL.  o: refusal patterns, NULL for the defaults. */
+struct shadow_answer;
+struct cmp_opts;
+struct buf;
+double rollout_quality_d(const struct shadow_answer *canary, const struct shadow_answer *base,
+                         const struct shadow_answer *noise, const struct cmp_opts *o, struct buf *scores);
+
 /* Open (create) the SQLite store with WAL and the schema; 0, or -1 with
  * err filled ("what: store PATH: why") and *db NULL. */
 int rollout_store_open(const char *path, const char *schema, const char *what, struct sqlite3 **db, char *err,

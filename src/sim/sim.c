@@ -49,6 +49,9 @@
 #define STREAM_BATCH_BYTES  (32u * 1024u)   /* one write per wake-up at most this */
 #define STOP_POLL_MS        20u
 #define SCRATCH_KEEP        (4u << 20)
+/* the reply to a request drawn by --refuse-rate (a default refusal pattern
+ * of compare.c matches it) */
+#define SIM_REFUSAL "I'm sorry, but I can't help with that."
 
 /* ---------- configuration (read-only once workers start) ---------- */
 
@@ -59,6 +62,7 @@ struct sim_cfg {
     double tps, tps_jitter;
     uint64_t max_tokens;
     double vary, error_rate, rate_limit_rate, hang_rate;
+    double refuse_rate; /* share of replies that are a refusal */
     double vary_word;   /* per-word replacement probability, from vary */
     double quality;     /* share of words kept; the rest become filler words */
     double garble;      /* 1 - quality */
@@ -743,6 +747,9 @@ static void handle_generate(struct worker *w, http_req *r, enum job_kind kind)
             return;
         }
         fixed = reply;
+    } else if (cfg.refuse_rate > 0 &&
+               sim_unit(rnd_splitmix64(cfg.seed ^ rnd_splitmix64(n ^ 0x2ef05e2ef05e2ef0ull))) < cfg.refuse_rate) {
+        fixed = SIM_REFUSAL;
     }
     struct sim_text t = {
         .hash = sim_hash(q.prompt, q.prompt_len, cfg.seed),
@@ -1259,6 +1266,8 @@ static void usage(FILE *f)
           "  --error-rate P          fraction of requests answered 500 (default 0)\n"
           "  --rate-limit-rate P     fraction of requests answered 429 + Retry-After (default 0)\n"
           "  --hang-rate P           fraction of requests never answered (default 0)\n"
+          "  --refuse-rate P         fraction of replies that are a refusal: \"" SIM_REFUSAL "\"\n"
+          "                          (default 0)\n"
           "  --model NAME            model id for /v1/models and requests without one (default sim)\n"
           "  --workers N             threads, each with its own SO_REUSEPORT socket (default 1)\n"
           "  --embedding-dim N       embedding length (default 16)\n"
@@ -1293,6 +1302,7 @@ static int parse_args(int argc, char **argv)
         { "error-rate", 1, &cfg.error_rate, 0, 0 },
         { "rate-limit-rate", 1, &cfg.rate_limit_rate, 0, 0 },
         { "hang-rate", 1, &cfg.hang_rate, 0, 0 },
+        { "refuse-rate", 1, &cfg.refuse_rate, 0, 0 },
         { "model", 3, &cfg.model, 0, 0 },
         { "workers", 0, &cfg.workers, 1, 1024 },
         { "embedding-dim", 0, &cfg.embedding_dim, 1, MAX_EMBEDDING_DIM },

@@ -325,3 +325,28 @@ def test_admin_key_and_config_errors(env):
         f.write(nine.replace("{PORT}", "1"))
     p = subprocess.run([harness.BIN, "check", "-c", path], capture_output=True, text=True)
     assert p.returncode != 0 and "at most 8 arms (it has 9)" in p.stderr, p.stderr
+
+
+def test_spans_carry_the_experiment_arm(env):
+    """The request span names the experiment and the arm that served it."""
+    from test_telemetry import OtlpReceiver, attrs
+    rx = OtlpReceiver()
+    try:
+        a = env.sim("--ttft-ms", 0, "--tps", 0)
+        b = env.sim("--ttft-ms", 0, "--tps", 0)
+        db = os.path.join(env.tmp, "store.db")
+        gw = env.gateway(exp_config([a, b], db, top_extra=f"tracing:\n  endpoint: http://127.0.0.1:{rx.port}"
+                                                          "/v1/traces\n  interval: 100ms"))
+        arms = {}
+        for i in range(30):
+            st, variant, reqid, _ = ask(gw, f"user{i}")
+            assert st == 200
+            arms[reqid] = variant
+        assert set(arms.values()) == {"control", "b"}, arms
+        got = rx.wait(lambda s: attrs(s).get("shade.request_id") in arms, n=len(arms))
+        for s in got:
+            at = attrs(s)
+            assert at["shade.experiment"] == "ab" and at["shade.variant"] == arms[at["shade.request_id"]], at
+            assert "shade.rollout" not in at, at
+    finally:
+        rx.close()

@@ -496,3 +496,168 @@ def test_costlier_candidate_rolled_back(env):
     load.end()
     assert "costs more than 1.25x" in r["reason"], r
     assert r["pairs"]["cost_higher"] > 0 and r["pairs"]["cost_not_higher"] == 0, r
+
+
+def test_refusing_candidate_rolled_back(env):
+    """The candidate answers, fast and without errors, but refuses 40 % of
+    the time (the baseline never does): the refusal gate rolls it back, and
+    the decision is replayed the same from the store."""
+    base = env.sim("--ttft-ms", 0, "--tps", 0)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0, "--refuse-rate", 0.4)
+    db = os.path.join(env.tmp, "store.db")
+    gw = env.gateway(rollout_config(base, cand, db, steps=[(20, "20s", 500), (40, "20s", 500)]))
+    load = Load(gw)
+    r = wait_phase(gw, ("rolled_back",))
+    load.end()
+    assert r["step"] == 1 and "refuses more than the baseline" in r["reason"], r
+    assert r["refusals"]["tested"] and r["refusals"]["canary"] > 0 and r["refusals"]["baseline"] == 0, r
+    assert r["evidence"]["refusals"]["e_value_max"] >= r["evidence"]["refusals"]["rollback_at"], r
+    assert r["requests"]["canary_failed"] == 0, r
+    env.last_gateway.stop()
+    rc, out = replay(db)
+    assert rc == 0 and "every decision recomputed the same" in out, out
+
+
+def test_refusal_gate_off_lets_refusals_through(env):
+    """refusals: false: the same candidate is not rolled back for refusing
+    (the test above can fail: it is the gate that catches it)."""
+    base = env.sim("--ttft-ms", 0, "--tps", 0)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0, "--refuse-rate", 0.4)
+    db = os.path.join(env.tmp, "store.db")
+    gw = env.gateway(rollout_config(base, cand, db, "refusals: false\nalpha_promote: 0.05\nsuccess_min: 0.5\n"
+                                    "latency_ratio_max: 3", steps=[(20, "300ms", 40)]))
+    load = Load(gw)
+    r = wait_phase(gw, ("promoted", "rolled_back", "frozen"))
+    load.end()
+    assert r["phase"] == "promoted", r
+    assert not r["refusals"]["tested"] and not r["evidence"]["refusals"]["tested"], r
+
+
+def test_garbled_candidate_rolled_back_by_the_quality_gate(env):
+    """No shadow stage: the candidate answers fast and without errors but
+    garbles half its words.  A sample of canary requests is also sent twice
+    to the baseline; the canary's answers agree with the baseline's much
+    less than the baseline's own do, and the quality gate rolls it back
+    during the canary.  The pairs are in the store."""
+    base = env.sim("--ttft-ms", 0, "--tps", 0, "--model", "demo")
+    cand = env.sim("--ttft-ms", 0, "--tps", 0, "--model", "demo", "--quality", "0.5")
+    db = os.path.join(env.tmp, "store.db")
+    gw = env.gateway(rollout_config(base, cand, db, "quality: { sample_percent: 50, deadline: 5s }",
+                                    steps=[(20, "20s", 500), (40, "20s", 500)]))
+    load = Load(gw)
+    r = wait_phase(gw, ("rolled_back",))
+    load.end()
+    assert r["step"] == 1 and "answers are worse than the baseline's" in r["reason"], r
+    q = r["quality"]
+    assert q["tested"] and q["worse"] > 0 and q["paired"] >= q["worse"], q
+    assert r["evidence"]["quality"]["tested"], r
+    env.last_gateway.stop()
+    rc, out = replay(db)
+    assert rc == 0 and "every decision recomputed the same" in out, out
+    import sqlite3
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT d, worse, canary, baseline, noise, scores FROM rollout_pairs WHERE rollout = 'v2'").fetchall()
+    con.close()
+    assert len(rows) >= q["worse"], (len(rows), q)
+    d, worse, canary, baseline, noise, scores = rows[0]
+    assert worse == 1 and d < -0.1 and baseline == noise and canary != baseline, rows[0]
+    assert "edit_sim" in json.loads(scores), scores
+
+
+def test_quality_gate_equal_candidate_promoted(env):
+    """The same candidate as the baseline, with the quality gate on: its
+    pairs are never worse, and it is promoted."""
+    base = env.sim("--ttft-ms", 0, "--tps", 0, "--model", "demo")
+    cand = env.sim("--ttft-ms", 0, "--tps", 0, "--model", "demo")
+    db = os.path.join(env.tmp, "store.db")
+    gw = env.gateway(rollout_config(base, cand, db, "quality: { sample_percent: 50, deadline: 5s }\n"
+                                    "alpha_promote: 0.05\nsuccess_min: 0.5\nlatency_ratio_max: 3",
+                                    steps=[(20, "300ms", 40), (50, "300ms", 40)]))
+    load = Load(gw)
+    r = wait_phase(gw, ("promoted", "rolled_back", "frozen"))
+    load.end()
+    assert r["phase"] == "promoted", r
+    assert r["quality"]["paired"] > 0 and r["quality"]["worse"] == 0, r["quality"]
+
+
+def test_quality_gate_dead_baseline_leg_dropped_not_waited_for(env):
+    """The baseline's legs of a quality sample hang: the client's canary
+    answer is not delayed, the legs are cut at the deadline and the sample
+    is dropped and counted — never a pair."""
+    base = env.sim("--ttft-ms", 0, "--tps", 0, "--hang-rate", 1)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0)
+    db = os.path.join(env.tmp, "store.db")
+    # every unit on the canary (a 99 % step), every canary request sampled
+    gw = env.gateway(rollout_config(base, cand, db, "quality: { sample_percent: 100, deadline: 300ms, "
+                                    "max_concurrent: 4 }", steps=[(99, "60s", 100000)]))
+    t0 = time.time()
+    n = 0
+    for i in range(40):
+        st, variant, _ = ask(gw, f"user{i}")
+        if variant == "canary":
+            assert st == 200
+            n += 1
+    took = time.time() - t0
+    assert n >= 30 and took < 5 * SLOW, (n, took)
+    deadline = time.time() + 10 * SLOW
+    while time.time() < deadline:
+        q = rollout(gw)["quality"]
+        if q["in_flight"] == 0 and q["dropped_baseline_failed"] > 0:
+            break
+        time.sleep(0.1)
+    assert q["paired"] == 0 and q["dropped_baseline_failed"] + q["dropped_cap"] == q["sampled"], q
+    assert q["dropped_cap"] > 0, q  # 4 legs in flight at most: two samples at a time
+
+
+def test_spans_carry_the_arm(env):
+    """The request span names the rollout and the arm that served it."""
+    from test_telemetry import OtlpReceiver, attrs
+    rx = OtlpReceiver()
+    try:
+        base = env.sim("--ttft-ms", 0, "--tps", 0)
+        cand = env.sim("--ttft-ms", 0, "--tps", 0)
+        db = os.path.join(env.tmp, "store.db")
+        gw = env.gateway(rollout_config(base, cand, db, steps=[(50, "60s", 100000)],
+                                        top_extra=f"tracing:\n  endpoint: http://127.0.0.1:{rx.port}/v1/traces\n"
+                                                  "  interval: 100ms"))
+        arms = {}
+        for i in range(30):
+            st, headers, _ = post(gw, dict(chat(f"hi {i}"), user=f"user{i}"))
+            assert st == 200
+            arms[headers["x-request-id"]] = headers["x-shade-variant"]
+        assert set(arms.values()) == {"baseline", "canary"}, arms
+        got = rx.wait(lambda s: attrs(s).get("shade.request_id") in arms, n=len(arms))
+        for s in got:
+            a = attrs(s)
+            assert a["shade.rollout"] == "v2" and a["shade.variant"] == arms[a["shade.request_id"]], a
+            assert a["gen_ai.request.model"] == ("demo-v2" if a["shade.variant"] == "canary" else "demo"), a
+    finally:
+        rx.close()
+
+
+def test_quality_sample_of_a_client_that_left_is_dropped(env):
+    """A sampled canary stream whose client leaves mid-answer: its baseline
+    legs are cancelled and the sample is dropped (counted), never paired."""
+    base = env.sim("--ttft-ms", 0, "--tps", 20)
+    cand = env.sim("--ttft-ms", 0, "--tps", 20)
+    db = os.path.join(env.tmp, "store.db")
+    gw = env.gateway(rollout_config(base, cand, db, "quality: { sample_percent: 100, deadline: 20s }",
+                                    steps=[(99, "60s", 100000)]))
+    for i in range(40):  # a user on the canary arm
+        st, variant, _ = ask(gw, f"user{i}")
+        if variant == "canary":
+            break
+    assert variant == "canary"
+    body = dict(chat(f"hello from user{i}", stream=True), user=f"user{i}")
+    s = harness.open_request(gw, body)
+    s.settimeout(5 * SLOW)
+    assert b"data:" in s.recv(4096)
+    s.close()
+    deadline = time.time() + 10 * SLOW
+    while time.time() < deadline:
+        q = rollout(gw)["quality"]
+        if q["dropped_canary_failed"] >= 1 and q["in_flight"] == 0 and q["paired"] + 1 == q["sampled"]:
+            break
+        time.sleep(0.1)
+    assert q["dropped_canary_failed"] == 1 and q["in_flight"] == 0, q
+    assert q["sampled"] == q["paired"] + 1, q  # the first request's sample (it finished) was paired

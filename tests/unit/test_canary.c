@@ -386,6 +386,92 @@ static void test_sticky(void)
     CHECK(canary_bucket("s", 1, "u", 1) == canary_bucket("s", 1, "u", 1));
 }
 
+/* Refusals are compared like failures, among the answered requests: the
+ * canary's share of refusals against its share of answers.  The family is
+ * tested only when the rules say so, and the threshold counts the families
+ * tested. */
+static void test_refusals(void)
+{
+    struct canary_rules r;
+    canary_rules_default(&r);
+    CHECK(r.refusals && !r.quality);
+    CHECK_EQ_INT(canary_families_on(&r), 5);
+    struct canary_state s;
+    struct canary_decision d;
+    canary_init(&s, 0);
+    /* 1 %: 990 baseline answers, 2 % refused; 10 canary answers, 5 refused */
+    struct canary_counts c = counts(990, 0, 10, 0);
+    c.base_refusal = 20;
+    c.can_refusal = 5;
+    canary_add(&s, &c);
+    canary_check(&s, &r, 5, &d);
+    CHECK_EQ_INT(d.action, CA_ROLLBACK);
+    CHECK_EQ_INT(d.family, CF_REFUSALS);
+    CHECK(strstr(d.reason, "refuses more than the baseline") != NULL);
+    CHECK(strstr(d.reason, "5 of 25 refusals") != NULL);
+    CHECK(fabs(s.log_e[CF_REFUSALS] - seq_log_e(5, 20, 0.01)) < 1e-12);
+
+    /* the realized share of *answered* requests: a canary that fails half
+     * its requests answers less, so its share of refusals is compared with
+     * its (smaller) share of answers — failures are the other family's */
+    canary_init(&s, 0);
+    c = counts(900, 0, 100, 50);
+    c.base_refusal = 90;
+    c.can_refusal = 5; /* 5 of 50 answers refused: 10 %, as the baseline */
+    canary_add(&s, &c);
+    r.nsteps = 1;
+    r.steps[0].min_seconds = 1e9;
+    canary_check(&s, &r, 5, &d);
+    CHECK(fabs(s.log_e[CF_REFUSALS] - seq_log_e(5, 90, 50.0 / 950)) < 1e-12);
+    CHECK(s.log_e[CF_REFUSALS] < 1);
+
+    /* off: never an alarm, and one family fewer shares alpha */
+    canary_rules_default(&r);
+    r.refusals = false;
+    CHECK_EQ_INT(canary_families_on(&r), 4);
+    canary_init(&s, 0);
+    c = counts(990, 0, 10, 0);
+    c.can_refusal = 10;
+    canary_add(&s, &c);
+    canary_check(&s, &r, 5, &d);
+    CHECK_EQ_INT(d.action, CA_NONE);
+    CHECK(s.log_e_max[CF_REFUSALS] == 0);
+}
+
+/* The quality gate: a sign test on the sampled pairs (worse than
+ * quality_margin or not), only when the rules test it. */
+static void test_quality(void)
+{
+    struct canary_rules r;
+    canary_rules_default(&r);
+    struct canary_state s;
+    struct canary_decision d;
+    canary_init(&s, 0);
+    struct canary_counts c = counts(990, 0, 10, 0);
+    c.qual_worse = 30;
+    canary_add(&s, &c);
+    canary_check(&s, &r, 5, &d);
+    CHECK_EQ_INT(d.action, CA_NONE); /* off by default: 30 worse pairs say nothing */
+    r.quality = true;
+    CHECK_EQ_INT(canary_families_on(&r), 6);
+    canary_init(&s, 0);
+    c.qual_worse = 8;
+    c.qual_other = 2;
+    canary_add(&s, &c);
+    canary_check(&s, &r, 5, &d);
+    CHECK_EQ_INT(d.action, CA_NONE); /* 8 of 10: not yet e >= 120 */
+    CHECK(fabs(s.log_e[CF_QUALITY] - seq_log_e_sign(8, 2)) < 1e-12);
+    c = counts(0, 0, 0, 0);
+    c.qual_worse = 20;
+    canary_add(&s, &c);
+    canary_check(&s, &r, 6, &d);
+    CHECK_EQ_INT(d.action, CA_ROLLBACK);
+    CHECK_EQ_INT(d.family, CF_QUALITY);
+    CHECK(strstr(d.reason, "answers are worse than the baseline's by more than 0.10") != NULL);
+    CHECK(strstr(d.reason, "28 of 30") != NULL);
+    CHECK(s.log_e_max[CF_QUALITY] >= log(6 / r.alpha_rollback));
+}
+
 /* The property test: the rollout simulator with a fixed seed, fewer runs
  * than `make bench-rollouts`.  The bounds leave room for sampling error:
  * 200 runs at a true 5 % exceed 20 in under 0.2 % of seeds. */
@@ -394,11 +480,13 @@ static void test_simulator(void)
     struct canary_rules rules;
     rollsim_rules(&rules);
     CHECK(rules.steps[0].min_seconds == 60);
+    CHECK(rules.refusals && rules.quality); /* the A/A scenarios run with every gate */
     static const struct {
         const char *name;
         uint32_t runs;
     } want[] = { { "aa", 200 }, { "aa_bad_hour", 100 }, { "aa_sticky_users", 100 }, { "latency_x1.5", 100 },
-                 { "errors_plus5", 100 }, { "broken_split", 100 }, { "dead", 50 } };
+                 { "errors_plus5", 100 }, { "broken_split", 100 }, { "refuses_plus10", 100 },
+                 { "quality_drop0.3", 100 }, { "dead", 50 } };
     for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
         const struct rollsim_scenario *sc = rollsim_find(want[k].name);
         CHECK(sc != NULL);
@@ -432,6 +520,13 @@ static void test_simulator(void)
             CHECK(r.rollback_family[CF_FAILURES] >= 95);
             CHECK(r.rollback_early >= 80); /* most before 25 % */
             CHECK(r.promotions == 0);
+        } else if (strcmp(sc->name, "refuses_plus10") == 0) {
+            CHECK(r.rollback_family[CF_REFUSALS] >= 95);
+            CHECK(r.rollback_early >= 90);
+            CHECK(r.promotions == 0);
+        } else if (strcmp(sc->name, "quality_drop0.3") == 0) {
+            CHECK(r.rollback_family[CF_QUALITY] >= 95);
+            CHECK(r.promotions == 0);
         } else if (strcmp(sc->name, "broken_split") == 0) {
             CHECK(r.freezes >= 95);
             CHECK(r.promotions == 0);
@@ -451,6 +546,8 @@ int main(void)
     test_rollback_latency();
     test_advance_and_promote();
     test_srm();
+    test_refusals();
+    test_quality();
     test_sticky();
     test_simulator();
     UNIT_DONE();
