@@ -84,6 +84,8 @@ static void trace_finish(struct pl_req *q, void *ctx, const struct pl_outcome *o
         span_attr_double(&sp, "shade.ttft_ms", (double)(o->t_first_token - q->http->t_ready_ns) / 1e6);
     span_attr_double(&sp, "shade.overhead_us", (double)q->ovh_ns / 1e3);
     span_attr_int(&sp, "shade.shadowed", q->mirrored ? 1 : 0);
+    if (q->key_name) /* the key's name: never its secret */
+        span_attr_str(&sp, "shade.key", q->key_name, strlen(q->key_name));
     if (q->rollout)
         span_attr_str(&sp, "shade.rollout", q->rollout, strlen(q->rollout));
     if (q->experiment)

@@ -1,6 +1,7 @@
 /* rollout.c — progressive delivery (rollout.h): the routing module, the
  * controller thread, the store, the admin API and `shade rollout`. */
 #include "rollout.h"
+#include "keys.h"
 
 #include <errno.h>
 #include <math.h>
@@ -145,6 +146,9 @@ bool rollout_unit(const struct pl_req *q, int unit, const char *unit_header, con
         struct json_span v;
         if (json_get(&q->root, "user", &v) && v.type == JSON_STRING && v.len > 2)
             *u = v.p, *ul = v.len;
+    } else if (unit == ROLLOUT_UNIT_KEY && q->key) {
+        /* an authenticated key: its id, which a rotation keeps (the secret changes) */
+        *u = q->key->id, *ul = strlen(q->key->id);
     } else {
         const char *name = unit == ROLLOUT_UNIT_HEADER ? unit_header : "authorization";
         const struct http_hdr *h = http_req_header(q->http, name);

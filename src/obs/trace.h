@@ -65,7 +65,7 @@ uint64_t trace_unix_ns(void);
 enum span_kind { SPAN_INTERNAL = 1, SPAN_SERVER = 2, SPAN_CLIENT = 3 };
 enum span_attr_type { SPAN_ATTR_STR = 0, SPAN_ATTR_INT, SPAN_ATTR_DOUBLE, SPAN_ATTR_BOOL };
 enum span_status { SPAN_STATUS_UNSET = 0, SPAN_STATUS_OK = 1, SPAN_STATUS_ERROR = 2 };
-enum { SPAN_ATTRS_MAX = 20, SPAN_LINKS_MAX = 2, SPAN_STR_MAX = 160 };
+enum { SPAN_ATTRS_MAX = 24, SPAN_LINKS_MAX = 2, SPAN_STR_MAX = 160 };
 
 struct span_attr {
     const char *key; /* a static string (the span is copied, the key is not) */

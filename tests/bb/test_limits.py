@@ -269,3 +269,29 @@ def test_budget_survives_a_master_restart(env):
     assert st == 429 and err(data)["type"] == "insufficient_quota", data
     # a key without a budget is not affected
     assert post(gw2, chat("hi", max_tokens=4), headers=B)[0] == 200
+
+
+def test_spans_name_the_key_never_the_secret(env):
+    from test_telemetry import OtlpReceiver, attrs
+    rx = OtlpReceiver()
+    sim = env.sim("--ttft-ms", 0, "--tps", 0, "--max-tokens", 3)
+    log = os.path.join(env.tmp, "access.log")
+    cfg = config(sim, "limits: { rpm: 2 }") + f"""tracing:
+  endpoint: http://127.0.0.1:{rx.port}/v1/traces
+  interval: 100ms
+access_log:
+  path: {log}
+  flush: 100ms
+"""
+    gw = env.gateway(cfg)
+    codes = [post(gw, chat(max_tokens=3), headers=A)[0] for _ in range(3)]
+    assert codes == [200, 200, 429], codes
+    assert post(gw, chat(), headers={"authorization": "Bearer sk-lim-a-wrong"})[0] == 401
+    spans = rx.wait(lambda x: x["kind"] == 2, n=4)
+    keyed = [attrs(s).get("shade.key") for s in spans]
+    assert keyed.count("team-a") == 3, keyed
+    time.sleep(0.3)
+    rx.close()
+    everything = json.dumps(rx.spans) + open(log).read() + env.last_gateway.output() + \
+        request(gw, "GET", "/metrics")[2].decode()
+    assert "sk-lim" not in everything
