@@ -363,3 +363,37 @@ def test_keys_kept_across_reload(env):
     # 3 before, 12 + 2 after: every request counted once
     _, last = until(total, 17, 5.0)
     assert last == 17, last
+
+
+def test_rollout_unit_key_survives_rotation(env):
+    """A rollout with `unit: key` assigns a virtual key by its id: rotating
+    the secret keeps the client on its arm."""
+    sim = env.sim("--tps", "0", "--ttft-ms", "1")
+    cand = env.sim("--tps", "0", "--ttft-ms", "1", "--seed", "7")
+    text, _ = vk_config(env, sim)
+    text = text.replace("  - name: other", f"  - name: demo-v2\n    backends:\n      - url: http://127.0.0.1:{cand}\n"
+                        "  - name: other")
+    text += ("rollouts:\n  - name: v2\n    model: demo\n    candidate: demo-v2\n    unit: key\n"
+             "    variant_header: true\n    steps:\n      - { percent: 50, min_duration: 10m, min_requests: 100000 }\n")
+    gw = env.gateway(text)
+    keys = []
+    for i in range(16):
+        st, k = create(gw, {"name": f"unit-{i}"})
+        assert st == 201, k
+        keys.append((k["id"], k["key"]))
+
+    def arm(secret):
+        st, h, data = post(gw, chat(max_tokens=4), headers={"authorization": f"Bearer {secret}"})
+        assert st == 200, data
+        return h["x-shade-variant"]
+
+    before = {kid: arm(s) for kid, s in keys}
+    assert set(before.values()) == {"baseline", "canary"}, before  # 16 keys at 50 %: both arms
+    for kid, s in keys:  # sticky for a key
+        assert arm(s) == before[kid]
+    after = {}
+    for kid, _ in keys:
+        st, _, data = request(gw, "POST", f"/admin/keys/{kid}/rotate", headers=A)
+        assert st == 200, data
+        after[kid] = arm(json.loads(data)["key"])
+    assert after == before
