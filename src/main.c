@@ -27,7 +27,7 @@ static const char usage_main[] =
     "  report --db F   report on a shadow pair store (see `shade report --help`)\n"
     "  rollout status|replay --db F   a rollout's stored decisions (see `shade rollout --help`)\n"
     "  experiment report --db F       an A/B experiment's arms compared (see `shade experiment --help`)\n"
-    "  keys create|list|revoke|rotate|usage -c FILE   virtual API keys (see `shade keys --help`)\n"
+    "  keys create|list|show|revoke|rotate|usage -c FILE   virtual API keys (see `shade keys --help`)\n"
     "\n"
     "options:\n"
     "  -h, --help      show this help (also: shade <command> --help)\n"

@@ -64,6 +64,7 @@ static void accesslog_finish(struct pl_req *q, void *ctx, const struct pl_outcom
         .served_model = q->m ? q->m->cfg->name : NULL,
         .variant = q->m && q->m0 ? (q->m != q->m0                          ? "fallback"
                                     : q->renamed && q->m0->canary_of ? "canary"
+                                    : q->experiment && q->variant    ? q->variant /* the arm's name */
                                                                      : "primary")
                                  : NULL,
         .backend = o->be ? o->be->cfg->name : NULL,

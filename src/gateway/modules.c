@@ -17,7 +17,7 @@ extern const struct pl_module mod_auth, mod_keys, mod_limit, mod_rollout, mod_ex
 
 const struct pl_module *const pl_modules[] = {
     &mod_auth,               /* auth: API keys, lockout (auth.c) */
-    &mod_keys,               /* virtual keys: /admin/keys…, the spend ledger (keys.c) */
+    &mod_keys,               /* virtual keys: /admin/keys…, per-key metrics (keys_admin.c) */
     &mod_limit,              /* limit: requests, tokens, concurrency, budgets per key (limit.c) */
     /* request phases: guard, cache — none yet */
     &mod_rollout,            /* route, first: the arm of a rollout (the candidate serves as its own model) */

@@ -335,8 +335,10 @@ def test_spans_carry_the_experiment_arm(env):
         a = env.sim("--ttft-ms", 0, "--tps", 0)
         b = env.sim("--ttft-ms", 0, "--tps", 0)
         db = os.path.join(env.tmp, "store.db")
+        log = os.path.join(env.tmp, "access.log")
         gw = env.gateway(exp_config([a, b], db, top_extra=f"tracing:\n  endpoint: http://127.0.0.1:{rx.port}"
-                                                          "/v1/traces\n  interval: 100ms"))
+                                                          "/v1/traces\n  interval: 100ms\n"
+                                                          f"access_log:\n  path: {log}\n  flush: 100ms"))
         arms = {}
         for i in range(30):
             st, variant, reqid, _ = ask(gw, f"user{i}")
@@ -348,5 +350,13 @@ def test_spans_carry_the_experiment_arm(env):
             at = attrs(s)
             assert at["shade.experiment"] == "ab" and at["shade.variant"] == arms[at["shade.request_id"]], at
             assert "shade.rollout" not in at, at
+        # and the access log names the arm too
+        deadline = time.time() + 5
+        lines = []
+        while time.time() < deadline and len(lines) < len(arms):
+            with open(log) as f:
+                lines = [json.loads(l) for l in f if l.strip()]
+            time.sleep(0.05)
+        assert {x["request_id"]: x["variant"] for x in lines if x["request_id"] in arms} == arms
     finally:
         rx.close()
