@@ -458,7 +458,8 @@ static bool has_tool_results(const struct json_span *root)
 }
 
 /* Is this request for this shadow?  SKIP__COUNT = yes. */
-static int select_request(struct worker *w, struct shadow_rt *sh, http_req *r, const struct json_span *root)
+static int select_request(struct worker *w, struct shadow_rt *sh, http_req *r, const struct json_span *root,
+                          const char *key_name)
 {
     const struct config_shadow *c = sh->cfg;
     int st = atomic_load_explicit(&sh->state, memory_order_relaxed);
@@ -478,7 +479,10 @@ static int select_request(struct worker *w, struct shadow_rt *sh, http_req *r, c
     }
     case SHADOW_SELECT_KEY: {
         bool in = false;
-        if (bearer(r, &k, &kl))
+        /* the name of the key auth checked (so no secret is in the config), or the raw key */
+        for (size_t i = 0; key_name && i < c->nkeys && !in; i++)
+            in = strcmp(c->keys[i], key_name) == 0;
+        if (!in && bearer(r, &k, &kl))
             for (size_t i = 0; i < c->nkeys && !in; i++)
                 in = strlen(c->keys[i]) == kl && memcmp(c->keys[i], k, kl) == 0;
         if (!in)
@@ -499,6 +503,10 @@ static int select_request(struct worker *w, struct shadow_rt *sh, http_req *r, c
                 k = user;
                 kl = (size_t)n;
             }
+        }
+        if (!k && key_name) { /* the key auth checked: its name, which a rotation keeps */
+            k = key_name;
+            kl = strlen(key_name);
         }
         if (!k && !bearer(r, &k, &kl))
             return SKIP_NO_USER_KEY;
@@ -571,7 +579,7 @@ static int admit(struct shadow_rt *sh)
 struct shadow_primary *shadow_mirror(struct worker *w, const struct model_rt *m, http_req *r,
                                      const char *body, size_t body_len, const struct json_span *root,
                                      enum met_endpoint ep, bool stream,
-                                     uint64_t est_tokens, const struct trace_ctx *primary)
+                                     uint64_t est_tokens, const struct trace_ctx *primary, const char *key_name)
 {
     struct shadow_primary *sp = NULL;
     bool chat = ep == EP_CHAT;
@@ -582,7 +590,7 @@ struct shadow_primary *shadow_mirror(struct worker *w, const struct model_rt *m,
         memset(&pr, 0, sizeof pr); /* no prompt: stored empty, hashed as "" */
     for (size_t i = 0; i < m->nshadows; i++) {
         struct shadow_rt *sh = m->shadows[i];
-        int skip = ok ? select_request(w, sh, r, root) : SKIP_ENDPOINT;
+        int skip = ok ? select_request(w, sh, r, root, key_name) : SKIP_ENDPOINT;
         if (skip != SKIP__COUNT) {
             count(&sh->skipped[skip]);
             continue;
@@ -784,7 +792,7 @@ static void shadow_on_sent(struct pl_req *q, void *ctx)
     if (!q->m0->nshadows)
         return;
     s->sp = shadow_mirror(q->w, q->m0, q->http, q->body, q->body_len, &q->root, q->ep, q->stream, q->est_tokens,
-                          &q->tc);
+                          &q->tc, q->key_name);
     q->mirrored = s->sp ? s->sp->npairs : 0;
 }
 

@@ -59,10 +59,11 @@ const struct shadow_rt *shadow_find(const struct gateway *gw, const char *name, 
 
 /* mod_shadow, once the primary is on the wire: choose the shadows that
  * mirror this request and start their legs from body (the request's
- * current body; root spans into it).  Returns NULL when none does. */
+ * current body; root spans into it; key_name: the key auth checked, NULL
+ * none).  Returns NULL when none does. */
 struct shadow_primary *shadow_mirror(struct worker *w, const struct model_rt *m, http_req *r,
                                      const char *body, size_t body_len, const struct json_span *root, enum met_endpoint ep, bool stream,
-                                     uint64_t est_tokens, const struct trace_ctx *primary);
+                                     uint64_t est_tokens, const struct trace_ctx *primary, const char *key_name);
 /* the store's error kind of an upstream failure */
 const char *shadow_err_kind(enum up_err e);
 /* proxy.c: observe the primary's answer beside the stream / at the end */

@@ -5,6 +5,7 @@ OpenAI client expects — against the real binary."""
 import json
 import os
 import signal
+import tempfile
 import threading
 import time
 
@@ -17,7 +18,10 @@ A = {"authorization": "Bearer sk-lim-a-0123456789"}
 B = {"authorization": "Bearer sk-lim-b-0123456789"}
 
 
-def config(sim, key_a, key_b="", workers=2, extra=""):
+def config(sim, key_a, key_b="", workers=2, extra="", db=None):
+    """A gateway with keys team-a and team-b; its own store (a budget's
+    ledger lives there), never the default file shared by every test."""
+    db = db or os.path.join(tempfile.mkdtemp(prefix="shade-bb-lim-"), "store.db")
     lines = ["server:", "  listen: 127.0.0.1:{PORT}", f"  workers: {workers}", "  log_level: warn",
              "models:",
              "  - name: demo", "    price: { input: 1000000, output: 1000000 }",
@@ -29,6 +33,7 @@ def config(sim, key_a, key_b="", workers=2, extra=""):
     lines += ["    - name: team-b", "      key_env: SHADE_TEST_LIM_B"]
     lines += ["      " + l for l in key_b.strip().splitlines()] if key_b.strip() else []
     lines += ["  " + l for l in extra.strip().splitlines()] if extra.strip() else []
+    lines += ["shadow_store:", f"  path: {db}"]
     return "\n".join(lines) + "\n"
 
 
@@ -259,7 +264,7 @@ def test_budget_survives_a_master_restart(env):
     ledger: a new master starts the period's bucket from what was spent."""
     sim = env.sim("--ttft-ms", 0, "--tps", 0, "--max-tokens", 4)
     db = os.path.join(env.tmp, "store.db")
-    cfg = config(sim, "budget: { usd: 40, period: month }") + f"shadow_store:\n  path: {db}\n"
+    cfg = config(sim, "budget: { usd: 40, period: month }", db=db)
     gw = env.gateway(cfg)
     codes = [post(gw, chat("hi", max_tokens=4), headers=A)[0] for _ in range(8)]
     assert 200 in codes and codes[-1] == 429, codes
@@ -295,3 +300,31 @@ access_log:
     everything = json.dumps(rx.spans) + open(log).read() + env.last_gateway.output() + \
         request(gw, "GET", "/metrics")[2].decode()
     assert "sk-lim" not in everything
+
+
+def test_shadow_selects_by_key_name(env):
+    """`select: key` names keys (no secret in the config): only team-a's
+    requests are mirrored."""
+    sim = env.sim("--ttft-ms", 0, "--tps", 0, "--max-tokens", 3)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0, "--max-tokens", 3, "--seed", 9)
+    db = os.path.join(env.tmp, "pairs.db")
+    cfg = config(sim, "", db=db) + f"""shadows:
+  - name: probe
+    model: demo
+    select: key
+    keys: [team-a]
+    aa_percent: 0
+    backends:
+      - url: http://127.0.0.1:{cand}
+"""
+    gw = env.gateway(cfg)
+    for _ in range(3):
+        assert post(gw, chat(max_tokens=3), headers=A)[0] == 200
+        assert post(gw, chat(max_tokens=3), headers=B)[0] == 200
+    deadline = time.time() + 5
+    while time.time() < deadline and metrics(gw).get('shade_shadow_mirrored_total{shadow="probe"}', 0) < 3:
+        time.sleep(0.05)
+    m = metrics(gw)
+    assert m['shade_shadow_mirrored_total{shadow="probe"}'] == 3, m
+    assert m['shade_shadow_skipped_total{shadow="probe",reason="not_selected"}'] == 3, \
+        {k: v for k, v in m.items() if "skipped" in k}
