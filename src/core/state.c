@@ -61,6 +61,7 @@ static struct {
     void *base;
     size_t size;
     bool shared;
+    int64_t defer_ms;     /* SHADE_STATE_DEFER_MS: answer reservations later (tests) */
     struct header *h;
     struct stripe *stripes;
     struct slot *slots;
@@ -175,6 +176,8 @@ int st_attach(void)
 {
     if (S.base)
         return 0;
+    const char *d = getenv("SHADE_STATE_DEFER_MS");
+    int64_t defer = d ? atoll(d) : 0;
     const char *e = getenv("SHADE_STATE_FD");
     if (e) {
         int fd = atoi(e);
@@ -182,8 +185,10 @@ int st_attach(void)
         if (fd > 2)
             close(fd);
         unsetenv("SHADE_STATE_FD");
-        if (ok)
+        if (ok) {
+            S.defer_ms = defer > 0 ? defer : 0;
             return 0;
+        }
         log_warn("state: the master's segment is unusable; limits and lockouts restart with this process");
     }
     size_t ps, size = layout(ST_SLOTS_DEFAULT, &ps);
@@ -197,6 +202,7 @@ int st_attach(void)
     }
     S.size = size;
     S.shared = false;
+    S.defer_ms = defer > 0 ? defer : 0;
     return 0;
 }
 
@@ -454,6 +460,45 @@ void st_reserve(const struct st_bucket *b, size_t n, const int64_t *amount, stru
     }
     r->ok = ok;
     unlock_all(held, nh);
+}
+
+static void pending_fire(loop_t *l, ev_timer *t)
+{
+    (void)l;
+    struct st_pending *p = t->data;
+    p->active = false;
+    p->cb(p->arg, &p->r);
+}
+
+enum st_rc st_reserve_on(loop_t *loop, const struct st_bucket *b, size_t n, const int64_t *amount, struct st_result *r,
+                         struct st_pending *p, void (*cb)(void *arg, const struct st_result *r), void *arg)
+{
+    if (!S.defer_ms || !loop) {
+        st_reserve(b, n, amount, r);
+        return ST_DONE;
+    }
+    /* as a remote backend: the reservation is made there at once, its
+     * answer arrives a round trip later */
+    *p = (struct st_pending){ .loop = loop, .b = b, .amount = amount, .n = n, .cb = cb, .arg = arg, .active = true };
+    st_reserve(b, n, amount, &p->r);
+    ev_timer_init(&p->timer, pending_fire, p);
+    ev_timer_start(loop, &p->timer, (uint64_t)S.defer_ms);
+    return ST_PENDING;
+}
+
+void st_cancel(struct st_pending *p)
+{
+    if (!p->active)
+        return;
+    p->active = false;
+    ev_timer_stop(p->loop, &p->timer);
+    if (p->r.ok) { /* made, never to be used: all of it back (the request counted for nothing) */
+        int64_t zero[ST_MAX_BUCKETS] = { 0 };
+        int64_t back[ST_MAX_BUCKETS];
+        for (size_t i = 0; i < p->n && i < ST_MAX_BUCKETS; i++)
+            back[i] = p->amount[i];
+        st_settle(p->b, p->n, back, zero);
+    }
 }
 
 void st_settle(const struct st_bucket *b, size_t n, const int64_t *reserved, const int64_t *used)

@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "loop.h"
+
 #define ST_SLOTS_DEFAULT 65536u /* 64 bytes each: 4 MiB */
 #define ST_MAX_BUCKETS 8        /* per reservation */
 #define ST_GENERATIONS 8        /* change counters (st_gen) */
@@ -75,6 +77,33 @@ void st_detach(void);
  * whose capacity is below its amount can never hold it: refused, with
  * retry_ms = -1. */
 void st_reserve(const struct st_bucket *b, size_t n, const int64_t *amount, struct st_result *r);
+/* The asynchronous form, for the worker loop (doc/state.md): a remote
+ * backend (Redis, for several replicas) answers after a round trip.
+ *   ST_DONE     *r is filled now (the local backend, always)
+ *   ST_PENDING  cb(arg, r) runs later on loop, with r = &p->r, unless
+ *               st_cancel(p) is called first (the client left): then a
+ *               reservation that was made is given back whole
+ * p is the caller's storage (a request's context): no allocation; b and
+ * amount must stay valid until cb runs or st_cancel returns.  With
+ * SHADE_STATE_DEFER_MS=N in the environment of the serving process, the
+ * local backend answers every reservation N ms later this way, so the
+ * pending path is exercised by the tests as a remote backend will use it. */
+enum st_rc { ST_DONE, ST_PENDING };
+struct st_pending {
+    ev_timer timer;
+    loop_t *loop;
+    const struct st_bucket *b;
+    const int64_t *amount;
+    size_t n;
+    void (*cb)(void *arg, const struct st_result *r);
+    void *arg;
+    struct st_result r;
+    bool active;
+};
+enum st_rc st_reserve_on(loop_t *loop, const struct st_bucket *b, size_t n, const int64_t *amount, struct st_result *r,
+                         struct st_pending *p, void (*cb)(void *arg, const struct st_result *r), void *arg);
+void st_cancel(struct st_pending *p);
+
 /* Settle what was reserved with what was used: the unused part goes back
  * (ST_REFILL, ST_WINDOW), an overage is consumed (the balance may go
  * below zero); ST_GAUGE buckets get their reservation back whole.  Buckets

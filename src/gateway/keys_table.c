@@ -174,7 +174,8 @@ static void tab_put(struct ktab *t, const struct key_rec *r)
         t->next_expiry = r->expires_unix;
 }
 
-/* Publish t; the old table's records not in t lose the table's reference. */
+/* Publish t; the old table's references are dropped (a record that t keeps
+ * too was held again for t by whoever put it there). */
 static void tab_swap(struct ktab *t)
 {
     pthread_rwlock_wrlock(&T.lock);
@@ -183,20 +184,9 @@ static void tab_swap(struct ktab *t)
     pthread_rwlock_unlock(&T.lock);
     if (!old)
         return;
-    for (size_t i = 0; i < old->cap; i++) {
-        const struct key_rec *r = old->slot[i];
-        if (!r)
-            continue;
-        bool kept = false;
-        for (size_t j = digest_hash(r->digest) & (t ? t->cap - 1 : 0); t && t->slot[j];
-             j = (j + 1) & (t->cap - 1))
-            if (t->slot[j] == r) {
-                kept = true;
-                break;
-            }
-        if (!kept)
-            key_release(r);
-    }
+    for (size_t i = 0; i < old->cap; i++)
+        if (old->slot[i])
+            key_release(old->slot[i]);
     free(old);
 }
 

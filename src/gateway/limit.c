@@ -53,6 +53,9 @@ struct limit_ctx {
     uint8_t rule[ST_MAX_BUCKETS];
     uint8_t n;
     bool reserved;
+    bool waiting;            /* a reservation's answer is pending (a remote backend) */
+    struct pl_req *q;
+    struct st_pending pend;
     /* for the x-ratelimit-* headers: the tightest scope of each kind */
     int64_t lim_req, rem_req, reset_req, lim_tok, rem_tok, reset_tok;
     char hv[6][24];
@@ -266,6 +269,29 @@ static enum pl_rc refuse(struct pl_req *q, struct limit_ctx *c, const struct st_
     return PL_DONE;
 }
 
+/* What the reservation's answer means for the request. */
+static enum pl_rc decide(struct pl_req *q, struct limit_ctx *c, const struct st_result *r)
+{
+    if (r->error) { /* the table is full: fail open, counted (a limit is not worth an outage) */
+        atomic_fetch_add(&M.state_full, 1);
+        c->n = 0;
+        return PL_NEXT;
+    }
+    note_headers(c, r);
+    if (!r->ok)
+        return refuse(q, c, r);
+    c->reserved = true;
+    return PL_NEXT;
+}
+
+/* The answer of a pending reservation, on the worker loop. */
+static void reserved_later(void *arg, const struct st_result *r)
+{
+    struct limit_ctx *c = arg;
+    c->waiting = false;
+    pl_resume(c->q, decide(c->q, c, r));
+}
+
 static enum pl_rc limit_request(struct pl_req *q, void *ctx)
 {
     struct limit_ctx *c = ctx;
@@ -302,17 +328,12 @@ static enum pl_rc limit_request(struct pl_req *q, void *ctx)
         b->fresh_used = nano_usd(keys_period_spend(k, (int64_t)time(NULL)));
     }
     struct st_result r;
-    st_reserve(c->b, c->n, c->amount, &r);
-    if (r.error) { /* the table is full: fail open, counted (a limit is not worth an outage) */
-        atomic_fetch_add(&M.state_full, 1);
-        c->n = 0;
-        return PL_NEXT;
+    c->q = q;
+    if (st_reserve_on(q->w->loop, c->b, c->n, c->amount, &r, &c->pend, reserved_later, c) == ST_PENDING) {
+        c->waiting = true;
+        return PL_WAIT;
     }
-    note_headers(c, &r);
-    if (!r.ok)
-        return refuse(q, c, &r);
-    c->reserved = true;
-    return PL_NEXT;
+    return decide(q, c, &r);
 }
 
 static void limit_head(struct pl_req *q, void *ctx, const struct pl_head *h)
@@ -338,6 +359,10 @@ static int64_t soft_once(int64_t v[4], bool fresh, int64_t now, void *arg)
 static void limit_finish(struct pl_req *q, void *ctx, const struct pl_outcome *o)
 {
     struct limit_ctx *c = ctx;
+    if (c->waiting) { /* the client left while the reservation was pending: given back whole */
+        st_cancel(&c->pend);
+        c->waiting = false;
+    }
     const struct key_rec *k = q->key;
     if (k && q->m) {
         double cost = o->cost_usd;

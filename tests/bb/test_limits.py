@@ -328,3 +328,33 @@ def test_shadow_selects_by_key_name(env):
     assert m['shade_shadow_mirrored_total{shadow="probe"}'] == 3, m
     assert m['shade_shadow_skipped_total{shadow="probe",reason="not_selected"}'] == 3, \
         {k: v for k, v in m.items() if "skipped" in k}
+
+
+def test_pending_reservations_as_a_remote_backend(env):
+    """SHADE_STATE_DEFER_MS makes every reservation answer later, on the
+    worker loop, as a remote (Redis) backend will: the limit phase waits
+    (PL_WAIT), and a client that leaves while its reservation is pending
+    gets all of it given back."""
+    sim = env.sim("--ttft-ms", 0, "--tps", 0, "--max-tokens", 3)
+    e = dict(os.environ, SHADE_STATE_DEFER_MS="300")
+    gw = env.gateway(config(sim, "limits: { rpm: 3, concurrency: 1 }"), env=e)
+    # a client gone while its reservation is pending: nothing is kept
+    for _ in range(2):
+        s = harness.socket.create_connection(("127.0.0.1", gw))
+        body = json.dumps(chat(max_tokens=3)).encode()
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Authorization: Bearer sk-lim-a-0123456789\r\nContent-Length: " + str(len(body)).encode() +
+                  b"\r\n\r\n" + body)
+        time.sleep(0.05)
+        s.close()
+    time.sleep(0.5)
+    t0 = time.time()
+    rem = []
+    for _ in range(3):
+        st, h, data = post(gw, chat(max_tokens=3), headers=A)
+        assert st == 200, data
+        rem.append(h["x-ratelimit-remaining-requests"])
+    assert time.time() - t0 >= 0.85  # three waits of 300 ms: the pending path was taken
+    assert rem == ["2", "1", "0"], rem  # the two abandoned requests gave their rpm back
+    st, h, data = post(gw, chat(max_tokens=3), headers=A)
+    assert st == 429 and err(data)["type"] == "requests", data

@@ -110,6 +110,10 @@ def test_crashed_serving_process_is_restarted(env):
     s1 = env.sim("--ttft-ms", 0, "--tps", 0)
     gw = env.gateway(basic_config(s1))
     proc = env.last_gateway
+    # the serving process answers /healthz a moment before it tells the
+    # master it is ready; killed in between, it counts as a failed start
+    # (the master exits): give the message time to arrive
+    time.sleep(0.5 * SLOW)
     old = proc.children()[0]
     os.kill(old, signal.SIGKILL)
     wait_child_change(proc, old)
