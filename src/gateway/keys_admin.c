@@ -269,12 +269,18 @@ static int keys_admin(struct worker *w, http_req *r)
 {
     bool get = r->method == HTTP_M_GET || r->method == HTTP_M_HEAD, post = r->method == HTTP_M_POST,
          del = r->method == HTTP_M_DELETE;
+    /* with virtual keys off, the ledger may still run (every key's spend):
+     * only a config key's usage is answered then */
+    const struct config_auth *ac = auth_config(w->gw->cfg);
+    bool vk = keys_running() && ac && ac->virtual_keys;
+    static const char off[] = "Virtual keys are off in this gateway: set auth.virtual_keys: true in its configuration.";
     if (!keys_running())
-        return error(r, 404, "virtual_keys_off", NULL,
-                     "Virtual keys are off in this gateway: set auth.virtual_keys: true in its configuration.");
+        return error(r, 404, "virtual_keys_off", NULL, off);
     const char *p, *action;
     size_t nl, al;
     int below = route_below(r, sizeof "/admin/keys" - 1, &p, &nl, &action, &al);
+    if (below == 0 && !vk)
+        return error(r, 404, "virtual_keys_off", NULL, off);
     if (below == 0)
         return get ? list(w, r) : post ? create(w, r) : not_allowed(r, "GET, HEAD, POST");
     char id[64];
@@ -309,6 +315,8 @@ static int keys_admin(struct worker *w, http_req *r)
                            r->path);
         return 404;
     }
+    if (!vk && !(op == USAGE && strncmp(id, "cfg:", 4) == 0))
+        return error(r, 404, "virtual_keys_off", NULL, off);
     int status = 0;
     sqlite3 *db = open_store(w, r, &status);
     if (!db)

@@ -80,6 +80,7 @@ static struct {
     pthread_mutex_t wlock;    /* serialises building a new table */
     uint64_t gen;             /* bumped by keys_apply, under wlock */
     _Atomic bool on;
+    bool virtual_keys;         /* auth.virtual_keys: else only the ledger runs */
     /* the thread and its store connection */
     struct bg t;
     bool poke;                /* under t.lock: look at the store now */
@@ -633,15 +634,18 @@ static void *keys_main(void *arg)
 int keys_start(const struct config *cfg, char *err, size_t errlen)
 {
     const struct config_auth *a = auth_config(cfg);
-    /* the store is needed for virtual keys, and for the ledger a budget
-     * starts from after a restart of the master */
-    bool budgets = false;
-    for (size_t i = 0; a && i < a->nkeys; i++)
-        budgets |= a->keys[i].budget.usd > 0;
-    if (!auth_on(a) || !(a->virtual_keys || budgets))
+    /* the store holds the virtual keys and every key's spend (the ledger
+     * a budget starts from after a restart of the master) */
+    if (!auth_on(a))
         return 0;
-    if (ks_open(cfg->store.path, 5000, true, &T.db, err, errlen) < 0)
-        return -1;
+    if (ks_open(cfg->store.path, 5000, true, &T.db, err, errlen) < 0) {
+        if (a->virtual_keys)
+            return -1;
+        log_warn("keys: no spend ledger (%s): budgets restart with the master, /admin/keys/ID/usage is empty", err);
+        T.db = NULL;
+        return 0;
+    }
+    T.virtual_keys = a->virtual_keys;
     atomic_store(&T.on, true);
     int64_t now = (int64_t)time(NULL);
     if (reload(now) != 0) {
@@ -695,7 +699,7 @@ void keys_stop(void)
 
 void keys_render_metrics(struct buf *o)
 {
-    if (atomic_load(&T.on)) {
+    if (atomic_load(&T.on) && T.virtual_keys) {
         pthread_rwlock_rdlock(&T.lock);
         size_t n = T.tab ? T.tab->n : 0;
         pthread_rwlock_unlock(&T.lock);
@@ -703,11 +707,14 @@ void keys_render_metrics(struct buf *o)
                    "# HELP shade_keys_live Virtual keys this process accepts (neither revoked nor expired).\n"
                    "# TYPE shade_keys_live gauge\nshade_keys_live %zu\n"
                    "# HELP shade_keys_reloads_total Times the virtual keys were read again from the store.\n"
-                   "# TYPE shade_keys_reloads_total counter\nshade_keys_reloads_total %llu\n"
+                   "# TYPE shade_keys_reloads_total counter\nshade_keys_reloads_total %llu\n",
+                   n, (unsigned long long)atomic_load(&T.reloads));
+    }
+    if (atomic_load(&T.on))
+        buf_printf(o,
                    "# HELP shade_keys_ledger_errors_total Failed writes of the spend ledger (retried).\n"
                    "# TYPE shade_keys_ledger_errors_total counter\nshade_keys_ledger_errors_total %llu\n",
-                   n, (unsigned long long)atomic_load(&T.reloads), (unsigned long long)atomic_load(&T.write_errors));
-    }
+                   (unsigned long long)atomic_load(&T.write_errors));
     pthread_mutex_lock(&T.mu);
     if (T.nmet) {
         static const char *const fam[3][3] = {

@@ -397,3 +397,25 @@ def test_rollout_unit_key_survives_rotation(env):
         assert st == 200, data
         after[kid] = arm(json.loads(data)["key"])
     assert after == before
+
+
+def test_config_key_spend_without_virtual_keys(env):
+    """Every key's spend goes to the ledger, virtual keys or not; with them
+    off, only a config key's usage is answered by /admin/keys."""
+    sim = env.sim("--tps", "0", "--ttft-ms", "1")
+    text, db = vk_config(env, sim, extra_auth="keys:\n  - { name: cfgkey, key_env: SHADE_TEST_VK_CFG }")
+    text = text.replace("  virtual_keys: true\n", "")
+    gw = env.gateway(text)
+    for _ in range(3):
+        assert use(gw, os.environ["SHADE_TEST_VK_CFG"]) == 200
+
+    def total():
+        st, _, data = request(gw, "GET", "/admin/keys/cfg:cfgkey/usage", headers=A)
+        assert st == 200, data
+        return json.loads(data)["total"]["requests"]
+
+    _, got = until(total, 3, 5.0)
+    assert got == 3
+    for path, method in (("/admin/keys", "GET"), ("/admin/keys/key_x", "GET"), ("/admin/keys/cfg:cfgkey/rotate", "POST")):
+        st, _, data = request(gw, method, path, headers=A)
+        assert st == 404 and err(data)["code"] == "virtual_keys_off", (path, data)
