@@ -204,24 +204,13 @@ static int days_param(const http_req *r)
 
 struct usage_ctx {
     struct buf *b;
-    size_t n;
-    int64_t requests, tin, tout;
-    double usd;
+    struct ks_usage t;
 };
 
 static int usage_row(const struct ks_spend *s, void *arg)
 {
     struct usage_ctx *c = arg;
-    char day[11];
-    ks_day_str(s->day, day);
-    buf_printf(c->b, "%s{\"day\":\"%s\",\"model\":", c->n++ ? "," : "", day);
-    json_buf_str(c->b, s->model);
-    buf_printf(c->b, ",\"requests\":%lld,\"tokens_in\":%lld,\"tokens_out\":%lld,\"cost_usd\":%.9g}",
-               (long long)s->requests, (long long)s->tokens_in, (long long)s->tokens_out, s->cost_usd);
-    c->requests += s->requests;
-    c->tin += s->tokens_in;
-    c->tout += s->tokens_out;
-    c->usd += s->cost_usd;
+    ks_usage_row(c->b, &c->t, s);
     return 0;
 }
 
@@ -244,8 +233,8 @@ static int usage(http_req *r, sqlite3 *db, const char *id, const char *name, con
         buf_free(&b);
         return store_error(r, db);
     }
-    buf_printf(&b, "],\"total\":{\"requests\":%lld,\"tokens_in\":%lld,\"tokens_out\":%lld,\"cost_usd\":%.9g}",
-               (long long)c.requests, (long long)c.tin, (long long)c.tout, c.usd);
+    buf_append_str(&b, "],");
+    ks_usage_total(&b, &c.t);
     /* the budget's period as this process counts it (the ledger plus what it
      * has not written yet) */
     struct key_rec probe = { .id = (char *)id, .budget = *budget };

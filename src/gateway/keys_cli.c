@@ -261,30 +261,19 @@ static int list_json(struct ks_key *k, void *arg)
 struct usage_acc {
     bool json;
     struct buf *b;
-    size_t n;
-    int64_t req, tin, tout;
-    double usd;
+    struct ks_usage t;
 };
 
 static int usage_row(const struct ks_spend *s, void *arg)
 {
     struct usage_acc *u = arg;
-    char day[11];
-    ks_day_str(s->day, day);
-    if (u->json) {
-        buf_printf(u->b, "%s{\"day\":\"%s\",\"model\":", u->n ? "," : "", day);
-        json_buf_str(u->b, s->model);
-        buf_printf(u->b, ",\"requests\":%lld,\"tokens_in\":%lld,\"tokens_out\":%lld,\"cost_usd\":%.9g}",
-                   (long long)s->requests, (long long)s->tokens_in, (long long)s->tokens_out, s->cost_usd);
-    } else {
+    if (!u->json) {
+        char day[11];
+        ks_day_str(s->day, day);
         printf("%-10s  %-24s %10lld %12lld %12lld %12.6f\n", day, s->model, (long long)s->requests,
                (long long)s->tokens_in, (long long)s->tokens_out, s->cost_usd);
     }
-    u->n++;
-    u->req += s->requests;
-    u->tin += s->tokens_in;
-    u->tout += s->tokens_out;
-    u->usd += s->cost_usd;
+    ks_usage_row(u->json ? u->b : NULL, &u->t, s);
     return 0;
 }
 
@@ -383,12 +372,14 @@ static int run(const struct opts *o, sqlite3 *db, const struct config *cfg)
             fprintf(stderr, "shade keys usage: %s\n", ks_errmsg(db));
             return 1;
         }
-        if (o->json)
-            printf("%.*s],\"total\":{\"requests\":%lld,\"tokens_in\":%lld,\"tokens_out\":%lld,\"cost_usd\":%.9g}}\n",
-                   (int)buf_used(&b), buf_data(&b), (long long)u.req, (long long)u.tin, (long long)u.tout, u.usd);
-        else
-            printf("%-10s  %-24s %10lld %12lld %12lld %12.6f\n", "total", "", (long long)u.req, (long long)u.tin,
-                   (long long)u.tout, u.usd);
+        if (o->json) {
+            buf_append_str(&b, "],");
+            ks_usage_total(&b, &u.t);
+            printf("%.*s}\n", (int)buf_used(&b), buf_data(&b));
+        } else {
+            printf("%-10s  %-24s %10lld %12lld %12lld %12.6f\n", "total", "", (long long)u.t.requests,
+                   (long long)u.t.tokens_in, (long long)u.t.tokens_out, u.t.cost_usd);
+        }
         buf_free(&b);
         return 0;
     }

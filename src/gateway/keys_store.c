@@ -529,3 +529,26 @@ int ks_spend_each(sqlite3 *db, const char *key_id, int64_t from_day, int (*fn)(c
     sqlite3_finalize(st);
     return s == SQLITE_ROW || s == SQLITE_DONE ? 0 : -1;
 }
+
+void ks_usage_row(struct buf *b, struct ks_usage *t, const struct ks_spend *s)
+{
+    char day[11];
+    ks_day_str(s->day, day);
+    if (b) {
+        buf_printf(b, "%s{\"day\":\"%s\",\"model\":", t->n ? "," : "", day);
+        json_buf_str(b, s->model);
+        buf_printf(b, ",\"requests\":%lld,\"tokens_in\":%lld,\"tokens_out\":%lld,\"cost_usd\":%.9g}",
+                   (long long)s->requests, (long long)s->tokens_in, (long long)s->tokens_out, s->cost_usd);
+    }
+    t->n++;
+    t->requests += s->requests;
+    t->tokens_in += s->tokens_in;
+    t->tokens_out += s->tokens_out;
+    t->cost_usd += s->cost_usd;
+}
+
+void ks_usage_total(struct buf *b, const struct ks_usage *t)
+{
+    buf_printf(b, "\"total\":{\"requests\":%lld,\"tokens_in\":%lld,\"tokens_out\":%lld,\"cost_usd\":%.9g}",
+               (long long)t->requests, (long long)t->tokens_in, (long long)t->tokens_out, t->cost_usd);
+}

@@ -92,6 +92,18 @@ int ks_spend_each(struct sqlite3 *db, const char *key_id, int64_t from_day,
 
 /* Days since the epoch <-> "YYYY-MM-DD" (UTC). */
 void ks_day_str(int64_t day, char out[11]);
+
+/* A usage listing (the admin API's and `shade keys usage --json`): each
+ * row as a JSON object appended to b (comma-separated), summed in t. */
+struct ks_usage {
+    size_t n;
+    int64_t requests, tokens_in, tokens_out;
+    double cost_usd;
+};
+struct buf;
+void ks_usage_row(struct buf *b, struct ks_usage *t, const struct ks_spend *s);
+/* The totals as `"total":{...}`. */
+void ks_usage_total(struct buf *b, const struct ks_usage *t);
 int64_t ks_day_of(const char *s);
 
 /* Fill n bytes with random characters of the alphabet (getrandom, no
