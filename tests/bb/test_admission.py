@@ -92,3 +92,34 @@ def test_model_max_in_flight(env):
     t1.join()
     assert r1 == [200]
     assert post(gw, chat())[0] == 200
+
+
+def test_key_priority_overrides_the_header(env):
+    """A key's priority is its requests' place in the queue; a client with
+    that key cannot raise it with the priority header."""
+    import os
+    os.environ["SHADE_TEST_PRIO_LOW"] = "sk-prio-low-0123456789"
+    os.environ["SHADE_TEST_PRIO_HIGH"] = "sk-prio-high-0123456789"
+    order = []
+
+    def respond(req):
+        order.append(json.loads(req.partition(b"\r\n\r\n")[2])["messages"][0]["content"])
+        time.sleep(0.3)
+        return json_response({"ok": True})
+
+    up = FakeUpstream(respond)
+    cfg = config(up.port, "queue: {size: 10, priority_header: x-priority}", "max_concurrent: 1") + (
+        "auth:\n  keys:\n"
+        "    - { name: batch, key_env: SHADE_TEST_PRIO_LOW, priority: 1 }\n"
+        "    - { name: interactive, key_env: SHADE_TEST_PRIO_HIGH, priority: 8 }\n")
+    gw = env.gateway(cfg)
+    low = {"authorization": "Bearer sk-prio-low-0123456789", "x-priority": "9"}
+    high = {"authorization": "Bearer sk-prio-high-0123456789", "x-priority": "0"}
+    threads = []
+    for name, h in (("first", low), ("low", low), ("high", high)):
+        t, _ = in_background(lambda n=name, hh=h: post(gw, chat(n), headers=hh)[0])
+        threads.append(t)
+        time.sleep(0.08)
+    for t in threads:
+        t.join()
+    assert order == ["first", "high", "low"], order
