@@ -10,6 +10,10 @@ Then examples/rollout.yaml: `demo` moves to a candidate through a shadow
 stage and three canary steps to promotion, while `chat` tries a candidate
 that fails 15 % of its requests and is rolled back; the decision log comes
 from the store (`shade rollout status`).
+Then examples/keys.yaml: a request without a key, a virtual key created
+with the admin API and limited to 5 requests a minute (x-ratelimit-*
+headers, then a 429), rotated and revoked, and the key's spend from the
+ledger.
 Every process started here is stopped by its PID."""
 import concurrent.futures
 import http.client
@@ -288,8 +292,89 @@ def rollout_demo():
     print(st.stdout, end="")
     print(st.stderr, end="")
     print("-" * 78)
-    return (st.returncode == 0 and state["demo-v2"]["phase"] == "promoted"
-            and state["chat-v2"]["phase"] == "rolled_back")
+    ok = (st.returncode == 0 and state["demo-v2"]["phase"] == "promoted"
+          and state["chat-v2"]["phase"] == "rolled_back")
+    return ok and keys_demo()
+
+
+KDB = os.path.join(ROOT, "shade-keys.db")   # examples/keys.yaml's shadow_store.path
+ADMIN_KEY = "demo-admin-key-0123456789"
+
+
+def call(method, path, body=None, key=None, admin=False):
+    c = http.client.HTTPConnection("127.0.0.1", GW, timeout=30)
+    h = {"content-type": "application/json"}
+    if key:
+        h["authorization"] = f"Bearer {key}"
+    if admin:
+        h["x-shade-admin-key"] = ADMIN_KEY
+    c.request(method, path, json.dumps(body) if body is not None else None, h)
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+
+
+def ask(key):
+    return call("POST", "/v1/chat/completions", {"model": "demo", "max_tokens": 16,
+                "messages": [{"role": "user", "content": "How do API keys work?"}]}, key=key)
+
+
+def keys_demo():
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.unlink(KDB + suffix)
+        except FileNotFoundError:
+            pass
+    for name, p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=10)
+    sim = start(["sim", "--listen", "127.0.0.1:8001", "--ttft-ms", "5", "--tps", "0", "--seed", "1"], "sim (keys)")
+    wait_port(8001, sim, "sim (keys)")
+    os.environ["SHADE_DEMO_TEAM_KEY"] = "sk-demo-team-a-0123456789"
+    os.environ["SHADE_DEMO_ADMIN_KEY"] = ADMIN_KEY
+    g = start(["serve", "-c", os.path.join(ROOT, "examples", "keys.yaml")], "gateway (keys)")
+    wait_port(GW, g, "gateway (keys)")
+    print("\n" + "=" * 78)
+    print("shade demo, part 3: keys, limits and budgets (examples/keys.yaml)\n")
+    ok = True
+    st, _, data = ask(None)
+    print(f"  no key                      -> {st} {json.loads(data)['error']['code']}")
+    ok &= st == 401
+    st, _, data = call("POST", "/admin/keys", {"name": "demo-app", "limits": {"rpm": 5},
+                                               "budget": {"usd": 1, "period": "day"}}, admin=True)
+    k = json.loads(data)
+    print(f"  POST /admin/keys            -> {st}: id {k['id']}, secret {k['prefix']}... (shown once)")
+    ok &= st == 201
+    for i in range(6):
+        st, h, data = ask(k["key"])
+        more = (f"remaining {h['x-ratelimit-remaining-requests']} of {h['x-ratelimit-limit-requests']}, "
+                f"full again in {h['x-ratelimit-reset-requests']}") if st == 200 else \
+            f"{json.loads(data)['error']['code']}, Retry-After {h.get('retry-after')} s"
+        print(f"  request {i + 1} with the key      -> {st}  {more}")
+        ok &= st == (200 if i < 5 else 429)
+    st, _, data = call("POST", f"/admin/keys/{k['id']}/rotate", admin=True)
+    new = json.loads(data)["key"]
+    print(f"  rotate                      -> {st}; the old secret now gets {ask(k['key'])[0]}, "
+          f"the new one {ask(new)[0]} (its limits and ledger are kept)")
+    st, _, _ = call("POST", f"/admin/keys/{k['id']}/revoke", admin=True)
+    time.sleep(0.1)
+    print(f"  revoke                      -> {st}; the key now gets {ask(new)[0]}")
+    for _ in range(3):
+        ask("sk-demo-team-a-0123456789")
+    time.sleep(1.5)  # the ledger is written every second
+    for kid in (k["id"], "cfg:team-a"):
+        st, _, data = call("GET", f"/admin/keys/{kid}/usage", admin=True)
+        u = json.loads(data)
+        t = u["total"]
+        print(f"  GET /admin/keys/{kid}/usage -> {t['requests']} requests, {t['tokens_in']} + {t['tokens_out']} "
+              f"tokens, ${t['cost_usd']:.6f}; budget {u['budget']['period']} ${u['budget']['usd']:g}")
+        ok &= st == 200 and t["requests"] > 0
+    g.send_signal(signal.SIGTERM)
+    g.wait(timeout=30)
+    print("-" * 78)
+    return ok
 
 
 if __name__ == "__main__":
