@@ -93,6 +93,8 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@bench/run.sh
+	@echo; echo "== what a key and its limits cost (bench/limits.sh; make bench-limits adds the exactness run)"
+	@bench/limits.sh
 
 # balancing strategies with one backend three times slower (doc/routing.md)
 bench-balance: deps
