@@ -678,9 +678,10 @@ def test_worse_candidate_rolled_back_by_the_judge(env):
     comparators' margin is out of reach, but the judge, asked about each
     sampled pair in both orders, prefers the baseline's answer every time;
     the judge family rolls it back.  Verdicts are in rollout_judgements,
-    the prompt in rollout_pairs, and replay recomputes every decision."""
-    base = env.sim("--ttft-ms", 0, "--tps", 0, "--model", "demo")
-    cand = env.sim("--ttft-ms", 0, "--tps", 0, "--model", "demo", "--quality", "0.3")
+    the prompt in rollout_pairs, and replay recomputes every decision.
+    (20 ms to the first token on both arms, as below.)"""
+    base = env.sim("--ttft-ms", 20, "--tps", 0, "--model", "demo")
+    cand = env.sim("--ttft-ms", 20, "--tps", 0, "--model", "demo", "--quality", "0.3")
     judge = env.sim("--judge", "--ttft-ms", 0, "--tps", 0)
     db = os.path.join(env.tmp, "store.db")
     gw = env.gateway(judge_rollout_config(base, cand, judge, db, steps=[(20, "30s", 500), (40, "30s", 500)]))
@@ -749,3 +750,31 @@ def test_judge_config_errors(env):
         p = subprocess.run([harness.BIN, "check", "-c", path], capture_output=True, text=True)
         assert p.returncode != 0 and want in p.stderr, (extra, p.stderr)
         assert "bad.yaml:" in p.stderr, p.stderr  # file:line:col
+
+
+def test_store_from_before_the_judge_gets_the_prompt_column(env):
+    """A store written before the judge gate has rollout_pairs without a
+    prompt column: the gateway adds it (its rows keep a NULL prompt) and
+    creates rollout_judgements."""
+    import sqlite3
+    db = os.path.join(env.tmp, "old.db")
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE rollout_pairs (id INTEGER PRIMARY KEY, rollout TEXT NOT NULL, ts REAL NOT NULL, "
+                "request_id TEXT, d REAL NOT NULL, worse INTEGER NOT NULL, scores TEXT NOT NULL, "
+                "canary TEXT, baseline TEXT, noise TEXT)")
+    con.execute("INSERT INTO rollout_pairs (rollout, ts, d, worse, scores, canary, baseline, noise) "
+                "VALUES ('v2', 1, 0, 0, '{}', 'a', 'b', 'b')")
+    con.commit()
+    con.close()
+    base = env.sim("--ttft-ms", 0, "--tps", 0)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0)
+    judge = env.sim("--judge", "--ttft-ms", 0, "--tps", 0)
+    gw = env.gateway(judge_rollout_config(base, cand, judge, db))
+    assert rollout(gw)["judge"]["tested"]
+    env.last_gateway.stop()
+    con = sqlite3.connect(db)
+    cols = [r[1] for r in con.execute("PRAGMA table_info(rollout_pairs)")]
+    rows = con.execute("SELECT canary, prompt FROM rollout_pairs").fetchall()
+    jn = con.execute("SELECT count(*) FROM rollout_judgements").fetchone()[0]
+    con.close()
+    assert "prompt" in cols and rows == [("a", None)] and jn == 0, (cols, rows, jn)
