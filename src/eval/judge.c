@@ -18,6 +18,15 @@
  * unsampled pairs are never copied.  The read statement is reset before
  * any judge call: no read transaction stays open across the network.
  *
+ * Rollouts.  A rollout whose quality gate has a judge is one more entry
+ * of the same round-robin: its rows of rollout_pairs (complete: every leg
+ * answered) are judged with the baseline's answer in the primary's place
+ * and the canary's in the shadow's, into rollout_judgements.  Only the
+ * rollout's current run (ids above the pair_floor that rollout.c keeps in
+ * its rollout_state) while it is in the canary or frozen phase; the floor
+ * here moves with each pair written.  The controller reads the verdicts
+ * (rollout.c judge_read).
+ *
  * Failures.  A call that cannot connect, or is answered 429, 502, 503 or
  * 504 (the judge is unavailable, not wrong), writes nothing and ends the
  * round: the pair is tried again next round.  Any other failure (timeout,
