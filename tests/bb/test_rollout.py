@@ -755,7 +755,8 @@ def test_judge_config_errors(env):
 def test_store_from_before_the_judge_gets_the_prompt_column(env):
     """A store written before the judge gate has rollout_pairs without a
     prompt column: the gateway adds it (its rows keep a NULL prompt) and
-    creates rollout_judgements."""
+    creates rollout_judgements.  A new run's judge leaves the pairs of
+    the run before alone."""
     import sqlite3
     db = os.path.join(env.tmp, "old.db")
     con = sqlite3.connect(db)
@@ -771,6 +772,8 @@ def test_store_from_before_the_judge_gets_the_prompt_column(env):
     judge = env.sim("--judge", "--ttft-ms", 0, "--tps", 0)
     gw = env.gateway(judge_rollout_config(base, cand, judge, db))
     assert rollout(gw)["judge"]["tested"]
+    # the judge looks every second: the earlier run's pair is never judged
+    time.sleep(2.5 * SLOW)
     env.last_gateway.stop()
     con = sqlite3.connect(db)
     cols = [r[1] for r in con.execute("PRAGMA table_info(rollout_pairs)")]
