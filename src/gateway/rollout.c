@@ -1660,6 +1660,28 @@ not_found:
 
 /* ================================================================ metrics */
 
+static void rollout_metrics_judge(const struct gateway *gw, struct buf *o)
+{
+    bool any = false;
+    for (size_t i = 0; i < gw->nrollouts; i++)
+        any = any || gw->rollouts[i].rules.judge;
+    if (!any)
+        return;
+    buf_append_str(o, "# HELP shade_rollout_judgements_total Judge verdicts on a rollout's quality pairs read by "
+                      "the controller, by outcome for the canary.\n"
+                      "# TYPE shade_rollout_judgements_total counter\n");
+    for (size_t i = 0; i < gw->nrollouts; i++) {
+        const struct rollout_rt *ro = &gw->rollouts[i];
+        if (!ro->rules.judge)
+            continue;
+        for (int k = 0; k < RJ__N; k++) {
+            buf_append_str(o, "shade_rollout_judgements_total{rollout=\"");
+            metrics_put_label(o, ro->cfg->name);
+            buf_printf(o, "\",outcome=\"%s\"} %llu\n", rj_names[k], (unsigned long long)LD(ro->jcnt[k]));
+        }
+    }
+}
+
 static void rollout_metrics(const struct gateway *gw, struct buf *o)
 {
     if (!gw->nrollouts)
@@ -1701,6 +1723,7 @@ static void rollout_metrics(const struct gateway *gw, struct buf *o)
             buf_printf(o, "\",action=\"%s\"} %llu\n", canary_action_names[a],
                        (unsigned long long)LD(gw->rollouts[i].decisions[a]));
         }
+    rollout_metrics_judge(gw, o);
 }
 
 static const struct route rollout_routes[] = {

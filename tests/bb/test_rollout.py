@@ -694,6 +694,8 @@ def test_worse_candidate_rolled_back_by_the_judge(env):
     assert j["tested"] and j["model"] == "judge" and j["lost"] >= 5 and j["won"] == 0, j
     assert r["evidence"]["judge"]["tested"] and r["evidence"]["judge"]["e_value_max"] >= 140, r["evidence"]
     assert r["quality"]["worse"] == 0, r["quality"]
+    m = metrics(gw)
+    assert m['shade_rollout_judgements_total{rollout="v2",outcome="loss"}'] >= j["lost"], m
     env.last_gateway.stop()
     rc, out = replay(db)
     assert rc == 0 and "every decision recomputed the same" in out, out
