@@ -12,11 +12,14 @@
 static double ev(double log_e) { return log_e > 690 ? 1e300 : exp(log_e); }
 
 const char *const canary_family_names[CANARY_FAMILIES] = { "failures", "latency", "ttft", "cost", "refusals",
-                                                            "quality" };
+                                                            "quality", "judge" };
 
 bool canary_family_on(const struct canary_rules *r, int f)
 {
-    return f == CF_REFUSALS ? r->refusals : f == CF_QUALITY ? r->quality : f >= 0 && f < CANARY_FAMILIES;
+    return f == CF_REFUSALS ? r->refusals
+           : f == CF_QUALITY ? r->quality
+           : f == CF_JUDGE   ? r->judge
+                             : f >= 0 && f < CANARY_FAMILIES;
 }
 
 int canary_families_on(const struct canary_rules *r)
@@ -41,6 +44,7 @@ void canary_rules_default(struct canary_rules *r)
     r->srm_alpha = 0.001;
     r->refusals = true;
     r->quality = false;
+    r->judge = false;
     r->quality_margin = 0.10;
     static const double shares[] = { 1, 5, 25, 50 };
     for (size_t i = 0; i < 4; i++)
@@ -77,6 +81,8 @@ void canary_add(struct canary_state *s, const struct canary_counts *d)
         t[i]->can_refusal += d->can_refusal;
         t[i]->qual_worse += d->qual_worse;
         t[i]->qual_other += d->qual_other;
+        t[i]->judge_loss += d->judge_loss;
+        t[i]->judge_win += d->judge_win;
     }
 }
 
@@ -129,6 +135,7 @@ static void look(struct canary_state *s, const struct canary_rules *r)
         seq_log_e_sign((double)c->cost_high, (double)c->cost_other),
         ow > 0 && ow < 1 ? seq_log_e((double)c->can_refusal, (double)c->base_refusal, ow) : 0,
         seq_log_e_sign((double)c->qual_worse, (double)c->qual_other),
+        seq_log_e_sign((double)c->judge_loss, (double)c->judge_win),
     };
     for (int f = 0; f < CANARY_FAMILIES; f++) {
         if (!canary_family_on(r, f))
@@ -180,6 +187,12 @@ void canary_check(struct canary_state *s, const struct canary_rules *r, double n
                          "this step (e-value %.3g >= %.3g)",
                          r->quality_margin, (unsigned long long)c->qual_worse,
                          (unsigned long long)(c->qual_worse + c->qual_other), ev(s->log_e_max[f]), exp(thr));
+            else if (f == CF_JUDGE)
+                snprintf(d->reason, sizeof d->reason,
+                         "the judge prefers the baseline's answers: of the sampled pairs judged the same way in "
+                         "both orders, the canary lost %llu and won %llu this step (e-value %.3g >= %.3g)",
+                         (unsigned long long)c->judge_loss, (unsigned long long)c->judge_win,
+                         ev(s->log_e_max[f]), exp(thr));
             else if (f == CF_COST)
                 snprintf(d->reason, sizeof d->reason,
                          "the canary costs more than %.2fx the baseline per request in most pairs: %llu of %llu "

@@ -74,10 +74,11 @@ struct canary_rules {
     bool refusals;            /* true: the refusal family is tested */
     bool quality;             /* true: the quality family is tested (paired samples) */
     double quality_margin;    /* 0.10: a pair is worse when D < -quality_margin */
+    bool judge;               /* true: the judge family is tested (judged quality pairs) */
     struct canary_step steps[CANARY_MAX_STEPS];
     size_t nsteps;
 };
-/* steps 1, 5, 25, 50 % of 60 s / 300 requests; refusals on, quality off */
+/* steps 1, 5, 25, 50 % of 60 s / 300 requests; refusals on, quality and judge off */
 void canary_rules_default(struct canary_rules *r);
 
 /* What the arms did during the current step. */
@@ -91,11 +92,13 @@ struct canary_counts {
     uint64_t cost_high, cost_other; /* priced pairs: canary > cost_margin x baseline; not */
     uint64_t base_refusal, can_refusal; /* answered (2xx) requests whose answer is a refusal */
     uint64_t qual_worse, qual_other;    /* quality pairs: D < -quality_margin; not */
+    uint64_t judge_loss, judge_win;     /* judged quality pairs, both orders agreeing: baseline better; canary */
 };
 
-enum canary_family { CF_FAILURES, CF_LATENCY, CF_TTFT, CF_COST, CF_REFUSALS, CF_QUALITY, CANARY_FAMILIES };
+enum canary_family { CF_FAILURES, CF_LATENCY, CF_TTFT, CF_COST, CF_REFUSALS, CF_QUALITY, CF_JUDGE,
+                     CANARY_FAMILIES };
 extern const char *const canary_family_names[CANARY_FAMILIES];
-/* Is family f tested under r (refusals and quality can be off)?  The
+/* Is family f tested under r (refusals, quality and judge can be off)?  The
  * families tested share alpha_rollback: each alarms at an e-value of
  * canary_families_on(r) / alpha_rollback. */
 bool canary_family_on(const struct canary_rules *r, int f);

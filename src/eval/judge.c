@@ -18,6 +18,15 @@
  * unsampled pairs are never copied.  The read statement is reset before
  * any judge call: no read transaction stays open across the network.
  *
+ * Rollouts.  A rollout whose quality gate has a judge is one more entry
+ * of the same round-robin: its rows of rollout_pairs (complete: every leg
+ * answered) are judged with the baseline's answer in the primary's place
+ * and the canary's in the shadow's, into rollout_judgements.  Only the
+ * rollout's current run (ids above the pair_floor that rollout.c keeps in
+ * its rollout_state) while it is in the canary or frozen phase; the floor
+ * here moves with each pair written.  The controller reads the verdicts
+ * (rollout.c judge_read).
+ *
  * Failures.  A call that cannot connect, or is answered 429, 502, 503 or
  * 504 (the judge is unavailable, not wrong), writes nothing and ends the
  * round: the pair is tried again next round.  Any other failure (timeout,
@@ -81,10 +90,12 @@
 #define BUSY_STEP_MS        10          /* SQLite busy: retry every 10 ms … */
 #define BUSY_STEPS          500         /* … for about 5 s */
 
+/* a shadow, or a rollout (rollout_pairs) when rollout is set */
 struct shadow_rt {
     char *shadow, *judge_model;
     double sample;
     int64_t floor; /* every pair with id <= floor is settled */
+    bool rollout;
 };
 
 struct judge {
@@ -100,7 +111,8 @@ struct judge {
     pthread_t thread;
     atomic_uint_fast64_t judged, errors, calls;
     sqlite3 *db;
-    sqlite3_stmt *sel, *ins;
+    sqlite3_stmt *sel, *ins;          /* shadows' pairs (NULL when no shadow has a judge) */
+    sqlite3_stmt *rsel, *rins;        /* rollouts' pairs (NULL when no rollout has a judge) */
     bool warned;                      /* a failure was logged; quiet until a success */
 };
 
@@ -399,8 +411,8 @@ static enum call_rc ask(struct judge *j, const struct shadow_rt *s, const struct
         return CALL_UNAVAILABLE; /* out of memory: try again later */
     }
     char hdrs[96];
-    snprintf(hdrs, sizeof hdrs, "x-shade-no-shadow: 1\r\nx-request-id: shade-judge-%lld-%d\r\n",
-             (long long)c->id, order);
+    snprintf(hdrs, sizeof hdrs, "x-shade-no-shadow: 1\r\nx-request-id: shade-judge-%s%lld-%d\r\n",
+             s->rollout ? "r" : "", (long long)c->id, order);
     struct hc_response r = { 0 };
     bump(&j->calls);
     enum call_rc rc = http_post(j, "/v1/chat/completions", hdrs, &body, &r);
@@ -446,8 +458,10 @@ static void close_db(struct judge *j)
 {
     sqlite3_finalize(j->sel);
     sqlite3_finalize(j->ins);
+    sqlite3_finalize(j->rsel);
+    sqlite3_finalize(j->rins);
     sqlite3_close(j->db);
-    j->sel = j->ins = NULL;
+    j->sel = j->ins = j->rsel = j->rins = NULL;
     j->db = NULL;
 }
 
@@ -467,12 +481,30 @@ static int open_db(struct judge *j)
     static const char ins_sql[] =
         "INSERT OR IGNORE INTO judgements (pair_id, judge, order1, order2, outcome, ts) "
         "VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    /* a rollout's pairs are complete rows (every leg answered): the oldest
+     * sampled ones of its current run not judged yet, while it decides
+     * (phase canary or frozen; rollout.c writes the state) */
+    static const char rsel_sql[] =
+        "SELECT p.id, p.prompt, p.baseline, p.canary FROM rollout_pairs p, rollout_state s "
+        "WHERE s.rollout = ?1 AND json_extract(s.state, '$.phase') IN (0, 3) "
+        "  AND p.rollout = ?1 AND p.id > ?2 AND p.id > coalesce(json_extract(s.state, '$.pair_floor'), 0) "
+        "  AND shade_judge_sampled(p.id, ?3) "
+        "  AND NOT EXISTS (SELECT 1 FROM rollout_judgements jd WHERE jd.pair_id = p.id) "
+        "ORDER BY p.id LIMIT ?4";
+    static const char rins_sql[] =
+        "INSERT OR IGNORE INTO rollout_judgements (pair_id, rollout, judge, order1, order2, outcome, ts) "
+        "VALUES (?1, ?7, ?2, ?3, ?4, ?5, ?6)";
+    bool sh = false, ro = false;
+    for (size_t i = 0; i < j->nshadows; i++)
+        *(j->shadows[i].rollout ? &ro : &sh) = true;
     if (sqlite3_open_v2(j->db_path, &j->db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
         sqlite3_busy_handler(j->db, busy_cb, j) != SQLITE_OK ||
         sqlite3_create_function(j->db, "shade_judge_sampled", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
                                 pick_fn, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(j->db, sel_sql, -1, &j->sel, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(j->db, ins_sql, -1, &j->ins, NULL) != SQLITE_OK) {
+        (sh && sqlite3_prepare_v2(j->db, sel_sql, -1, &j->sel, NULL) != SQLITE_OK) ||
+        (sh && sqlite3_prepare_v2(j->db, ins_sql, -1, &j->ins, NULL) != SQLITE_OK) ||
+        (ro && sqlite3_prepare_v2(j->db, rsel_sql, -1, &j->rsel, NULL) != SQLITE_OK) ||
+        (ro && sqlite3_prepare_v2(j->db, rins_sql, -1, &j->rins, NULL) != SQLITE_OK)) {
         close_db(j); /* not there yet ("no such table"): next round */
         return -1;
     }
@@ -549,21 +581,55 @@ static size_t find_pairs(struct judge *j, struct shadow_rt *s, struct cand *out,
     return n;
 }
 
-static int write_row(struct judge *j, const struct shadow_rt *s, int64_t id, const char *v1, const char *v2)
+/* Up to max pairs of rollout s to judge, oldest first.  Every row is
+ * complete: the floor moves as pairs are written (write_row). */
+static size_t find_rollout_pairs(struct judge *j, struct shadow_rt *s, struct cand *out, size_t max)
+{
+    size_t n = 0;
+    sqlite3_bind_text(j->rsel, 1, s->shadow, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(j->rsel, 2, s->floor);
+    sqlite3_bind_double(j->rsel, 3, s->sample);
+    sqlite3_bind_int64(j->rsel, 4, (sqlite3_int64)max);
+    int rc = SQLITE_DONE;
+    while (n < max && (rc = sqlite3_step(j->rsel)) == SQLITE_ROW) {
+        struct cand *c = &out[n];
+        c->id = sqlite3_column_int64(j->rsel, 0);
+        c->prompt = col_dup(j->rsel, 1);
+        c->primary = col_dup(j->rsel, 2); /* the baseline's answer */
+        c->shadow = col_dup(j->rsel, 3);  /* the canary's */
+        if (c->prompt && c->primary && c->shadow) {
+            n++;
+        } else {
+            free(c->prompt);
+            free(c->primary);
+            free(c->shadow);
+        }
+    }
+    if (n < max && rc != SQLITE_DONE && !stopping(j))
+        warn_once(j, "judge: cannot read %s: %s", j->db_path, sqlite3_errmsg(j->db));
+    sqlite3_reset(j->rsel);
+    sqlite3_clear_bindings(j->rsel);
+    return n;
+}
+
+static int write_row(struct judge *j, struct shadow_rt *s, int64_t id, const char *v1, const char *v2)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    sqlite3_bind_int64(j->ins, 1, id);
-    sqlite3_bind_text(j->ins, 2, s->judge_model, -1, SQLITE_STATIC);
+    sqlite3_stmt *ins = s->rollout ? j->rins : j->ins;
+    sqlite3_bind_int64(ins, 1, id);
+    sqlite3_bind_text(ins, 2, s->judge_model, -1, SQLITE_STATIC);
     if (v1)
-        sqlite3_bind_text(j->ins, 3, v1, -1, SQLITE_STATIC);
+        sqlite3_bind_text(ins, 3, v1, -1, SQLITE_STATIC);
     if (v2)
-        sqlite3_bind_text(j->ins, 4, v2, -1, SQLITE_STATIC);
-    sqlite3_bind_text(j->ins, 5, judge_outcome(v1, v2), -1, SQLITE_STATIC);
-    sqlite3_bind_double(j->ins, 6, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
-    int rc = sqlite3_step(j->ins);
-    sqlite3_reset(j->ins);
-    sqlite3_clear_bindings(j->ins);
+        sqlite3_bind_text(ins, 4, v2, -1, SQLITE_STATIC);
+    sqlite3_bind_text(ins, 5, judge_outcome(v1, v2), -1, SQLITE_STATIC);
+    sqlite3_bind_double(ins, 6, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
+    if (s->rollout)
+        sqlite3_bind_text(ins, 7, s->shadow, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(ins);
+    sqlite3_reset(ins);
+    sqlite3_clear_bindings(ins);
     if (rc != SQLITE_DONE) {
         if (!stopping(j))
             warn_once(j, "judge: cannot write to %s: %s", j->db_path, sqlite3_errmsg(j->db));
@@ -571,13 +637,15 @@ static int write_row(struct judge *j, const struct shadow_rt *s, int64_t id, con
     }
     if (sqlite3_changes(j->db) > 0) /* 0: another process judged it first */
         bump(&j->judged);
+    if (s->rollout && id > s->floor) /* pairs come in id order: every one below is settled */
+        s->floor = id;
     return 0;
 }
 
 /* Judge up to *budget pairs of s.  Returns -1 when the round should end. */
 static int judge_shadow(struct judge *j, struct shadow_rt *s, size_t *budget, struct cand *cands)
 {
-    size_t n = find_pairs(j, s, cands, *budget);
+    size_t n = s->rollout ? find_rollout_pairs(j, s, cands, *budget) : find_pairs(j, s, cands, *budget);
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
         const char *v1 = NULL, *v2 = NULL;
@@ -639,9 +707,17 @@ static void free_judge(struct judge *j)
 
 struct judge *judge_start(const struct judge_opts *o, char *err, size_t errlen)
 {
-    if (!o->db_path || !*o->db_path || o->port < 1 || o->port > 65535 || !o->shadows || o->nshadows == 0) {
-        snprintf(err, errlen, "judge: needs a store path, a port (1-65535) and at least one shadow");
+    if (!o->db_path || !*o->db_path || o->port < 1 || o->port > 65535 || (!o->shadows && o->nshadows) ||
+        (!o->rollouts && o->nrollouts) || o->nshadows + o->nrollouts == 0) {
+        snprintf(err, errlen, "judge: needs a store path, a port (1-65535) and at least one shadow or rollout");
         return NULL;
+    }
+    for (size_t i = 0; i < o->nrollouts; i++) {
+        const struct judge_rollout *r = &o->rollouts[i];
+        if (!r->rollout || !*r->rollout || !r->judge_model || !*r->judge_model || !(r->sample >= 0 && r->sample <= 1)) {
+            snprintf(err, errlen, "judge: rollout %zu needs a name, a judge model and a sample from 0 to 1", i);
+            return NULL;
+        }
     }
     for (size_t i = 0; i < o->nshadows; i++) {
         const struct judge_shadow *s = &o->shadows[i];
@@ -681,13 +757,18 @@ struct judge *judge_start(const struct judge_opts *o, char *err, size_t errlen)
     j->max_per_round = o->max_per_round ? o->max_per_round : 20;
     if (j->max_per_round > JUDGE_MAX_PER_ROUND)
         j->max_per_round = JUDGE_MAX_PER_ROUND;
-    j->shadows = calloc(o->nshadows, sizeof *j->shadows);
+    /* shadows first, then rollouts: one list the rounds take turns on */
+    j->shadows = calloc(o->nshadows + o->nrollouts, sizeof *j->shadows);
     bool ok = j->host && j->authority && j->db_path && j->shadows;
-    for (size_t i = 0; ok && i < o->nshadows; i++) {
+    for (size_t i = 0; ok && i < o->nshadows + o->nrollouts; i++) {
+        bool ro = i >= o->nshadows;
+        const char *name = ro ? o->rollouts[i - o->nshadows].rollout : o->shadows[i].shadow;
+        const char *model = ro ? o->rollouts[i - o->nshadows].judge_model : o->shadows[i].judge_model;
         j->nshadows++;
-        j->shadows[i].shadow = strdup(o->shadows[i].shadow);
-        j->shadows[i].judge_model = strdup(o->shadows[i].judge_model);
-        j->shadows[i].sample = o->shadows[i].sample;
+        j->shadows[i].shadow = strdup(name);
+        j->shadows[i].judge_model = strdup(model);
+        j->shadows[i].sample = ro ? o->rollouts[i - o->nshadows].sample : o->shadows[i].sample;
+        j->shadows[i].rollout = ro;
         ok = j->shadows[i].shadow && j->shadows[i].judge_model;
     }
     if (ok)

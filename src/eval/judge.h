@@ -10,6 +10,9 @@
  * other way round.  A win or a loss counts only when both orders agree;
  * the verdicts and the outcome are written to the judgements table.
  *
+ * Rollouts with a judge (judge_rollout) are judged by the same thread,
+ * taking turns with the shadows.
+ *
  * The judge model is asked for a last line "VERDICT: A", "VERDICT: B" or
  * "VERDICT: TIE" (judge.c shows the whole prompt; `shade sim --judge`
  * answers it deterministically, doc/simulator.md).
@@ -27,11 +30,24 @@ struct judge_shadow {
     double sample;           /* 0..1 of eligible pairs, chosen deterministically by hash of pair id */
 };
 
+/* A rollout whose quality gate has a judge: its paired samples
+ * (rollout_pairs, rollout.c) are judged the same way, the baseline's
+ * answer in the primary's place and the canary's in the shadow's, into
+ * rollout_judgements; only pairs of the rollout's current run (id above
+ * the pair_floor in its rollout_state) while it is in the canary (or
+ * frozen) phase. */
+struct judge_rollout {
+    const char *rollout;     /* rollout_pairs.rollout */
+    const char *judge_model; /* public model name of the judge */
+    double sample;           /* 0..1 of the pairs, by hash of pair id */
+};
+
 struct judge_opts {
     const char *db_path;            /* the pair store (created by the recorder; wait/retry until the tables exist) */
     const char *host; int port;     /* the gateway's own listener: the judge is called THROUGH shade;
                                        NULL, "", "0.0.0.0" or "::" mean the loopback address */
     const struct judge_shadow *shadows; size_t nshadows;
+    const struct judge_rollout *rollouts; size_t nrollouts;
     uint32_t interval_ms;           /* how often to look for new pairs (default 1000) */
     uint32_t timeout_ms;            /* per judge call (default 60000) */
     uint32_t max_per_round;         /* pairs judged per look, bounds work (default 20, at most 10000) */

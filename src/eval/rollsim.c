@@ -36,6 +36,11 @@
  *     baseline again) are each 0.7 + 0.15 N(0, 1), clamped to [0, 1], the
  *     canary's minus quality_drop; D is their difference, worse when D <
  *     -quality_margin (equal arms: D symmetric about 0);
+ *   - the judge (scenarios with judge_loss > 0 only, which turn the judge
+ *     family on): every quality sample is judged at once; the two orders
+ *     agree on a win or a loss with chance ROLLSIM_JUDGE_AGREE, and an
+ *     agreeing verdict is a loss for the canary with chance judge_loss;
+ *     a scenario may pair (and judge) a larger share (quality_sample);
  *   - the decision: the counts since the last check are added and
  *     canary_check runs every 10 simulated seconds, under rollsim_rules
  *     (canary_rules_default with 60-second steps); the run ends at the
@@ -63,38 +68,50 @@
 
 const struct rollsim_scenario rollsim_scenarios[] = {
     /* name, what, null, expect, rate, p_base, p_can, lat, ttft, split, bad_success, bad_slow, users, cost,
-       refuse_extra, quality_drop */
-    { "aa", "equal arms, 99 % success, 50 req/s", true, RS_PROMOTE, 50, 0.99, 0.99, 1, 1, 1, 0, 1, 0, 1, 0, 0 },
+       refuse_extra, quality_drop, judge_loss, quality_sample */
+    { "aa", "equal arms, 99 % success, 50 req/s", true, RS_PROMOTE, 50, 0.99, 0.99, 1, 1, 1, 0, 1, 0, 1, 0, 0, 0, 0 },
     { "aa_bad_hour", "equal arms; for an hour both fail 10 % and are 2x slower", true, RS_PROMOTE,
-      50, 0.99, 0.99, 1, 1, 1, 0.90, 2, 0, 1, 0, 0 },
-    { "aa_low_traffic", "equal arms at 5 req/s", true, RS_PROMOTE, 5, 0.99, 0.99, 1, 1, 1, 0, 1, 0, 1, 0, 0 },
+      50, 0.99, 0.99, 1, 1, 1, 0.90, 2, 0, 1, 0, 0, 0, 0 },
+    { "aa_low_traffic", "equal arms at 5 req/s", true, RS_PROMOTE, 5, 0.99, 0.99, 1, 1, 1, 0, 1, 0, 1, 0, 0, 0, 0 },
     { "aa_sticky_users", "equal arms; units are 1,000 users with Zipf(1) traffic", true, RS_PROMOTE,
-      50, 0.99, 0.99, 1, 1, 1, 0, 1, 1000, 1, 0, 0 },
-    { "latency_x1.5", "the canary 1.5x slower", false, RS_ROLLBACK, 50, 0.99, 0.99, 1.5, 1, 1, 0, 1, 0, 1, 0, 0 },
-    { "latency_x2", "the canary 2x slower", false, RS_ROLLBACK, 50, 0.99, 0.99, 2, 1, 1, 0, 1, 0, 1, 0, 0 },
+      50, 0.99, 0.99, 1, 1, 1, 0, 1, 1000, 1, 0, 0, 0, 0 },
+    { "latency_x1.5", "the canary 1.5x slower", false, RS_ROLLBACK, 50, 0.99, 0.99, 1.5, 1, 1, 0, 1, 0, 1, 0, 0, 0, 0 },
+    { "latency_x2", "the canary 2x slower", false, RS_ROLLBACK, 50, 0.99, 0.99, 2, 1, 1, 0, 1, 0, 1, 0, 0, 0, 0 },
     { "errors_plus5", "the canary fails 5 points more (94 % vs 99 %)", false, RS_ROLLBACK, 50, 0.99,
-      0.94, 1, 1, 1, 0, 1, 0, 1, 0, 0 },
+      0.94, 1, 1, 1, 0, 1, 0, 1, 0, 0, 0, 0 },
     { "errors_plus2", "the canary fails 2 points more (97 % vs 99 %)", false, RS_ROLLBACK, 50, 0.99,
-      0.97, 1, 1, 1, 0, 1, 0, 1, 0, 0 },
+      0.97, 1, 1, 1, 0, 1, 0, 1, 0, 0, 0, 0 },
     { "ttft_x1.2", "the canary's TTFT 1.2x (exactly latency_margin)", false, RS_ROLLBACK, 50, 0.99,
-      0.99, 1, 1.2, 1, 0, 1, 0, 1, 0, 0 },
-    { "ttft_x1.5", "the canary's TTFT 1.5x", false, RS_ROLLBACK, 50, 0.99, 0.99, 1, 1.5, 1, 0, 1, 0, 1, 0, 0 },
+      0.99, 1, 1.2, 1, 0, 1, 0, 1, 0, 0, 0, 0 },
+    { "ttft_x1.5", "the canary's TTFT 1.5x", false, RS_ROLLBACK, 50, 0.99, 0.99, 1, 1.5, 1, 0, 1, 0, 1, 0, 0, 0, 0 },
     { "broken_split", "equal arms, the canary gets 1.5x its share", true, RS_FREEZE, 50, 0.99, 0.99, 1,
-      1, 1.5, 0, 1, 0, 1, 0, 0 },
+      1, 1.5, 0, 1, 0, 1, 0, 0, 0, 0 },
     { "cost_x2", "the canary costs 2x per request (says more, or a dearer price)", false, RS_ROLLBACK, 50, 0.99,
-      0.99, 1, 1, 1, 0, 1, 0, 2, 0, 0 },
+      0.99, 1, 1, 1, 0, 1, 0, 2, 0, 0, 0, 0 },
     { "cost_x1.25", "the canary costs 1.25x per request (exactly cost_margin)", false, RS_ROLLBACK, 50, 0.99,
-      0.99, 1, 1, 1, 0, 1, 0, 1.25, 0, 0 },
+      0.99, 1, 1, 1, 0, 1, 0, 1.25, 0, 0, 0, 0 },
     { "dead", "the canary fails half its requests", false, RS_ROLLBACK, 50, 0.99, 0.50, 1, 1, 1, 0, 1,
-      0, 1, 0, 0 },
+      0, 1, 0, 0, 0, 0 },
     { "refuses_plus10", "the canary refuses 10 points more (12 % vs 2 % of answers)", false, RS_ROLLBACK, 50,
-      0.99, 0.99, 1, 1, 1, 0, 1, 0, 1, 0.10, 0 },
+      0.99, 0.99, 1, 1, 1, 0, 1, 0, 1, 0.10, 0, 0, 0 },
     { "refuses_plus2", "the canary refuses 2 points more (4 % vs 2 %)", false, RS_ROLLBACK, 50, 0.99, 0.99, 1,
-      1, 1, 0, 1, 0, 1, 0.02, 0 },
+      1, 1, 0, 1, 0, 1, 0.02, 0, 0, 0 },
     { "quality_drop0.3", "the canary's answers agree 0.3 less with the baseline's (garbled)", false,
-      RS_ROLLBACK, 50, 0.99, 0.99, 1, 1, 1, 0, 1, 0, 1, 0, 0.3 },
+      RS_ROLLBACK, 50, 0.99, 0.99, 1, 1, 1, 0, 1, 0, 1, 0, 0.3, 0, 0 },
     { "quality_drop0.1", "the canary's answers agree 0.1 less (exactly quality_margin)", false, RS_ROLLBACK, 50,
-      0.99, 0.99, 1, 1, 1, 0, 1, 0, 1, 0, 0.1 },
+      0.99, 0.99, 1, 1, 1, 0, 1, 0, 1, 0, 0.1, 0, 0 },
+    { "aa_judged", "equal arms, the quality pairs judged (the judge cannot tell them apart)", true, RS_PROMOTE,
+      50, 0.99, 0.99, 1, 1, 1, 0, 1, 0, 1, 0, 0, 0.5, 0 },
+    { "judge_lose60", "the judge prefers the baseline in 60 % of agreeing verdicts", false, RS_ROLLBACK, 50,
+      0.99, 0.99, 1, 1, 1, 0, 1, 0, 1, 0, 0, 0.6, 0 },
+    { "judge_lose55", "the judge prefers the baseline in 55 % of agreeing verdicts", false, RS_ROLLBACK, 50,
+      0.99, 0.99, 1, 1, 1, 0, 1, 0, 1, 0, 0, 0.55, 0 },
+    { "aa_judged_s50", "aa_judged with half the canary's answers paired and judged", true, RS_PROMOTE,
+      50, 0.99, 0.99, 1, 1, 1, 0, 1, 0, 1, 0, 0, 0.5, 0.5 },
+    { "judge_lose60_s50", "judge_lose60 with half the canary's answers paired and judged", false, RS_ROLLBACK,
+      50, 0.99, 0.99, 1, 1, 1, 0, 1, 0, 1, 0, 0, 0.6, 0.5 },
+    { "judge_lose55_s50", "judge_lose55 with half the canary's answers paired and judged", false, RS_ROLLBACK,
+      50, 0.99, 0.99, 1, 1, 1, 0, 1, 0, 1, 0, 0, 0.55, 0.5 },
 };
 const unsigned rollsim_nscenarios = sizeof rollsim_scenarios / sizeof rollsim_scenarios[0];
 
@@ -261,7 +278,7 @@ static void one_run(const struct rollsim_scenario *sc, const struct canary_rules
         delta.can_req++;
         delta.can_fail += !ok;
         delta.can_refusal += refused;
-        if (ok && bern(rng, ROLLSIM_QUALITY_SAMPLE)) {
+        if (ok && bern(rng, sc->quality_sample > 0 ? sc->quality_sample : ROLLSIM_QUALITY_SAMPLE)) {
             double gc = 0.7 + 0.15 * normal(rng) - sc->quality_drop, gn = 0.7 + 0.15 * normal(rng);
             gc = gc < 0 ? 0 : gc > 1 ? 1 : gc;
             gn = gn < 0 ? 0 : gn > 1 ? 1 : gn;
@@ -269,6 +286,12 @@ static void one_run(const struct rollsim_scenario *sc, const struct canary_rules
                 delta.qual_worse++;
             else
                 delta.qual_other++;
+            if (sc->judge_loss > 0 && bern(rng, ROLLSIM_JUDGE_AGREE)) {
+                if (bern(rng, sc->judge_loss))
+                    delta.judge_loss++;
+                else
+                    delta.judge_win++;
+            }
         }
         if (!ok && !timeout)
             continue;
@@ -345,7 +368,9 @@ int rollsim_run(const struct rollsim_scenario *sc, const struct canary_rules *ru
         struct stats_rng rng;
         stats_rng_seed(&rng, seed ^ (0x9e3779b97f4a7c15ull * (run + 1)));
         struct run_out o;
-        one_run(sc, rules, &rng, cdf, &o);
+        struct canary_rules rr = *rules; /* a judged scenario tests the judge family too */
+        rr.judge = rr.judge || sc->judge_loss > 0;
+        one_run(sc, &rr, &rng, cdf, &o);
         requests += (double)o.requests;
         switch (o.action) {
         case CA_ROLLBACK:
@@ -444,8 +469,8 @@ int rollsim_main(int argc, char **argv)
             printf("%s %g%%", i ? "," : "", rules.steps[i].share);
         printf(" (>= %.0f s and %llu canary requests each), seed %llu\n\n", rules.steps[0].min_seconds,
                (unsigned long long)rules.steps[0].min_requests, (unsigned long long)seed);
-        printf("%-16s %-8s %8s %-35s %7s %8s %7s %7s %8s %8s %6s %7s\n", "scenario", "goal", "rollback",
-               " by family f/l/t/c/r/q", "<25%", "promote", "freeze", "undec.", "exp.med", "exp.p90", "share",
+        printf("%-16s %-8s %8s %-41s %7s %8s %7s %7s %8s %8s %6s %7s\n", "scenario", "goal", "rollback",
+               " by family f/l/t/c/r/q/j", "<25%", "promote", "freeze", "undec.", "exp.med", "exp.p90", "share",
                "sec.med");
     }
     bool first = true;
@@ -476,10 +501,10 @@ int rollsim_main(int argc, char **argv)
             printf(",\"requests_per_run\":%.0f}", r.requests_per_run);
         } else {
             char fam[64];
-            snprintf(fam, sizeof fam, "%.3f/%.3f/%.3f/%.3f/%.3f/%.3f", r.rollback_family[0] / R,
+            snprintf(fam, sizeof fam, "%.3f/%.3f/%.3f/%.3f/%.3f/%.3f/%.3f", r.rollback_family[0] / R,
                      r.rollback_family[1] / R, r.rollback_family[2] / R, r.rollback_family[3] / R,
-                     r.rollback_family[4] / R, r.rollback_family[5] / R);
-            printf("%-16s %-8s %7.1f%% %-35s %6.1f%% %7.1f%% %6.1f%% %6.1f%%", sc->name,
+                     r.rollback_family[4] / R, r.rollback_family[5] / R, r.rollback_family[6] / R);
+            printf("%-16s %-8s %7.1f%% %-41s %6.1f%% %7.1f%% %6.1f%% %6.1f%%", sc->name,
                    expect_names[sc->expect], 100 * r.rollbacks / R, fam, 100 * r.rollback_early / R,
                    100 * r.promotions / R, 100 * r.freezes / R, 100 * r.undecided / R);
             pn(r.exposure_median, 8);

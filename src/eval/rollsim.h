@@ -39,6 +39,9 @@ struct rollsim_scenario {
     double cost_factor;       /* the canary's cost per request multiplier (0: the same as 1) */
     double refuse_extra;      /* the canary refuses this much more often than the baseline's 2 % */
     double quality_drop;      /* the canary's answers agree this much less with the baseline's */
+    double judge_loss;        /* > 0: the judge gate is on, and the canary loses this share of the
+                                 verdicts both orders agree on (0.5: the judge cannot tell) */
+    double quality_sample;    /* share of answered canary requests paired (0: ROLLSIM_QUALITY_SAMPLE) */
 };
 extern const struct rollsim_scenario rollsim_scenarios[];
 extern const unsigned rollsim_nscenarios;
@@ -64,6 +67,9 @@ int rollsim_run(const struct rollsim_scenario *sc, const struct canary_rules *ru
  * min_seconds set to 60 (so a run finishes in simulated minutes), and the
  * quality gate on (ROLLSIM_QUALITY_SAMPLE of the canary's answers paired). */
 #define ROLLSIM_QUALITY_SAMPLE 0.10
+/* judged scenarios: every quality sample is judged; both orders agree on a
+ * win or a loss with this chance (else a tie or a split verdict) */
+#define ROLLSIM_JUDGE_AGREE 0.6
 void rollsim_rules(struct canary_rules *r);
 
 /* `shade simulate-rollouts [--runs N] [--seed N] [--scenario NAME]

@@ -306,6 +306,8 @@ static const struct field rollout_quality_fields[] = {
     NUM(S, "sample_percent", quality_sample_percent, 0, 100, "0"),
     UINT(S, "max_concurrent", quality_max_concurrent, 2, 1000000, "16"),
     DUR(S, "deadline", quality_deadline_ms, "60s"),
+    STR(S, "judge", quality_judge, F_TOKEN, 1, 256, NULL, NULL), /* absent: no judge; checked in finish_rollouts */
+    NUM(S, "judge_sample", quality_judge_sample, 0, 100, "100"),
 };
 static const struct section rollout_quality_section =
     SECTION("quality", "in quality", rollout_quality_fields, S, NULL, NULL);
@@ -1319,6 +1321,20 @@ static int finish_rollouts(struct loader *ld, const yaml_node_t *map, struct con
         if (!(ro->success_min < 1)) return fail(ld, at, "rollout \"%s\": success_min must be below 1", ro->name);
         if (!(ro->quality_margin > 0 && ro->quality_margin < 1))
             return fail(ld, at, "rollout \"%s\": quality_margin must be in (0, 1)", ro->name);
+        if (ro->quality_judge) {
+            const yaml_node_t *q = item ? find_value(ld, item, "quality") : NULL;
+            const yaml_node_t *jn = q ? find_value(ld, q, "judge") : NULL;
+            const yaml_mark_t *jat = jn ? &jn->start_mark : at;
+            const struct config_model *jm = config_find_model(c, ro->quality_judge, strlen(ro->quality_judge));
+            if (!jm || jm->hidden)
+                return fail(ld, jat, "rollout \"%s\": no judge model named \"%s\"", ro->name, ro->quality_judge);
+            if (jm == m || jm == k)
+                return fail(ld, jat, "rollout \"%s\": the judge must be neither the model nor the candidate "
+                            "(its calls would be split by the rollout)", ro->name);
+            if (!(ro->quality_sample_percent > 0))
+                return fail(ld, jat, "rollout \"%s\": quality.judge needs quality.sample_percent above 0 (the "
+                            "judge judges the quality gate's pairs)", ro->name);
+        }
         if (!ro->salt && !(ro->salt = dupn(ld, NULL, ro->name, strlen(ro->name)))) return -1;
         if (ro->shadow) {
             size_t s = 0;

@@ -174,6 +174,10 @@ struct config_rollout {
     double quality_margin;        /* default 0.10 */
     uint32_t quality_max_concurrent; /* baseline legs in flight, all workers; default 16 */
     uint32_t quality_deadline_ms; /* per baseline leg; default 60s */
+    /* the judge gate: a configured model that judges quality pairs in both
+     * orders (judge.c); NULL = no judge; needs the quality gate */
+    char *quality_judge;
+    double quality_judge_sample;  /* percent of quality pairs judged; default 100 */
     size_t model_index, candidate_index, shadow_index; /* resolved */
 };
 

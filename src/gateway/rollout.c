@@ -41,6 +41,7 @@ enum {
     RC_COST_OTHER,
     RC_COUNTS_V1, /* the counts a stored check had before refusals and quality */
     RC_BASE_REFUSAL = RC_COUNTS_V1, RC_CAN_REFUSAL, RC_QUAL_WORSE, RC_QUAL_OTHER,
+    RC_JUDGE_LOSS, RC_JUDGE_WIN, /* after the judge gate came (older checks: 0) */
     RC_COUNTS, /* = canary_counts */
     RC_NOUNIT = RC_COUNTS, RC__N
 };
@@ -49,6 +50,11 @@ enum {
 enum { RQ_SAMPLED, RQ_PAIRED, RQ_DROP_CAP, RQ_DROP_BASELINE, RQ_DROP_CANARY, RQ_DROP_QUEUE, RQ__N };
 static const char *const rq_names[RQ__N] = { "sampled", "paired", "dropped_cap", "dropped_baseline_failed",
                                              "dropped_canary_failed", "dropped_queue_full" };
+/* the judge's outcomes of the rollout's pairs, as the controller read them */
+enum { RJ_LOSS, RJ_WIN, RJ_TIE, RJ_INCONSISTENT, RJ_ERROR, RJ__N };
+static const char *const rj_names[RJ__N] = { "loss", "win", "tie", "inconsistent", "error" };
+/* judgements read per check, at most */
+#define JUDGE_READ_MAX 10000
 /* samples waiting for the controller's comparison */
 #define QUALITY_QUEUE 1024
 
@@ -91,6 +97,10 @@ struct rollout_rt {
     _Atomic uint64_t qcnt[RQ__N];
     struct qsample *qhead, *qtail;  /* compared samples waiting for the controller (under lock) */
     size_t qn;
+    /* the judge gate (controller only, stored with the state) */
+    int64_t judge_seen;             /* rollout_judgements.id read up to */
+    int64_t pair_floor;             /* this run's pairs have ids above it */
+    _Atomic uint64_t jcnt[RJ__N];   /* outcomes read since the process started */
 };
 
 static struct {
@@ -129,6 +139,8 @@ struct qsample {
     size_t cbody_len;
     char reqid[132];
     double ts;
+    char *prompt;                  /* messages (chat) or prompt as JSON, at most prompt_max_bytes; NULL: none */
+    size_t prompt_len;
 };
 
 struct ro_ctx {
@@ -198,6 +210,21 @@ static void quality_admit(struct pl_req *q, struct ro_ctx *c)
     s->chat = q->ep == EP_CHAT;
     s->ts = unix_now();
     snprintf(s->reqid, sizeof s->reqid, "%.*s", (int)q->http->reqid_len, q->http->reqid);
+    /* the prompt, for the judge: bounded like a shadow pair's */
+    struct json_span pr;
+    if (json_get(&q->root, s->chat ? "messages" : "prompt", &pr) && pr.len) {
+        size_t keep = pr.len, max = q->w->gw->cfg->store.prompt_max_bytes;
+        if (keep > max) {
+            keep = max;
+            while (keep > 0 && ((unsigned char)pr.p[keep] & 0xC0) == 0x80)
+                keep--; /* never cut a UTF-8 character */
+        }
+        if ((s->prompt = malloc(keep + 1))) {
+            memcpy(s->prompt, pr.p, keep);
+            s->prompt[keep] = 0;
+            s->prompt_len = keep;
+        }
+    }
     for (int k = 0; k < QS__N; k++) {
         shadow_answer_init(&s->ans[k], q->w->gw->cfg->store.response_max_bytes);
         s->leg[k] = (struct qleg){ s, k };
@@ -209,6 +236,7 @@ static void qsample_free(struct qsample *s)
 {
     for (int k = 0; k < QS__N; k++)
         shadow_answer_free(&s->ans[k]);
+    free(s->prompt);
     free(s);
 }
 
@@ -570,19 +598,35 @@ static const char schema_sql[] =
     "  d REAL NOT NULL,\n"            /* agreement(baseline, canary) - agreement(baseline, noise) */
     "  worse INTEGER NOT NULL,\n"     /* d < -quality_margin */
     "  scores TEXT NOT NULL,\n"       /* per comparator: [against the canary, against the noise] */
-    "  canary TEXT, baseline TEXT, noise TEXT\n"
+    "  canary TEXT, baseline TEXT, noise TEXT,\n"
+    "  prompt TEXT\n"                 /* the request (messages or prompt JSON), bounded; added later: */
+    ");\n"                              /* rollout_start adds it to older stores */
+    "CREATE INDEX IF NOT EXISTS rollout_pairs_rollout ON rollout_pairs(rollout, id);\n"
+    /* the judge's verdicts on a sample of those pairs (judge.c): order1
+     * shows the baseline as A and the canary as B, order2 swapped; outcome
+     * is the canary's (win, loss, tie, inconsistent, error) */
+    "CREATE TABLE IF NOT EXISTS rollout_judgements (\n"
+    "  id INTEGER PRIMARY KEY,\n"
+    "  pair_id INTEGER NOT NULL UNIQUE,\n"
+    "  rollout TEXT NOT NULL,\n"
+    "  judge TEXT NOT NULL,\n"
+    "  order1 TEXT, order2 TEXT,\n"
+    "  outcome TEXT NOT NULL,\n"
+    "  ts REAL NOT NULL\n"
     ");\n"
-    "CREATE INDEX IF NOT EXISTS rollout_pairs_rollout ON rollout_pairs(rollout, id);\n";
+    "CREATE INDEX IF NOT EXISTS rollout_judgements_rollout ON rollout_judgements(rollout, id);\n";
 
 static void fingerprint(const struct config_rollout *cfg, const struct canary_rules *r, char *out, size_t cap)
 {
     int k = snprintf(out, cap,
                      "{\"candidate\":\"%s\",\"shadow\":%s,\"alpha\":%.17g,\"alpha_promote\":%.17g,\"latency_margin\":%.17g,"
                      "\"latency_ratio_max\":%.17g,\"cost_margin\":%.17g,\"success_min\":%.17g,\"srm_alpha\":%.17g,\"on_failure\":%d,"
-                     "\"refusals\":%s,\"quality\":%s,\"quality_margin\":%.17g,\"steps\":[",
+                     "\"refusals\":%s,\"quality\":%s,\"quality_margin\":%.17g,%s\"steps\":[",
                      cfg->candidate, cfg->shadow ? "true" : "false", r->alpha_rollback, r->alpha_promote, r->latency_margin, r->latency_ratio_max,
                      r->cost_margin, r->success_min, r->srm_alpha, cfg->on_failure, r->refusals ? "true" : "false",
-                     r->quality ? "true" : "false", r->quality_margin);
+                     r->quality ? "true" : "false", r->quality_margin,
+                     /* only when on: a rollout without a judge keeps the fingerprint it had before */
+                     r->judge ? "\"judge\":true," : "");
     for (size_t i = 0; i < r->nsteps && k > 0 && (size_t)k < cap; i++)
         k += snprintf(out + k, cap - (size_t)k, "%s[%.17g,%.17g,%llu]", i ? "," : "", r->steps[i].share,
                       r->steps[i].min_seconds, (unsigned long long)r->steps[i].min_requests);
@@ -613,6 +657,7 @@ static int rules_of_fingerprint(const char *fp, struct canary_rules *r, int *on_
     /* stored before the refusal and quality gates: neither was tested */
     r->refusals = json_get(&root, "refusals", &v) && v.type == JSON_TRUE;
     r->quality = json_get(&root, "quality", &v) && v.type == JSON_TRUE;
+    r->judge = json_get(&root, "judge", &v) && v.type == JSON_TRUE; /* absent: off */
     if (json_get(&root, "quality_margin", &v) && !json_to_double(&v, &r->quality_margin))
         return -1;
     if (!json_get(&root, "steps", &steps) || steps.type != JSON_ARRAY)
@@ -653,7 +698,7 @@ static int counts_parse(const char *s, uint64_t *c)
     }
     if (k < RC_COUNTS_V1)
         return -1;
-    for (; k < RC_COUNTS; k++) /* a check stored before refusals and quality */
+    for (; k < RC_COUNTS; k++) /* a check stored before refusals, quality or the judge */
         c[k] = 0;
     return 0;
 }
@@ -664,7 +709,7 @@ static void to_counts(const uint64_t *c, struct canary_counts *d)
                                  c[RC_LAT_OTHER], c[RC_LAT_FAST], c[RC_LAT_NOTFAST], c[RC_TTFT_SLOW],
                                  c[RC_TTFT_OTHER], c[RC_BASE_UNITS], c[RC_CAN_UNITS], c[RC_COST_HIGH],
                                  c[RC_COST_OTHER], c[RC_BASE_REFUSAL], c[RC_CAN_REFUSAL], c[RC_QUAL_WORSE],
-                                 c[RC_QUAL_OTHER] };
+                                 c[RC_QUAL_OTHER], c[RC_JUDGE_LOSS], c[RC_JUDGE_WIN] };
 }
 
 static void from_counts(const struct canary_counts *d, uint64_t *c)
@@ -672,11 +717,12 @@ static void from_counts(const struct canary_counts *d, uint64_t *c)
     const uint64_t v[RC_COUNTS] = { d->base_req, d->can_req, d->base_fail, d->can_fail, d->lat_slow,
                                     d->lat_other, d->lat_fast, d->lat_notfast, d->ttft_slow, d->ttft_other,
                                     d->base_units, d->can_units, d->cost_high, d->cost_other,
-                                    d->base_refusal, d->can_refusal, d->qual_worse, d->qual_other };
+                                    d->base_refusal, d->can_refusal, d->qual_worse, d->qual_other,
+                                    d->judge_loss, d->judge_win };
     memcpy(c, v, sizeof v);
 }
 
-static void state_json(const struct canary_state *s, struct buf *b)
+static void state_json(const struct canary_state *s, int64_t judge_seen, int64_t pair_floor, struct buf *b)
 {
     uint64_t cur[RC_COUNTS], tot[RC_COUNTS];
     char cc[512], tc[512];
@@ -694,7 +740,21 @@ static void state_json(const struct canary_state *s, struct buf *b)
             buf_printf(b, "%s%.17g", f ? "," : "", v[k][f]);
         buf_append_str(b, "]");
     }
-    buf_append_str(b, "}");
+    /* the judge gate's place in the store (the judge reads pair_floor) */
+    buf_printf(b, ",\"judge_seen\":%lld,\"pair_floor\":%lld}", (long long)judge_seen, (long long)pair_floor);
+}
+
+/* judge_seen and pair_floor of a stored state (0 when stored before) */
+static void state_parse_judge(const char *js, int64_t *judge_seen, int64_t *pair_floor)
+{
+    struct json_span root, v;
+    *judge_seen = *pair_floor = 0;
+    if (json_validate(js, strlen(js), &root, NULL) < 0 || root.type != JSON_OBJECT)
+        return;
+    if (json_get(&root, "judge_seen", &v) && !json_to_i64(&v, judge_seen))
+        *judge_seen = 0;
+    if (json_get(&root, "pair_floor", &v) && !json_to_i64(&v, pair_floor))
+        *pair_floor = 0;
 }
 
 static int state_parse(const char *js, struct canary_state *s)
@@ -756,7 +816,7 @@ static void persist(struct rollout_rt *ro, double ts, const uint64_t *delta, con
     counts_json(delta, counts, sizeof counts);
     struct buf st = { 0 };
     pthread_mutex_lock(&ro->lock);
-    state_json(&ro->st, &st);
+    state_json(&ro->st, ro->judge_seen, ro->pair_floor, &st);
     double share = canary_share(&ro->st, &ro->rules);
     const char *phase = canary_phase_names[ro->st.phase];
     char reason[600];
@@ -992,7 +1052,7 @@ static void quality_drain(struct rollout_rt *ro, double now)
     sqlite3_stmt *st = NULL;
     if (C.db && sqlite3_prepare_v2(C.db,
                                    "INSERT INTO rollout_pairs (rollout, ts, request_id, d, worse, scores, canary, "
-                                   "baseline, noise) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                   "baseline, noise, prompt) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                                    -1, &st, NULL) != SQLITE_OK)
         st = NULL;
     if (st)
@@ -1016,6 +1076,10 @@ static void quality_drain(struct rollout_rt *ro, double now)
             for (int k = 0; k < QS__N; k++)
                 sqlite3_bind_text(st, col[k], buf_data(&s->ans[k].text) ? buf_data(&s->ans[k].text) : "",
                                   (int)buf_used(&s->ans[k].text), SQLITE_STATIC);
+            if (s->prompt)
+                sqlite3_bind_text(st, 10, s->prompt, (int)s->prompt_len, SQLITE_STATIC);
+            else
+                sqlite3_bind_null(st, 10);
             if (sqlite3_step(st) != SQLITE_DONE)
                 log_warn("rollout %s: cannot store a quality pair: %s", ro->cfg->name, sqlite3_errmsg(C.db));
         }
@@ -1030,10 +1094,58 @@ static void quality_drain(struct rollout_rt *ro, double now)
     (void)now;
 }
 
+/* The judge's new verdicts on this run's pairs (judge.c writes them): read
+ * here, on the controller's thread, by id above the last one read, and
+ * counted like the workers' counts (a win or a loss only when both orders
+ * agreed).  The check stores them, so replay needs no judgements table. */
+static void judge_read(struct rollout_rt *ro)
+{
+    if (!C.db || !ro->rules.judge)
+        return;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(C.db,
+                           "SELECT id, outcome FROM rollout_judgements WHERE rollout = ?1 AND id > ?2 "
+                           "AND pair_id > ?3 ORDER BY id LIMIT ?4",
+                           -1, &st, NULL) != SQLITE_OK) {
+        log_warn("rollout %s: cannot read judgements: %s", ro->cfg->name, sqlite3_errmsg(C.db));
+        return;
+    }
+    sqlite3_bind_text(st, 1, ro->cfg->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, ro->judge_seen);
+    sqlite3_bind_int64(st, 3, ro->pair_floor);
+    sqlite3_bind_int(st, 4, JUDGE_READ_MAX);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        ro->judge_seen = sqlite3_column_int64(st, 0);
+        const char *o = (const char *)sqlite3_column_text(st, 1);
+        int k = RJ_ERROR;
+        for (int i = 0; o && i < RJ__N; i++)
+            if (strcmp(o, rj_names[i]) == 0)
+                k = i;
+        atomic_fetch_add_explicit(&ro->jcnt[k], 1, memory_order_relaxed);
+        if (k == RJ_LOSS || k == RJ_WIN)
+            atomic_fetch_add_explicit(&ro->cnt[k == RJ_LOSS ? RC_JUDGE_LOSS : RC_JUDGE_WIN], 1, memory_order_relaxed);
+    }
+    sqlite3_finalize(st);
+}
+
+/* The largest id of a table (0 when empty or unreadable). */
+static int64_t max_id(const char *table)
+{
+    char sql[96];
+    snprintf(sql, sizeof sql, "SELECT coalesce(max(id), 0) FROM %s", table);
+    sqlite3_stmt *st = NULL;
+    int64_t id = 0;
+    if (sqlite3_prepare_v2(C.db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        id = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return id;
+}
+
 static void check(struct rollout_rt *ro, double now)
 {
     uint64_t delta[RC_COUNTS];
     quality_drain(ro, now);
+    judge_read(ro);
     take_delta(ro, delta);
     struct canary_counts d;
     to_counts(delta, &d);
@@ -1191,6 +1303,7 @@ static void rules_of(const struct config_rollout *cfg, struct canary_rules *r)
     r->refusals = cfg->refusals;
     r->quality = cfg->quality_sample_percent > 0;
     r->quality_margin = cfg->quality_margin;
+    r->judge = r->quality && cfg->quality_judge;
     r->nsteps = cfg->nsteps < CANARY_MAX_STEPS ? cfg->nsteps : CANARY_MAX_STEPS;
     for (size_t i = 0; i < r->nsteps; i++)
         r->steps[i] = (struct canary_step){ cfg->steps[i].percent, cfg->steps[i].min_duration_ms / 1000.0,
@@ -1212,6 +1325,7 @@ static bool restore(struct rollout_rt *ro)
         if (fp && js && strcmp(fp, ro->fingerprint) == 0 && state_parse(js, &ro->st) == 0 &&
             ro->st.step < ro->rules.nsteps) {
             ok = true;
+            state_parse_judge(js, &ro->judge_seen, &ro->pair_floor);
             log_info("rollout %s: resumed from the store: %s, step %zu of %zu, %.4g%%", ro->cfg->name,
                      canary_phase_names[ro->st.phase], ro->st.step + 1, ro->rules.nsteps,
                      canary_share(&ro->st, &ro->rules));
@@ -1255,6 +1369,24 @@ int rollout_start(struct gateway *gw, char *err, size_t errlen)
         gw->rollouts = NULL;
         return -1;
     }
+    /* a store from before the judge gate: rollout_pairs gets its prompt column */
+    sqlite3_stmt *col = NULL;
+    bool has_prompt = false;
+    if (sqlite3_prepare_v2(C.db, "SELECT 1 FROM pragma_table_info('rollout_pairs') WHERE name = 'prompt'", -1, &col,
+                           NULL) == SQLITE_OK)
+        has_prompt = sqlite3_step(col) == SQLITE_ROW;
+    sqlite3_finalize(col);
+    if (!has_prompt && sqlite3_exec(C.db, "ALTER TABLE rollout_pairs ADD COLUMN prompt TEXT", NULL, NULL, NULL) !=
+                           SQLITE_OK &&
+        sqlite3_exec(C.db, "SELECT prompt FROM rollout_pairs LIMIT 0", NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "rollouts: store %s: cannot add rollout_pairs.prompt: %s", cfg->store.path,
+                 sqlite3_errmsg(C.db));
+        sqlite3_close(C.db);
+        C.db = NULL;
+        free(gw->rollouts);
+        gw->rollouts = NULL;
+        return -1;
+    }
     double now = unix_now();
     for (size_t i = 0; i < cfg->nrollouts; i++) {
         struct rollout_rt *ro = &gw->rollouts[i];
@@ -1291,6 +1423,9 @@ int rollout_start(struct gateway *gw, char *err, size_t errlen)
             canary_init(&ro->st, now);
             if (ro->shadow)
                 ro->st.phase = CP_SHADOW;
+            /* a new run: the pairs and verdicts of an earlier one do not count */
+            ro->pair_floor = max_id("rollout_pairs");
+            ro->judge_seen = max_id("rollout_judgements");
         }
         set_share(ro);
         ro->units_step = ro->st.step * 8 + (size_t)ro->st.phase;
@@ -1407,6 +1542,20 @@ static void render_one(struct buf *b, struct rollout_rt *ro)
     for (int k = 0; k < RQ__N; k++)
         buf_printf(b, ",\"%s\":%llu", rq_names[k], (unsigned long long)LD(ro->qcnt[k]));
     buf_append_str(b, "}");
+    /* the judge gate: lost / won count in the decision (the whole run), the
+     * outcomes since this process started */
+    buf_printf(b, ",\"judge\":{\"tested\":%s,\"model\":", ro->rules.judge ? "true" : "false");
+    if (c->quality_judge)
+        json_buf_str(b, c->quality_judge);
+    else
+        buf_append_str(b, "null");
+    buf_append_str(b, ",\"sample_percent\":");
+    json_buf_num(b, c->quality_judge ? c->quality_judge_sample : 0);
+    buf_printf(b, ",\"lost\":%llu,\"won\":%llu,\"read\":{", (unsigned long long)s.total.judge_loss,
+               (unsigned long long)s.total.judge_win);
+    for (int k = 0; k < RJ__N; k++)
+        buf_printf(b, "%s\"%s\":%llu", k ? "," : "", rj_names[k], (unsigned long long)LD(ro->jcnt[k]));
+    buf_append_str(b, "}}");
     buf_append_str(b, ",\"evidence\":{");
     double thr = ev(log(canary_families_on(&ro->rules) / ro->rules.alpha_rollback));
     for (int f = 0; f < CANARY_FAMILIES; f++) {
@@ -1511,6 +1660,28 @@ not_found:
 
 /* ================================================================ metrics */
 
+static void rollout_metrics_judge(const struct gateway *gw, struct buf *o)
+{
+    bool any = false;
+    for (size_t i = 0; i < gw->nrollouts; i++)
+        any = any || gw->rollouts[i].rules.judge;
+    if (!any)
+        return;
+    buf_append_str(o, "# HELP shade_rollout_judgements_total Judge verdicts on a rollout's quality pairs read by "
+                      "the controller, by outcome for the canary.\n"
+                      "# TYPE shade_rollout_judgements_total counter\n");
+    for (size_t i = 0; i < gw->nrollouts; i++) {
+        const struct rollout_rt *ro = &gw->rollouts[i];
+        if (!ro->rules.judge)
+            continue;
+        for (int k = 0; k < RJ__N; k++) {
+            buf_append_str(o, "shade_rollout_judgements_total{rollout=\"");
+            metrics_put_label(o, ro->cfg->name);
+            buf_printf(o, "\",outcome=\"%s\"} %llu\n", rj_names[k], (unsigned long long)LD(ro->jcnt[k]));
+        }
+    }
+}
+
 static void rollout_metrics(const struct gateway *gw, struct buf *o)
 {
     if (!gw->nrollouts)
@@ -1552,6 +1723,7 @@ static void rollout_metrics(const struct gateway *gw, struct buf *o)
             buf_printf(o, "\",action=\"%s\"} %llu\n", canary_action_names[a],
                        (unsigned long long)LD(gw->rollouts[i].decisions[a]));
         }
+    rollout_metrics_judge(gw, o);
 }
 
 static const struct route rollout_routes[] = {

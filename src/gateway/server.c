@@ -318,7 +318,14 @@ static int start_judge(struct gateway *gw, char *err, size_t errlen)
         if (cfg->shadows[i].judge_model)
             js[n++] = (struct judge_shadow){ cfg->shadows[i].name, cfg->shadows[i].judge_model,
                                              cfg->shadows[i].judge_sample_percent / 100.0 };
-    if (!n)
+    /* and the rollouts whose quality gate has a judge */
+    struct judge_rollout jr[64];
+    size_t nr = 0;
+    for (size_t i = 0; i < cfg->nrollouts && nr < 64; i++)
+        if (cfg->rollouts[i].quality_judge)
+            jr[nr++] = (struct judge_rollout){ cfg->rollouts[i].name, cfg->rollouts[i].quality_judge,
+                                               cfg->rollouts[i].quality_judge_sample / 100.0 };
+    if (!n && !nr)
         return 0;
     char host[INET6_ADDRSTRLEN] = "";
     int port = 0;
@@ -330,7 +337,8 @@ static int start_judge(struct gateway *gw, char *err, size_t errlen)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, host, sizeof host);
         port = ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
     }
-    struct judge_opts o = { .db_path = cfg->store.path, .host = host, .port = port, .shadows = js, .nshadows = n };
+    struct judge_opts o = { .db_path = cfg->store.path, .host = host, .port = port, .shadows = js, .nshadows = n,
+                            .rollouts = jr, .nrollouts = nr };
     gw->judge = judge_start(&o, err, errlen);
     return gw->judge ? 0 : -1;
 }
@@ -358,7 +366,7 @@ int server_run(struct config *cfg)
         return 1;
     }
     /* the pair store's writer (recorder.c), when there are shadows, and the
-     * judge (judge.c), when a shadow names a judge model */
+     * judge (judge.c), when a shadow or a rollout names a judge model */
     if (recorder_start(&gw, err, sizeof err) < 0 || start_judge(&gw, err, sizeof err) < 0 ||
         start_telemetry(&gw, err, sizeof err) < 0 || rollout_start(&gw, err, sizeof err) < 0 ||
         experiment_start(&gw, err, sizeof err) < 0 || keys_start(cfg, err, sizeof err) < 0) {

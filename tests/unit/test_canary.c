@@ -472,6 +472,58 @@ static void test_quality(void)
     CHECK(s.log_e_max[CF_QUALITY] >= log(6 / r.alpha_rollback));
 }
 
+/* The judge gate: a sign test on losses against wins among the verdicts
+ * both orders agreed on, only when the rules test it; alpha shared with
+ * the families on (7 with refusals, quality and judge). */
+static void test_judge(void)
+{
+    struct canary_rules r;
+    canary_rules_default(&r);
+    CHECK(!r.judge);
+    r.quality = true;
+    struct canary_state s;
+    struct canary_decision d;
+    canary_init(&s, 0);
+    struct canary_counts c = counts(990, 0, 10, 0);
+    c.judge_loss = 40;
+    canary_add(&s, &c);
+    canary_check(&s, &r, 5, &d);
+    CHECK_EQ_INT(d.action, CA_NONE); /* off: 40 losses say nothing */
+    CHECK(s.log_e[CF_JUDGE] == 0);
+    r.judge = true;
+    CHECK(canary_family_on(&r, CF_JUDGE));
+    CHECK_EQ_INT(canary_families_on(&r), 7);
+    canary_init(&s, 0);
+    c.judge_loss = 9;
+    c.judge_win = 3;
+    canary_add(&s, &c);
+    canary_check(&s, &r, 5, &d);
+    CHECK_EQ_INT(d.action, CA_NONE); /* 9 of 12: not yet e >= 140 */
+    CHECK(fabs(s.log_e[CF_JUDGE] - seq_log_e_sign(9, 3)) < 1e-12);
+    /* wins count against: as many wins as losses pull the e-value down */
+    struct canary_state t = s;
+    c = counts(0, 0, 0, 0);
+    c.judge_win = 30;
+    canary_add(&t, &c);
+    canary_check(&t, &r, 6, &d);
+    CHECK_EQ_INT(d.action, CA_NONE);
+    CHECK(t.log_e[CF_JUDGE] < 0);
+    c = counts(0, 0, 0, 0);
+    c.judge_loss = 20;
+    canary_add(&s, &c);
+    canary_check(&s, &r, 6, &d);
+    CHECK_EQ_INT(d.action, CA_ROLLBACK);
+    CHECK_EQ_INT(d.family, CF_JUDGE);
+    CHECK(strstr(d.reason, "judge prefers the baseline") != NULL);
+    CHECK(strstr(d.reason, "lost 29 and won 3") != NULL);
+    CHECK(s.log_e_max[CF_JUDGE] >= log(7 / r.alpha_rollback));
+    CHECK(strcmp(canary_family_names[CF_JUDGE], "judge") == 0);
+    /* the same counts without the judge family: quality's threshold is
+     * 6 / alpha again (only the families on share alpha) */
+    r.judge = false;
+    CHECK_EQ_INT(canary_families_on(&r), 6);
+}
+
 /* The property test: the rollout simulator with a fixed seed, fewer runs
  * than `make bench-rollouts`.  The bounds leave room for sampling error:
  * 200 runs at a true 5 % exceed 20 in under 0.2 % of seeds. */
@@ -486,7 +538,8 @@ static void test_simulator(void)
         uint32_t runs;
     } want[] = { { "aa", 200 }, { "aa_bad_hour", 100 }, { "aa_sticky_users", 100 }, { "latency_x1.5", 100 },
                  { "errors_plus5", 100 }, { "broken_split", 100 }, { "refuses_plus10", 100 },
-                 { "quality_drop0.3", 100 }, { "dead", 50 } };
+                 { "quality_drop0.3", 100 }, { "aa_judged", 200 }, { "judge_lose60_s50", 100 },
+                 { "dead", 50 } };
     for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
         const struct rollsim_scenario *sc = rollsim_find(want[k].name);
         CHECK(sc != NULL);
@@ -527,6 +580,11 @@ static void test_simulator(void)
         } else if (strcmp(sc->name, "quality_drop0.3") == 0) {
             CHECK(r.rollback_family[CF_QUALITY] >= 95);
             CHECK(r.promotions == 0);
+        } else if (strcmp(sc->name, "aa_judged") == 0) {
+            CHECK(r.rollbacks <= 10); /* wrongful, with the judge family on too */
+            CHECK(r.promotions >= 185);
+        } else if (strcmp(sc->name, "judge_lose60_s50") == 0) {
+            CHECK(r.rollback_family[CF_JUDGE] >= 80); /* 95 % at 1000 runs */
         } else if (strcmp(sc->name, "broken_split") == 0) {
             CHECK(r.freezes >= 95);
             CHECK(r.promotions == 0);
@@ -548,6 +606,7 @@ int main(void)
     test_srm();
     test_refusals();
     test_quality();
+    test_judge();
     test_sticky();
     test_simulator();
     UNIT_DONE();
