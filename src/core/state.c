@@ -293,7 +293,9 @@ static int64_t mul_div(int64_t a, int64_t b, int64_t c)
 
 static int64_t units(const struct st_bucket *b, int64_t v)
 {
-    return b->kind == ST_REFILL ? v / MILLI : v;
+    if (b->kind != ST_REFILL)
+        return v;
+    return v >= 0 ? v / MILLI : -((-v + MILLI - 1) / MILLI); /* a debt is whole units: floor */
 }
 
 static int64_t scale(const struct st_bucket *b, int64_t v)
