@@ -474,6 +474,7 @@ struct exp_view {
     const char *arm[EXPERIMENT_MAX_ARMS], *arm_model[EXPERIMENT_MAX_ARMS];
     double share[EXPERIMENT_MAX_ARMS];
     uint64_t c[EXPERIMENT_MAX_ARMS][AB_COUNTERS];
+    bool judge;       /* the experiment has a judge: judge preference is compared */
     long long nounit; /* -1: not known (the store does not keep it) */
 };
 
@@ -501,14 +502,14 @@ static void view_live(struct experiment_rt *ex, struct exp_view *v)
 static void render_json(struct buf *b, const struct exp_view *v)
 {
     struct ab_arm_result r[EXPERIMENT_MAX_ARMS];
-    ab_analyze((const uint64_t(*)[AB_COUNTERS])v->c, v->narms, v->alpha, r);
+    ab_analyze((const uint64_t(*)[AB_COUNTERS])v->c, v->narms, v->alpha, v->judge, r);
     buf_append_str(b, "{\"name\":");
     json_buf_str(b, v->name);
     buf_append_str(b, ",\"model\":");
     json_buf_str(b, v->model);
     buf_append_str(b, ",\"alpha\":");
     json_buf_num(b, v->alpha);
-    buf_printf(b, ",\"tests\":%.0f,\"started\":%.3f,\"at\":%.3f", ab_tests(v->narms), v->started, v->ts);
+    buf_printf(b, ",\"tests\":%.0f,\"started\":%.3f,\"at\":%.3f", ab_tests(v->narms, v->judge), v->started, v->ts);
     if (v->nounit >= 0)
         buf_printf(b, ",\"requests_without_unit\":%lld", v->nounit);
     buf_append_str(b, ",\"arms\":[");
@@ -538,7 +539,7 @@ static void render_json(struct buf *b, const struct exp_view *v)
         buf_append_str(b, "}");
         if (a) {
             buf_append_str(b, ",\"comparisons\":{");
-            for (int m = 0; m < AB_METRICS; m++) {
+            for (int m = 0; m < ab_metrics(v->judge); m++) {
                 const struct ab_comparison *x = &r[a].cmp[m];
                 buf_printf(b, "%s\"%s\":{\"verdict\":\"%s\",\"e_value_worse\":", m ? "," : "", ab_metric_names[m],
                            ab_verdict_names[x->verdict]);
@@ -555,7 +556,7 @@ static void render_json(struct buf *b, const struct exp_view *v)
         buf_append_str(b, "}");
     }
     buf_printf(b, "],\"threshold\":");
-    json_buf_num(b, ab_tests(v->narms) / v->alpha);
+    json_buf_num(b, ab_tests(v->narms, v->judge) / v->alpha);
     buf_append_str(b, "}");
 }
 
@@ -566,14 +567,15 @@ static const char *const side_words[AB_METRICS][2] = {
     { "pairs slower to the first token", "faster" },
     { "pairs costlier", "cheaper" },
     { "negative feedback from the arm", "from the control" },
+    { "judged pairs lost", "won" },
 };
 
 static void render_text(struct buf *b, const struct exp_view *v)
 {
     struct ab_arm_result r[EXPERIMENT_MAX_ARMS];
-    ab_analyze((const uint64_t(*)[AB_COUNTERS])v->c, v->narms, v->alpha, r);
+    ab_analyze((const uint64_t(*)[AB_COUNTERS])v->c, v->narms, v->alpha, v->judge, r);
     buf_printf(b, "experiment %s: model %s, %zu arms, alpha %g (a comparison shows a difference at e-value >= %g)\n",
-               v->name, v->model, v->narms, v->alpha, ab_tests(v->narms) / v->alpha);
+               v->name, v->model, v->narms, v->alpha, ab_tests(v->narms, v->judge) / v->alpha);
     for (size_t a = 0; a < v->narms; a++) {
         const uint64_t *c = v->c[a];
         buf_printf(b, "  arm %s%s (model %s, %g%%): %llu requests, %llu failed, success ", v->arm[a],
@@ -590,7 +592,7 @@ static void render_text(struct buf *b, const struct exp_view *v)
             buf_printf(b, ", positive %.1f%% [%.1f%%, %.1f%%]", 100 * r[a].positive, 100 * r[a].positive_lo,
                        100 * r[a].positive_hi);
         buf_append_str(b, "\n");
-        for (int m = 0; a && m < AB_METRICS; m++) {
+        for (int m = 0; a && m < ab_metrics(v->judge); m++) {
             const struct ab_comparison *x = &r[a].cmp[m];
             buf_printf(b, "    %-9s %-24s e-value worse %-9.3g better %-9.3g p %-7.3g (%llu %s, %llu %s)\n",
                        ab_metric_names[m], ab_verdict_names[x->verdict], ev(x->log_e_worse), ev(x->log_e_better),
@@ -619,13 +621,13 @@ static void html_text(struct buf *b, const char *s)
 static void render_html(struct buf *b, const struct exp_view *v)
 {
     struct ab_arm_result r[EXPERIMENT_MAX_ARMS];
-    ab_analyze((const uint64_t(*)[AB_COUNTERS])v->c, v->narms, v->alpha, r);
+    ab_analyze((const uint64_t(*)[AB_COUNTERS])v->c, v->narms, v->alpha, v->judge, r);
     buf_append_str(b, "<h2>Experiment ");
     html_text(b, v->name);
     buf_append_str(b, "</h2>\n<p>Model ");
     html_text(b, v->model);
     buf_printf(b, "; alpha %g over %.0f tests: a comparison shows a difference at e-value &ge; %g.</p>\n", v->alpha,
-               ab_tests(v->narms), ab_tests(v->narms) / v->alpha);
+               ab_tests(v->narms, v->judge), ab_tests(v->narms, v->judge) / v->alpha);
     buf_append_str(b, "<table>\n<tr><th>arm</th><th>model</th><th>share</th><th>requests</th><th>success "
                       "(confidence sequence)</th><th>feedback up / down</th><th>positive (confidence "
                       "sequence)</th></tr>\n");
@@ -644,7 +646,7 @@ static void render_html(struct buf *b, const struct exp_view *v)
     buf_append_str(b, "</table>\n<table>\n<tr><th>arm</th><th>metric</th><th>verdict</th><th>e-value worse</th>"
                       "<th>e-value better</th><th>always-valid p</th><th>n</th></tr>\n");
     for (size_t a = 1; a < v->narms; a++)
-        for (int m = 0; m < AB_METRICS; m++) {
+        for (int m = 0; m < ab_metrics(v->judge); m++) {
             const struct ab_comparison *x = &r[a].cmp[m];
             buf_append_str(b, "<tr><td>");
             html_text(b, v->arm[a]);
