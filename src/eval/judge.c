@@ -27,6 +27,13 @@
  * here moves with each pair written.  The controller reads the verdicts
  * (rollout.c judge_read).
  *
+ * Experiments.  An experiment with a judge is one more entry: its rows of
+ * experiment_pairs (complete: the control's answer and a non-control
+ * arm's) are judged with the control's answer in the primary's place and
+ * the arm's in the shadow's, into experiment_judgements with the arm;
+ * every stored pair (the experiment sampled the requests).  experiment.c
+ * reads the counts back.
+ *
  * Failures.  A call that cannot connect, or is answered 429, 502, 503 or
  * 504 (the judge is unavailable, not wrong), writes nothing and ends the
  * round: the pair is tried again next round.  Any other failure (timeout,

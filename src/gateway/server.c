@@ -372,7 +372,7 @@ int server_run(struct config *cfg)
         return 1;
     }
     /* the pair store's writer (recorder.c), when there are shadows, and the
-     * judge (judge.c), when a shadow or a rollout names a judge model */
+     * judge (judge.c), when a shadow, a rollout or an experiment names a judge model */
     if (recorder_start(&gw, err, sizeof err) < 0 || start_judge(&gw, err, sizeof err) < 0 ||
         start_telemetry(&gw, err, sizeof err) < 0 || rollout_start(&gw, err, sizeof err) < 0 ||
         experiment_start(&gw, err, sizeof err) < 0 || keys_start(cfg, err, sizeof err) < 0) {
