@@ -391,9 +391,10 @@ def test_judge_prefers_the_control_over_a_worse_arm_not_an_equal_one(env):
     while True:
         r = experiment(gw)
         b, c = arm(r, "b"), arm(r, "c")
-        done = r["judge"]["samples"]["paired"]
+        s = r["judge"]["samples"]
         judged = sum(b["judgements"].values()) + sum(c["judgements"].values())
-        if done and judged >= done or time.time() > deadline:
+        arm_requests = b["counts"]["requests"] + c["counts"]["requests"]
+        if s["sampled"] == s["paired"] == judged == arm_requests or time.time() > deadline:
             break
         time.sleep(0.1)
     s = r["judge"]["samples"]
