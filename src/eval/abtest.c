@@ -9,11 +9,17 @@
 const char *const ab_counter_names[AB_COUNTERS] = {
     "requests",    "failures",    "latency_slower", "latency_faster",    "ttft_slower",
     "ttft_faster", "cost_higher", "cost_lower",     "feedback_positive", "feedback_negative",
+    "judge_losses", "judge_wins",
 };
-const char *const ab_metric_names[AB_METRICS] = { "failures", "latency", "ttft", "cost", "feedback" };
+const char *const ab_metric_names[AB_METRICS] = { "failures", "latency", "ttft", "cost", "feedback", "judge" };
 const char *const ab_verdict_names[] = { "no difference shown yet", "better", "worse" };
 
-double ab_tests(size_t narms) { return narms > 1 ? (double)(AB_METRICS * (narms - 1) * 2) : 1; }
+int ab_metrics(bool judge) { return judge ? AB_METRICS : AB_METRICS - 1; }
+
+double ab_tests(size_t narms, bool judge)
+{
+    return narms > 1 ? (double)ab_metrics(judge) * (double)(narms - 1) * 2 : 1;
+}
 
 /* A share test: a of the events from the arm, b from the control, where
  * the arm's share under H0 is w: worse when a's share is above w, better
@@ -39,9 +45,11 @@ static void sign_test(struct ab_comparison *c, uint64_t worse, uint64_t better)
     c->log_e_better = seq_log_e_sign((double)better, (double)worse);
 }
 
-void ab_analyze(const uint64_t (*counts)[AB_COUNTERS], size_t narms, double alpha, struct ab_arm_result *out)
+void ab_analyze(const uint64_t (*counts)[AB_COUNTERS], size_t narms, double alpha, bool judge,
+                struct ab_arm_result *out)
 {
-    double k = ab_tests(narms), thr = log(k / alpha);
+    int nm = ab_metrics(judge);
+    double k = ab_tests(narms, judge), thr = log(k / alpha);
     const uint64_t *c0 = counts[0];
     for (size_t i = 0; i < narms; i++) {
         const uint64_t *c = counts[i];
@@ -65,7 +73,9 @@ void ab_analyze(const uint64_t (*counts)[AB_COUNTERS], size_t narms, double alph
         sign_test(&r->cmp[AB_M_LATENCY], c[AB_LAT_SLOW], c[AB_LAT_FAST]);
         sign_test(&r->cmp[AB_M_TTFT], c[AB_TTFT_SLOW], c[AB_TTFT_FAST]);
         sign_test(&r->cmp[AB_M_COST], c[AB_COST_MORE], c[AB_COST_LESS]);
-        for (int m = 0; m < AB_METRICS; m++) {
+        if (judge)
+            sign_test(&r->cmp[AB_M_JUDGE], c[AB_JUDGE_LOSS], c[AB_JUDGE_WIN]);
+        for (int m = 0; m < nm; m++) {
             struct ab_comparison *x = &r->cmp[m];
             double le = x->log_e_worse > x->log_e_better ? x->log_e_worse : x->log_e_better;
             x->p = le > 0 ? fmin(1, k * exp(-le)) : 1;

@@ -14,6 +14,12 @@
  *   latency,    paired: each arm request is paired with the newest unpaired
  *   ttft, cost  control request; "slower" (costlier) against "faster"
  *               (cheaper), H0 P = 1/2 (a sign test; ties say nothing)
+ *   judge       (only when the experiment has a judge) a sample of the
+ *               arm's requests also answered by the control's model, the
+ *               two answers judged in both orders: losses against wins
+ *               among the verdicts both orders agree on, H0 P = 1/2 (a
+ *               sign test: under equal arms the two answers are
+ *               exchangeable, and exchanging them swaps loss and win)
  *
  * each in both directions (worse, better) as beta-mixture e-values
  * (seq.h), Bonferroni over metrics x arms x 2 directions at alpha: the
@@ -23,6 +29,7 @@
 #ifndef SHADE_ABTEST_H
 #define SHADE_ABTEST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,11 +46,14 @@ enum ab_counter {
     AB_COST_LESS,
     AB_FB_POS,     /* feedback on the arm's requests: positive (score >= 0.5, thumbs up) */
     AB_FB_NEG,     /* negative */
+    AB_JUDGE_LOSS, /* judged pairs (the arm's answer against the control's to the same request, both
+                      orders agreeing): the judge prefers the control's */
+    AB_JUDGE_WIN,  /* the arm's */
     AB_COUNTERS
 };
 extern const char *const ab_counter_names[AB_COUNTERS];
 
-enum ab_metric { AB_M_FAILURES, AB_M_LATENCY, AB_M_TTFT, AB_M_COST, AB_M_FEEDBACK, AB_METRICS };
+enum ab_metric { AB_M_FAILURES, AB_M_LATENCY, AB_M_TTFT, AB_M_COST, AB_M_FEEDBACK, AB_M_JUDGE, AB_METRICS };
 extern const char *const ab_metric_names[AB_METRICS];
 
 enum ab_verdict { AB_NONE, AB_BETTER, AB_WORSE };
@@ -63,9 +73,13 @@ struct ab_arm_result {
     struct ab_comparison cmp[AB_METRICS];      /* against the control; all 0 for the control itself */
 };
 
+/* The metrics compared: AB_METRICS with a judge, else all but AB_M_JUDGE. */
+int ab_metrics(bool judge);
 /* The number of tests Bonferroni divides alpha by: metrics x (narms - 1) x 2. */
-double ab_tests(size_t narms);
-/* Analyse narms arms (counts[0] is the control) at alpha into out[narms]. */
-void ab_analyze(const uint64_t (*counts)[AB_COUNTERS], size_t narms, double alpha, struct ab_arm_result *out);
+double ab_tests(size_t narms, bool judge);
+/* Analyse narms arms (counts[0] is the control) at alpha into out[narms];
+ * without a judge cmp[AB_M_JUDGE] stays empty (no verdict, p 1). */
+void ab_analyze(const uint64_t (*counts)[AB_COUNTERS], size_t narms, double alpha, bool judge,
+                struct ab_arm_result *out);
 
 #endif

@@ -27,6 +27,13 @@
  * here moves with each pair written.  The controller reads the verdicts
  * (rollout.c judge_read).
  *
+ * Experiments.  An experiment with a judge is one more entry: its rows of
+ * experiment_pairs (complete: the control's answer and a non-control
+ * arm's) are judged with the control's answer in the primary's place and
+ * the arm's in the shadow's, into experiment_judgements with the arm;
+ * every stored pair (the experiment sampled the requests).  experiment.c
+ * reads the counts back.
+ *
  * Failures.  A call that cannot connect, or is answered 429, 502, 503 or
  * 504 (the judge is unavailable, not wrong), writes nothing and ends the
  * round: the pair is tried again next round.  Any other failure (timeout,
@@ -90,12 +97,13 @@
 #define BUSY_STEP_MS        10          /* SQLite busy: retry every 10 ms … */
 #define BUSY_STEPS          500         /* … for about 5 s */
 
-/* a shadow, or a rollout (rollout_pairs) when rollout is set */
+/* a shadow, or a rollout (rollout_pairs) when rollout is set, or an
+ * experiment (experiment_pairs) when experiment is set too */
 struct shadow_rt {
     char *shadow, *judge_model;
     double sample;
     int64_t floor; /* every pair with id <= floor is settled */
-    bool rollout;
+    bool rollout, experiment;
 };
 
 struct judge {
@@ -113,6 +121,7 @@ struct judge {
     sqlite3 *db;
     sqlite3_stmt *sel, *ins;          /* shadows' pairs (NULL when no shadow has a judge) */
     sqlite3_stmt *rsel, *rins;        /* rollouts' pairs (NULL when no rollout has a judge) */
+    sqlite3_stmt *esel, *eins;        /* experiments' pairs (NULL when no experiment has a judge) */
     bool warned;                      /* a failure was logged; quiet until a success */
 };
 
@@ -120,6 +129,7 @@ struct judge {
 struct cand {
     int64_t id;
     char *prompt, *primary, *shadow;
+    char *arm; /* an experiment's pair: the arm (else NULL) */
 };
 
 static bool stopping(struct judge *j) { return atomic_load_explicit(&j->stopping, memory_order_relaxed); }
@@ -412,7 +422,7 @@ static enum call_rc ask(struct judge *j, const struct shadow_rt *s, const struct
     }
     char hdrs[96];
     snprintf(hdrs, sizeof hdrs, "x-shade-no-shadow: 1\r\nx-request-id: shade-judge-%s%lld-%d\r\n",
-             s->rollout ? "r" : "", (long long)c->id, order);
+             s->experiment ? "e" : s->rollout ? "r" : "", (long long)c->id, order);
     struct hc_response r = { 0 };
     bump(&j->calls);
     enum call_rc rc = http_post(j, "/v1/chat/completions", hdrs, &body, &r);
@@ -460,8 +470,10 @@ static void close_db(struct judge *j)
     sqlite3_finalize(j->ins);
     sqlite3_finalize(j->rsel);
     sqlite3_finalize(j->rins);
+    sqlite3_finalize(j->esel);
+    sqlite3_finalize(j->eins);
     sqlite3_close(j->db);
-    j->sel = j->ins = j->rsel = j->rins = NULL;
+    j->sel = j->ins = j->rsel = j->rins = j->esel = j->eins = NULL;
     j->db = NULL;
 }
 
@@ -494,9 +506,20 @@ static int open_db(struct judge *j)
     static const char rins_sql[] =
         "INSERT OR IGNORE INTO rollout_judgements (pair_id, rollout, judge, order1, order2, outcome, ts) "
         "VALUES (?1, ?7, ?2, ?3, ?4, ?5, ?6)";
-    bool sh = false, ro = false;
+    /* an experiment's pairs: every one stored is complete (the arm's answer
+     * and the control's); the experiment.c writer deletes those of an
+     * earlier configuration of the experiment */
+    static const char esel_sql[] =
+        "SELECT p.id, p.prompt, p.control, p.answer, p.arm FROM experiment_pairs p "
+        "WHERE p.experiment = ?1 AND p.id > ?2 AND shade_judge_sampled(p.id, ?3) "
+        "  AND NOT EXISTS (SELECT 1 FROM experiment_judgements jd WHERE jd.pair_id = p.id) "
+        "ORDER BY p.id LIMIT ?4";
+    static const char eins_sql[] =
+        "INSERT OR IGNORE INTO experiment_judgements (pair_id, experiment, arm, judge, order1, order2, outcome, ts) "
+        "VALUES (?1, ?7, ?8, ?2, ?3, ?4, ?5, ?6)";
+    bool sh = false, ro = false, ex = false;
     for (size_t i = 0; i < j->nshadows; i++)
-        *(j->shadows[i].rollout ? &ro : &sh) = true;
+        *(j->shadows[i].experiment ? &ex : j->shadows[i].rollout ? &ro : &sh) = true;
     if (sqlite3_open_v2(j->db_path, &j->db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
         sqlite3_busy_handler(j->db, busy_cb, j) != SQLITE_OK ||
         sqlite3_create_function(j->db, "shade_judge_sampled", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
@@ -504,7 +527,9 @@ static int open_db(struct judge *j)
         (sh && sqlite3_prepare_v2(j->db, sel_sql, -1, &j->sel, NULL) != SQLITE_OK) ||
         (sh && sqlite3_prepare_v2(j->db, ins_sql, -1, &j->ins, NULL) != SQLITE_OK) ||
         (ro && sqlite3_prepare_v2(j->db, rsel_sql, -1, &j->rsel, NULL) != SQLITE_OK) ||
-        (ro && sqlite3_prepare_v2(j->db, rins_sql, -1, &j->rins, NULL) != SQLITE_OK)) {
+        (ro && sqlite3_prepare_v2(j->db, rins_sql, -1, &j->rins, NULL) != SQLITE_OK) ||
+        (ex && sqlite3_prepare_v2(j->db, esel_sql, -1, &j->esel, NULL) != SQLITE_OK) ||
+        (ex && sqlite3_prepare_v2(j->db, eins_sql, -1, &j->eins, NULL) != SQLITE_OK)) {
         close_db(j); /* not there yet ("no such table"): next round */
         return -1;
     }
@@ -557,6 +582,7 @@ static size_t find_pairs(struct judge *j, struct shadow_rt *s, struct cand *out,
         if (!judged && good) {
             struct cand *c = &out[n];
             c->id = id;
+            c->arm = NULL;
             c->prompt = col_dup(j->sel, 1);
             c->primary = answer_dup(j->sel, 4, 9);
             c->shadow = answer_dup(j->sel, 7, 10);
@@ -581,42 +607,50 @@ static size_t find_pairs(struct judge *j, struct shadow_rt *s, struct cand *out,
     return n;
 }
 
-/* Up to max pairs of rollout s to judge, oldest first.  Every row is
- * complete: the floor moves as pairs are written (write_row). */
+static void cand_free(struct cand *c)
+{
+    free(c->prompt);
+    free(c->primary);
+    free(c->shadow);
+    free(c->arm);
+}
+
+/* Up to max pairs of rollout (or experiment) s to judge, oldest first.
+ * Every row is complete: the floor moves as pairs are written (write_row). */
 static size_t find_rollout_pairs(struct judge *j, struct shadow_rt *s, struct cand *out, size_t max)
 {
     size_t n = 0;
-    sqlite3_bind_text(j->rsel, 1, s->shadow, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(j->rsel, 2, s->floor);
-    sqlite3_bind_double(j->rsel, 3, s->sample);
-    sqlite3_bind_int64(j->rsel, 4, (sqlite3_int64)max);
+    sqlite3_stmt *sel = s->experiment ? j->esel : j->rsel;
+    sqlite3_bind_text(sel, 1, s->shadow, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(sel, 2, s->floor);
+    sqlite3_bind_double(sel, 3, s->sample);
+    sqlite3_bind_int64(sel, 4, (sqlite3_int64)max);
     int rc = SQLITE_DONE;
-    while (n < max && (rc = sqlite3_step(j->rsel)) == SQLITE_ROW) {
+    while (n < max && (rc = sqlite3_step(sel)) == SQLITE_ROW) {
         struct cand *c = &out[n];
-        c->id = sqlite3_column_int64(j->rsel, 0);
-        c->prompt = col_dup(j->rsel, 1);
-        c->primary = col_dup(j->rsel, 2); /* the baseline's answer */
-        c->shadow = col_dup(j->rsel, 3);  /* the canary's */
-        if (c->prompt && c->primary && c->shadow) {
+        c->id = sqlite3_column_int64(sel, 0);
+        c->prompt = col_dup(sel, 1);
+        c->primary = col_dup(sel, 2); /* the baseline's (the control's) answer */
+        c->shadow = col_dup(sel, 3);  /* the canary's (the arm's) */
+        c->arm = s->experiment ? col_dup(sel, 4) : NULL;
+        if (c->prompt && c->primary && c->shadow && (c->arm || !s->experiment))
             n++;
-        } else {
-            free(c->prompt);
-            free(c->primary);
-            free(c->shadow);
-        }
+        else
+            cand_free(c);
     }
     if (n < max && rc != SQLITE_DONE && !stopping(j))
         warn_once(j, "judge: cannot read %s: %s", j->db_path, sqlite3_errmsg(j->db));
-    sqlite3_reset(j->rsel);
-    sqlite3_clear_bindings(j->rsel);
+    sqlite3_reset(sel);
+    sqlite3_clear_bindings(sel);
     return n;
 }
 
-static int write_row(struct judge *j, struct shadow_rt *s, int64_t id, const char *v1, const char *v2)
+static int write_row(struct judge *j, struct shadow_rt *s, const struct cand *c, const char *v1, const char *v2)
 {
+    int64_t id = c->id;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    sqlite3_stmt *ins = s->rollout ? j->rins : j->ins;
+    sqlite3_stmt *ins = s->experiment ? j->eins : s->rollout ? j->rins : j->ins;
     sqlite3_bind_int64(ins, 1, id);
     sqlite3_bind_text(ins, 2, s->judge_model, -1, SQLITE_STATIC);
     if (v1)
@@ -627,6 +661,8 @@ static int write_row(struct judge *j, struct shadow_rt *s, int64_t id, const cha
     sqlite3_bind_double(ins, 6, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
     if (s->rollout)
         sqlite3_bind_text(ins, 7, s->shadow, -1, SQLITE_STATIC);
+    if (s->experiment)
+        sqlite3_bind_text(ins, 8, c->arm ? c->arm : "", -1, SQLITE_STATIC);
     int rc = sqlite3_step(ins);
     sqlite3_reset(ins);
     sqlite3_clear_bindings(ins);
@@ -653,14 +689,12 @@ static int judge_shadow(struct judge *j, struct shadow_rt *s, size_t *budget, st
             /* a failed first call makes the outcome 'error' already: no second */
             enum call_rc r1 = ask(j, s, &cands[i], 1, &v1);
             enum call_rc r2 = r1 == CALL_OK ? ask(j, s, &cands[i], 2, &v2) : r1;
-            if (r2 == CALL_UNAVAILABLE || r2 == CALL_STOPPED || write_row(j, s, cands[i].id, v1, v2) < 0)
+            if (r2 == CALL_UNAVAILABLE || r2 == CALL_STOPPED || write_row(j, s, &cands[i], v1, v2) < 0)
                 rc = -1; /* no row: the pair comes again next round */
             else
                 (*budget)--;
         }
-        free(cands[i].prompt);
-        free(cands[i].primary);
-        free(cands[i].shadow);
+        cand_free(&cands[i]);
     }
     return rc;
 }
@@ -708,14 +742,23 @@ static void free_judge(struct judge *j)
 struct judge *judge_start(const struct judge_opts *o, char *err, size_t errlen)
 {
     if (!o->db_path || !*o->db_path || o->port < 1 || o->port > 65535 || (!o->shadows && o->nshadows) ||
-        (!o->rollouts && o->nrollouts) || o->nshadows + o->nrollouts == 0) {
-        snprintf(err, errlen, "judge: needs a store path, a port (1-65535) and at least one shadow or rollout");
+        (!o->rollouts && o->nrollouts) || (!o->experiments && o->nexperiments) ||
+        o->nshadows + o->nrollouts + o->nexperiments == 0) {
+        snprintf(err, errlen,
+                 "judge: needs a store path, a port (1-65535) and at least one shadow, rollout or experiment");
         return NULL;
     }
     for (size_t i = 0; i < o->nrollouts; i++) {
         const struct judge_rollout *r = &o->rollouts[i];
         if (!r->rollout || !*r->rollout || !r->judge_model || !*r->judge_model || !(r->sample >= 0 && r->sample <= 1)) {
             snprintf(err, errlen, "judge: rollout %zu needs a name, a judge model and a sample from 0 to 1", i);
+            return NULL;
+        }
+    }
+    for (size_t i = 0; i < o->nexperiments; i++) {
+        const struct judge_experiment *e = &o->experiments[i];
+        if (!e->experiment || !*e->experiment || !e->judge_model || !*e->judge_model) {
+            snprintf(err, errlen, "judge: experiment %zu needs a name and a judge model", i);
             return NULL;
         }
     }
@@ -757,18 +800,32 @@ struct judge *judge_start(const struct judge_opts *o, char *err, size_t errlen)
     j->max_per_round = o->max_per_round ? o->max_per_round : 20;
     if (j->max_per_round > JUDGE_MAX_PER_ROUND)
         j->max_per_round = JUDGE_MAX_PER_ROUND;
-    /* shadows first, then rollouts: one list the rounds take turns on */
-    j->shadows = calloc(o->nshadows + o->nrollouts, sizeof *j->shadows);
+    /* shadows first, then rollouts, then experiments: one list the rounds take turns on */
+    size_t total = o->nshadows + o->nrollouts + o->nexperiments;
+    j->shadows = calloc(total, sizeof *j->shadows);
     bool ok = j->host && j->authority && j->db_path && j->shadows;
-    for (size_t i = 0; ok && i < o->nshadows + o->nrollouts; i++) {
-        bool ro = i >= o->nshadows;
-        const char *name = ro ? o->rollouts[i - o->nshadows].rollout : o->shadows[i].shadow;
-        const char *model = ro ? o->rollouts[i - o->nshadows].judge_model : o->shadows[i].judge_model;
+    for (size_t i = 0; ok && i < total; i++) {
+        bool ex = i >= o->nshadows + o->nrollouts, ro = i >= o->nshadows;
+        const char *name, *model;
+        double sample = 1; /* an experiment's pairs are a sample already: all are judged */
+        if (ex) {
+            name = o->experiments[i - o->nshadows - o->nrollouts].experiment;
+            model = o->experiments[i - o->nshadows - o->nrollouts].judge_model;
+        } else if (ro) {
+            name = o->rollouts[i - o->nshadows].rollout;
+            model = o->rollouts[i - o->nshadows].judge_model;
+            sample = o->rollouts[i - o->nshadows].sample;
+        } else {
+            name = o->shadows[i].shadow;
+            model = o->shadows[i].judge_model;
+            sample = o->shadows[i].sample;
+        }
         j->nshadows++;
         j->shadows[i].shadow = strdup(name);
         j->shadows[i].judge_model = strdup(model);
-        j->shadows[i].sample = ro ? o->rollouts[i - o->nshadows].sample : o->shadows[i].sample;
-        j->shadows[i].rollout = ro;
+        j->shadows[i].sample = sample;
+        j->shadows[i].rollout = ro; /* an experiment's pairs are judged like a rollout's */
+        j->shadows[i].experiment = ex;
         ok = j->shadows[i].shadow && j->shadows[i].judge_model;
     }
     if (ok)

@@ -10,8 +10,9 @@
  * other way round.  A win or a loss counts only when both orders agree;
  * the verdicts and the outcome are written to the judgements table.
  *
- * Rollouts with a judge (judge_rollout) are judged by the same thread,
- * taking turns with the shadows.
+ * Rollouts with a judge (judge_rollout) and experiments with a judge
+ * (judge_experiment) are judged by the same thread, taking turns with the
+ * shadows.
  *
  * The judge model is asked for a last line "VERDICT: A", "VERDICT: B" or
  * "VERDICT: TIE" (judge.c shows the whole prompt; `shade sim --judge`
@@ -42,12 +43,23 @@ struct judge_rollout {
     double sample;           /* 0..1 of the pairs, by hash of pair id */
 };
 
+/* An experiment with a judge: its pairs (experiment_pairs, experiment.c:
+ * a non-control arm's answer and the control's to the same request) are
+ * judged the same way, the control's answer in the primary's place and the
+ * arm's in the shadow's, into experiment_judgements (with the arm).  Every
+ * stored pair is judged (the experiment samples the requests). */
+struct judge_experiment {
+    const char *experiment;  /* experiment_pairs.experiment */
+    const char *judge_model; /* public model name of the judge */
+};
+
 struct judge_opts {
     const char *db_path;            /* the pair store (created by the recorder; wait/retry until the tables exist) */
     const char *host; int port;     /* the gateway's own listener: the judge is called THROUGH shade;
                                        NULL, "", "0.0.0.0" or "::" mean the loopback address */
     const struct judge_shadow *shadows; size_t nshadows;
     const struct judge_rollout *rollouts; size_t nrollouts;
+    const struct judge_experiment *experiments; size_t nexperiments;
     uint32_t interval_ms;           /* how often to look for new pairs (default 1000) */
     uint32_t timeout_ms;            /* per judge call (default 60000) */
     uint32_t max_per_round;         /* pairs judged per look, bounds work (default 20, at most 10000) */

@@ -355,6 +355,15 @@ static const struct section experiment_arm_section =
 #undef S
 
 #define S struct config_experiment
+static const struct field experiment_judge_fields[] = {
+    STR(S, "model", judge_model, F_TOKEN, 1, 256, NULL, NULL), /* absent: no judge; finish_experiments */
+    NUM(S, "sample_percent", judge_sample_percent, 0, 100, "10"), /* above 0: finish_experiments */
+    UINT(S, "max_concurrent", judge_max_concurrent, 1, 1000000, "16"),
+    DUR(S, "deadline", judge_deadline_ms, "60s"),
+};
+static const struct section experiment_judge_section =
+    SECTION("judge", "in judge", experiment_judge_fields, S, NULL, NULL);
+
 static const struct field experiment_fields[] = {
     STR(S, "name", name, F_REQUIRED | F_UNIQUE | F_TOKEN, 1, 128, NULL, NULL),
     STR(S, "model", model, F_REQUIRED | F_TOKEN, 1, 256, NULL, NULL),
@@ -366,6 +375,7 @@ static const struct field experiment_fields[] = {
     BOOL(S, "variant_header", variant_header, "false"),
     DUR(S, "feedback_ttl", feedback_ttl_ms, "1h"),
     DUR(S, "check_interval", check_interval_ms, "10s"),
+    FLAT("judge", experiment_judge_section),
 };
 static const struct section experiment_section =
     SECTION("experiment", "in experiment", experiment_fields, S, NULL, NULL);
@@ -1398,6 +1408,23 @@ static int finish_experiments(struct loader *ld, const yaml_node_t *map, struct 
         if (fabs(sum - 100) > 1e-6)
             return fail(ld, arms ? &arms->start_mark : at,
                         "experiment \"%s\": the arms' shares sum to %g, not 100", ex->name, sum);
+        if (ex->judge_model) {
+            const yaml_node_t *jn = item ? find_value(ld, item, "judge") : NULL;
+            const yaml_node_t *jm_node = jn ? find_value(ld, jn, "model") : NULL;
+            const yaml_mark_t *jat = jm_node ? &jm_node->start_mark : jn ? &jn->start_mark : at;
+            const struct config_model *jm = config_find_model(c, ex->judge_model, strlen(ex->judge_model));
+            if (!jm || jm->hidden)
+                return fail(ld, jat, "experiment \"%s\": no judge model named \"%s\"", ex->name, ex->judge_model);
+            bool arm_model = jm == m;
+            for (size_t j = 0; j < ex->narms; j++)
+                arm_model = arm_model || (size_t)(jm - c->models) == ex->arms[j].model_index;
+            if (arm_model)
+                return fail(ld, jat, "experiment \"%s\": the judge must be neither the experiment's model nor an "
+                            "arm's (its calls would be split by the experiment or judged by an arm)", ex->name);
+            if (!(ex->judge_sample_percent > 0))
+                return fail(ld, jn ? &jn->start_mark : at,
+                            "experiment \"%s\": judge.sample_percent must be above 0", ex->name);
+        }
         if (!ex->salt && !(ex->salt = dupn(ld, NULL, ex->name, strlen(ex->name)))) return -1;
     }
     return 0;

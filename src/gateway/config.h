@@ -202,6 +202,13 @@ struct config_experiment {
     bool variant_header;          /* x-shade-variant: <arm> on responses; default false */
     uint32_t feedback_ttl_ms;     /* how long a request id can receive feedback; default 1h */
     uint32_t check_interval_ms;   /* counts written to the store; default 10s */
+    /* judge preference: judge_sample_percent of the non-control arms'
+     * requests are also sent to the control's model (a side call) and the
+     * two answers judged in both orders by judge_model; NULL = no judge */
+    char *judge_model;
+    double judge_sample_percent;  /* default 10, above 0 */
+    uint32_t judge_max_concurrent;/* control legs in flight, all workers; default 16 */
+    uint32_t judge_deadline_ms;   /* per control leg; default 60s */
     size_t model_index;           /* resolved */
 };
 

@@ -27,9 +27,18 @@
 #include "rand.h"
 #include "rollout.h"
 #include "router.h"
+#include "sample.h"
 
 #define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 #define INC(x) atomic_fetch_add_explicit(&(x), 1, memory_order_relaxed)
+
+/* the judge's outcomes on an arm's pairs (experiment_judgements.outcome,
+ * judge.c): the arm's answer wins or loses when both orders agree */
+enum { EJ_LOSS, EJ_WIN, EJ_TIE, EJ_INCONSISTENT, EJ_ERROR, EJ__N };
+static const char *const ej_names[EJ__N] = { "loss", "win", "tie", "inconsistent", "error" };
+/* the judge samples: what became of them (sample.h's SS_ counters) */
+static const char *const es_names[SS__N] = { "sampled", "paired", "dropped_cap", "dropped_control_failed",
+                                             "dropped_arm_failed", "dropped_queue_full" };
 
 #define FB_CAP (1u << 16)  /* request ids remembered for feedback, all experiments */
 #define FB_PROBE 16        /* slots looked at per id: the oldest of them is overwritten */
@@ -40,6 +49,8 @@ struct exp_arm {
     uint32_t hi;                   /* buckets [previous arm's hi, hi) are this arm's */
     _Atomic uint64_t cnt[AB_COUNTERS]; /* since the experiment began (the stored counts + this process's) */
     uint64_t written[AB_COUNTERS]; /* writer thread: what the store has of cnt */
+    _Atomic uint64_t jcnt[EJ__N];  /* the judge's outcomes on the arm's pairs, since the experiment began
+                                      (read from the store by the writer) */
 };
 
 struct experiment_rt {
@@ -52,6 +63,7 @@ struct experiment_rt {
     _Atomic uint64_t nounit;       /* requests without a unit (assigned per request) */
     pthread_mutex_t lock;          /* the pairing buffer */
     struct rollout_pairs ctl;      /* newest unpaired control answers */
+    struct side_sampler js;        /* judge samples (sample.h): an arm's request also sent to the control's model */
     double next_write;
     bool stale;                    /* the store holds a newer config's counts: no more writes */
 };
@@ -106,6 +118,8 @@ static void fb_remember(const char *id, size_t n, uint16_t ex, uint16_t arm, dou
 struct ex_ctx {
     struct experiment_rt *ex; /* NULL: the model has no experiment */
     uint16_t arm;
+    struct side_sample *js;     /* a judge sample, NULL: not sampled */
+    struct shadow_answer *ans;  /* the arm's answer, read for the judge sample */
 };
 
 static enum pl_rc experiment_request(struct pl_req *q, void *ctx)
@@ -132,13 +146,54 @@ static enum pl_rc experiment_request(struct pl_req *q, void *ctx)
         q->m0 = q->m = ex->arms[a].m;
         q->renamed = true;
     }
+    /* judge preference: a sample of a non-control arm's requests is also
+     * sent to the control's model (a side call started once the request is
+     * on the wire) */
+    if (a != 0 && cfg->judge_model && (q->ep == EP_CHAT || q->ep == EP_COMPLETIONS) &&
+        side_sample_pick(q->w, cfg->judge_sample_percent) && (c->js = side_sample_admit(&ex->js, q, (uint16_t)a))) {
+        c->ans = malloc(sizeof *c->ans);
+        if (c->ans)
+            shadow_answer_init(c->ans, q->w->gw->cfg->store.response_max_bytes);
+    }
     return PL_NEXT;
+}
+
+static void experiment_sent(struct pl_req *q, void *ctx)
+{
+    struct ex_ctx *c = ctx;
+    if (c->js)
+        side_sample_start(q, c->js);
+}
+
+static void experiment_event(struct pl_req *q, void *ctx, const struct pl_event *ev)
+{
+    struct ex_ctx *c = ctx;
+    side_sample_event(c->ans, ev);
 }
 
 static void experiment_finish(struct pl_req *q, void *ctx, const struct pl_outcome *o)
 {
     struct ex_ctx *c = ctx;
     struct experiment_rt *ex = c->ex;
+    struct shadow_answer *ans = c->ans;
+    c->ans = NULL;
+    if (ans) {
+        if (o->answer_gap)
+            shadow_answer_gap(ans);
+        shadow_answer_finish_stream(ans);
+    }
+    if (c->js) {
+        bool answered = ans && !o->aborted && o->status >= 200 && o->status < 300 && !o->err_kind &&
+                        !o->body_too_large;
+        side_sample_finish(c->js, answered ? ans : NULL, o->aborted);
+        c->js = NULL;
+        if (answered)
+            ans = NULL; /* moved */
+    }
+    if (ans) {
+        shadow_answer_free(ans);
+        free(ans);
+    }
     if (!ex || o->aborted) /* a client that left says nothing about its arm */
         return;
     struct exp_arm *arm = &ex->arms[c->arm];
@@ -195,7 +250,33 @@ static const char schema_sql[] =
     "  counter TEXT NOT NULL,\n"      /* abtest.h's ab_counter_names */
     "  n INTEGER NOT NULL,\n"         /* since the experiment began */
     "  PRIMARY KEY (experiment, arm, counter)\n"
-    ");\n";
+    ");\n"
+    /* judge preference: an arm's answer and the control's to the same
+     * request (a side call), judged by judge.c in both orders */
+    "CREATE TABLE IF NOT EXISTS experiment_pairs (\n"
+    "  id INTEGER PRIMARY KEY,\n"
+    "  experiment TEXT NOT NULL,\n"
+    "  arm TEXT NOT NULL,\n"
+    "  ts REAL NOT NULL,\n"
+    "  request_id TEXT,\n"
+    "  prompt TEXT,\n"              /* the request (messages or prompt JSON), bounded */
+    "  control TEXT, answer TEXT\n"  /* the control's answer, the arm's (the client's) */
+    ");\n"
+    "CREATE INDEX IF NOT EXISTS experiment_pairs_experiment ON experiment_pairs(experiment, id);\n"
+    /* order1 shows the control's answer as A and the arm's as B, order2
+     * swapped; outcome is the arm's (win, loss, tie, inconsistent, error) */
+    "CREATE TABLE IF NOT EXISTS experiment_judgements (\n"
+    "  id INTEGER PRIMARY KEY,\n"
+    "  pair_id INTEGER NOT NULL UNIQUE,\n"
+    "  experiment TEXT NOT NULL,\n"
+    "  arm TEXT NOT NULL,\n"
+    "  judge TEXT NOT NULL,\n"
+    "  order1 TEXT, order2 TEXT,\n"
+    "  outcome TEXT NOT NULL,\n"
+    "  ts REAL NOT NULL\n"
+    ");\n"
+    "CREATE INDEX IF NOT EXISTS experiment_judgements_experiment ON experiment_judgements(experiment, arm, "
+    "outcome);\n";
 
 static void fingerprint(struct experiment_rt *ex)
 {
@@ -216,7 +297,12 @@ static void fingerprint(struct experiment_rt *ex)
         json_buf_str(&b, c->arms[i].model);
         buf_printf(&b, ",\"share\":%.17g}", c->arms[i].share);
     }
-    buf_append_str(&b, "]}");
+    buf_append_str(&b, "]");
+    if (c->judge_model) { /* only with a judge: an older experiment keeps its fingerprint */
+        buf_append_str(&b, ",\"judge\":");
+        json_buf_str(&b, c->judge_model);
+    }
+    buf_append_str(&b, "}");
     snprintf(ex->fingerprint, sizeof ex->fingerprint, "%.*s", (int)buf_used(&b), buf_data(&b) ? buf_data(&b) : "");
     buf_free(&b);
 }
@@ -291,6 +377,8 @@ static bool restore(struct experiment_rt *ex, double now)
             log_warn("experiment %s: its arms changed since the stored counts: counting again from 0", name);
         ex->started = now;
         ok = exec1("DELETE FROM experiment_counts WHERE experiment = ?1", name, NULL, 0, 0) &&
+             exec1("DELETE FROM experiment_judgements WHERE experiment = ?1", name, NULL, 0, 0) &&
+             exec1("DELETE FROM experiment_pairs WHERE experiment = ?1", name, NULL, 0, 0) &&
              exec1("INSERT INTO experiment_state (experiment, fingerprint, started, ts, alpha) "
                    "VALUES (?1, ?2, ?3, ?3, ?4) ON CONFLICT(experiment) DO UPDATE SET fingerprint = ?2, "
                    "started = ?3, ts = ?3, alpha = ?4",
@@ -358,6 +446,85 @@ out:
     sqlite3_finalize(add);
 }
 
+/* ================================================================ judge samples */
+
+/* The judge samples the workers finished: stored as pairs for the judge
+ * thread (judge.c), here on the writer's thread (never on a worker). */
+static void pairs_store(struct experiment_rt *ex)
+{
+    struct side_sample *s = side_sample_take(&ex->js);
+    if (!s)
+        return;
+    sqlite3_stmt *st = NULL;
+    if (E.db && !ex->stale &&
+        sqlite3_prepare_v2(E.db,
+                           "INSERT INTO experiment_pairs (experiment, arm, ts, request_id, prompt, control, answer) "
+                           "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                           -1, &st, NULL) != SQLITE_OK)
+        st = NULL;
+    if (st)
+        sqlite3_exec(E.db, "BEGIN", NULL, NULL, NULL);
+    while (s) {
+        struct side_sample *next = s->next;
+        if (st && s->tag < ex->narms) {
+            sqlite3_reset(st);
+            sqlite3_bind_text(st, 1, ex->cfg->name, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, ex->arms[s->tag].cfg->name, -1, SQLITE_STATIC);
+            sqlite3_bind_double(st, 3, s->ts);
+            sqlite3_bind_text(st, 4, s->reqid, -1, SQLITE_STATIC);
+            if (s->prompt)
+                sqlite3_bind_text(st, 5, s->prompt, (int)s->prompt_len, SQLITE_STATIC);
+            else
+                sqlite3_bind_null(st, 5);
+            for (int k = 0; k < 2; k++) /* [1] the control's answer, [0] the arm's */
+                sqlite3_bind_text(st, 6 + k, buf_data(&s->ans[1 - k].text) ? buf_data(&s->ans[1 - k].text) : "",
+                                  (int)buf_used(&s->ans[1 - k].text), SQLITE_STATIC);
+            if (sqlite3_step(st) == SQLITE_DONE)
+                atomic_fetch_add_explicit(&ex->js.cnt[SS_PAIRED], 1, memory_order_relaxed);
+            else
+                log_warn("experiment %s: cannot store a judge pair: %s", ex->cfg->name, sqlite3_errmsg(E.db));
+        }
+        side_sample_free(s);
+        s = next;
+    }
+    if (st) {
+        sqlite3_exec(E.db, "COMMIT", NULL, NULL, NULL);
+        sqlite3_finalize(st);
+    }
+}
+
+/* The judge's verdicts on the experiment's pairs, per arm and outcome,
+ * counted in the store (every process's judge writes there; a pair is
+ * judged once): the live view's judge counts. */
+static void judgements_read(struct experiment_rt *ex)
+{
+    sqlite3_stmt *st = NULL;
+    if (!E.db || sqlite3_prepare_v2(E.db,
+                                    "SELECT arm, outcome, count(*) FROM experiment_judgements WHERE experiment = ?1 "
+                                    "GROUP BY arm, outcome",
+                                    -1, &st, NULL) != SQLITE_OK)
+        return;
+    uint64_t n[EXPERIMENT_MAX_ARMS][EJ__N];
+    memset(n, 0, sizeof n);
+    sqlite3_bind_text(st, 1, ex->cfg->name, -1, SQLITE_STATIC);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *an = (const char *)sqlite3_column_text(st, 0), *on = (const char *)sqlite3_column_text(st, 1);
+        int a = an ? arm_index(ex, an) : -1, k = EJ_ERROR;
+        for (int i = 0; on && i < EJ__N; i++)
+            if (strcmp(on, ej_names[i]) == 0)
+                k = i;
+        if (a >= 0)
+            n[a][k] += (uint64_t)sqlite3_column_int64(st, 2);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return;
+    for (size_t a = 0; a < ex->narms; a++)
+        for (int k = 0; k < EJ__N; k++)
+            atomic_store_explicit(&ex->arms[a].jcnt[k], n[a][k], memory_order_relaxed);
+}
+
 /* ================================================================ writer */
 
 static void *writer_main(void *arg)
@@ -378,6 +545,10 @@ static void *writer_main(void *arg)
             struct experiment_rt *ex = &gw->experiments[i];
             if (stop || ex->next_write <= now) {
                 persist(ex, now);
+                if (ex->cfg->judge_model) {
+                    pairs_store(ex);
+                    judgements_read(ex);
+                }
                 ex->next_write = now + ex->cfg->check_interval_ms / 1000.0;
             }
         }
@@ -424,6 +595,15 @@ int experiment_start(struct gateway *gw, char *err, size_t errlen)
             ex->arms[a].hi = a + 1 == ex->narms ? 10000 : (uint32_t)llround(cum * 100);
         }
         pthread_mutex_init(&ex->lock, NULL);
+        side_sampler_init(&ex->js);
+        ex->js.ref = ex->arms[0].m; /* the control's model */
+        ex->js.tag_header = "x-shade-experiment";
+        ex->js.tag = ex->cfg->name;
+        ex->js.nlegs = 1;
+        ex->js.max_concurrent = ex->cfg->judge_max_concurrent;
+        ex->js.deadline_ms = ex->cfg->judge_deadline_ms;
+        ex->js.prompt_max = cfg->store.prompt_max_bytes;
+        ex->js.answer_max = cfg->store.response_max_bytes;
         gw->nexperiments++;
         fingerprint(ex);
         if (!restore(ex, now)) {
@@ -432,6 +612,8 @@ int experiment_start(struct gateway *gw, char *err, size_t errlen)
             experiment_stop(gw);
             return -1;
         }
+        if (ex->cfg->judge_model)
+            judgements_read(ex);
         ex->next_write = now + ex->cfg->check_interval_ms / 1000.0;
         gw->models[ex->cfg->model_index].experiment = ex;
     }
@@ -454,6 +636,7 @@ void experiment_stop(struct gateway *gw)
     for (size_t i = 0; i < gw->nexperiments; i++) {
         gw->models[gw->experiments[i].cfg->model_index].experiment = NULL;
         pthread_mutex_destroy(&gw->experiments[i].lock);
+        side_sampler_destroy(&gw->experiments[i].js);
     }
     free(gw->experiments);
     gw->experiments = NULL;
@@ -474,6 +657,11 @@ struct exp_view {
     const char *arm[EXPERIMENT_MAX_ARMS], *arm_model[EXPERIMENT_MAX_ARMS];
     double share[EXPERIMENT_MAX_ARMS];
     uint64_t c[EXPERIMENT_MAX_ARMS][AB_COUNTERS];
+    bool judge;       /* the experiment has a judge: judge preference is compared */
+    const char *judge_model;
+    uint64_t jc[EXPERIMENT_MAX_ARMS][EJ__N]; /* the judge's outcomes per arm */
+    double judge_percent;                    /* < 0: not known (the store does not keep it) */
+    uint64_t samples[SS__N];                 /* live only: what became of the judge samples */
     long long nounit; /* -1: not known (the store does not keep it) */
 };
 
@@ -494,23 +682,45 @@ static void view_live(struct experiment_rt *ex, struct exp_view *v)
         v->share[a] = ex->arms[a].cfg->share;
         for (int k = 0; k < AB_COUNTERS; k++)
             v->c[a][k] = LD(ex->arms[a].cnt[k]);
+        for (int k = 0; k < EJ__N; k++)
+            v->jc[a][k] = LD(ex->arms[a].jcnt[k]);
+        v->c[a][AB_JUDGE_LOSS] = v->jc[a][EJ_LOSS];
+        v->c[a][AB_JUDGE_WIN] = v->jc[a][EJ_WIN];
     }
+    v->judge = ex->cfg->judge_model != NULL;
+    v->judge_model = ex->cfg->judge_model;
+    v->judge_percent = ex->cfg->judge_sample_percent;
+    for (int k = 0; k < SS__N; k++)
+        v->samples[k] = LD(ex->js.cnt[k]);
     v->nounit = (long long)LD(ex->nounit);
 }
 
 static void render_json(struct buf *b, const struct exp_view *v)
 {
     struct ab_arm_result r[EXPERIMENT_MAX_ARMS];
-    ab_analyze((const uint64_t(*)[AB_COUNTERS])v->c, v->narms, v->alpha, r);
+    ab_analyze((const uint64_t(*)[AB_COUNTERS])v->c, v->narms, v->alpha, v->judge, r);
     buf_append_str(b, "{\"name\":");
     json_buf_str(b, v->name);
     buf_append_str(b, ",\"model\":");
     json_buf_str(b, v->model);
     buf_append_str(b, ",\"alpha\":");
     json_buf_num(b, v->alpha);
-    buf_printf(b, ",\"tests\":%.0f,\"started\":%.3f,\"at\":%.3f", ab_tests(v->narms), v->started, v->ts);
+    buf_printf(b, ",\"tests\":%.0f,\"started\":%.3f,\"at\":%.3f", ab_tests(v->narms, v->judge), v->started, v->ts);
     if (v->nounit >= 0)
         buf_printf(b, ",\"requests_without_unit\":%lld", v->nounit);
+    if (v->judge) {
+        buf_append_str(b, ",\"judge\":{\"model\":");
+        json_buf_str(b, v->judge_model);
+        if (v->judge_percent >= 0) {
+            buf_append_str(b, ",\"sample_percent\":");
+            json_buf_num(b, v->judge_percent);
+            buf_append_str(b, ",\"samples\":{");
+            for (int k = 0; k < SS__N; k++)
+                buf_printf(b, "%s\"%s\":%llu", k ? "," : "", es_names[k], (unsigned long long)v->samples[k]);
+            buf_append_str(b, "}");
+        }
+        buf_append_str(b, "}");
+    }
     buf_append_str(b, ",\"arms\":[");
     for (size_t a = 0; a < v->narms; a++) {
         buf_append_str(b, a ? ",{\"name\":" : "{\"name\":");
@@ -536,9 +746,15 @@ static void render_json(struct buf *b, const struct exp_view *v)
         buf_append_str(b, ",\"cs_high\":");
         json_buf_num(b, r[a].positive_hi);
         buf_append_str(b, "}");
+        if (a && v->judge) {
+            buf_append_str(b, ",\"judgements\":{");
+            for (int k = 0; k < EJ__N; k++)
+                buf_printf(b, "%s\"%s\":%llu", k ? "," : "", ej_names[k], (unsigned long long)v->jc[a][k]);
+            buf_append_str(b, "}");
+        }
         if (a) {
             buf_append_str(b, ",\"comparisons\":{");
-            for (int m = 0; m < AB_METRICS; m++) {
+            for (int m = 0; m < ab_metrics(v->judge); m++) {
                 const struct ab_comparison *x = &r[a].cmp[m];
                 buf_printf(b, "%s\"%s\":{\"verdict\":\"%s\",\"e_value_worse\":", m ? "," : "", ab_metric_names[m],
                            ab_verdict_names[x->verdict]);
@@ -555,7 +771,7 @@ static void render_json(struct buf *b, const struct exp_view *v)
         buf_append_str(b, "}");
     }
     buf_printf(b, "],\"threshold\":");
-    json_buf_num(b, ab_tests(v->narms) / v->alpha);
+    json_buf_num(b, ab_tests(v->narms, v->judge) / v->alpha);
     buf_append_str(b, "}");
 }
 
@@ -566,14 +782,18 @@ static const char *const side_words[AB_METRICS][2] = {
     { "pairs slower to the first token", "faster" },
     { "pairs costlier", "cheaper" },
     { "negative feedback from the arm", "from the control" },
+    { "judged pairs lost", "won" },
 };
 
 static void render_text(struct buf *b, const struct exp_view *v)
 {
     struct ab_arm_result r[EXPERIMENT_MAX_ARMS];
-    ab_analyze((const uint64_t(*)[AB_COUNTERS])v->c, v->narms, v->alpha, r);
+    ab_analyze((const uint64_t(*)[AB_COUNTERS])v->c, v->narms, v->alpha, v->judge, r);
     buf_printf(b, "experiment %s: model %s, %zu arms, alpha %g (a comparison shows a difference at e-value >= %g)\n",
-               v->name, v->model, v->narms, v->alpha, ab_tests(v->narms) / v->alpha);
+               v->name, v->model, v->narms, v->alpha, ab_tests(v->narms, v->judge) / v->alpha);
+    if (v->judge)
+        buf_printf(b, "  judge %s: each verdict asked in both orders; a win or loss counts when both agree\n",
+                   v->judge_model);
     for (size_t a = 0; a < v->narms; a++) {
         const uint64_t *c = v->c[a];
         buf_printf(b, "  arm %s%s (model %s, %g%%): %llu requests, %llu failed, success ", v->arm[a],
@@ -589,8 +809,13 @@ static void render_text(struct buf *b, const struct exp_view *v)
         if (c[AB_FB_POS] + c[AB_FB_NEG])
             buf_printf(b, ", positive %.1f%% [%.1f%%, %.1f%%]", 100 * r[a].positive, 100 * r[a].positive_lo,
                        100 * r[a].positive_hi);
+        if (a && v->judge)
+            buf_printf(b, "; judged against the control: %llu won, %llu lost, %llu tie, %llu split, %llu error",
+                       (unsigned long long)v->jc[a][EJ_WIN], (unsigned long long)v->jc[a][EJ_LOSS],
+                       (unsigned long long)v->jc[a][EJ_TIE], (unsigned long long)v->jc[a][EJ_INCONSISTENT],
+                       (unsigned long long)v->jc[a][EJ_ERROR]);
         buf_append_str(b, "\n");
-        for (int m = 0; a && m < AB_METRICS; m++) {
+        for (int m = 0; a && m < ab_metrics(v->judge); m++) {
             const struct ab_comparison *x = &r[a].cmp[m];
             buf_printf(b, "    %-9s %-24s e-value worse %-9.3g better %-9.3g p %-7.3g (%llu %s, %llu %s)\n",
                        ab_metric_names[m], ab_verdict_names[x->verdict], ev(x->log_e_worse), ev(x->log_e_better),
@@ -619,13 +844,13 @@ static void html_text(struct buf *b, const char *s)
 static void render_html(struct buf *b, const struct exp_view *v)
 {
     struct ab_arm_result r[EXPERIMENT_MAX_ARMS];
-    ab_analyze((const uint64_t(*)[AB_COUNTERS])v->c, v->narms, v->alpha, r);
+    ab_analyze((const uint64_t(*)[AB_COUNTERS])v->c, v->narms, v->alpha, v->judge, r);
     buf_append_str(b, "<h2>Experiment ");
     html_text(b, v->name);
     buf_append_str(b, "</h2>\n<p>Model ");
     html_text(b, v->model);
     buf_printf(b, "; alpha %g over %.0f tests: a comparison shows a difference at e-value &ge; %g.</p>\n", v->alpha,
-               ab_tests(v->narms), ab_tests(v->narms) / v->alpha);
+               ab_tests(v->narms, v->judge), ab_tests(v->narms, v->judge) / v->alpha);
     buf_append_str(b, "<table>\n<tr><th>arm</th><th>model</th><th>share</th><th>requests</th><th>success "
                       "(confidence sequence)</th><th>feedback up / down</th><th>positive (confidence "
                       "sequence)</th></tr>\n");
@@ -644,7 +869,7 @@ static void render_html(struct buf *b, const struct exp_view *v)
     buf_append_str(b, "</table>\n<table>\n<tr><th>arm</th><th>metric</th><th>verdict</th><th>e-value worse</th>"
                       "<th>e-value better</th><th>always-valid p</th><th>n</th></tr>\n");
     for (size_t a = 1; a < v->narms; a++)
-        for (int m = 0; m < AB_METRICS; m++) {
+        for (int m = 0; m < ab_metrics(v->judge); m++) {
             const struct ab_comparison *x = &r[a].cmp[m];
             buf_append_str(b, "<tr><td>");
             html_text(b, v->arm[a]);
@@ -654,6 +879,24 @@ static void render_html(struct buf *b, const struct exp_view *v)
                        ab_verdict_names[x->verdict], ev(x->log_e_worse), ev(x->log_e_better), x->p,
                        (unsigned long long)x->n);
         }
+    buf_append_str(b, "</table>\n");
+    if (!v->judge)
+        return;
+    buf_append_str(b, "<p>Judge ");
+    html_text(b, v->judge_model);
+    buf_append_str(b, ": each pair (the arm's answer and the control's to the same request) judged in both orders; "
+                      "a win or a loss counts only when both agree.</p>\n<table>\n<tr><th>arm</th>");
+    for (int k = 0; k < EJ__N; k++)
+        buf_printf(b, "<th>%s</th>", ej_names[k]);
+    buf_append_str(b, "</tr>\n");
+    for (size_t a = 1; a < v->narms; a++) {
+        buf_append_str(b, "<tr><td>");
+        html_text(b, v->arm[a]);
+        buf_append_str(b, "</td>");
+        for (int k = 0; k < EJ__N; k++)
+            buf_printf(b, "<td>%llu</td>", (unsigned long long)v->jc[a][k]);
+        buf_append_str(b, "</tr>\n");
+    }
     buf_append_str(b, "</table>\n");
 }
 
@@ -834,6 +1077,21 @@ static void experiment_metrics(const struct gateway *gw, struct buf *o)
             label_pair(o, "shade_experiment_feedback_total", &gw->experiments[i], a);
             buf_printf(o, "\",value=\"negative\"} %llu\n", (unsigned long long)LD(arm->cnt[AB_FB_NEG]));
         }
+    bool judged = false;
+    for (size_t i = 0; i < gw->nexperiments; i++)
+        judged = judged || gw->experiments[i].cfg->judge_model;
+    if (!judged)
+        return;
+    buf_append_str(o, "# HELP shade_experiment_judgements_total The judge's verdicts on an arm's answers against the "
+                      "control's (win and loss: both orders agree).\n"
+                      "# TYPE shade_experiment_judgements_total counter\n");
+    for (size_t i = 0; i < gw->nexperiments; i++)
+        for (size_t a = 1; gw->experiments[i].cfg->judge_model && a < gw->experiments[i].narms; a++)
+            for (int k = 0; k < EJ__N; k++) {
+                label_pair(o, "shade_experiment_judgements_total", &gw->experiments[i], a);
+                buf_printf(o, "\",outcome=\"%s\"} %llu\n", ej_names[k],
+                           (unsigned long long)LD(gw->experiments[i].arms[a].jcnt[k]));
+            }
 }
 
 /* /v1/feedback is the clients': not behind the admin key.  It only looks
@@ -849,6 +1107,8 @@ const struct pl_module mod_experiment = {
     .phase = PH_ROUTE,
     .ctx_size = sizeof(struct ex_ctx),
     .on_request = experiment_request,
+    .on_sent = experiment_sent,
+    .on_event = experiment_event,
     .on_finish = experiment_finish,
     .on_head = experiment_head,
     .routes = experiment_routes,
@@ -864,7 +1124,8 @@ static const char usage_experiment[] =
     "Each experiment's arms from the store (shadow_store.path): requests,\n"
     "success and positive feedback with confidence sequences, and each arm\n"
     "compared with the control (the first arm) on failures, latency, TTFT,\n"
-    "cost and feedback: e-values, always-valid p-values and a verdict\n"
+    "cost, feedback and (with a judge) judge preference: e-values,\n"
+    "always-valid p-values and a verdict\n"
     "(better, worse, no difference shown yet).  doc/rollouts.md, Experiments.\n";
 
 /* An experiment's arms back from its fingerprint (names into store). */
@@ -921,6 +1182,35 @@ static int report_one(sqlite3 *db, const char *name, const char *fp, double star
                 v.c[a][k] = (uint64_t)sqlite3_column_int64(st, 2);
     }
     sqlite3_finalize(st);
+    char judge[300] = "";
+    if (json_get(&root, "judge", &x) && json_str_unescape(&x, judge, sizeof judge) >= 0) {
+        v.judge = true;
+        v.judge_model = judge;
+        v.judge_percent = -1;
+        /* a store from before judge preference has no such table: no verdicts */
+        if (sqlite3_prepare_v2(db,
+                               "SELECT arm, outcome, count(*) FROM experiment_judgements WHERE experiment = ?1 "
+                               "GROUP BY arm, outcome",
+                               -1, &st, NULL) == SQLITE_OK) {
+            sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+            while (sqlite3_step(st) == SQLITE_ROW) {
+                const char *an = (const char *)sqlite3_column_text(st, 0),
+                           *on = (const char *)sqlite3_column_text(st, 1);
+                int k = EJ_ERROR;
+                for (int i = 0; on && i < EJ__N; i++)
+                    if (strcmp(on, ej_names[i]) == 0)
+                        k = i;
+                for (size_t a = 0; an && a < v.narms; a++)
+                    if (strcmp(v.arm[a], an) == 0)
+                        v.jc[a][k] += (uint64_t)sqlite3_column_int64(st, 2);
+            }
+            sqlite3_finalize(st);
+        }
+        for (size_t a = 0; a < v.narms; a++) {
+            v.c[a][AB_JUDGE_LOSS] = v.jc[a][EJ_LOSS];
+            v.c[a][AB_JUDGE_WIN] = v.jc[a][EJ_WIN];
+        }
+    }
     if (strcmp(format, "json") == 0)
         render_json(out, &v);
     else if (strcmp(format, "html") == 0)

@@ -11,11 +11,16 @@
  *                       outcome, pairs an arm's request with the newest
  *                       unpaired control request (latency, TTFT, cost) and
  *                       remembers the request id for feedback.
+ *                       With a judge, a sample of the non-control arms'
+ *                       requests is also sent to the control's model
+ *                       (sample.h); the pairs are judged by judge.c.
  *   POST /v1/feedback   {"request_id": ..., "score": 0..1 | "thumbs": "up"|"down"}:
  *                       the score goes to the arm that served the request
  *   the writer thread   every check_interval (and at stop) adds what was
  *                       counted to the store (shadow_store.path); a restart
- *                       or reload goes on from the stored counts
+ *                       or reload goes on from the stored counts.  It also
+ *                       stores the judge samples (experiment_pairs) and
+ *                       reads the verdicts back (experiment_judgements)
  *   GET /admin/experiments[/NAME], `shade experiment report`
  */
 #ifndef SHADE_EXPERIMENT_H

@@ -29,6 +29,7 @@
 #include "pair.h"
 #include "rand.h"
 #include "router.h"
+#include "sample.h"
 #include "side.h"
 #include "verdict.h"
 
@@ -46,17 +47,15 @@ enum {
     RC_NOUNIT = RC_COUNTS, RC__N
 };
 
-/* the quality gate's samples: what became of them (not decision counts) */
-enum { RQ_SAMPLED, RQ_PAIRED, RQ_DROP_CAP, RQ_DROP_BASELINE, RQ_DROP_CANARY, RQ_DROP_QUEUE, RQ__N };
-static const char *const rq_names[RQ__N] = { "sampled", "paired", "dropped_cap", "dropped_baseline_failed",
+/* the quality gate's samples: what became of them (not decision counts;
+ * sample.h's SS_ counters, named for the rollout's arms) */
+static const char *const rq_names[SS__N] = { "sampled", "paired", "dropped_cap", "dropped_baseline_failed",
                                              "dropped_canary_failed", "dropped_queue_full" };
 /* the judge's outcomes of the rollout's pairs, as the controller read them */
 enum { RJ_LOSS, RJ_WIN, RJ_TIE, RJ_INCONSISTENT, RJ_ERROR, RJ__N };
 static const char *const rj_names[RJ__N] = { "loss", "win", "tie", "inconsistent", "error" };
 /* judgements read per check, at most */
 #define JUDGE_READ_MAX 10000
-/* samples waiting for the controller's comparison */
-#define QUALITY_QUEUE 1024
 
 /* units seen in the current step, for the split test on new units: an
  * open-addressing set of their 64-bit hashes; once 3/4 full, later new units
@@ -93,10 +92,7 @@ struct rollout_rt {
     struct hook { struct hc_url url; struct hc_addrs addrs; bool on; } webhook, confirm;
     /* refusals and the quality gate */
     struct cmp_opts refusal_opts;   /* the rollout's patterns (refusal_patterns NULL: the defaults) */
-    _Atomic int q_inflight;         /* baseline legs in flight, all workers */
-    _Atomic uint64_t qcnt[RQ__N];
-    struct qsample *qhead, *qtail;  /* compared samples waiting for the controller (under lock) */
-    size_t qn;
+    struct side_sampler qs;         /* the quality samples (sample.h): two legs to the baseline */
     /* the judge gate (controller only, stored with the state) */
     int64_t judge_seen;             /* rollout_judgements.id read up to */
     int64_t pair_floor;             /* this run's pairs have ids above it */
@@ -118,36 +114,14 @@ static void set_share(struct rollout_rt *ro)
 
 /* ================================================================ module */
 
-/* A quality sample: a canary request also sent twice to the baseline
- * (side calls on the request's worker).  Owned by the canary request and
- * the legs running (a plain count: one worker loop); the last to finish
- * hands it to the controller's queue, or drops it, counted. */
+/* a quality sample's answers (sample.h): the canary's, the baseline's, the baseline's again */
 enum { QS_CANARY, QS_BASE, QS_NOISE, QS__N };
-struct qsample;
-struct qleg { struct qsample *s; int k; };
-struct qsample {
-    struct rollout_rt *ro;
-    struct qsample *next;          /* the controller's queue */
-    struct worker *w;
-    int refs;
-    bool chat, started;
-    bool failed[QS__N];
-    struct shadow_answer ans[QS__N];
-    struct side_call *call[QS__N]; /* running legs (QS_BASE, QS_NOISE) */
-    struct qleg leg[QS__N];
-    const char *cbody;             /* the client's body, only while the legs start */
-    size_t cbody_len;
-    char reqid[132];
-    double ts;
-    char *prompt;                  /* messages (chat) or prompt as JSON, at most prompt_max_bytes; NULL: none */
-    size_t prompt_len;
-};
 
 struct ro_ctx {
     struct rollout_rt *ro; /* NULL: the model has no rollout */
     bool canary;
     struct shadow_answer *ans; /* the answer, read for refusals and the quality sample; NULL: not read */
-    struct qsample *qs;        /* a quality sample, NULL: not sampled */
+    struct side_sample *qs;    /* a quality sample, NULL: not sampled */
 };
 
 bool rollout_unit(const struct pl_req *q, int unit, const char *unit_header, const char **u, size_t *ul)
@@ -176,211 +150,6 @@ bool rollout_unit(const struct pl_req *q, int unit, const char *unit_header, con
     *u = q->http->reqid;
     *ul = q->http->reqid_len;
     return false;
-}
-
-/* ================================================================ quality samples */
-
-static bool quality_sampled(struct worker *w, double percent)
-{
-    if (percent >= 100)
-        return true;
-    return (double)(rnd_xorshift64s(&w->rng) >> 11) * (1.0 / 9007199254740992.0) * 100.0 < percent;
-}
-
-/* A canary request is sampled: room for its two baseline legs under the
- * rollout's cap, else dropped (counted), never queued. */
-static void quality_admit(struct pl_req *q, struct ro_ctx *c)
-{
-    struct rollout_rt *ro = c->ro;
-    atomic_fetch_add_explicit(&ro->qcnt[RQ_SAMPLED], 1, memory_order_relaxed);
-    if (atomic_fetch_add_explicit(&ro->q_inflight, 2, memory_order_relaxed) + 2 > (int)ro->cfg->quality_max_concurrent) {
-        atomic_fetch_sub_explicit(&ro->q_inflight, 2, memory_order_relaxed);
-        atomic_fetch_add_explicit(&ro->qcnt[RQ_DROP_CAP], 1, memory_order_relaxed);
-        return;
-    }
-    struct qsample *s = calloc(1, sizeof *s);
-    if (!s) {
-        atomic_fetch_sub_explicit(&ro->q_inflight, 2, memory_order_relaxed);
-        atomic_fetch_add_explicit(&ro->qcnt[RQ_DROP_CAP], 1, memory_order_relaxed);
-        return;
-    }
-    s->ro = ro;
-    s->w = q->w;
-    s->refs = 1; /* the canary request */
-    s->chat = q->ep == EP_CHAT;
-    s->ts = unix_now();
-    snprintf(s->reqid, sizeof s->reqid, "%.*s", (int)q->http->reqid_len, q->http->reqid);
-    /* the prompt, for the judge: bounded like a shadow pair's */
-    struct json_span pr;
-    if (json_get(&q->root, s->chat ? "messages" : "prompt", &pr) && pr.len) {
-        size_t keep = pr.len, max = q->w->gw->cfg->store.prompt_max_bytes;
-        if (keep > max) {
-            keep = max;
-            while (keep > 0 && ((unsigned char)pr.p[keep] & 0xC0) == 0x80)
-                keep--; /* never cut a UTF-8 character */
-        }
-        if ((s->prompt = malloc(keep + 1))) {
-            memcpy(s->prompt, pr.p, keep);
-            s->prompt[keep] = 0;
-            s->prompt_len = keep;
-        }
-    }
-    for (int k = 0; k < QS__N; k++) {
-        shadow_answer_init(&s->ans[k], q->w->gw->cfg->store.response_max_bytes);
-        s->leg[k] = (struct qleg){ s, k };
-    }
-    c->qs = s;
-}
-
-static void qsample_free(struct qsample *s)
-{
-    for (int k = 0; k < QS__N; k++)
-        shadow_answer_free(&s->ans[k]);
-    free(s->prompt);
-    free(s);
-}
-
-/* The canary request and both legs are done: to the controller's queue
- * when all three answered, else dropped and counted. */
-static void quality_unref(struct qsample *s)
-{
-    if (--s->refs > 0)
-        return;
-    struct rollout_rt *ro = s->ro;
-    int drop = s->failed[QS_CANARY] || !s->started                    ? RQ_DROP_CANARY
-               : s->failed[QS_BASE] || s->failed[QS_NOISE]             ? RQ_DROP_BASELINE
-                                                                       : -1;
-    if (drop < 0) {
-        pthread_mutex_lock(&ro->lock);
-        if (ro->qn < QUALITY_QUEUE) {
-            s->next = NULL;
-            if (ro->qtail)
-                ro->qtail->next = s;
-            else
-                ro->qhead = s;
-            ro->qtail = s;
-            ro->qn++;
-            s = NULL;
-        }
-        pthread_mutex_unlock(&ro->lock);
-        if (s)
-            drop = RQ_DROP_QUEUE;
-    }
-    if (drop >= 0) {
-        atomic_fetch_add_explicit(&ro->qcnt[drop], 1, memory_order_relaxed);
-        qsample_free(s);
-    }
-}
-
-/* The leg's body: the client's (before the candidate's `set:` was applied),
- * named for the baseline's backend, with the baseline's `set:`. */
-struct qdrop { const struct config_model *m; };
-static bool qleg_drops(const struct json_span *key, void *arg)
-{
-    const struct qdrop *d = arg;
-    return json_str_eq(key, "model") || pl_override_named(d->m->set, d->m->nset, key);
-}
-
-static int qleg_pick(void *arg, const struct backend *be, struct buf *body)
-{
-    struct qleg *l = arg;
-    struct qsample *s = l->s;
-    const struct config_model *m = s->ro->base->cfg;
-    const char *um = be->cfg->model ? be->cfg->model : m->name;
-    struct json_span root;
-    if (!s->cbody || json_validate(s->cbody, s->cbody_len, &root, NULL) < 0 || root.type != JSON_OBJECT)
-        return -1;
-    struct qdrop d = { m };
-    buf_append(body, "{", 1);
-    pl_write_members(body, &root, qleg_drops, &d);
-    char esc[600];
-    long el = json_escape(um, strlen(um), esc, sizeof esc);
-    if (el < 0)
-        return -1;
-    buf_append_str(body, buf_used(body) > 1 ? ",\"model\":" : "\"model\":");
-    buf_append(body, esc, (size_t)el);
-    pl_write_overrides(body, m->set, m->nset, true);
-    buf_append(body, "}", 1);
-    return buf_data(body) ? 0 : -1;
-}
-
-static void qleg_event(void *arg, const char *data, size_t len, bool gap)
-{
-    struct qleg *l = arg;
-    struct shadow_answer *a = &l->s->ans[l->k];
-    if (gap)
-        shadow_answer_gap(a);
-    shadow_answer_sse(a, data, len, mono_ns());
-}
-
-static void qleg_end(void *arg, const struct side_result *r)
-{
-    struct qleg *l = arg;
-    struct qsample *s = l->s;
-    struct shadow_answer *a = &s->ans[l->k];
-    bool ok = r->end == SIDE_DONE && r->status >= 200 && r->status < 300;
-    if (r->sse) {
-        shadow_answer_finish_stream(a);
-        ok = ok && !r->sse_skipped;
-    } else if (ok) {
-        struct json_span root;
-        ok = !r->too_large && json_validate(r->body ? r->body : "", r->body_len, &root, NULL) == 0 &&
-             root.type == JSON_OBJECT;
-        if (ok)
-            shadow_answer_json_root(a, &root);
-    }
-    s->failed[l->k] = !ok;
-    s->call[l->k] = NULL;
-    atomic_fetch_sub_explicit(&s->ro->q_inflight, 1, memory_order_relaxed);
-    quality_unref(s);
-}
-
-static const struct side_ops qleg_ops = { .on_pick = qleg_pick, .on_event = qleg_event, .on_end = qleg_end };
-
-static void quality_start(struct pl_req *q, struct qsample *s)
-{
-    struct rollout_rt *ro = s->ro;
-    s->started = true;
-    s->cbody = q->http->body ? q->http->body : "";
-    s->cbody_len = q->http->body ? q->http->body_len : 0;
-    const char *tag = ro->cfg->name;
-    const struct http_hdr hdrs[] = {
-        { "x-request-id", 12, s->reqid, strlen(s->reqid) },
-        { "x-shade-rollout", 15, tag, strlen(tag) },
-    };
-    struct side_request rq = {
-        .path = s->chat ? "/v1/chat/completions" : "/v1/completions",
-        .hdrs = hdrs,
-        .nhdrs = sizeof hdrs / sizeof hdrs[0],
-        .hint = { 0, (uint32_t)q->est_tokens },
-        .deadline_ms = ro->cfg->quality_deadline_ms,
-        .capture_max = SHADOW_LEG_CAPTURE_MAX,
-    };
-    for (int k = QS_BASE; k <= QS_NOISE; k++) {
-        s->refs++;
-        struct side_call *call = side_start(q->w, ro->base, &rq, &qleg_ops, &s->leg[k]);
-        if (call) /* NULL: it has ended already */
-            s->call[k] = call;
-    }
-    s->cbody = NULL;
-}
-
-/* The canary request is over (its answer moved into the sample, or
- * failed[QS_CANARY] set); a client that left cancels the legs. */
-static void quality_finish(struct qsample *s, bool aborted)
-{
-    if (!s->started) {
-        /* never on the wire: the legs never started, their slots go back */
-        atomic_fetch_sub_explicit(&s->ro->q_inflight, 2, memory_order_relaxed);
-        s->failed[QS_CANARY] = true;
-    } else if (aborted) {
-        s->refs++; /* the sample outlives the cancellations */
-        for (int k = QS_BASE; k <= QS_NOISE; k++)
-            if (s->call[k])
-                side_cancel(s->call[k]);
-        s->refs--;
-    }
-    quality_unref(s);
 }
 
 static enum pl_rc rollout_request(struct pl_req *q, void *ctx)
@@ -426,9 +195,8 @@ static enum pl_rc rollout_request(struct pl_req *q, void *ctx)
      * sample of canary requests is also sent to the baseline */
     if (atomic_load_explicit(&ro->phase, memory_order_relaxed) == CP_CANARY &&
         (q->ep == EP_CHAT || q->ep == EP_COMPLETIONS)) {
-        bool sample = c->canary && cfg->quality_sample_percent > 0 && quality_sampled(q->w, cfg->quality_sample_percent);
-        if (sample)
-            quality_admit(q, c);
+        if (c->canary && cfg->quality_sample_percent > 0 && side_sample_pick(q->w, cfg->quality_sample_percent))
+            c->qs = side_sample_admit(&ro->qs, q, 0);
         if (cfg->refusals || c->qs) {
             c->ans = malloc(sizeof *c->ans);
             if (c->ans)
@@ -444,22 +212,13 @@ static void rollout_sent(struct pl_req *q, void *ctx)
 {
     struct ro_ctx *c = ctx;
     if (c->qs)
-        quality_start(q, c->qs);
+        side_sample_start(q, c->qs);
 }
 
 static void rollout_event(struct pl_req *q, void *ctx, const struct pl_event *ev)
 {
     struct ro_ctx *c = ctx;
-    if (!c->ans || !ev->root)
-        return;
-    if (ev->is_body) {
-        if (ev->status < 300)
-            shadow_answer_json_root(c->ans, ev->root);
-        return;
-    }
-    if (ev->gap)
-        shadow_answer_gap(c->ans);
-    shadow_answer_sse_root(c->ans, ev->root, mono_ns());
+    side_sample_event(c->ans, ev);
 }
 
 void rollout_observe(const struct pl_req *q, const struct pl_outcome *o, struct rollout_obs *x)
@@ -505,16 +264,11 @@ static void rollout_finish(struct pl_req *q, void *ctx, const struct pl_outcome 
     bool refused = answered && ro->cfg->refusals &&
                    compare_is_refusal(buf_data(&ans->text), buf_used(&ans->text), &ro->refusal_opts);
     if (c->qs) {
-        struct qsample *qs = c->qs;
+        struct side_sample *qs = c->qs;
         c->qs = NULL;
-        if (answered) {
-            qs->ans[QS_CANARY] = *ans; /* moved */
-            free(ans);
-            ans = NULL;
-        } else {
-            qs->failed[QS_CANARY] = true;
-        }
-        quality_finish(qs, o->aborted);
+        side_sample_finish(qs, answered ? ans : NULL, o->aborted);
+        if (answered)
+            ans = NULL; /* moved */
     }
     if (ans) {
         shadow_answer_free(ans);
@@ -1042,11 +796,7 @@ double rollout_quality_d(const struct shadow_answer *canary, const struct shadow
  * thread (never on a worker), counted for this check and stored. */
 static void quality_drain(struct rollout_rt *ro, double now)
 {
-    pthread_mutex_lock(&ro->lock);
-    struct qsample *s = ro->qhead;
-    ro->qhead = ro->qtail = NULL;
-    ro->qn = 0;
-    pthread_mutex_unlock(&ro->lock);
+    struct side_sample *s = side_sample_take(&ro->qs);
     if (!s)
         return;
     sqlite3_stmt *st = NULL;
@@ -1058,12 +808,12 @@ static void quality_drain(struct rollout_rt *ro, double now)
     if (st)
         sqlite3_exec(C.db, "BEGIN", NULL, NULL, NULL);
     while (s) {
-        struct qsample *next = s->next;
+        struct side_sample *next = s->next;
         struct buf sc = { 0 };
         double d = rollout_quality_d(&s->ans[QS_CANARY], &s->ans[QS_BASE], &s->ans[QS_NOISE], &ro->refusal_opts, &sc);
         bool worse = d < -ro->rules.quality_margin;
         atomic_fetch_add_explicit(&ro->cnt[worse ? RC_QUAL_WORSE : RC_QUAL_OTHER], 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&ro->qcnt[RQ_PAIRED], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&ro->qs.cnt[SS_PAIRED], 1, memory_order_relaxed);
         if (st) {
             sqlite3_reset(st);
             sqlite3_bind_text(st, 1, ro->cfg->name, -1, SQLITE_STATIC);
@@ -1084,7 +834,7 @@ static void quality_drain(struct rollout_rt *ro, double now)
                 log_warn("rollout %s: cannot store a quality pair: %s", ro->cfg->name, sqlite3_errmsg(C.db));
         }
         buf_free(&sc);
-        qsample_free(s);
+        side_sample_free(s);
         s = next;
     }
     if (st) {
@@ -1398,6 +1148,15 @@ int rollout_start(struct gateway *gw, char *err, size_t errlen)
             ro->refusal_opts = (struct cmp_opts){ (const char *const *)ro->cfg->refusal_patterns, ro->cfg->nrefusal };
         fingerprint(ro->cfg, &ro->rules, ro->fingerprint, sizeof ro->fingerprint);
         pthread_mutex_init(&ro->lock, NULL);
+        side_sampler_init(&ro->qs);
+        ro->qs.ref = ro->base;
+        ro->qs.tag_header = "x-shade-rollout";
+        ro->qs.tag = ro->cfg->name;
+        ro->qs.nlegs = 2;
+        ro->qs.max_concurrent = ro->cfg->quality_max_concurrent;
+        ro->qs.deadline_ms = ro->cfg->quality_deadline_ms;
+        ro->qs.prompt_max = cfg->store.prompt_max_bytes;
+        ro->qs.answer_max = cfg->store.response_max_bytes;
         ro->units = calloc(UNIT_SET, sizeof *ro->units); /* NULL: the split goes untested */
         if (ro->cfg->shadow)
             ro->shadow = &gw->shadows[ro->cfg->shadow_index];
@@ -1465,10 +1224,7 @@ void rollout_stop(struct gateway *gw)
         hc_url_free(&gw->rollouts[i].webhook.url);
         hc_url_free(&gw->rollouts[i].confirm.url);
         free(gw->rollouts[i].units);
-        for (struct qsample *s = gw->rollouts[i].qhead, *n; s; s = n) {
-            n = s->next;
-            qsample_free(s);
-        }
+        side_sampler_destroy(&gw->rollouts[i].qs);
         pthread_mutex_destroy(&gw->rollouts[i].lock);
     }
     free(gw->rollouts);
@@ -1538,9 +1294,9 @@ static void render_one(struct buf *b, struct rollout_rt *ro)
     buf_append_str(b, ",\"margin\":");
     json_buf_num(b, ro->rules.quality_margin);
     buf_printf(b, ",\"worse\":%llu,\"not_worse\":%llu,\"in_flight\":%d", (unsigned long long)s.total.qual_worse,
-               (unsigned long long)s.total.qual_other, atomic_load(&ro->q_inflight));
-    for (int k = 0; k < RQ__N; k++)
-        buf_printf(b, ",\"%s\":%llu", rq_names[k], (unsigned long long)LD(ro->qcnt[k]));
+               (unsigned long long)s.total.qual_other, atomic_load(&ro->qs.inflight));
+    for (int k = 0; k < SS__N; k++)
+        buf_printf(b, ",\"%s\":%llu", rq_names[k], (unsigned long long)LD(ro->qs.cnt[k]));
     buf_append_str(b, "}");
     /* the judge gate: lost / won count in the decision (the whole run), the
      * outcomes since this process started */

@@ -325,7 +325,13 @@ static int start_judge(struct gateway *gw, char *err, size_t errlen)
         if (cfg->rollouts[i].quality_judge)
             jr[nr++] = (struct judge_rollout){ cfg->rollouts[i].name, cfg->rollouts[i].quality_judge,
                                                cfg->rollouts[i].quality_judge_sample / 100.0 };
-    if (!n && !nr)
+    /* and the experiments with a judge */
+    struct judge_experiment je[64];
+    size_t ne = 0;
+    for (size_t i = 0; i < cfg->nexperiments && ne < 64; i++)
+        if (cfg->experiments[i].judge_model)
+            je[ne++] = (struct judge_experiment){ cfg->experiments[i].name, cfg->experiments[i].judge_model };
+    if (!n && !nr && !ne)
         return 0;
     char host[INET6_ADDRSTRLEN] = "";
     int port = 0;
@@ -338,7 +344,7 @@ static int start_judge(struct gateway *gw, char *err, size_t errlen)
         port = ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
     }
     struct judge_opts o = { .db_path = cfg->store.path, .host = host, .port = port, .shadows = js, .nshadows = n,
-                            .rollouts = jr, .nrollouts = nr };
+                            .rollouts = jr, .nrollouts = nr, .experiments = je, .nexperiments = ne };
     gw->judge = judge_start(&o, err, errlen);
     return gw->judge ? 0 : -1;
 }
@@ -366,7 +372,7 @@ int server_run(struct config *cfg)
         return 1;
     }
     /* the pair store's writer (recorder.c), when there are shadows, and the
-     * judge (judge.c), when a shadow or a rollout names a judge model */
+     * judge (judge.c), when a shadow, a rollout or an experiment names a judge model */
     if (recorder_start(&gw, err, sizeof err) < 0 || start_judge(&gw, err, sizeof err) < 0 ||
         start_telemetry(&gw, err, sizeof err) < 0 || rollout_start(&gw, err, sizeof err) < 0 ||
         experiment_start(&gw, err, sizeof err) < 0 || keys_start(cfg, err, sizeof err) < 0) {

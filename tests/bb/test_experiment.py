@@ -360,3 +360,97 @@ def test_spans_carry_the_experiment_arm(env):
         assert {x["request_id"]: x["variant"] for x in lines if x["request_id"] in arms} == arms
     finally:
         rx.close()
+
+
+def judge_exp_config(ports, judge_port, db, extra="sample_percent: 100"):
+    """exp_config with a judge model served by `shade sim --judge`."""
+    cfg = exp_config(ports, db, extra="judge:\n" + "\n".join("  " + l for l in extra.strip().splitlines()))
+    cfg = cfg.replace("    judge:\n", "    judge:\n      model: judge\n", 1)
+    return cfg.replace("experiments:", f"  - name: judge\n    backends:\n      - url: http://127.0.0.1:{judge_port}\n"
+                       "experiments:", 1)
+
+
+def test_judge_prefers_the_control_over_a_worse_arm_not_an_equal_one(env):
+    """Arm b keeps 30 % of its words (`shade sim --quality 0.3`), arm c
+    answers as the control does.  Every arm request is also sent to the
+    control's model and the two answers are judged in both orders by
+    `shade sim --judge`: b loses every pair and is shown worse on judge
+    preference (always-valid), c ties every pair and is shown nothing;
+    the pairs and verdicts are in the store, the report and the metrics
+    say the same."""
+    sims = [env.sim("--ttft-ms", 0, "--tps", 0, "--model", "demo"),
+            env.sim("--ttft-ms", 0, "--tps", 0, "--model", "demo", "--quality", "0.3"),
+            env.sim("--ttft-ms", 0, "--tps", 0, "--model", "demo")]
+    judge = env.sim("--judge", "--ttft-ms", 0, "--tps", 0)
+    db = os.path.join(env.tmp, "store.db")
+    gw = env.gateway(judge_exp_config(sims, judge, db))
+    for i in range(60):
+        st, _, _, _ = ask(gw, f"judged-{i}", stream=bool(i % 3 == 0))
+        assert st == 200
+    deadline = time.time() + 20 * SLOW
+    while True:
+        r = experiment(gw)
+        b, c = arm(r, "b"), arm(r, "c")
+        s = r["judge"]["samples"]
+        judged = sum(b["judgements"].values()) + sum(c["judgements"].values())
+        arm_requests = b["counts"]["requests"] + c["counts"]["requests"]
+        if s["sampled"] == s["paired"] == judged == arm_requests or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    s = r["judge"]["samples"]
+    assert r["judge"]["model"] == "judge" and s["paired"] == s["sampled"] > 30, r["judge"]
+    assert b["judgements"]["loss"] == b["counts"]["requests"] > 12 and b["judgements"]["win"] == 0, b
+    assert c["judgements"]["tie"] == c["counts"]["requests"] > 0 and c["judgements"]["loss"] == 0, c
+    assert b["comparisons"]["judge"]["verdict"] == "worse", b["comparisons"]["judge"]
+    assert c["comparisons"]["judge"]["verdict"] == "no difference shown yet", c["comparisons"]["judge"]
+    assert r["tests"] == 24 and "judge" not in arm(r, "control").get("comparisons", {}), r
+    m = metrics(gw)
+    assert m['shade_experiment_judgements_total{experiment="ab",arm="b",outcome="loss"}'] == b["judgements"]["loss"]
+    assert m['shade_experiment_judgements_total{experiment="ab",arm="c",outcome="tie"}'] == c["judgements"]["tie"]
+    env.last_gateway.stop()
+    import sqlite3
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT j.order1, j.order2, j.outcome, j.arm, p.prompt, p.control, p.answer "
+                       "FROM experiment_judgements j JOIN experiment_pairs p ON p.id = j.pair_id "
+                       "WHERE j.experiment = 'ab' AND j.arm = 'b'").fetchall()
+    con.close()
+    assert len(rows) == b["judgements"]["loss"], len(rows)
+    o1, o2, outcome, arm_name, prompt, control, answer = rows[0]
+    assert (o1, o2, outcome, arm_name) == ("A", "B", "loss", "b"), rows[0]
+    assert "hello from judged-" in prompt and control and answer and control != answer, rows[0]
+    rc, out, err = report(db)
+    assert rc == 0, err
+    assert "judge judge: each verdict asked in both orders" in out, out
+    lines = [l.split() for l in out.splitlines()]
+    judge_lines = [l for l in lines if l and l[0] == "judge" and len(l) > 1 and l[1] in ("worse", "no", "better")]
+    assert [l[1] for l in judge_lines] == ["worse", "no"], out
+    rc, out, err = report(db, "--format", "json")
+    rj = json.loads(out)["experiments"][0]
+    assert arm(rj, "b")["comparisons"]["judge"]["verdict"] == "worse", rj
+    assert arm(rj, "b")["judgements"]["loss"] == b["judgements"]["loss"], rj
+    rc, out, err = report(db, "--format", "html")
+    assert rc == 0 and "<td>judge</td><td class=\"worse\">worse</td>" in out, out
+
+
+def test_judge_config_errors(env):
+    """judge.model names a served model that is not the experiment's nor an
+    arm's; `shade check` says where."""
+    good = judge_exp_config([1, 2], 3, "/tmp/x.db")
+    bad = [
+        (good.replace("model: judge\n", "model: nope\n"), 'no judge model named "nope"'),
+        (good.replace("model: judge\n", "model: demo-b\n"), "the judge must be neither the experiment's model nor"),
+        (good.replace("model: judge\n", "model: demo\n"), "the judge must be neither the experiment's model nor"),
+        (good.replace("sample_percent: 100", "sample_percent: 0"), "judge.sample_percent must be above 0"),
+        (good.replace("sample_percent: 100", "sample_percent: 101"), "sample_percent"),
+    ]
+    for cfg, want in bad:
+        path = os.path.join(env.tmp, "bad.yaml")
+        with open(path, "w") as f:
+            f.write(cfg.replace("{PORT}", "1"))
+        p = subprocess.run([harness.BIN, "check", "-c", path], capture_output=True, text=True)
+        assert p.returncode != 0 and want in p.stderr and "bad.yaml:" in p.stderr, (want, p.stderr)
+    path = os.path.join(env.tmp, "good.yaml")
+    with open(path, "w") as f:
+        f.write(good.replace("{PORT}", "1"))
+    p = subprocess.run([harness.BIN, "check", "-c", path], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
