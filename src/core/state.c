@@ -32,16 +32,20 @@
 #include "rand.h"
 
 #define ST_MAGIC 0x5348414445535431ull /* "SHADEST1" */
-#define ST_VERSION 1u
+#define ST_VERSION 2u /* 2: named regions */
 #define NSTRIPES 256u
 #define MILLI 1000 /* ST_REFILL balances are kept in thousandths, so refill is smooth */
 
+#define NREGIONS 8
 struct header {
     uint64_t magic;
     uint32_t version, nstripes;
     uint64_t nslots, size;
     _Atomic uint64_t gen[ST_GENERATIONS];
     _Atomic uint64_t full_errors, recovered;
+    pthread_mutex_t region_lock;       /* process-shared, robust: the table below */
+    struct { char name[24]; uint64_t off, size; } region[NREGIONS];
+    uint64_t region_used;              /* bytes of the region area given out */
 };
 
 struct stripe {
@@ -92,7 +96,7 @@ static size_t layout(size_t slots, size_t *per_stripe)
         ps = 8;
     *per_stripe = ps;
     return sizeof(struct header) + 64 /* alignment */ + NSTRIPES * sizeof(struct stripe) +
-           NSTRIPES * ps * sizeof(struct slot);
+           NSTRIPES * ps * sizeof(struct slot) + ST_REGION_BYTES;
 }
 
 static void bind_layout(void *base, size_t per_stripe)
@@ -116,6 +120,7 @@ static int init_segment(void *base, size_t size, size_t per_stripe)
     rc = rc ? rc : pthread_mutexattr_setrobust(&at, PTHREAD_MUTEX_ROBUST);
     for (size_t i = 0; !rc && i < NSTRIPES; i++)
         rc = pthread_mutex_init(&S.stripes[i].m, &at);
+    rc = rc ? rc : pthread_mutex_init(&S.h->region_lock, &at);
     pthread_mutexattr_destroy(&at);
     if (rc)
         return -1;
@@ -584,6 +589,42 @@ bool st_get(const uint64_t id[2], int64_t v[4])
         memcpy(v, e->v, sizeof e->v);
     unlock(s);
     return found;
+}
+
+void *st_region(const char *name, size_t size, void (*init)(void *p))
+{
+    if (!S.base || strlen(name) >= sizeof S.h->region[0].name)
+        return NULL;
+    size = (size + 63) & ~(size_t)63;
+    char *area = (char *)(S.slots + (size_t)NSTRIPES * S.per_stripe);
+    void *out = NULL;
+    int rc = pthread_mutex_lock(&S.h->region_lock);
+    if (rc == EOWNERDEAD)
+        pthread_mutex_consistent(&S.h->region_lock);
+    for (int i = 0; i < NREGIONS; i++) {
+        if (S.h->region[i].name[0] && strcmp(S.h->region[i].name, name) == 0) {
+            out = S.h->region[i].size == size ? area + S.h->region[i].off : NULL;
+            goto done;
+        }
+    }
+    for (int i = 0; i < NREGIONS; i++) {
+        if (S.h->region[i].name[0])
+            continue;
+        if (S.h->region_used + size > ST_REGION_BYTES)
+            break;
+        strcpy(S.h->region[i].name, name);
+        S.h->region[i].off = S.h->region_used;
+        S.h->region[i].size = size;
+        S.h->region_used += size;
+        out = area + S.h->region[i].off;
+        memset(out, 0, size);
+        if (init)
+            init(out);
+        break;
+    }
+done:
+    pthread_mutex_unlock(&S.h->region_lock);
+    return out;
 }
 
 uint64_t st_gen(unsigned i)

@@ -124,6 +124,15 @@ bool st_update(const uint64_t id[2], int64_t (*fn)(int64_t v[4], bool fresh, int
  * (or it expired). */
 bool st_get(const uint64_t id[2], int64_t v[4]);
 
+/* A named region of the segment for a module's own shared structure (e.g.
+ * the experiments' feedback map), the same memory in every serving process
+ * and kept across reloads.  The process that makes it zeroes it and runs
+ * init(p) (a process-shared mutex, say) before any other process can see
+ * it.  The regions share ST_REGION_BYTES; NULL when there is no room or
+ * the name was made with another size. */
+#define ST_REGION_BYTES (4u << 20)
+void *st_region(const char *name, size_t size, void (*init)(void *p));
+
 /* Change counters every process sees at once (e.g. "the key table
  * changed"): read with st_gen, bumped with st_bump. */
 uint64_t st_gen(unsigned i);

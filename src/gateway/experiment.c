@@ -25,6 +25,7 @@
 #include "metrics.h"
 #include "module.h"
 #include "rand.h"
+#include "state.h"
 #include "rollout.h"
 #include "router.h"
 #include "sample.h"
@@ -59,6 +60,7 @@ struct experiment_rt {
     struct exp_arm arms[EXPERIMENT_MAX_ARMS];
     size_t narms;
     char fingerprint[4096];        /* model, unit, salt and arms as JSON: another = a new experiment */
+    uint64_t id;                   /* its name and fingerprint, hashed: the feedback map's experiment */
     double started;
     _Atomic uint64_t nounit;       /* requests without a unit (assigned per request) */
     pthread_mutex_t lock;          /* the pairing buffer */
@@ -69,21 +71,31 @@ struct experiment_rt {
 };
 
 /* a request id that may get feedback: its hash (0 = empty), when it
- * finished, the experiment and arm that served it */
+ * finished, the experiment (its id: a hash of its name and fingerprint,
+ * the same in the process that served it and in one after a reload) and
+ * the arm that served it */
 struct fb_slot {
     uint64_t h;
     double t;
-    uint16_t ex, arm;
+    uint64_t ex;
+    uint16_t arm;
     bool given;
+};
+
+/* The map, in the shared state (state.h): a request served before a reload
+ * still gets its feedback from the new process, and only once. */
+struct fb_map {
+    pthread_mutex_t lock;          /* process-shared, robust */
+    struct fb_slot slot[FB_CAP];
 };
 
 static struct {
     struct bg t;                   /* the writer thread */
     sqlite3 *db;
     struct gateway *gw;
-    pthread_mutex_t fb_lock;
-    struct fb_slot *fb;            /* [FB_CAP] */
-} E = { .t = BG_INIT, .fb_lock = PTHREAD_MUTEX_INITIALIZER };
+    struct fb_map *fb;
+    bool fb_private;               /* no room in the shared state: this process's own (freed at stop) */
+} E = { .t = BG_INIT };
 
 
 
@@ -91,17 +103,34 @@ static struct {
 
 static uint64_t fb_hash(const char *id, size_t n) { return rnd_mix64(rnd_fnv1a64(RND_FNV1A64_INIT, id, n)) | 1; }
 
+static void fb_lock(void)
+{
+    if (pthread_mutex_lock(&E.fb->lock) == EOWNERDEAD) /* a process died holding it: slots are whole */
+        pthread_mutex_consistent(&E.fb->lock);
+}
+
+static void fb_init(void *p)
+{
+    struct fb_map *m = p;
+    pthread_mutexattr_t at;
+    pthread_mutexattr_init(&at);
+    pthread_mutexattr_setpshared(&at, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&at, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(&m->lock, &at);
+    pthread_mutexattr_destroy(&at);
+}
+
 /* Remember a finished request of an experiment: the slot of the same id,
  * else an empty one, else the oldest of the window is overwritten. */
-static void fb_remember(const char *id, size_t n, uint16_t ex, uint16_t arm, double now)
+static void fb_remember(const char *id, size_t n, uint64_t ex, uint16_t arm, double now)
 {
     if (!E.fb)
         return;
     uint64_t h = fb_hash(id, n);
-    pthread_mutex_lock(&E.fb_lock);
+    fb_lock();
     struct fb_slot *pick = NULL;
     for (size_t k = 0; k < FB_PROBE; k++) {
-        struct fb_slot *s = &E.fb[(h + k) & (FB_CAP - 1)];
+        struct fb_slot *s = &E.fb->slot[(h + k) & (FB_CAP - 1)];
         if (s->h == h || !s->h) {
             pick = s;
             break;
@@ -110,7 +139,7 @@ static void fb_remember(const char *id, size_t n, uint16_t ex, uint16_t arm, dou
             pick = s;
     }
     *pick = (struct fb_slot){ h, now, ex, arm, false };
-    pthread_mutex_unlock(&E.fb_lock);
+    pthread_mutex_unlock(&E.fb->lock);
 }
 
 /* ================================================================ module */
@@ -203,7 +232,7 @@ static void experiment_finish(struct pl_req *q, void *ctx, const struct pl_outco
     INC(arm->cnt[AB_REQ]);
     if (!x.ok)
         INC(arm->cnt[AB_FAIL]);
-    fb_remember(q->http->reqid, q->http->reqid_len, ex->index, c->arm, unix_now());
+    fb_remember(q->http->reqid, q->http->reqid_len, ex->id, c->arm, unix_now());
     struct rollout_pair b;
     pthread_mutex_lock(&ex->lock);
     if (c->arm == 0 && x.ok) /* the newest control answer waits for the next arm's one */
@@ -305,6 +334,8 @@ static void fingerprint(struct experiment_rt *ex)
     buf_append_str(&b, "}");
     snprintf(ex->fingerprint, sizeof ex->fingerprint, "%.*s", (int)buf_used(&b), buf_data(&b) ? buf_data(&b) : "");
     buf_free(&b);
+    uint64_t h = rnd_fnv1a64(RND_FNV1A64_INIT, ex->cfg->name, strlen(ex->cfg->name) + 1);
+    ex->id = rnd_mix64(rnd_fnv1a64(h, ex->fingerprint, strlen(ex->fingerprint))) | 1;
 }
 
 static int counter_index(const char *name)
@@ -568,12 +599,19 @@ int experiment_start(struct gateway *gw, char *err, size_t errlen)
     if (!cfg->nexperiments)
         return 0;
     gw->experiments = calloc(cfg->nexperiments, sizeof *gw->experiments);
-    E.fb = calloc(FB_CAP, sizeof *E.fb);
+    E.fb = st_region("experiment-feedback", sizeof *E.fb, fb_init);
+    E.fb_private = !E.fb;
+    if (!E.fb && (E.fb = calloc(1, sizeof *E.fb))) {
+        log_warn("experiments: no room in the shared state for the feedback map: feedback for a request "
+                 "served before a reload will not be found");
+        fb_init(E.fb);
+    }
     if (!gw->experiments || !E.fb) {
         snprintf(err, errlen, "experiments: out of memory");
         free(gw->experiments);
         gw->experiments = NULL;
-        free(E.fb);
+        if (E.fb_private)
+            free(E.fb);
         E.fb = NULL;
         return -1;
     }
@@ -641,7 +679,8 @@ void experiment_stop(struct gateway *gw)
     free(gw->experiments);
     gw->experiments = NULL;
     gw->nexperiments = 0;
-    free(E.fb);
+    if (E.fb_private)
+        free(E.fb);
     E.fb = NULL;
     E.gw = NULL;
 }
@@ -963,12 +1002,15 @@ static int feedback_post(struct worker *w, http_req *r)
     if (n > 0 && E.fb && E.gw == gw) {
         uint64_t h = fb_hash(rid, (size_t)n);
         double now = unix_now();
-        pthread_mutex_lock(&E.fb_lock);
+        fb_lock();
         for (size_t k = 0; k < FB_PROBE; k++) {
-            struct fb_slot *s = &E.fb[(h + k) & (FB_CAP - 1)];
+            struct fb_slot *s = &E.fb->slot[(h + k) & (FB_CAP - 1)];
             if (s->h != h)
                 continue;
-            struct experiment_rt *e = s->ex < gw->nexperiments ? &gw->experiments[s->ex] : NULL;
+            struct experiment_rt *e = NULL; /* served here or by a process before a reload */
+            for (size_t i = 0; i < gw->nexperiments && !e; i++)
+                if (gw->experiments[i].id == s->ex && s->arm < gw->experiments[i].narms)
+                    e = &gw->experiments[i];
             if (e && now - s->t <= e->cfg->feedback_ttl_ms / 1000.0) {
                 ex = e;
                 arm = s->arm;
@@ -977,7 +1019,7 @@ static int feedback_post(struct worker *w, http_req *r)
             }
             break;
         }
-        pthread_mutex_unlock(&E.fb_lock);
+        pthread_mutex_unlock(&E.fb->lock);
     }
     if (!ex) {
         http_respond_error(r, 404, "invalid_request_error", "feedback_request_not_found", "request_id",

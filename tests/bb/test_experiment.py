@@ -454,3 +454,30 @@ def test_judge_config_errors(env):
         f.write(good.replace("{PORT}", "1"))
     p = subprocess.run([harness.BIN, "check", "-c", path], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+
+
+def test_feedback_found_after_a_reload(env):
+    """The feedback map is in the shared state: a request served before a
+    SIGHUP gets its feedback from the new serving process, once."""
+    import signal
+    sims = [env.sim("--ttft-ms", 0, "--tps", 0), env.sim("--ttft-ms", 0, "--tps", 0)]
+    db = os.path.join(env.tmp, "store.db")
+    gw = env.gateway(exp_config(sims, db))
+    proc = env.last_gateway
+    served = [ask(gw, f"reload-{i}") for i in range(6)]
+    assert all(s[0] == 200 for s in served)
+    st, j = feedback(gw, {"request_id": served[0][2], "thumbs": "up"})  # given before the reload
+    assert st == 200, j
+    old = proc.children()[0]
+    os.kill(proc.pid, signal.SIGHUP)
+    deadline = time.time() + 10 * harness.SLOW
+    while time.time() < deadline and (not proc.children() or proc.children()[0] == old):
+        time.sleep(0.05)
+    while time.time() < deadline and old in proc.children():  # the old one has drained: only the new answers
+        time.sleep(0.05)
+    assert old not in proc.children()
+    for variant, rid in ((s[1], s[2]) for s in served[1:]):
+        st, j = feedback(gw, {"request_id": rid, "thumbs": "down"})
+        assert st == 200 and j["arm"] == variant, (st, j)
+    st, j = feedback(gw, {"request_id": served[0][2], "thumbs": "down"})
+    assert st == 409 and j["error"]["code"] == "feedback_already_given", j

@@ -36,6 +36,13 @@ static int64_t count_fn(int64_t v[4], bool fresh, int64_t now, void *arg)
     return 200; /* ms */
 }
 
+static int inits;
+static void region_init(void *p)
+{
+    inits++;
+    *(int *)p = 42;
+}
+
 static int64_t die_fn(int64_t v[4], bool fresh, int64_t now, void *arg)
 {
     (void)v, (void)fresh, (void)now, (void)arg;
@@ -153,6 +160,21 @@ int main(void)
     }
     st_stats(&s1);
     CHECK(ok >= 12 && ok <= 16 && s1.full_errors == s0.full_errors + (17 - ok));
+
+    /* named regions: made and initialized once, the same memory in a child */
+    int *reg = st_region("test-region", 1000, region_init);
+    CHECK(reg && *reg == 42 && inits == 1);
+    CHECK(st_region("test-region", 1000, region_init) == reg && inits == 1);
+    CHECK(st_region("test-region", 2000, region_init) == NULL);
+    CHECK(st_region("too-big", ST_REGION_BYTES, region_init) == NULL);
+    pid_t rk = fork();
+    if (rk == 0) {
+        int *r2 = st_region("test-region", 1000, region_init);
+        _exit(r2 == reg && *r2 == 42 && inits == 1 ? (*r2 = 7, 0) : 1);
+    }
+    int rst;
+    waitpid(rk, &rst, 0);
+    CHECK(WIFEXITED(rst) && WEXITSTATUS(rst) == 0 && *reg == 7);
 
     /* generations */
     uint64_t g = st_gen(2);
