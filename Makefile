@@ -124,6 +124,7 @@ bench-decisions: all
 # exposure before a rollback, freezes, 1,000 runs per scenario (doc/rollouts.md)
 bench-rollouts: all
 	@$(BIN) simulate-rollouts $(ROLLOUT_ARGS)
+	@bench/rollback_streams.py
 
 # what a key and its limits cost per request: serving-process CPU with and
 # without them, in the same run; then a tpm limit under 1,000 streaming
