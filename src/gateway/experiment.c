@@ -25,6 +25,7 @@
 #include "metrics.h"
 #include "module.h"
 #include "rand.h"
+#include "redact.h"
 #include "state.h"
 #include "rollout.h"
 #include "router.h"
@@ -94,7 +95,8 @@ static struct {
     sqlite3 *db;
     struct gateway *gw;
     struct fb_map *fb;
-    bool fb_private;               /* no room in the shared state: this process's own (freed at stop) */
+    bool fb_private;
+    struct redactor red;           /* shadow_store.redact, for the judge samples */               /* no room in the shared state: this process's own (freed at stop) */
 } E = { .t = BG_INIT };
 
 
@@ -498,6 +500,7 @@ static void pairs_store(struct experiment_rt *ex)
     while (s) {
         struct side_sample *next = s->next;
         if (st && s->tag < ex->narms) {
+            side_sample_redact(s, &E.red);
             sqlite3_reset(st);
             sqlite3_bind_text(st, 1, ex->cfg->name, -1, SQLITE_STATIC);
             sqlite3_bind_text(st, 2, ex->arms[s->tag].cfg->name, -1, SQLITE_STATIC);
@@ -598,6 +601,8 @@ int experiment_start(struct gateway *gw, char *err, size_t errlen)
     gw->nexperiments = 0;
     if (!cfg->nexperiments)
         return 0;
+    if (redactor_init(&E.red, cfg->store.redact, cfg->store.nredact, err, errlen) < 0)
+        return -1;
     gw->experiments = calloc(cfg->nexperiments, sizeof *gw->experiments);
     E.fb = st_region("experiment-feedback", sizeof *E.fb, fb_init);
     E.fb_private = !E.fb;
@@ -667,6 +672,7 @@ int experiment_start(struct gateway *gw, char *err, size_t errlen)
 void experiment_stop(struct gateway *gw)
 {
     bg_stop(&E.t); /* its last write counts what the workers finished */
+    redactor_free(&E.red);
     if (E.db) {
         sqlite3_close(E.db);
         E.db = NULL;

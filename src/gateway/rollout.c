@@ -28,6 +28,7 @@
 #include "module.h"
 #include "pair.h"
 #include "rand.h"
+#include "redact.h"
 #include "router.h"
 #include "sample.h"
 #include "side.h"
@@ -103,6 +104,7 @@ static struct {
     struct bg t;                    /* the controller thread */
     sqlite3 *db;
     struct gateway *gw;
+    struct redactor red;            /* shadow_store.redact, for the quality samples */
 } C = { .t = BG_INIT };
 
 static void set_share(struct rollout_rt *ro)
@@ -814,6 +816,7 @@ static void quality_drain(struct rollout_rt *ro, double now)
         bool worse = d < -ro->rules.quality_margin;
         atomic_fetch_add_explicit(&ro->cnt[worse ? RC_QUAL_WORSE : RC_QUAL_OTHER], 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&ro->qs.cnt[SS_PAIRED], 1, memory_order_relaxed);
+        side_sample_redact(s, &C.red); /* compared as answered, stored redacted */
         if (st) {
             sqlite3_reset(st);
             sqlite3_bind_text(st, 1, ro->cfg->name, -1, SQLITE_STATIC);
@@ -1114,7 +1117,13 @@ int rollout_start(struct gateway *gw, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    if (redactor_init(&C.red, cfg->store.redact, cfg->store.nredact, err, errlen) < 0) {
+        free(gw->rollouts);
+        gw->rollouts = NULL;
+        return -1;
+    }
     if (rollout_store_open(cfg->store.path, schema_sql, "rollouts", &C.db, err, errlen) < 0) {
+        redactor_free(&C.red);
         free(gw->rollouts);
         gw->rollouts = NULL;
         return -1;
@@ -1213,6 +1222,7 @@ int rollout_start(struct gateway *gw, char *err, size_t errlen)
 
 void rollout_stop(struct gateway *gw)
 {
+    redactor_free(&C.red);
     bg_stop(&C.t); /* its last check counts what the workers finished */
     if (C.db) {
         sqlite3_close(C.db);

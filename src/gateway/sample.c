@@ -11,6 +11,7 @@
 #include "json.h"
 #include "loop.h"
 #include "module.h"
+#include "redact.h"
 #include "pair.h"
 #include "rand.h"
 #include "router.h"
@@ -259,4 +260,32 @@ void side_sample_event(struct shadow_answer *ans, const struct pl_event *ev)
     if (ev->gap)
         shadow_answer_gap(ans);
     shadow_answer_sse_root(ans, ev->root, mono_ns());
+}
+
+void side_sample_redact(struct side_sample *s, const struct redactor *r)
+{
+    if (!r || !r->n)
+        return;
+    for (size_t k = 0; k < 1 + SS_MAX_LEGS; k++) {
+        struct buf *t = &s->ans[k].text;
+        if (!buf_used(t))
+            continue;
+        struct buf out = { 0 };
+        redactor_apply(r, &out, buf_data(t), buf_used(t));
+        buf_free(t);
+        *t = out;
+    }
+    if (s->prompt) {
+        struct buf out = { 0 };
+        redactor_apply(r, &out, s->prompt, s->prompt_len);
+        char *p = malloc(buf_used(&out) + 1);
+        if (p) {
+            memcpy(p, buf_data(&out) ? buf_data(&out) : "", buf_used(&out));
+            p[buf_used(&out)] = 0;
+            free(s->prompt);
+            s->prompt = p;
+            s->prompt_len = buf_used(&out);
+        }
+        buf_free(&out);
+    }
 }

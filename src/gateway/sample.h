@@ -81,6 +81,12 @@ struct side_sample {
     size_t prompt_len;
 };
 
+struct redactor;
+/* Apply the store's redaction patterns to the sample's prompt and answers,
+ * in place, before they are written (the writer's thread, after any
+ * comparison made on the texts as answered). */
+void side_sample_redact(struct side_sample *s, const struct redactor *r);
+
 void side_sampler_init(struct side_sampler *sp);
 /* Frees the samples still queued. */
 void side_sampler_destroy(struct side_sampler *sp);

@@ -13,6 +13,7 @@
  * happen here, off the workers.
  */
 #include "recorder.h"
+#include "redact.h"
 
 #include <pthread.h>
 #include <regex.h>
@@ -55,8 +56,7 @@ static struct recorder {
     uint64_t bytes, max_bytes;    /* held by pairs queued or being written, and its bound */
     struct rec_event *events, *events_tail;
     bool stop;
-    regex_t *redact;
-    size_t nredact;
+    struct redactor red;          /* shadow_store.redact */
     struct persisted *told;
     double *next_analysis;
     uint64_t *analysed_at;        /* stored count at the last analysis, +1 (0 = never) */
@@ -155,38 +155,7 @@ uint64_t recorder_queue_bytes(void)
 /* Replace every match of the redaction patterns with [REDACTED]. */
 static void redact(struct buf *out, const char *s, size_t n)
 {
-    struct buf cur = { 0 }, next = { 0 };
-    buf_append(&cur, s, n);
-    buf_append(&cur, "", 1); /* NUL for regexec */
-    for (size_t i = 0; i < R.nredact; i++) {
-        const char *p = buf_data(&cur);
-        regmatch_t m;
-        buf_reset(&next);
-        int flags = 0;
-        while (p && *p && regexec(&R.redact[i], p, 1, &m, flags) == 0) {
-            buf_append(&next, p, (size_t)m.rm_so);
-            buf_append_str(&next, "[REDACTED]");
-            if (m.rm_eo == m.rm_so) { /* empty match: step one byte */
-                if (!p[m.rm_eo])
-                    break;
-                buf_append(&next, p + m.rm_eo, 1);
-                p += m.rm_eo + 1;
-            } else {
-                p += m.rm_eo;
-            }
-            flags = REG_NOTBOL;
-        }
-        if (p)
-            buf_append_str(&next, p);
-        buf_append(&next, "", 1);
-        struct buf t = cur;
-        cur = next;
-        next = t;
-    }
-    if (buf_used(&cur))
-        buf_append(out, buf_data(&cur), buf_used(&cur) - 1);
-    buf_free(&cur);
-    buf_free(&next);
+    redactor_apply(&R.red, out, s, n);
 }
 
 /* Bind text bounded to max bytes (never cutting a UTF-8 character). */
@@ -666,9 +635,7 @@ static void close_all(void)
         sqlite3_wal_checkpoint_v2(R.db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         sqlite3_close(R.db);
     }
-    for (size_t i = 0; i < R.nredact; i++)
-        regfree(&R.redact[i]);
-    free(R.redact);
+    redactor_free(&R.red);
     free(R.told);
     free(R.next_analysis);
     free(R.analysed_at);
@@ -695,20 +662,14 @@ int recorder_start(struct gateway *gw, char *err, size_t errlen)
     R.live = calloc(gw->nshadows, sizeof *R.live);
     for (size_t i = 0; R.live && i < gw->nshadows; i++)
         R.live[i].start = -1;
-    R.redact = calloc(cs->nredact ? cs->nredact : 1, sizeof *R.redact);
-    if (!R.told || !R.next_analysis || !R.analysed_at || !R.live || !R.redact) {
+    if (!R.told || !R.next_analysis || !R.analysed_at || !R.live) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    for (size_t i = 0; i < cs->nredact; i++) {
-        int rc = regcomp(&R.redact[i], cs->redact[i], REG_EXTENDED);
-        if (rc != 0) {
-            char msg[200];
-            regerror(rc, &R.redact[i], msg, sizeof msg);
-            snprintf(err, errlen, "%s: shadow_store.redact \"%s\": %s", gw->cfg->path, cs->redact[i], msg);
-            goto fail;
-        }
-        R.nredact++;
+    char rerr[400];
+    if (redactor_init(&R.red, cs->redact, cs->nredact, rerr, sizeof rerr) < 0) {
+        snprintf(err, errlen, "%s: %s", gw->cfg->path, rerr);
+        goto fail;
     }
     if (sqlite3_open_v2(cs->path, &R.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
         SQLITE_OK) {

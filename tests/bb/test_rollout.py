@@ -786,3 +786,33 @@ def test_store_from_before_the_judge_gets_the_prompt_column(env):
     jn = con.execute("SELECT count(*) FROM rollout_judgements").fetchone()[0]
     con.close()
     assert "prompt" in cols and rows == [("a", None)] and jn == 0, (cols, rows, jn)
+
+
+def test_quality_samples_stored_redacted(env):
+    """shadow_store.redact applies to a rollout's quality samples too: the
+    prompt and the answers are written with every match replaced."""
+    import sqlite3
+    base = env.sim("--ttft-ms", 0, "--tps", 0)
+    cand = env.sim("--ttft-ms", 0, "--tps", 0)
+    db = os.path.join(env.tmp, "store.db")
+    cfg = rollout_config(base, cand, db, "quality: { sample_percent: 100, deadline: 5s }",
+                         steps=[(99, "60s", 100000)])
+    gw = env.gateway(cfg.replace(f"  path: {db}\n", f"  path: {db}\n  redact: ['acct-[0-9]+']\n", 1))
+    for i in range(8):
+        body = chat(f"my account is acct-{1000 + i}, help", max_tokens=8)
+        body["user"] = f"u{i}"
+        assert post(gw, body)[0] == 200
+    deadline = time.time() + 10 * harness.SLOW
+    rows = []
+    while time.time() < deadline and not rows:
+        time.sleep(0.2)
+        try:
+            con = sqlite3.connect(db)
+            rows = con.execute("SELECT prompt, canary, baseline, noise FROM rollout_pairs").fetchall()
+            con.close()
+        except sqlite3.OperationalError:
+            pass
+    assert rows, "no quality pair stored"
+    for row in rows:
+        text = " ".join(x or "" for x in row)
+        assert "acct-" not in text and "[REDACTED]" in row[0], row
