@@ -17,34 +17,14 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("SHADE_BIN", os.path.join(ROOT, "bin", "shade"))
+from benchlib import BIN, free_port, stop_all, wait_port
+
 KEY = "sk-exact-0123456789"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, timeout=15):
-    t = time.time() + timeout
-    while time.time() < t:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listening on {port}")
 
 
 async def client(port, body, stop, out):
@@ -159,13 +139,7 @@ auth:
         print(f"  within one reservation   {'yes' if out['tokens'] <= bound + reservation else 'NO'}")
         return 0 if out["tokens"] <= bound + reservation else 1
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 if __name__ == "__main__":

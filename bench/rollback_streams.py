@@ -16,35 +16,15 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("SHADE_BIN", os.path.join(ROOT, "bin", "shade"))
+from benchlib import BIN, free_port, stop_all, wait_port
+
 TOKENS = 90
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, timeout=15):
-    t = time.time() + timeout
-    while time.time() < t:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listening on {port}")
 
 
 async def stream(port, user, out):
@@ -150,13 +130,7 @@ shadow_store:
         print(f"  none cut                               {'yes' if ok else 'NO'}")
         return 0 if ok else 1
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 if __name__ == "__main__":

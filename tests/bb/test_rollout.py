@@ -441,6 +441,10 @@ def test_webhook_and_confirm_hook(env):
         # the first three asks were refused: the step was held, then taken
         assert r["step"] == 2 and len(hooks.confirms) == 4, (r, len(hooks.confirms))
         assert hooks.confirms[0]["action"] == "advance" and hooks.confirms[0]["share_to"] == 50
+        # the event is posted after the step is taken: wait for it
+        while time.time() < deadline and not hooks.events:
+            time.sleep(0.05)
+        time.sleep(0.2)  # and for any other (there must be none)
         acts = [e["action"] for e in hooks.events]
         assert acts == ["advance"], acts  # a held step is not an event
         assert hooks.events[0]["share_from"] == 10 and hooks.events[0]["requests"]["canary"] > 0
