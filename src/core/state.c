@@ -109,19 +109,36 @@ static void bind_layout(void *base, size_t per_stripe)
     S.per_stripe = per_stripe;
 }
 
+int st_mutex_init(pthread_mutex_t *m)
+{
+    pthread_mutexattr_t at;
+    int rc = pthread_mutexattr_init(&at);
+    if (rc)
+        return rc;
+    rc = pthread_mutexattr_setpshared(&at, PTHREAD_PROCESS_SHARED);
+    rc = rc ? rc : pthread_mutexattr_setrobust(&at, PTHREAD_MUTEX_ROBUST);
+    rc = rc ? rc : pthread_mutex_init(m, &at);
+    pthread_mutexattr_destroy(&at);
+    return rc;
+}
+
+void st_mutex_lock(pthread_mutex_t *m)
+{
+    if (pthread_mutex_lock(m) == EOWNERDEAD) { /* a process died holding it: the data is whole int64s, go on */
+        pthread_mutex_consistent(m);
+        if (S.h)
+            atomic_fetch_add(&S.h->recovered, 1);
+    }
+}
+
 static int init_segment(void *base, size_t size, size_t per_stripe)
 {
     memset(base, 0, size);
     bind_layout(base, per_stripe);
-    pthread_mutexattr_t at;
-    if (pthread_mutexattr_init(&at) != 0)
-        return -1;
-    int rc = pthread_mutexattr_setpshared(&at, PTHREAD_PROCESS_SHARED);
-    rc = rc ? rc : pthread_mutexattr_setrobust(&at, PTHREAD_MUTEX_ROBUST);
+    int rc = 0;
     for (size_t i = 0; !rc && i < NSTRIPES; i++)
-        rc = pthread_mutex_init(&S.stripes[i].m, &at);
-    rc = rc ? rc : pthread_mutex_init(&S.h->region_lock, &at);
-    pthread_mutexattr_destroy(&at);
+        rc = st_mutex_init(&S.stripes[i].m);
+    rc = rc ? rc : st_mutex_init(&S.h->region_lock);
     if (rc)
         return -1;
     S.h->nstripes = NSTRIPES;
@@ -154,19 +171,25 @@ int st_segment_create(size_t slots)
     return fd;
 }
 
+/* Read fd's header into *h: true when it is a segment of this layout. */
+static bool read_header(int fd, struct header *h)
+{
+    size_t ps;
+    return pread(fd, h, sizeof *h, 0) == (ssize_t)sizeof *h && h->magic == ST_MAGIC && h->version == ST_VERSION &&
+           h->nstripes == NSTRIPES && h->nslots % NSTRIPES == 0 && layout(h->nslots, &ps) == h->size;
+}
+
 bool st_segment_usable(int fd)
 {
     struct header h;
-    size_t ps;
-    return pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h && h.magic == ST_MAGIC && h.version == ST_VERSION &&
-           h.nstripes == NSTRIPES && h.nslots % NSTRIPES == 0 && layout(h.nslots, &ps) == h.size;
+    return read_header(fd, &h);
 }
 
 /* Map a segment the master made; false when it is not one of ours. */
 static bool map_fd(int fd)
 {
     struct header h;
-    if (!st_segment_usable(fd) || pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h)
+    if (!read_header(fd, &h))
         return false;
     void *m = mmap(NULL, h.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (m == MAP_FAILED)
@@ -227,11 +250,7 @@ void st_detach(void)
 
 static void lock(unsigned s)
 {
-    int rc = pthread_mutex_lock(&S.stripes[s].m);
-    if (rc == EOWNERDEAD) { /* a process died holding it: the entries are whole int64s, go on */
-        pthread_mutex_consistent(&S.stripes[s].m);
-        atomic_fetch_add(&S.h->recovered, 1);
-    }
+    st_mutex_lock(&S.stripes[s].m);
 }
 
 static void unlock(unsigned s)
@@ -598,9 +617,7 @@ void *st_region(const char *name, size_t size, void (*init)(void *p))
     size = (size + 63) & ~(size_t)63;
     char *area = (char *)(S.slots + (size_t)NSTRIPES * S.per_stripe);
     void *out = NULL;
-    int rc = pthread_mutex_lock(&S.h->region_lock);
-    if (rc == EOWNERDEAD)
-        pthread_mutex_consistent(&S.h->region_lock);
+    st_mutex_lock(&S.h->region_lock);
     for (int i = 0; i < NREGIONS; i++) {
         if (S.h->region[i].name[0] && strcmp(S.h->region[i].name, name) == 0) {
             out = S.h->region[i].size == size ? area + S.h->region[i].off : NULL;

@@ -20,6 +20,7 @@
 #ifndef SHADE_STATE_H
 #define SHADE_STATE_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -132,6 +133,13 @@ bool st_get(const uint64_t id[2], int64_t v[4]);
  * the name was made with another size. */
 #define ST_REGION_BYTES (4u << 20)
 void *st_region(const char *name, size_t size, void (*init)(void *p));
+
+/* A mutex for memory shared between processes (the stripes, a region's
+ * own structure): process-shared and robust.  st_mutex_lock recovers one
+ * whose holder died inside (the data it guards must stay usable then).
+ * 0, or an error number. */
+int st_mutex_init(pthread_mutex_t *m);
+void st_mutex_lock(pthread_mutex_t *m);
 
 /* Change counters every process sees at once (e.g. "the key table
  * changed"): read with st_gen, bumped with st_bump. */

@@ -107,19 +107,12 @@ static uint64_t fb_hash(const char *id, size_t n) { return rnd_mix64(rnd_fnv1a64
 
 static void fb_lock(void)
 {
-    if (pthread_mutex_lock(&E.fb->lock) == EOWNERDEAD) /* a process died holding it: slots are whole */
-        pthread_mutex_consistent(&E.fb->lock);
+    st_mutex_lock(&E.fb->lock); /* a process died holding it: slots are whole */
 }
 
 static void fb_init(void *p)
 {
-    struct fb_map *m = p;
-    pthread_mutexattr_t at;
-    pthread_mutexattr_init(&at);
-    pthread_mutexattr_setpshared(&at, PTHREAD_PROCESS_SHARED);
-    pthread_mutexattr_setrobust(&at, PTHREAD_MUTEX_ROBUST);
-    pthread_mutex_init(&m->lock, &at);
-    pthread_mutexattr_destroy(&at);
+    st_mutex_init(&((struct fb_map *)p)->lock);
 }
 
 /* Remember a finished request of an experiment: the slot of the same id,
