@@ -59,6 +59,12 @@ struct key_rec {
     bool metrics;          /* its own label in the per-key metrics */
 };
 
+/* The budget period (enum key_period, UTC) that contains day (days since
+ * 1970-01-01): its first day and the first day of the next.  Weeks start
+ * on Monday.  The one definition of a period: the budget's bucket
+ * (limit.c) and the ledger's sum (keys_table.c) both use it. */
+void key_period_days(int period, int64_t day, int64_t *first, int64_t *next);
+
 /* Take one more reference / drop one (pinned records: nothing). */
 void key_hold(const struct key_rec *k);
 void key_release(const struct key_rec *k);

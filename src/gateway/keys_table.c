@@ -29,6 +29,7 @@
 #include "keys.h"
 #include "keys_store.h"
 #include "log.h"
+#include "rand.h"
 #include "loop.h"
 #include "metrics.h"
 
@@ -101,11 +102,10 @@ static struct {
     .mu = PTHREAD_MUTEX_INITIALIZER,
 };
 
+/* FNV-1a of a string, from h (rand.h's) */
 static uint64_t hash_str(uint64_t h, const char *s)
 {
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-    return h;
+    return rnd_fnv1a64(h, s, strlen(s));
 }
 
 static uint64_t digest_hash(const unsigned char d[32])
@@ -283,24 +283,12 @@ static size_t day_slot(struct kspend *s, int64_t day)
 }
 
 /* The first day of the period containing day (UTC). */
-static int64_t period_start(int period, int64_t day)
-{
-    if (period == KEY_PERIOD_WEEK) /* Monday: 1970-01-01 was a Thursday */
-        return day - (day + 3) % 7;
-    if (period == KEY_PERIOD_MONTH) {
-        time_t t = (time_t)(day * 86400);
-        struct tm tm;
-        gmtime_r(&t, &tm);
-        return day - (tm.tm_mday - 1);
-    }
-    return day;
-}
-
 double keys_period_spend(const struct key_rec *k, int64_t now_unix)
 {
     if (!k || !k->id)
         return 0;
-    int64_t d1 = today(now_unix), d0 = period_start(k->budget.period, d1);
+    int64_t d1 = today(now_unix), d0, next;
+    key_period_days(k->budget.period, d1, &d0, &next);
     double sum = 0;
     pthread_mutex_lock(&T.mu);
     struct kspend *s = spend_of(k->id, false);

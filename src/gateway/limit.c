@@ -92,27 +92,15 @@ static void add_scope(struct limit_ctx *c, const struct key_limits *l, const uin
         add(c, R_CONC, base, 3, ST_GAUGE, l->concurrency, 0, 1);
 }
 
-/* The budget's window containing now: its number and what is left of it. */
+/* The budget's window containing now: its first day (the window's id) and
+ * what is left of it. */
 static void budget_window(int period, int64_t *window, int64_t *left_ms)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, day = 86400000;
-    if (period == KEY_PERIOD_DAY) {
-        *window = now_ms / day;
-        *left_ms = (*window + 1) * day - now_ms;
-    } else if (period == KEY_PERIOD_WEEK) { /* weeks start on Monday: 1970-01-01 was a Thursday */
-        *window = (now_ms / day + 3) / 7;
-        *left_ms = (*window * 7 - 3 + 7) * day - now_ms;
-    } else {
-        time_t t = ts.tv_sec;
-        struct tm tm;
-        gmtime_r(&t, &tm);
-        *window = (int64_t)(tm.tm_year + 1900) * 12 + tm.tm_mon;
-        struct tm next = { .tm_year = tm.tm_mon == 11 ? tm.tm_year + 1 : tm.tm_year,
-                           .tm_mon = (tm.tm_mon + 1) % 12, .tm_mday = 1 };
-        *left_ms = (int64_t)timegm(&next) * 1000 - now_ms;
-    }
+    int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, day = 86400000, next;
+    key_period_days(period, now_ms / day, window, &next);
+    *left_ms = next * day - now_ms;
 }
 
 static int64_t nano_usd(double usd)
